@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install what pxelab needs on Debian 12 (bookworm): QEMU, OVMF, iPXE ROMs, GRUB's EFI
+# modules, the kernel and busybox the fixtures are built from. Run as root (or with sudo).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+packages=(qemu-system-x86 ovmf ipxe-qemu grub-efi-amd64-bin grub-common linux-image-amd64 busybox-static)
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+# qemu-img must come from the same QEMU release as qemu-system-x86. Some images carry a
+# newer qemu-utils (a backport) that the line above leaves broken or removes: install
+# bookworm's own then.
+if ! qemu-img --version >/dev/null 2>&1; then
+  $sudo apt-get install -y -qq --no-install-recommends --allow-downgrades qemu-utils/bookworm >/dev/null
+fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+qemu-system-x86_64 --version | head -n 1
+qemu-img --version | head -n 1

@@ -1,0 +1,117 @@
+//! The `pxelab` command: run scenarios, list them, check the host.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pxelab::jobs::{self, JOBS};
+use pxelab::lab::Lab;
+
+#[derive(Parser)]
+#[command(version, about = "End-to-end VM tests of PXE network installs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario and print its stage timings.
+    Run {
+        /// Scenario name (see `pxelab list`).
+        name: String,
+    },
+    /// List runnable scenarios.
+    List,
+    /// Check that QEMU, OVMF, the fixture inputs and an accelerator are available.
+    Doctor,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "pxelab=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    match cli.command {
+        Command::List => {
+            for job in JOBS {
+                println!("{:<16} {}", job.name, job.about);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Doctor => doctor(),
+        Command::Run { name } => runtime.block_on(run(&name)),
+    }
+}
+
+async fn run(name: &str) -> ExitCode {
+    let lab = match Lab::new(name) {
+        Ok(lab) => lab,
+        Err(e) => {
+            eprintln!("pxelab: cannot create the run directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match jobs::run(name, &lab).await {
+        Ok(report) => {
+            println!("{}", report.stages.table());
+            for (what, value) in &report.facts {
+                println!("{what}: {value}");
+            }
+            println!("artifacts: {}", lab.dir().display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pxelab: {name} failed: {:?}", anyhow::Error::from(e));
+            eprintln!("artifacts: {}", lab.dir().display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn doctor() -> ExitCode {
+    let mut ok = true;
+    let mut check = |what: &str, result: Result<String, String>| match result {
+        Ok(detail) => println!("ok    {what}: {detail}"),
+        Err(why) => {
+            ok = false;
+            println!("FAIL  {what}: {why}");
+        }
+    };
+    for (tool, package) in [("qemu-system-x86_64", "qemu-system-x86"), ("qemu-img", "qemu-utils"), ("grub-mkimage", "grub-common")] {
+        let out = std::process::Command::new(tool).arg("--version").output();
+        check(
+            tool,
+            match out {
+                Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned()),
+                _ => Err(format!("not runnable; install the Debian package {package}")),
+            },
+        );
+    }
+    check(
+        "OVMF",
+        pxelab_ovmf::discover().map(|f| format!("{} + {} ({})", f.code.display(), f.vars_template.display(), f.source)).map_err(|e| e.to_string()),
+    );
+    check(
+        "fixture inputs",
+        pxelab_fixtures::HostFiles::find()
+            .map(|h| format!("kernel {}, busybox {}", h.kernel.display(), h.busybox.display()))
+            .map_err(|e| e.to_string()),
+    );
+    if let Ok(firmware) = pxelab_ovmf::discover() {
+        check(
+            "accelerator",
+            pxelab::vm::select_accel(&firmware, &pxelab::artifacts::Cache::default_root())
+                .map(|a| a.qemu_arg().to_owned())
+                .map_err(|e| e.to_string()),
+        );
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,13 @@
+//! pxelab: end-to-end VM tests of PXE network installs.
+//!
+//! - [`vm`]: QEMU clients (command line, process, QMP, accelerator).
+//! - [`console`]: expect-style serial console with a transcript and fail-fast patterns.
+//! - [`artifacts`]: the cache that builds fixtures once per set of inputs.
+//! - [`lab`]: what a test works in: its artifact directory and the VMs in it.
+//! - [`jobs`]: runnable scenarios behind `pxelab run`.
+
+pub mod artifacts;
+pub mod console;
+pub mod jobs;
+pub mod lab;
+pub mod vm;

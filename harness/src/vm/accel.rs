@@ -1,0 +1,129 @@
+//! Choosing the accelerator: KVM only when it really runs a guest, else TCG.
+//!
+//! `/dev/kvm` can exist while KVM cannot run a guest: on nested setups real-mode code runs but
+//! OVMF dies in its first phase ("KVM internal error ... emulation failure"). So KVM is proved
+//! by booting the very firmware pxelab uses until its boot manager (`BdsDxe`) prints on the
+//! serial port; the verdict is cached per host boot in the cache directory.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pxelab_ovmf::Firmware;
+
+/// A QEMU accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn qemu_arg(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Why `PXELAB_ACCEL` could not be honoured.
+#[derive(Debug, thiserror::Error)]
+#[error("PXELAB_ACCEL={0:?} is not one of kvm, tcg")]
+pub struct AccelError(String);
+
+/// What OVMF prints on the serial port once its boot manager runs.
+const BOOT_MANAGER_MARKER: &[u8] = b"BdsDxe";
+/// Under TCG OVMF reaches its boot manager in ~4.5 s here; KVM takes well under a second.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Pick the accelerator: `PXELAB_ACCEL` if set, else KVM if OVMF boots under it.
+/// `cache_dir` keeps the probe's verdict for this boot of the host.
+pub fn select(firmware: &Firmware, cache_dir: &Path) -> Result<Accel, AccelError> {
+    let accel = match std::env::var("PXELAB_ACCEL").ok().as_deref() {
+        Some("kvm") => Accel::Kvm,
+        Some("tcg") => Accel::Tcg,
+        Some(other) => return Err(AccelError(other.to_owned())),
+        None => cached_probe(firmware, cache_dir),
+    };
+    tracing::info!(accel = accel.qemu_arg(), "accelerator chosen");
+    Ok(accel)
+}
+
+fn cached_probe(firmware: &Firmware, cache_dir: &Path) -> Accel {
+    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        tracing::info!("/dev/kvm cannot be opened: using TCG");
+        return Accel::Tcg;
+    }
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let verdict = cache_dir.join(format!("accel-{}", boot_id.trim()));
+    if let Ok(text) = std::fs::read_to_string(&verdict) {
+        return if text.trim() == "kvm" { Accel::Kvm } else { Accel::Tcg };
+    }
+    let accel = match probe(Accel::Kvm, firmware, cache_dir) {
+        Ok(took) => {
+            tracing::info!("KVM probe: OVMF reached its boot manager in {took:.1?}");
+            Accel::Kvm
+        }
+        Err(why) => {
+            tracing::warn!("KVM probe failed ({why}): falling back to TCG");
+            Accel::Tcg
+        }
+    };
+    let _ = std::fs::create_dir_all(cache_dir).and_then(|_| std::fs::write(&verdict, accel.qemu_arg()));
+    accel
+}
+
+/// Boot OVMF under `accel` with no disks; `Ok(time)` once its boot manager prints.
+pub fn probe(accel: Accel, firmware: &Firmware, scratch: &Path) -> Result<Duration, String> {
+    std::fs::create_dir_all(scratch).map_err(|e| e.to_string())?;
+    let dir = tempfile::Builder::new().prefix("accel-probe").tempdir_in(scratch).map_err(|e| e.to_string())?;
+    let vars = firmware.new_var_store(&dir.path().join("vars.fd")).map_err(|e| e.to_string())?;
+    let serial = dir.path().join("serial.log");
+    let stderr_path = dir.path().join("qemu.log");
+    let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+    let mut command = Command::new("qemu-system-x86_64");
+    command.args(["-machine", "q35", "-accel", accel.qemu_arg(), "-m", "256", "-nodefaults", "-no-user-config"]);
+    if accel == Accel::Kvm {
+        command.args(["-cpu", "host"]);
+    }
+    let mut child = command
+        .args(["-display", "none", "-drive"])
+        .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", firmware.code.display()))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.path.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot run qemu-system-x86_64: {e}"))?;
+    let first_stderr_line = || {
+        let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        text.lines().next().unwrap_or_default().to_owned()
+    };
+    let started = Instant::now();
+    let outcome = loop {
+        let printed = std::fs::read(&serial).unwrap_or_default();
+        if printed.windows(BOOT_MANAGER_MARKER.len()).any(|w| w == BOOT_MANAGER_MARKER) {
+            break Ok(started.elapsed());
+        }
+        let complaint = first_stderr_line();
+        // A KVM internal error pauses the guest rather than ending QEMU: stop waiting at once.
+        if complaint.contains("KVM internal error") {
+            break Err(complaint);
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break Err(format!("QEMU ended with {status}: {complaint}")),
+            Err(e) => break Err(e.to_string()),
+            Ok(None) if started.elapsed() > PROBE_TIMEOUT => {
+                break Err(format!("OVMF did not reach its boot manager within {PROBE_TIMEOUT:?}"))
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome
+}

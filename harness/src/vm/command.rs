@@ -1,0 +1,200 @@
+//! The QEMU command line for one client, as plain data → argv (no I/O).
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use super::Accel;
+
+/// Everything the command line depends on. File descriptors are the numbers the child
+/// process will see; the process layer keeps them open across `exec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    pub name: String,
+    pub accel: Accel,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// OVMF CODE (read-only) and this VM's VARS copy.
+    pub firmware: Option<(PathBuf, PathBuf)>,
+    pub disks: Vec<DiskSpec>,
+    pub nics: Vec<NicSpec>,
+    /// Connected socket for the first serial port, and QEMU's raw log of it.
+    pub serial_fd: RawFd,
+    pub serial_log: PathBuf,
+    /// Connected socket for QMP.
+    pub qmp_fd: RawFd,
+}
+
+/// A disk on its own virtio-blk controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    pub bootindex: Option<u32>,
+    pub serial: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// A network card and what it is plugged into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicSpec {
+    pub model: NicModel,
+    pub mac: [u8; 6],
+    pub rom: Rom,
+    pub bootindex: Option<u32>,
+    /// Connected stream socket to the lab's switch (4-byte length + frame).
+    pub switch_fd: RawFd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicModel {
+    VirtioNet,
+    E1000,
+}
+
+/// The option ROM a NIC carries, which decides who does the PXE boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rom {
+    /// QEMU's default ROM for the model: iPXE.
+    Ipxe,
+    /// No ROM (`romfile=`): OVMF's own network stack does PXE.
+    OvmfNative,
+    /// A ROM file of the user's.
+    File(PathBuf),
+}
+
+/// Format a MAC address as QEMU and DHCP logs print it.
+pub fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+impl VmSpec {
+    /// The argument vector, program name first.
+    pub fn argv(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec!["qemu-system-x86_64".into()];
+        let mut arg = |flag: &str, value: String| {
+            a.push(flag.to_owned());
+            a.push(value);
+        };
+        arg("-name", format!("{},debug-threads=on", self.name));
+        arg("-machine", "q35".into());
+        arg("-accel", self.accel.qemu_arg().into());
+        if self.accel == Accel::Kvm {
+            arg("-cpu", "host".into());
+        }
+        arg("-m", self.memory_mib.to_string());
+        arg("-smp", self.cpus.to_string());
+        if let Some((code, vars)) = &self.firmware {
+            arg("-drive", format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
+            arg("-drive", format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+        }
+        arg("-chardev", format!("socket,id=serial0,fd={},logfile={}", self.serial_fd, self.serial_log.display()));
+        arg("-serial", "chardev:serial0".into());
+        arg("-chardev", format!("socket,id=qmp,fd={}", self.qmp_fd));
+        arg("-mon", "chardev=qmp,mode=control".into());
+        for (i, disk) in self.disks.iter().enumerate() {
+            arg("-drive", format!("if=none,id=disk{i},format={},file={}", disk.format.as_str(), disk.path.display()));
+            let mut device = format!("virtio-blk-pci,drive=disk{i}");
+            if let Some(serial) = &disk.serial {
+                device += &format!(",serial={serial}");
+            }
+            if let Some(index) = disk.bootindex {
+                device += &format!(",bootindex={index}");
+            }
+            arg("-device", device);
+        }
+        for (i, nic) in self.nics.iter().enumerate() {
+            arg("-netdev", format!("stream,id=net{i},server=off,addr.type=fd,addr.str={}", nic.switch_fd));
+            let model = match nic.model {
+                NicModel::VirtioNet => "virtio-net-pci",
+                NicModel::E1000 => "e1000",
+            };
+            let mut device = format!("{model},netdev=net{i},mac={}", mac_string(&nic.mac));
+            match &nic.rom {
+                Rom::Ipxe => {}
+                Rom::OvmfNative => device += ",romfile=",
+                Rom::File(path) => device += &format!(",romfile={}", path.display()),
+            }
+            if let Some(index) = nic.bootindex {
+                device += &format!(",bootindex={index}");
+            }
+            arg("-device", device);
+        }
+        a.extend(["-nodefaults", "-no-user-config", "-display", "none"].map(String::from));
+        a
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn argv_of_a_pxe_client_with_a_disk() {
+        let spec = VmSpec {
+            name: "client1".into(),
+            accel: Accel::Tcg,
+            memory_mib: 1024,
+            cpus: 1,
+            firmware: Some(("/usr/share/OVMF/OVMF_CODE_4M.fd".into(), "/run/t/client1/OVMF_VARS.fd".into())),
+            disks: vec![DiskSpec {
+                path: "/run/t/client1/disk0.qcow2".into(),
+                format: DiskFormat::Qcow2,
+                bootindex: Some(1),
+                serial: Some("pxelab0".into()),
+            }],
+            nics: vec![
+                NicSpec {
+                    model: NicModel::E1000,
+                    mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+                    rom: Rom::OvmfNative,
+                    bootindex: Some(2),
+                    switch_fd: 7,
+                },
+                NicSpec {
+                    model: NicModel::VirtioNet,
+                    mac: [0x52, 0x54, 0x00, 0, 0, 1],
+                    rom: Rom::Ipxe,
+                    bootindex: None,
+                    switch_fd: 8,
+                },
+            ],
+            serial_fd: 5,
+            serial_log: "/run/t/client1/serial.raw.log".into(),
+            qmp_fd: 6,
+        };
+        insta::assert_snapshot!(spec.argv().join("\n"));
+    }
+
+    #[test]
+    fn kvm_uses_the_host_cpu() {
+        let spec = VmSpec {
+            name: "k".into(),
+            accel: Accel::Kvm,
+            memory_mib: 512,
+            cpus: 2,
+            firmware: None,
+            disks: vec![],
+            nics: vec![],
+            serial_fd: 3,
+            serial_log: "s.log".into(),
+            qmp_fd: 4,
+        };
+        let argv = spec.argv().join(" ");
+        assert!(argv.contains("-accel kvm -cpu host -m 512 -smp 2"), "{argv}");
+        assert!(!argv.contains("pflash"));
+    }
+}

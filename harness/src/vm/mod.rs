@@ -1,0 +1,335 @@
+//! QEMU clients: the command line, the process, QMP and the accelerator.
+//!
+//! A [`Vm`] owns everything it started: its QEMU process (terminated and reaped on drop), its
+//! console and QMP sockets, its per-VM UEFI variable store and disks, all in its directory.
+
+mod accel;
+mod command;
+mod process;
+mod qmp;
+
+pub use accel::{probe as probe_accel, select as select_accel, Accel, AccelError};
+pub use command::{mac_string, DiskFormat, DiskSpec, NicModel, NicSpec, Rom, VmSpec};
+pub use process::QemuProcess;
+pub use qmp::{Qmp, QmpError, QmpEvent};
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use pxelab_ovmf::{DiscoverError, Firmware, VarStore, VarStoreError};
+use tokio::time::Instant;
+
+use crate::console::{banner, Console, ConsoleError, Match};
+
+/// Why a VM could not be started or driven.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Firmware(#[from] DiscoverError),
+    #[error(transparent)]
+    VarStore(#[from] VarStoreError),
+    #[error(transparent)]
+    Accel(#[from] AccelError),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("qemu-img failed for {path}: {stderr}")]
+    QemuImg { path: PathBuf, stderr: String },
+    #[error("{name}: QEMU did not start\n{}", banner("QEMU output", log))]
+    Start {
+        name: String,
+        log: String,
+        #[source]
+        source: QmpError,
+    },
+    #[error("{name}: QMP")]
+    Qmp {
+        name: String,
+        #[source]
+        source: QmpError,
+    },
+    #[error("{name}: did not shut down within {waited:.1?}\n{}", banner("last console lines", tail))]
+    ShutdownTimeout { name: String, waited: Duration, tail: String },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
+    let what = what.into();
+    move |source| VmError::Io { what, source }
+}
+
+/// A disk to attach.
+#[derive(Debug, Clone)]
+pub enum Disk {
+    /// A new copy-on-write qcow2 overlay on a base image, so the base is never written.
+    Overlay { base: PathBuf, format: DiskFormat },
+    /// A new empty qcow2 disk of this many bytes.
+    Blank { bytes: u64 },
+    /// An image used as it is (written to by the guest).
+    Image { path: PathBuf, format: DiskFormat },
+}
+
+/// A network card plugged into one end of a connected stream socket.
+#[derive(Debug)]
+pub struct Nic {
+    pub model: NicModel,
+    pub mac: [u8; 6],
+    pub rom: Rom,
+    pub bootindex: Option<u32>,
+    pub cable: OwnedFd,
+}
+
+/// Configure and start one QEMU client.
+pub struct VmBuilder {
+    name: String,
+    dir: PathBuf,
+    memory_mib: u32,
+    cpus: u32,
+    accel: Option<Accel>,
+    cache_dir: PathBuf,
+    disks: Vec<(Disk, Option<u32>)>,
+    nics: Vec<Nic>,
+}
+
+impl VmBuilder {
+    pub fn memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Use this accelerator instead of probing.
+    pub fn accel(mut self, accel: Accel) -> Self {
+        self.accel = Some(accel);
+        self
+    }
+
+    /// Where the KVM probe's verdict is cached.
+    pub fn cache_dir(mut self, dir: &Path) -> Self {
+        self.cache_dir = dir.to_owned();
+        self
+    }
+
+    /// Attach a virtio-blk disk, optionally with a firmware boot index (1 boots first).
+    pub fn disk(mut self, disk: Disk, bootindex: Option<u32>) -> Self {
+        self.disks.push((disk, bootindex));
+        self
+    }
+
+    pub fn nic(mut self, nic: Nic) -> Self {
+        self.nics.push(nic);
+        self
+    }
+
+    /// Start QEMU under OVMF and connect its console and QMP.
+    pub async fn start(self) -> Result<Vm, VmError> {
+        std::fs::create_dir_all(&self.dir).map_err(io(format!("cannot create {}", self.dir.display())))?;
+        let firmware: Firmware = pxelab_ovmf::discover()?;
+        let accel = match self.accel {
+            Some(accel) => accel,
+            None => select_accel(&firmware, &self.cache_dir)?,
+        };
+        let vars = firmware.new_var_store(&self.dir.join("OVMF_VARS.fd"))?;
+        let mut disks = Vec::new();
+        for (i, (disk, bootindex)) in self.disks.into_iter().enumerate() {
+            let (path, format) = make_disk(&self.dir, i, disk)?;
+            disks.push(DiskSpec { path, format, bootindex, serial: Some(format!("pxelab{i}")) });
+        }
+        let (serial_ours, serial_theirs) = socket_pair("serial")?;
+        let (qmp_ours, qmp_theirs) = socket_pair("QMP")?;
+        let mut pass: Vec<OwnedFd> = vec![serial_theirs.into(), qmp_theirs.into()];
+        let mut nics = Vec::new();
+        for nic in self.nics {
+            nics.push(NicSpec {
+                model: nic.model,
+                mac: nic.mac,
+                rom: nic.rom,
+                bootindex: nic.bootindex,
+                switch_fd: std::os::fd::AsRawFd::as_raw_fd(&nic.cable),
+            });
+            pass.push(nic.cable);
+        }
+        let spec = VmSpec {
+            name: self.name.clone(),
+            accel,
+            memory_mib: self.memory_mib,
+            cpus: self.cpus,
+            firmware: Some((firmware.code.clone(), vars.path.clone())),
+            disks,
+            nics,
+            serial_fd: std::os::fd::AsRawFd::as_raw_fd(&pass[0]),
+            serial_log: self.dir.join("serial.raw.log"),
+            qmp_fd: std::os::fd::AsRawFd::as_raw_fd(&pass[1]),
+        };
+        let argv = spec.argv();
+        let cmdline = argv.join(" ");
+        tracing::info!(vm = %self.name, "starting: {cmdline}");
+        std::fs::write(self.dir.join("qemu.cmdline"), format!("{cmdline}\n")).map_err(io("cannot write qemu.cmdline"))?;
+        let qemu_log = self.dir.join("qemu.log");
+        let started = Instant::now();
+        let process = QemuProcess::spawn(&argv, pass, &qemu_log).map_err(io("cannot run qemu-system-x86_64 (install the Debian package qemu-system-x86)"))?;
+        let console = Console::attach(&self.name, serial_ours, &self.dir.join("console.log"), started)
+            .map_err(io("cannot write the console log"))?;
+        let qmp = match Qmp::connect(qmp_ours).await {
+            Ok(qmp) => qmp,
+            Err(source) => {
+                drop(process);
+                let log = std::fs::read_to_string(&qemu_log).unwrap_or_default();
+                return Err(VmError::Start { name: self.name, log, source });
+            }
+        };
+        Ok(Vm { name: self.name, dir: self.dir, cmdline, process, console, qmp, var_store: vars, started })
+    }
+}
+
+fn socket_pair(what: &str) -> Result<(tokio::net::UnixStream, std::os::unix::net::UnixStream), VmError> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io(format!("cannot make the {what} socket")))?;
+    ours.set_nonblocking(true).map_err(io("set_nonblocking"))?;
+    let ours = tokio::net::UnixStream::from_std(ours).map_err(io("register socket"))?;
+    Ok((ours, theirs))
+}
+
+fn make_disk(dir: &Path, index: usize, disk: Disk) -> Result<(PathBuf, DiskFormat), VmError> {
+    let path = dir.join(format!("disk{index}.qcow2"));
+    let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into()];
+    match disk {
+        Disk::Image { path, format } => return Ok((path, format)),
+        Disk::Overlay { base, format } => {
+            let base = std::fs::canonicalize(&base).map_err(io(format!("disk base image {}", base.display())))?;
+            args.extend(["-F".into(), format.as_str().into(), "-b".into(), base.display().to_string()]);
+            args.push(path.display().to_string());
+        }
+        Disk::Blank { bytes } => args.extend([path.display().to_string(), bytes.to_string()]),
+    }
+    let out = std::process::Command::new("qemu-img")
+        .args(&args)
+        .output()
+        .map_err(io("cannot run qemu-img (install the Debian package qemu-utils)"))?;
+    if !out.status.success() {
+        return Err(VmError::QemuImg { path, stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+    }
+    Ok((path, DiskFormat::Qcow2))
+}
+
+/// A running QEMU client.
+pub struct Vm {
+    name: String,
+    dir: PathBuf,
+    cmdline: String,
+    process: QemuProcess,
+    console: Console,
+    qmp: Qmp,
+    var_store: VarStore,
+    started: Instant,
+}
+
+impl Vm {
+    /// Configure a VM named `name` whose files live in `dir`.
+    pub fn builder(name: &str, dir: &Path) -> VmBuilder {
+        VmBuilder {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+            memory_mib: 1024,
+            cpus: 1,
+            accel: None,
+            cache_dir: crate::artifacts::Cache::default_root(),
+            disks: Vec::new(),
+            nics: Vec::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Time since QEMU was started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// This VM's UEFI variable store (its NVRAM).
+    pub fn var_store(&self) -> &VarStore {
+        &self.var_store
+    }
+
+    pub fn console(&self) -> &Console {
+        &self.console
+    }
+
+    pub fn console_mut(&mut self) -> &mut Console {
+        &mut self.console
+    }
+
+    pub fn qmp(&self) -> &Qmp {
+        &self.qmp
+    }
+
+    /// See [`Console::wait_for_console_text`].
+    pub async fn wait_for_console_text(&self, pattern: &str, timeout: Duration) -> Result<Match, ConsoleError> {
+        self.console.wait_for_console_text(pattern, timeout).await
+    }
+
+    /// See [`Console::succeed`].
+    pub async fn succeed(&self, command: &str) -> Result<String, ConsoleError> {
+        self.console.succeed(command).await
+    }
+
+    /// See [`Console::execute`].
+    pub async fn execute(&self, command: &str) -> Result<(i32, String), ConsoleError> {
+        self.console.execute(command).await
+    }
+
+    /// See [`Console::send_line`].
+    pub async fn send_line(&self, line: &str) -> Result<(), ConsoleError> {
+        self.console.send_line(line).await
+    }
+
+    /// QEMU's run state (`running`, `paused`, …).
+    pub async fn status(&self) -> Result<String, VmError> {
+        self.qmp.status().await.map_err(|source| VmError::Qmp { name: self.name.clone(), source })
+    }
+
+    /// Reset the machine, like its reset button.
+    pub async fn reset(&self) -> Result<(), VmError> {
+        self.qmp.system_reset().await.map_err(|source| VmError::Qmp { name: self.name.clone(), source })
+    }
+
+    /// Wait until the guest powers off and QEMU exits.
+    pub async fn wait_for_shutdown(&mut self, timeout: Duration) -> Result<ExitStatus, VmError> {
+        match tokio::time::timeout(timeout, self.process.wait()).await {
+            Ok(status) => status.map_err(io("waiting for QEMU")),
+            Err(_) => Err(VmError::ShutdownTimeout {
+                name: self.name.clone(),
+                waited: timeout,
+                tail: self.console.tail(40),
+            }),
+        }
+    }
+
+    /// Labelled blocks for a failure report: command line, QEMU's output, console tail.
+    pub fn report(&self) -> String {
+        let qemu_log = std::fs::read_to_string(self.dir.join("qemu.log")).unwrap_or_default();
+        [
+            banner(&format!("{} QEMU command", self.name), &self.cmdline),
+            banner(&format!("{} QEMU output", self.name), qemu_log.trim_end()),
+            banner(&format!("{} console (last 40 lines)", self.name), &self.console.tail(40)),
+        ]
+        .join("\n")
+    }
+}

@@ -1,0 +1,139 @@
+//! The QEMU child process: spawned with its sockets, always reaped.
+//!
+//! QEMU dies with the harness in every case: when its [`QemuProcess`] drops (normal end or a
+//! test's panic unwinding), when the harness gets SIGINT/SIGTERM/SIGHUP (a handler kills every
+//! registered child, then lets the signal take its default course), and when the harness is
+//! killed outright (the child asked the kernel for SIGKILL on parent death). QEMU stays in the
+//! harness's process group, so nextest's timeout signal reaches it too.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+/// PIDs of live QEMU children, for the signal handler.
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static HANDLERS: Once = Once::new();
+
+const GRACE: Duration = Duration::from_secs(3);
+
+/// A running QEMU. Dropping it terminates QEMU (SIGTERM, grace, SIGKILL) and reaps it.
+#[derive(Debug)]
+pub struct QemuProcess {
+    child: tokio::process::Child,
+    pid: u32,
+}
+
+impl QemuProcess {
+    /// Spawn `argv`, keeping `pass_fds` open in the child; stdout/stderr go to `log`.
+    pub fn spawn(argv: &[String], pass_fds: Vec<OwnedFd>, log: &Path) -> std::io::Result<Self> {
+        install_signal_handlers();
+        let log = std::fs::File::create(log)?;
+        let raw: Vec<RawFd> = pass_fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        let mut command = std::process::Command::new(&argv[0]);
+        command.args(&argv[1..]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        // SAFETY: only async-signal-safe calls (fcntl, prctl, getppid) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                for &fd in &raw {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() == 1 {
+                    return Err(std::io::Error::other("harness died before QEMU started"));
+                }
+                Ok(())
+            });
+        }
+        let mut live = LIVE.lock().expect("live list");
+        let child = tokio::process::Command::from(command).spawn()?;
+        let pid = child.id().expect("a just-spawned child has a pid");
+        live.push(pid);
+        drop(live);
+        drop(pass_fds);
+        Ok(QemuProcess { child, pid })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Wait for QEMU to exit on its own.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        let status = self.child.wait().await;
+        forget(self.pid);
+        status
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period; returns once QEMU is reaped.
+    pub fn terminate(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            forget(self.pid);
+            return;
+        }
+        signal(self.pid, libc::SIGTERM);
+        let deadline = Instant::now() + GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                forget(self.pid);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!(pid = self.pid, "QEMU ignored SIGTERM for {GRACE:?}: killing it");
+        signal(self.pid, libc::SIGKILL);
+        loop {
+            match self.child.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                _ => break,
+            }
+        }
+        forget(self.pid);
+    }
+}
+
+impl Drop for QemuProcess {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) on our own, not yet reaped, child.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+fn forget(pid: u32) {
+    LIVE.lock().expect("live list").retain(|&p| p != pid);
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: kill every live QEMU, then die of the signal as usual.
+fn install_signal_handlers() {
+    HANDLERS.call_once(|| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            Ok(signals) => signals,
+            Err(e) => return tracing::warn!("cannot install signal handlers: {e}"),
+        };
+        std::thread::Builder::new()
+            .name("pxelab-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    for &pid in LIVE.lock().expect("live list").iter() {
+                        signal(pid, libc::SIGKILL);
+                    }
+                    let _ = signal_hook::low_level::emulate_default_handler(sig);
+                    std::process::exit(128 + sig);
+                }
+            })
+            .expect("spawn signal thread");
+    });
+}

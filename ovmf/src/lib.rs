@@ -1,0 +1,12 @@
+//! OVMF (UEFI firmware for QEMU) discovery and per-VM variable stores.
+//!
+//! OVMF ships as a split pair: a read-only CODE image and a VARS template that each VM copies
+//! and writes its NVRAM (boot entries, boot order) into. The two halves of a pair together fill
+//! one flash device of 2 MiB or 4 MiB; a 4M CODE with a 2M VARS does not boot, so every pair is
+//! checked before use.
+
+mod discover;
+mod vars;
+
+pub use discover::{discover, discover_with, DiscoverError, Firmware, FlashSize, Lookup, CANDIDATES};
+pub use vars::{VarStore, VarStoreError};

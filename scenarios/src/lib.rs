@@ -1,0 +1,26 @@
+//! Helpers shared by the end-to-end scenarios in `tests/`.
+
+/// PIDs of live QEMU processes whose parent is this process.
+pub fn qemu_children() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid ..."; comm may hold spaces, so split after the last ')'.
+            let Some((head, tail)) = stat.rsplit_once(')') else { return false };
+            let ppid = tail.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+            head.contains("(qemu-system") && ppid == Some(me)
+        })
+        .collect()
+}
+
+/// Whether `pid` is a live (not zombie) QEMU process.
+pub fn qemu_alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    match stat.rsplit_once(')') {
+        Some((head, tail)) => head.contains("(qemu-system") && !tail.trim_start().starts_with('Z'),
+        None => false,
+    }
+}
