@@ -11,3 +11,4 @@ pub mod console;
 pub mod jobs;
 pub mod lab;
 pub mod vm;
+pub mod services;

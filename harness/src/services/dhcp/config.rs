@@ -1,0 +1,67 @@
+//! What the DHCP server hands out.
+
+use std::net::Ipv4Addr;
+
+/// A per-host declaration: this MAC always gets this address and host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDecl {
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    pub hostname: Option<String>,
+}
+
+/// The DHCP server's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpConfig {
+    /// The server's own address: server identifier (54), next-server (`siaddr`) and TFTP
+    /// server (66).
+    pub server: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    /// Default route (3); the installer finds its interface through it.
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    /// First and last address of the dynamic pool.
+    pub pool: (Ipv4Addr, Ipv4Addr),
+    pub hosts: Vec<HostDecl>,
+    /// Boot file (67 and `file`) by client architecture (option 93); a client whose
+    /// architecture is not listed, or that sends none, gets an empty file name.
+    pub boot_files: Vec<(u16, String)>,
+    /// NFS root path (17).
+    pub root_path: Option<String>,
+    pub lease_secs: u32,
+}
+
+/// Option 93 value of UEFI x86-64 firmware (RFC 4578 "EFI BC", as OVMF and iPXE send it).
+pub const ARCH_EFI_X64: u16 = 7;
+/// Option 93 value some firmware sends for UEFI x86-64 (RFC 4578 "EFI x86-64").
+pub const ARCH_EFI_X64_ALT: u16 = 9;
+
+impl DhcpConfig {
+    /// The protocol's defaults on `subnet.0/24`: server `.1` (also router and DNS), pool
+    /// `.100`–`.199`, `nixos/bootx64.efi` for UEFI x86-64 clients.
+    pub fn for_subnet(subnet: [u8; 3]) -> Self {
+        let [a, b, c] = subnet;
+        let server = Ipv4Addr::new(a, b, c, 1);
+        DhcpConfig {
+            server,
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            router: Some(server),
+            dns: vec![server],
+            domain: Some("pxelab.test".into()),
+            pool: (Ipv4Addr::new(a, b, c, 100), Ipv4Addr::new(a, b, c, 199)),
+            hosts: Vec::new(),
+            boot_files: vec![
+                (ARCH_EFI_X64, "nixos/bootx64.efi".into()),
+                (ARCH_EFI_X64_ALT, "nixos/bootx64.efi".into()),
+            ],
+            root_path: None,
+            lease_secs: 3600,
+        }
+    }
+
+    /// The boot file for a client architecture; empty when none fits.
+    pub fn boot_file(&self, arch: Option<u16>) -> &str {
+        arch.and_then(|a| self.boot_files.iter().find(|(x, _)| *x == a)).map_or("", |(_, f)| f.as_str())
+    }
+}

@@ -1,0 +1,10 @@
+//! DHCP/BOOTP server for PXE clients (RFC 2131, RFC 2132, RFC 4578 for options 93/94/97).
+//!
+//! [`DhcpServer`] holds the configuration and lease table and answers one decoded request at a
+//! time; the lab's network task feeds it frames and sends what it returns.
+
+mod config;
+mod server;
+
+pub use config::{DhcpConfig, HostDecl};
+pub use server::{DhcpEvent, DhcpEventKind, DhcpServer, Lease, Reply, BOOTP_MIN_LEN};

@@ -1,0 +1,529 @@
+//! The DHCP state machine: requests in, replies and events out.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use dhcproto::v4::{DhcpOption, DhcpOptions, Message, MessageType, Opcode, OptionCode};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+
+use super::DhcpConfig;
+
+/// BOOTP's minimum message length (RFC 951); shorter replies are padded.
+pub const BOOTP_MIN_LEN: usize = 300;
+/// How long an offer holds an address for a client that has not requested it yet.
+const OFFER_HOLD: Duration = Duration::from_secs(60);
+
+/// What happened, for the lab's event log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DhcpEvent {
+    pub kind: DhcpEventKind,
+    pub mac: String,
+    pub ip: Ipv4Addr,
+    pub hostname: Option<String>,
+    /// Option 93, the client's architecture.
+    pub arch: Option<u16>,
+    /// Option 60, the client's vendor class.
+    pub vendor_class: Option<String>,
+    pub boot_file: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpEventKind {
+    Offer,
+    Ack,
+    /// A BOOTP reply (a request without option 53).
+    Bootp,
+    Nak,
+    Decline,
+    Release,
+}
+
+/// A reply to send: the encoded message and where to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub message: Message,
+    /// Encoded, padded to [`BOOTP_MIN_LEN`].
+    pub bytes: Vec<u8>,
+    /// Ethernet destination: the client's MAC (the switch delivers it there) or broadcast.
+    pub dst_mac: [u8; 6],
+    /// IP destination: 255.255.255.255 or the client's address.
+    pub dst_ip: Ipv4Addr,
+}
+
+/// One address bound (or offered) to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub ip: Ipv4Addr,
+    pub bound: bool,
+    pub expires: Duration,
+}
+
+/// The DHCP server: configuration plus the lease table.
+#[derive(Debug)]
+pub struct DhcpServer {
+    config: DhcpConfig,
+    leases: HashMap<[u8; 6], Lease>,
+    declined: HashSet<Ipv4Addr>,
+}
+
+/// Why a request got no reply (logged, never fatal).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Ignored {
+    #[error("undecodable DHCP message: {0}")]
+    Malformed(String),
+    #[error("not a BOOTREQUEST")]
+    NotRequest,
+    #[error("hardware address is not Ethernet")]
+    NotEthernet,
+    #[error("request for another server")]
+    OtherServer,
+    #[error("address pool exhausted")]
+    PoolExhausted,
+    #[error("message type {0:?} needs no reply")]
+    NoReply(MessageType),
+}
+
+impl DhcpServer {
+    pub fn new(config: DhcpConfig) -> Self {
+        DhcpServer { config, leases: HashMap::new(), declined: HashSet::new() }
+    }
+
+    pub fn config(&self) -> &DhcpConfig {
+        &self.config
+    }
+
+    /// The lease table.
+    pub fn leases(&self) -> &HashMap<[u8; 6], Lease> {
+        &self.leases
+    }
+
+    /// Handle one UDP payload sent to port 67 at time `now`.
+    pub fn handle(&mut self, now: Duration, payload: &[u8]) -> Result<(Option<Reply>, DhcpEvent), Ignored> {
+        let request = Message::decode(&mut Decoder::new(payload)).map_err(|e| Ignored::Malformed(e.to_string()))?;
+        if request.opcode() != Opcode::BootRequest {
+            return Err(Ignored::NotRequest);
+        }
+        let mac: [u8; 6] = request.chaddr().get(..6).and_then(|m| m.try_into().ok()).ok_or(Ignored::NotEthernet)?;
+        self.leases.retain(|_, lease| lease.expires > now);
+        let opts = request.opts();
+        let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
+            Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
+            _ => None,
+        };
+        let vendor_class = match opts.get(OptionCode::ClassIdentifier) {
+            Some(DhcpOption::ClassIdentifier(v)) => Some(String::from_utf8_lossy(v).into_owned()),
+            _ => None,
+        };
+        let requested = match opts.get(OptionCode::RequestedIpAddress) {
+            Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
+            _ => None,
+        };
+        let server_id = match opts.get(OptionCode::ServerIdentifier) {
+            Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
+            _ => None,
+        };
+        let event = |kind, ip, hostname: Option<String>, boot_file: &str| DhcpEvent {
+            kind,
+            mac: crate::vm::mac_string(&mac),
+            ip,
+            hostname,
+            arch,
+            vendor_class: vendor_class.clone(),
+            boot_file: boot_file.to_owned(),
+        };
+        let (kind, ip) = match opts.msg_type() {
+            None => {
+                // BOOTP (GRUB and old clients): answer with options anyway, like ISC
+                // dhcpd's always-reply-rfc1048, and keep the address for the lease time.
+                let ip = self.allocate(&mac, None)?;
+                self.bind(mac, ip, now);
+                (DhcpEventKind::Bootp, ip)
+            }
+            Some(MessageType::Discover) => {
+                let ip = self.allocate(&mac, requested)?;
+                self.leases.insert(mac, Lease { ip, bound: false, expires: now + OFFER_HOLD });
+                (DhcpEventKind::Offer, ip)
+            }
+            Some(MessageType::Request) => {
+                if server_id.is_some_and(|id| id != self.config.server) {
+                    self.leases.retain(|m, lease| *m != mac || lease.bound);
+                    return Err(Ignored::OtherServer);
+                }
+                let wanted = requested.unwrap_or(request.ciaddr());
+                match self.allocate(&mac, Some(wanted)) {
+                    Ok(ip) if ip == wanted => {
+                        self.bind(mac, ip, now);
+                        (DhcpEventKind::Ack, ip)
+                    }
+                    _ => {
+                        let nak = self.nak(&request, &mac);
+                        return Ok((Some(nak), event(DhcpEventKind::Nak, wanted, None, "")));
+                    }
+                }
+            }
+            Some(MessageType::Inform) => (DhcpEventKind::Ack, request.ciaddr()),
+            Some(MessageType::Decline) => {
+                let ip = requested.unwrap_or(request.ciaddr());
+                self.declined.insert(ip);
+                self.leases.remove(&mac);
+                return Ok((None, event(DhcpEventKind::Decline, ip, None, "")));
+            }
+            Some(MessageType::Release) => {
+                self.leases.remove(&mac);
+                return Ok((None, event(DhcpEventKind::Release, request.ciaddr(), None, "")));
+            }
+            Some(other) => return Err(Ignored::NoReply(other)),
+        };
+        let reply = self.answer(&request, &mac, kind, ip, arch);
+        let hostname = self.hostname(&mac).map(str::to_owned);
+        let boot_file = self.config.boot_file(arch).to_owned();
+        Ok((Some(reply), event(kind, ip, hostname, &boot_file)))
+    }
+
+    fn hostname(&self, mac: &[u8; 6]) -> Option<&str> {
+        self.config.hosts.iter().find(|h| h.mac == *mac).and_then(|h| h.hostname.as_deref())
+    }
+
+    fn bind(&mut self, mac: [u8; 6], ip: Ipv4Addr, now: Duration) {
+        let expires = now + Duration::from_secs(self.config.lease_secs.into());
+        self.leases.insert(mac, Lease { ip, bound: true, expires });
+    }
+
+    /// The address for `mac`: its declaration, its current lease, the address it asks for if
+    /// free, else the first free pool address.
+    fn allocate(&self, mac: &[u8; 6], wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr, Ignored> {
+        if let Some(host) = self.config.hosts.iter().find(|h| h.mac == *mac) {
+            return Ok(host.ip);
+        }
+        if let Some(lease) = self.leases.get(mac) {
+            return Ok(lease.ip);
+        }
+        let (first, last) = (u32::from(self.config.pool.0), u32::from(self.config.pool.1));
+        let free = |ip: Ipv4Addr| {
+            let n = u32::from(ip);
+            n >= first
+                && n <= last
+                && !self.declined.contains(&ip)
+                && !self.leases.values().any(|l| l.ip == ip)
+                && !self.config.hosts.iter().any(|h| h.ip == ip)
+        };
+        if let Some(ip) = wanted.filter(|ip| free(*ip)) {
+            return Ok(ip);
+        }
+        (first..=last).map(Ipv4Addr::from).find(|ip| free(*ip)).ok_or(Ignored::PoolExhausted)
+    }
+
+    fn answer(&self, request: &Message, mac: &[u8; 6], kind: DhcpEventKind, ip: Ipv4Addr, arch: Option<u16>) -> Reply {
+        let c = &self.config;
+        let boot_file = c.boot_file(arch);
+        let mut reply = base_reply(request);
+        if request.opts().msg_type() != Some(MessageType::Inform) {
+            reply.set_yiaddr(ip);
+        }
+        reply.set_siaddr(c.server);
+        reply.set_fname_str(boot_file);
+        let mut opts = DhcpOptions::new();
+        match kind {
+            DhcpEventKind::Offer => drop(opts.insert(DhcpOption::MessageType(MessageType::Offer))),
+            DhcpEventKind::Ack => drop(opts.insert(DhcpOption::MessageType(MessageType::Ack))),
+            _ => {}
+        }
+        opts.insert(DhcpOption::ServerIdentifier(c.server));
+        if kind != DhcpEventKind::Bootp {
+            opts.insert(DhcpOption::AddressLeaseTime(c.lease_secs));
+        }
+        opts.insert(DhcpOption::SubnetMask(c.netmask));
+        if let Some(router) = c.router {
+            opts.insert(DhcpOption::Router(vec![router]));
+        }
+        if !c.dns.is_empty() {
+            opts.insert(DhcpOption::DomainNameServer(c.dns.clone()));
+        }
+        if let Some(hostname) = self.hostname(mac) {
+            opts.insert(DhcpOption::Hostname(hostname.to_owned()));
+        }
+        if let Some(domain) = &c.domain {
+            opts.insert(DhcpOption::DomainName(domain.clone()));
+        }
+        if let Some(root) = &c.root_path {
+            opts.insert(DhcpOption::RootPath(root.clone()));
+        }
+        opts.insert(DhcpOption::TFTPServerName(c.server.to_string().into_bytes()));
+        if !boot_file.is_empty() {
+            opts.insert(DhcpOption::BootfileName(boot_file.as_bytes().to_vec()));
+        }
+        reply.set_opts(opts);
+        // Deliberately no option 60: OVMF's PXE rejects a `PXEClient` offer without option 43.
+        finish(reply, request, *mac)
+    }
+
+    fn nak(&self, request: &Message, mac: &[u8; 6]) -> Reply {
+        let mut reply = base_reply(request);
+        let mut opts = DhcpOptions::new();
+        opts.insert(DhcpOption::MessageType(MessageType::Nak));
+        opts.insert(DhcpOption::ServerIdentifier(self.config.server));
+        reply.set_opts(opts);
+        // A NAK always goes to broadcast (RFC 2131 4.3.2).
+        let mut reply = finish(reply, request, *mac);
+        reply.dst_mac = [0xff; 6];
+        reply.dst_ip = Ipv4Addr::BROADCAST;
+        reply
+    }
+}
+
+fn base_reply(request: &Message) -> Message {
+    let mut reply = Message::default();
+    reply
+        .set_opcode(Opcode::BootReply)
+        .set_xid(request.xid())
+        .set_flags(request.flags())
+        .set_ciaddr(request.ciaddr())
+        .set_giaddr(request.giaddr())
+        .set_chaddr(request.chaddr());
+    reply
+}
+
+/// Encode, pad, and choose the destination: broadcast when the client asked for it or has
+/// no address yet, else its own address.
+fn finish(message: Message, request: &Message, mac: [u8; 6]) -> Reply {
+    let mut bytes = Vec::with_capacity(BOOTP_MIN_LEN);
+    message.encode(&mut Encoder::new(&mut bytes)).expect("encoding into a Vec cannot fail");
+    if bytes.len() < BOOTP_MIN_LEN {
+        bytes.resize(BOOTP_MIN_LEN, 0);
+    }
+    let broadcast = request.flags().broadcast() || request.ciaddr().is_unspecified();
+    let (dst_mac, dst_ip) = if broadcast { ([0xff; 6], Ipv4Addr::BROADCAST) } else { (mac, request.ciaddr()) };
+    Reply { message, bytes, dst_mac, dst_ip }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::services::dhcp::HostDecl;
+    use dhcproto::v4::{Architecture, Flags};
+    use std::fmt::Write;
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+    fn config() -> DhcpConfig {
+        let mut c = DhcpConfig::for_subnet([192, 0, 2]);
+        c.root_path = Some("192.0.2.1:/srv/nixos/nfsroot,vers=3,tcp,rsize=32768,wsize=32768,actimeo=600".into());
+        c.hosts.push(HostDecl { mac: MAC, ip: "192.0.2.10".parse().unwrap(), hostname: Some("client1".into()) });
+        c
+    }
+
+    fn request(mac: [u8; 6], msg_type: Option<MessageType>, opts: Vec<DhcpOption>, broadcast: bool) -> Vec<u8> {
+        let mut m = Message::default();
+        m.set_opcode(Opcode::BootRequest).set_xid(0x1234_5678).set_chaddr(&mac);
+        if broadcast {
+            m.set_flags(Flags::default().set_broadcast());
+        }
+        let mut o = DhcpOptions::new();
+        if let Some(t) = msg_type {
+            o.insert(DhcpOption::MessageType(t));
+        }
+        for opt in opts {
+            o.insert(opt);
+        }
+        m.set_opts(o);
+        let mut bytes = Vec::new();
+        m.encode(&mut Encoder::new(&mut bytes)).unwrap();
+        bytes
+    }
+
+    /// OVMF's own PXE: broadcast flag, option 93 = 7, vendor class PXEClient, 94 and 97.
+    fn ovmf(msg_type: MessageType, extra: Vec<DhcpOption>) -> Vec<u8> {
+        let mut opts = vec![
+            DhcpOption::MaxMessageSize(1472),
+            DhcpOption::ClientSystemArchitecture(Architecture::from(7)),
+            DhcpOption::ClassIdentifier(b"PXEClient:Arch:00007:UNDI:003000".to_vec()),
+            DhcpOption::ParameterRequestList(vec![
+                OptionCode::SubnetMask, OptionCode::TimeOffset, OptionCode::Router, OptionCode::TimeServer,
+                OptionCode::NameServer, OptionCode::DomainNameServer, OptionCode::Hostname, OptionCode::BootFileSize,
+                OptionCode::DomainName, OptionCode::RootPath, OptionCode::VendorExtensions, OptionCode::TFTPServerName,
+                OptionCode::BootfileName,
+            ]),
+        ];
+        opts.extend(extra);
+        request(MAC, Some(msg_type), opts, true)
+    }
+
+    /// A readable decoding of a reply, for snapshots.
+    fn describe(reply: &Reply) -> String {
+        let m = &reply.message;
+        let mut out = String::new();
+        writeln!(out, "op={:?} xid={:#x} flags={} len={}", m.opcode(), m.xid(), m.flags(), reply.bytes.len()).unwrap();
+        writeln!(out, "ciaddr={} yiaddr={} siaddr={}", m.ciaddr(), m.yiaddr(), m.siaddr()).unwrap();
+        writeln!(out, "file={:?}", m.fname_str().and_then(Result::ok).unwrap_or("")).unwrap();
+        writeln!(out, "to {} {}", crate::vm::mac_string(&reply.dst_mac), reply.dst_ip).unwrap();
+        let mut opts: Vec<_> = m.opts().iter().collect();
+        opts.sort_by_key(|(code, _)| u8::from(**code));
+        for (code, opt) in opts {
+            let text = match opt {
+                DhcpOption::TFTPServerName(b) | DhcpOption::BootfileName(b) => format!("{:?}", String::from_utf8_lossy(b)),
+                other => format!("{other:?}"),
+            };
+            writeln!(out, "  {:>3} {text}", u8::from(*code)).unwrap();
+        }
+        out
+    }
+
+    fn reply(server: &mut DhcpServer, now: u64, bytes: &[u8]) -> (Reply, DhcpEvent) {
+        let (reply, event) = server.handle(Duration::from_secs(now), bytes).unwrap();
+        (reply.expect("a reply"), event)
+    }
+
+    #[test]
+    fn ovmf_pxe_discover_and_request() {
+        let mut server = DhcpServer::new(config());
+        let (offer, event) = reply(&mut server, 0, &ovmf(MessageType::Discover, vec![]));
+        assert_eq!(event.kind, DhcpEventKind::Offer);
+        assert_eq!(event.vendor_class.as_deref(), Some("PXEClient:Arch:00007:UNDI:003000"));
+        assert!(offer.message.opts().get(OptionCode::ClassIdentifier).is_none(), "no option 60 for OVMF");
+        insta::assert_snapshot!("ovmf_offer", describe(&offer));
+        let req = ovmf(
+            MessageType::Request,
+            vec![DhcpOption::ServerIdentifier("192.0.2.1".parse().unwrap()), DhcpOption::RequestedIpAddress("192.0.2.10".parse().unwrap())],
+        );
+        let (ack, event) = reply(&mut server, 1, &req);
+        assert_eq!((event.kind, event.hostname.as_deref()), (DhcpEventKind::Ack, Some("client1")));
+        insta::assert_snapshot!("ovmf_ack", describe(&ack));
+        assert!(server.leases()[&MAC].bound);
+    }
+
+    #[test]
+    fn ipxe_discover_gets_the_efi_loader() {
+        let mut server = DhcpServer::new(config());
+        let mac = [0x52, 0x54, 0, 0, 0, 0x42];
+        let req = request(
+            mac,
+            Some(MessageType::Discover),
+            vec![
+                DhcpOption::ClientSystemArchitecture(Architecture::from(7)),
+                DhcpOption::ClassIdentifier(b"PXEClient:Arch:00007:UNDI:003010".to_vec()),
+                DhcpOption::UserClass(b"iPXE".to_vec()),
+                DhcpOption::Unknown(dhcproto::v4::UnknownOption::new(OptionCode::Unknown(175), vec![177, 5, 1, 128, 134, 16, 14])),
+            ],
+            false,
+        );
+        let (offer, event) = reply(&mut server, 0, &req);
+        assert_eq!((event.ip, event.boot_file.as_str()), ("192.0.2.100".parse().unwrap(), "nixos/bootx64.efi"));
+        insta::assert_snapshot!("ipxe_offer", describe(&offer));
+    }
+
+    #[test]
+    fn grub_bootp_request_is_answered_with_options() {
+        let mut server = DhcpServer::new(config());
+        let (reply, event) = reply(&mut server, 0, &request(MAC, None, vec![], false));
+        assert_eq!(event.kind, DhcpEventKind::Bootp);
+        assert_eq!(reply.message.opts().msg_type(), None, "a BOOTP reply has no message type");
+        insta::assert_snapshot!("grub_bootp", describe(&reply));
+    }
+
+    #[test]
+    fn linux_ipconfig_and_udhcpc_get_no_boot_file() {
+        let mut server = DhcpServer::new(config());
+        let ipconfig = request(
+            [2, 0, 0, 0, 0, 1],
+            Some(MessageType::Discover),
+            vec![
+                DhcpOption::ClassIdentifier(b"Linux ipconfig".to_vec()),
+                DhcpOption::ParameterRequestList(vec![OptionCode::SubnetMask, OptionCode::Router, OptionCode::RootPath]),
+            ],
+            false,
+        );
+        let (offer, _) = reply(&mut server, 0, &ipconfig);
+        insta::assert_snapshot!("ipconfig_offer", describe(&offer));
+        let udhcpc = request(
+            [2, 0, 0, 0, 0, 2],
+            Some(MessageType::Discover),
+            vec![DhcpOption::ClientIdentifier(vec![1, 2, 0, 0, 0, 0, 2]), DhcpOption::ClassIdentifier(b"udhcp 1.35.0".to_vec())],
+            false,
+        );
+        let (offer, event) = reply(&mut server, 0, &udhcpc);
+        assert_eq!((event.ip, event.boot_file.as_str()), ("192.0.2.101".parse().unwrap(), ""));
+        assert!(offer.message.opts().get(OptionCode::BootfileName).is_none());
+    }
+
+    #[test]
+    fn short_replies_are_padded_to_the_bootp_minimum() {
+        let mut c = DhcpConfig::for_subnet([192, 0, 2]);
+        (c.router, c.dns, c.domain) = (None, vec![], None);
+        let mut server = DhcpServer::new(c);
+        let (offer, _) = reply(&mut server, 0, &request([2, 0, 0, 0, 0, 9], Some(MessageType::Discover), vec![], false));
+        assert_eq!(offer.bytes.len(), BOOTP_MIN_LEN);
+        let decoded = Message::decode(&mut Decoder::new(&offer.bytes)).unwrap();
+        assert_eq!((decoded.yiaddr(), decoded.opts()), (offer.message.yiaddr(), offer.message.opts()), "padding decodes away");
+    }
+
+    #[test]
+    fn request_for_another_server_or_taken_address() {
+        let mut server = DhcpServer::new(config());
+        let other = request(
+            [2, 0, 0, 0, 0, 3],
+            Some(MessageType::Request),
+            vec![DhcpOption::ServerIdentifier("192.0.2.254".parse().unwrap())],
+            false,
+        );
+        assert_eq!(server.handle(Duration::ZERO, &other).unwrap_err(), Ignored::OtherServer);
+        // Asking for a declared host's address from another MAC gets a NAK, to broadcast.
+        let taken = request(
+            [2, 0, 0, 0, 0, 4],
+            Some(MessageType::Request),
+            vec![DhcpOption::RequestedIpAddress("192.0.2.10".parse().unwrap())],
+            false,
+        );
+        let (nak, event) = reply(&mut server, 0, &taken);
+        assert_eq!(event.kind, DhcpEventKind::Nak);
+        assert_eq!(nak.message.opts().msg_type(), Some(MessageType::Nak));
+        assert_eq!(nak.dst_mac, [0xff; 6]);
+    }
+
+    #[test]
+    fn decline_retires_the_address_and_release_frees_it() {
+        let mut server = DhcpServer::new(config());
+        let mac = [2, 0, 0, 0, 0, 5];
+        let discover = request(mac, Some(MessageType::Discover), vec![], false);
+        let (_, first) = reply(&mut server, 0, &discover);
+        let decline = request(mac, Some(MessageType::Decline), vec![DhcpOption::RequestedIpAddress(first.ip)], false);
+        let (none, event) = server.handle(Duration::from_secs(1), &decline).unwrap();
+        assert!(none.is_none());
+        assert_eq!(event.kind, DhcpEventKind::Decline);
+        let (_, second) = reply(&mut server, 2, &discover);
+        assert_ne!(second.ip, first.ip, "a declined address is not offered again");
+
+        let mut m = Message::decode(&mut Decoder::new(&request(mac, Some(MessageType::Release), vec![], false))).unwrap();
+        m.set_ciaddr(second.ip);
+        let mut release = Vec::new();
+        m.encode(&mut Encoder::new(&mut release)).unwrap();
+        let (none, event) = server.handle(Duration::from_secs(3), &release).unwrap();
+        assert!(none.is_none() && event.kind == DhcpEventKind::Release);
+        assert!(!server.leases().contains_key(&mac));
+    }
+
+    #[test]
+    fn offers_expire_and_renewal_is_unicast() {
+        let mut server = DhcpServer::new(config());
+        let mac = [2, 0, 0, 0, 0, 6];
+        let (_, offered) = reply(&mut server, 0, &request(mac, Some(MessageType::Discover), vec![], false));
+        let (_, other) = reply(&mut server, 61, &request([2, 0, 0, 0, 0, 7], Some(MessageType::Discover), vec![], false));
+        assert_eq!(other.ip, offered.ip, "an unanswered offer is free again after its hold time");
+
+        let mut m = Message::decode(&mut Decoder::new(&request(mac, Some(MessageType::Request), vec![], false))).unwrap();
+        m.set_ciaddr("192.0.2.150".parse::<Ipv4Addr>().unwrap());
+        let mut renew = Vec::new();
+        m.encode(&mut Encoder::new(&mut renew)).unwrap();
+        let (ack, _) = reply(&mut server, 62, &renew);
+        assert_eq!((ack.dst_mac, ack.dst_ip), (mac, "192.0.2.150".parse().unwrap()));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut server = DhcpServer::new(config());
+        for junk in [&b""[..], b"\x01", &[0u8; 240], &[1u8; 400]] {
+            assert!(server.handle(Duration::ZERO, junk).is_err());
+        }
+    }
+}
