@@ -2,4 +2,5 @@
 //! and sits apart from the task that binds it to the lab's network.
 
 pub mod dhcp;
+pub mod tftp;
 

@@ -1,0 +1,13 @@
+//! Read-only TFTP server (RFC 1350) with the option extension (RFC 2347) and the blksize,
+//! timeout/tsize and windowsize options (RFC 2348, RFC 2349, RFC 7440).
+//!
+//! [`wire`] parses and emits packets; [`Transfer`] is one read transfer's state machine
+//! (time passed in); [`resolve`] maps a requested name into the served root, refusing
+//! escapes. The lab binds them to UDP sockets on its IP host.
+
+mod path;
+mod transfer;
+pub mod wire;
+
+pub use path::{resolve, PathError};
+pub use transfer::{BlockSource, Step, Transfer, TransferLimits, TransferOutcome};

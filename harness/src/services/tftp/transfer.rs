@@ -1,0 +1,339 @@
+//! One read transfer: option negotiation, windows of DATA, ACKs, retransmission, rollover.
+
+use std::time::Duration;
+
+use super::wire::{code, Packet};
+
+/// Where a transfer's bytes come from.
+pub trait BlockSource {
+    fn len(&self) -> u64;
+    /// Fill `buf` from `offset`; a short count only at the end of the data.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+impl BlockSource for std::fs::File {
+    fn len(&self) -> u64 {
+        self.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match std::os::unix::fs::FileExt::read_at(self, &mut buf[filled..], offset + filled as u64)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
+    }
+}
+
+impl BlockSource for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let start = (offset as usize).min(self.as_slice().len());
+        let n = buf.len().min(self.as_slice().len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
+/// What the server allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferLimits {
+    pub max_blksize: u16,
+    pub max_windowsize: u16,
+    /// Retransmission timeout when the client does not ask for one.
+    pub default_timeout: Duration,
+    /// Retransmissions of the same window before giving up.
+    pub max_retries: u32,
+}
+
+impl Default for TransferLimits {
+    fn default() -> Self {
+        TransferLimits { max_blksize: 65464, max_windowsize: 64, default_timeout: Duration::from_secs(1), max_retries: 5 }
+    }
+}
+
+/// How a transfer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferOutcome {
+    /// The client acknowledged the last block.
+    Done { bytes: u64 },
+    /// The client sent an ERROR (OVMF does this after reading `tsize`).
+    ClientAborted { code: u16, message: String },
+    /// No answer after the last retransmission.
+    TimedOut,
+}
+
+/// What the transfer wants done next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Send(Vec<Packet>),
+    /// Nothing to send; wait for a packet or [`Transfer::deadline`].
+    Wait,
+    Finish { outcome: TransferOutcome, send: Option<Packet> },
+}
+
+/// The state of one read transfer.
+#[derive(Debug)]
+pub struct Transfer {
+    size: u64,
+    blksize: u64,
+    windowsize: u64,
+    timeout: Duration,
+    max_retries: u32,
+    /// The OACK, until the client acknowledges it with ACK 0.
+    oack: Option<Packet>,
+    /// Blocks acknowledged (block numbers count from 1, without wrapping).
+    acked: u64,
+    /// Highest block sent.
+    sent: u64,
+    retries: u32,
+    last_send: Duration,
+}
+
+impl Transfer {
+    /// Negotiate `options` (from the RRQ) for a file of `size` bytes.
+    pub fn new(size: u64, options: &[(String, String)], limits: TransferLimits) -> Self {
+        let mut accepted = Vec::new();
+        let (mut blksize, mut windowsize, mut timeout) = (512u64, 1u64, limits.default_timeout);
+        for (name, value) in options {
+            let Ok(n) = value.parse::<u64>() else { continue };
+            match name.as_str() {
+                "blksize" if n >= 8 => {
+                    blksize = n.min(limits.max_blksize.into());
+                    accepted.push((name.clone(), blksize.to_string()));
+                }
+                "windowsize" if n >= 1 => {
+                    windowsize = n.min(limits.max_windowsize.into());
+                    accepted.push((name.clone(), windowsize.to_string()));
+                }
+                "timeout" if (1..=255).contains(&n) => {
+                    timeout = Duration::from_secs(n);
+                    accepted.push((name.clone(), value.clone()));
+                }
+                "tsize" => accepted.push((name.clone(), size.to_string())),
+                _ => {}
+            }
+        }
+        Transfer {
+            size,
+            blksize,
+            windowsize,
+            timeout,
+            max_retries: limits.max_retries,
+            oack: (!accepted.is_empty()).then_some(Packet::Oack { options: accepted }),
+            acked: 0,
+            sent: 0,
+            retries: 0,
+            last_send: Duration::ZERO,
+        }
+    }
+
+    /// Blocks in the file; the last one is shorter than `blksize` (possibly empty).
+    fn total_blocks(&self) -> u64 {
+        self.size / self.blksize + 1
+    }
+
+    /// When to call [`Transfer::on_timeout`] if no packet arrives.
+    pub fn deadline(&self) -> Duration {
+        self.last_send + self.timeout
+    }
+
+    /// The first packets: the OACK, or the first window of data.
+    pub fn begin(&mut self, now: Duration, src: &dyn BlockSource) -> std::io::Result<Step> {
+        self.last_send = now;
+        match &self.oack {
+            Some(oack) => Ok(Step::Send(vec![oack.clone()])),
+            None => self.window(src),
+        }
+    }
+
+    /// Handle a packet from the client's transfer ID.
+    pub fn on_packet(&mut self, now: Duration, packet: &Packet, src: &dyn BlockSource) -> std::io::Result<Step> {
+        match packet {
+            Packet::Error { code, message } => {
+                Ok(Step::Finish { outcome: TransferOutcome::ClientAborted { code: *code, message: message.clone() }, send: None })
+            }
+            Packet::Ack { block } if self.oack.is_some() => {
+                if *block != 0 {
+                    return Ok(Step::Wait);
+                }
+                self.oack = None;
+                self.last_send = now;
+                self.retries = 0;
+                self.window(src)
+            }
+            Packet::Ack { block } => {
+                // Widen the 16-bit block number to the one nearest above what was acked.
+                let full = self.acked + u64::from(block.wrapping_sub(self.acked as u16));
+                if full <= self.acked || full > self.sent {
+                    return Ok(Step::Wait); // duplicate or stale: never answer (Sorcerer's Apprentice)
+                }
+                self.acked = full;
+                self.retries = 0;
+                if full == self.total_blocks() {
+                    return Ok(Step::Finish { outcome: TransferOutcome::Done { bytes: self.size }, send: None });
+                }
+                self.last_send = now;
+                self.window(src)
+            }
+            _ => Ok(Step::Wait),
+        }
+    }
+
+    /// The deadline passed: resend what is unacknowledged, or give up.
+    pub fn on_timeout(&mut self, now: Duration, src: &dyn BlockSource) -> std::io::Result<Step> {
+        self.retries += 1;
+        if self.retries > self.max_retries {
+            let error = Packet::Error { code: code::NOT_DEFINED, message: "timed out".into() };
+            return Ok(Step::Finish { outcome: TransferOutcome::TimedOut, send: Some(error) });
+        }
+        self.begin(now, src)
+    }
+
+    /// DATA for the blocks after the last acknowledged one, one window's worth.
+    fn window(&mut self, src: &dyn BlockSource) -> std::io::Result<Step> {
+        let last = (self.acked + self.windowsize).min(self.total_blocks());
+        let mut packets = Vec::new();
+        for block in self.acked + 1..=last {
+            let offset = (block - 1) * self.blksize;
+            let mut data = vec![0u8; self.size.saturating_sub(offset).min(self.blksize) as usize];
+            let n = src.read_at(offset, &mut data)?;
+            data.truncate(n);
+            packets.push(Packet::Data { block: block as u16, data });
+        }
+        self.sent = last;
+        Ok(Step::Send(packets))
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn opts(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn blocks(step: &Step) -> Vec<(u16, usize)> {
+        match step {
+            Step::Send(packets) => packets
+                .iter()
+                .map(|p| match p {
+                    Packet::Data { block, data } => (*block, data.len()),
+                    other => panic!("expected DATA, got {other:?}"),
+                })
+                .collect(),
+            other => panic!("expected packets, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ovmf_tsize_probe_then_abort() {
+        let file = vec![7u8; 3000];
+        let mut t = Transfer::new(3000, &opts(&[("tsize", "0"), ("blksize", "1468")]), TransferLimits::default());
+        let step = t.begin(ms(0), &file).unwrap();
+        assert_eq!(
+            step,
+            Step::Send(vec![Packet::Oack { options: opts(&[("tsize", "3000"), ("blksize", "1468")]) }])
+        );
+        let abort = Packet::Error { code: 0, message: "abort".into() };
+        match t.on_packet(ms(5), &abort, &file).unwrap() {
+            Step::Finish { outcome: TransferOutcome::ClientAborted { code: 0, .. }, send: None } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn window_of_four_with_a_lost_block() {
+        let file: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let mut t = Transfer::new(10_000, &opts(&[("blksize", "1468"), ("windowsize", "4")]), TransferLimits::default());
+        t.begin(ms(0), &file).unwrap();
+        let first = t.on_packet(ms(1), &Packet::Ack { block: 0 }, &file).unwrap();
+        assert_eq!(blocks(&first), [(1, 1468), (2, 1468), (3, 1468), (4, 1468)]);
+        // Block 3 was lost: the client acknowledges 2, the server resends from 3.
+        let resend = t.on_packet(ms(2), &Packet::Ack { block: 2 }, &file).unwrap();
+        assert_eq!(blocks(&resend), [(3, 1468), (4, 1468), (5, 1468), (6, 1468)]);
+        let last = t.on_packet(ms(3), &Packet::Ack { block: 6 }, &file).unwrap();
+        assert_eq!(blocks(&last), [(7, 10_000 - 6 * 1468)]);
+        match t.on_packet(ms(4), &Packet::Ack { block: 7 }, &file).unwrap() {
+            Step::Finish { outcome: TransferOutcome::Done { bytes: 10_000 }, .. } => {}
+            other => panic!("{other:?}"),
+        }
+        if let Step::Send(p) = &last {
+            let Packet::Data { data, .. } = &p[0] else { unreachable!() };
+            assert_eq!(data[..], file[6 * 1468..], "bytes come from the right offset");
+        }
+    }
+
+    #[test]
+    fn no_options_means_no_oack_and_an_empty_final_block() {
+        let file = vec![1u8; 1024];
+        let mut t = Transfer::new(1024, &opts(&[("unknown", "1")]), TransferLimits::default());
+        assert_eq!(blocks(&t.begin(ms(0), &file).unwrap()), [(1, 512)]);
+        assert_eq!(blocks(&t.on_packet(ms(1), &Packet::Ack { block: 1 }, &file).unwrap()), [(2, 512)]);
+        assert_eq!(blocks(&t.on_packet(ms(2), &Packet::Ack { block: 2 }, &file).unwrap()), [(3, 0)]);
+        assert_eq!(t.on_packet(ms(3), &Packet::Ack { block: 2 }, &file).unwrap(), Step::Wait, "duplicate ACK");
+    }
+
+    #[test]
+    fn timeouts_retransmit_then_give_up() {
+        let file = vec![1u8; 100];
+        let limits = TransferLimits { max_retries: 2, ..Default::default() };
+        let mut t = Transfer::new(100, &opts(&[("timeout", "3")]), limits);
+        t.begin(ms(0), &file).unwrap();
+        assert_eq!(t.deadline(), Duration::from_secs(3));
+        assert!(matches!(t.on_timeout(Duration::from_secs(3), &file).unwrap(), Step::Send(ref p) if matches!(p[0], Packet::Oack { .. })));
+        assert_eq!(t.deadline(), Duration::from_secs(6));
+        assert!(matches!(t.on_timeout(Duration::from_secs(6), &file).unwrap(), Step::Send(_)));
+        match t.on_timeout(Duration::from_secs(9), &file).unwrap() {
+            Step::Finish { outcome: TransferOutcome::TimedOut, send: Some(Packet::Error { .. }) } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A file over 32 MiB at 512-byte blocks passes block 65535 and wraps to 0.
+    #[test]
+    fn block_numbers_roll_over() {
+        struct Zeros(u64);
+        impl BlockSource for Zeros {
+            fn len(&self) -> u64 {
+                self.0
+            }
+            fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = (self.0 - offset).min(buf.len() as u64) as usize;
+                buf[..n].fill(0);
+                Ok(n)
+            }
+        }
+        let src = Zeros(33 * 1024 * 1024);
+        let mut t = Transfer::new(src.0, &[], TransferLimits::default());
+        let mut step = t.begin(ms(0), &src).unwrap();
+        let mut seen = Vec::new();
+        let mut count = 0u64;
+        loop {
+            let (block, len) = blocks(&step)[0];
+            count += 1;
+            if (65534..=65538).contains(&count) {
+                seen.push(block);
+            }
+            step = t.on_packet(ms(count), &Packet::Ack { block }, &src).unwrap();
+            if let Step::Finish { outcome, .. } = step {
+                assert_eq!(outcome, TransferOutcome::Done { bytes: src.0 });
+                assert_eq!(len, 0);
+                break;
+            }
+        }
+        assert_eq!(seen, [65534, 65535, 0, 1, 2]);
+        assert_eq!(count, 33 * 2048 + 1);
+    }
+}
