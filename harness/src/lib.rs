@@ -10,5 +10,6 @@ pub mod artifacts;
 pub mod console;
 pub mod jobs;
 pub mod lab;
+pub mod net;
 pub mod vm;
 pub mod services;

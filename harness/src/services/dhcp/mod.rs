@@ -5,6 +5,8 @@
 
 mod config;
 mod server;
+mod task;
 
 pub use config::{DhcpConfig, HostDecl};
-pub use server::{DhcpEvent, DhcpEventKind, DhcpServer, Lease, Reply, BOOTP_MIN_LEN};
+pub use server::{DhcpEvent, DhcpEventKind, DhcpServer, Ignored, Lease, Reply, BOOTP_MIN_LEN};
+pub use task::interceptor;

@@ -6,8 +6,10 @@
 //! escapes. The lab binds them to UDP sockets on its IP host.
 
 mod path;
+mod task;
 mod transfer;
 pub mod wire;
 
-pub use path::{resolve, PathError};
+pub use path::{resolve, resolve_in, PathError};
+pub use task::{serve, TftpConfig, TftpEvent, TftpOutcome};
 pub use transfer::{BlockSource, Step, Transfer, TransferLimits, TransferOutcome};

@@ -25,6 +25,21 @@ impl PathError {
     }
 }
 
+/// Resolve `requested` in a stack of roots: the first root that has the file serves it, so
+/// per-test files can sit over a shared, cached tree.
+pub fn resolve_in(roots: &[PathBuf], requested: &str) -> Result<PathBuf, PathError> {
+    let mut missing = PathError::NotFound(requested.to_owned());
+    for root in roots {
+        match resolve(root, requested) {
+            Err(PathError::NotFound(_)) => continue,
+            Err(refused @ (PathError::ParentDir(_) | PathError::Escapes(_))) => return Err(refused),
+            Err(other) => missing = other,
+            found @ Ok(_) => return found,
+        }
+    }
+    Err(missing)
+}
+
 /// Resolve `requested` under `root`. A leading `/` means the root (GRUB sends
 /// `/nixos/grub.cfg`), as with `tftpd --secure`; `..` is refused; symlinks are followed only
 /// while they stay inside the root.
@@ -67,5 +82,22 @@ mod test {
         assert_eq!(resolve(&root, "/etc/passwd"), Err(PathError::NotFound("/etc/passwd".into())));
         assert_eq!(resolve(&root, "nixos").unwrap_err().code(), 2);
         assert_eq!(resolve(&root, "nixos/missing").unwrap_err().code(), 1);
+    }
+
+    #[test]
+    fn upper_roots_shadow_lower_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (upper, lower) = (dir.path().join("upper"), dir.path().join("lower"));
+        for (root, text) in [(&upper, "upper"), (&lower, "lower")] {
+            std::fs::create_dir_all(root.join("nixos")).unwrap();
+            std::fs::write(root.join("nixos/load-kernel.cfg"), text).unwrap();
+        }
+        std::fs::write(lower.join("nixos/bzImage"), "kernel").unwrap();
+        let roots = [upper.clone(), lower.clone()];
+        let read = |name: &str| std::fs::read_to_string(resolve_in(&roots, name).unwrap()).unwrap();
+        assert_eq!(read("nixos/load-kernel.cfg"), "upper");
+        assert_eq!(read("/nixos/bzImage"), "kernel");
+        assert_eq!(resolve_in(&roots, "nixos/none").unwrap_err().code(), 1);
+        assert_eq!(resolve_in(&roots, "../lower/nixos/bzImage").unwrap_err().code(), 2);
     }
 }

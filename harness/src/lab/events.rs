@@ -1,0 +1,74 @@
+//! The lab's event log: what its services did, kept for waits and written as JSON lines.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::services::{EventSink, ServiceEvent};
+
+/// A wait for an event ran out of time.
+#[derive(Debug, thiserror::Error)]
+#[error("timed out after {waited:.1?} waiting for {what}; events so far:\n{seen}")]
+pub struct EventTimeout {
+    pub what: String,
+    pub waited: Duration,
+    pub seen: String,
+}
+
+/// Every service event since the lab started, in order.
+pub struct Events {
+    started: Instant,
+    seen: Mutex<Vec<(Duration, ServiceEvent)>>,
+    changed: Notify,
+    log: Mutex<std::fs::File>,
+}
+
+impl Events {
+    /// Record events from `started` on, logging them to `path` (`events.jsonl`).
+    pub fn new(path: &Path, started: Instant) -> std::io::Result<Self> {
+        Ok(Events { started, seen: Mutex::default(), changed: Notify::new(), log: Mutex::new(std::fs::File::create(path)?) })
+    }
+
+    /// All events so far with their time since the lab started.
+    pub fn all(&self) -> Vec<(Duration, ServiceEvent)> {
+        self.seen.lock().expect("events lock").clone()
+    }
+
+    /// Wait until an event satisfies `matches`; events already seen count.
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&[(Duration, ServiceEvent)]) -> Option<T>,
+    ) -> Result<T, EventTimeout> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(found) = matches(&self.seen.lock().expect("events lock")) {
+                return Ok(found);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                let seen = self.all().iter().map(|(at, e)| format!("  {:>8.3}s {e:?}", at.as_secs_f64())).collect::<Vec<_>>();
+                return Err(EventTimeout { what: what.to_owned(), waited: timeout, seen: seen.join("\n") });
+            }
+        }
+    }
+}
+
+impl EventSink for Events {
+    fn publish(&self, event: ServiceEvent) {
+        let at = self.started.elapsed();
+        if let Ok(mut line) = serde_json::to_value(&event) {
+            line["at_ms"] = (at.as_millis() as u64).into();
+            let _ = writeln!(self.log.lock().expect("log lock"), "{line}");
+        }
+        self.seen.lock().expect("events lock").push((at, event));
+        self.changed.notify_waiters();
+    }
+}

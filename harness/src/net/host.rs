@@ -1,0 +1,139 @@
+//! The harness's own host on the segment: a userspace TCP/IP stack (smoltcp, driven by
+//! tokio-smoltcp) that answers ARP and ICMP echo and carries the TFTP/NFS sockets.
+//!
+//! Frames for the host first pass an interceptor, which lets frame-level services (DHCP,
+//! whose clients have no address yet) answer before the IP stack sees them.
+
+use std::net::Ipv4Addr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::{Sink, Stream};
+use smoltcp::iface::Config;
+use smoltcp::phy::{DeviceCapabilities, Medium};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::task::JoinHandle;
+use tokio_smoltcp::device::AsyncDevice;
+use tokio_smoltcp::{BufferSize, Net, NetConfig};
+
+use super::{PortSender, Segment};
+
+/// Looks at each frame sent to the host; `Some(replies)` consumes it.
+pub type Interceptor = Box<dyn FnMut(&[u8]) -> Option<Vec<Vec<u8>>> + Send>;
+
+/// The host's address on the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostAddr {
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+/// A running IP host. Dropping it stops its tasks.
+pub struct IpHost {
+    pub addr: HostAddr,
+    net: Net,
+    demux: JoinHandle<()>,
+}
+
+impl IpHost {
+    /// Attach a host with `addr` to `segment`.
+    pub fn start(segment: &Segment, addr: HostAddr, mut intercept: Interceptor) -> Self {
+        let (sender, mut frames) = segment.attach();
+        let (to_stack, stack_rx) = unbounded_channel();
+        let replies = sender.clone();
+        let demux = tokio::spawn(async move {
+            while let Some(frame) = frames.recv().await {
+                match intercept(&frame) {
+                    Some(answers) => {
+                        for answer in answers {
+                            replies.send(answer);
+                        }
+                    }
+                    None => {
+                        if to_stack.send(frame).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = 1514;
+        let device = PortDevice { rx: stack_rx, tx: sender, caps };
+        let mut config = NetConfig::new(
+            Config::new(HardwareAddress::Ethernet(EthernetAddress(addr.mac))),
+            IpCidr::new(addr.ip.into(), addr.prefix_len),
+            vec![],
+        );
+        config.buffer_size = BufferSize {
+            tcp_rx_size: 1 << 20,
+            tcp_tx_size: 1 << 20,
+            udp_rx_size: 256 * 1024,
+            udp_tx_size: 256 * 1024,
+            udp_rx_meta_size: 256,
+            udp_tx_meta_size: 256,
+            ..BufferSize::default()
+        };
+        let net = Net::new(device, config);
+        IpHost { addr, net, demux }
+    }
+
+    /// The stack, for binding sockets.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+}
+
+impl Drop for IpHost {
+    fn drop(&mut self) {
+        self.demux.abort();
+    }
+}
+
+/// The stack's side of the host port.
+struct PortDevice {
+    rx: UnboundedReceiver<Vec<u8>>,
+    tx: PortSender,
+    caps: DeviceCapabilities,
+}
+
+impl Stream for PortDevice {
+    type Item = std::io::Result<Vec<u8>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|frame| frame.map(Ok))
+    }
+}
+
+impl Sink<Vec<u8>> for PortDevice {
+    type Error = std::io::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Vec<u8>) -> Result<(), Self::Error> {
+        if self.tx.send(frame) {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "segment stopped"))
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncDevice for PortDevice {
+    fn capabilities(&self) -> &DeviceCapabilities {
+        &self.caps
+    }
+}

@@ -1,0 +1,55 @@
+//! DHCP on the segment: answered at the frame level, before the IP stack.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+
+use super::DhcpServer;
+use crate::net::wire::UdpFrame;
+use crate::services::{EventSink, ServiceEvent};
+
+pub const SERVER_PORT: u16 = 67;
+pub const CLIENT_PORT: u16 = 68;
+
+/// An interceptor for the IP host that answers DHCP requests from `server`.
+pub fn interceptor(
+    server: Arc<Mutex<DhcpServer>>,
+    host_mac: [u8; 6],
+    events: Arc<dyn EventSink>,
+    started: Instant,
+) -> crate::net::host::Interceptor {
+    Box::new(move |frame: &[u8]| {
+        let udp = UdpFrame::parse(frame).filter(|u| u.dst_port == SERVER_PORT)?;
+        let mut server = server.lock().expect("dhcp lock");
+        match server.handle(started.elapsed(), &udp.payload) {
+            Ok((reply, event)) => {
+                tracing::info!(
+                    "dhcp: {:?} {} -> {} (arch {:?}, class {:?})",
+                    event.kind,
+                    event.mac,
+                    event.ip,
+                    event.arch,
+                    event.vendor_class
+                );
+                events.publish(ServiceEvent::Dhcp(event));
+                let out = reply.map(|r| {
+                    UdpFrame {
+                        src_mac: host_mac,
+                        dst_mac: r.dst_mac,
+                        src_ip: server.config().server,
+                        dst_ip: r.dst_ip,
+                        src_port: SERVER_PORT,
+                        dst_port: CLIENT_PORT,
+                        payload: r.bytes,
+                    }
+                    .emit()
+                });
+                Some(out.into_iter().collect())
+            }
+            Err(why) => {
+                tracing::info!("dhcp: ignored a request from {}: {why}", crate::vm::mac_string(&udp.src_mac));
+                Some(Vec::new())
+            }
+        }
+    })
+}

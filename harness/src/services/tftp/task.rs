@@ -1,0 +1,169 @@
+//! TFTP on the lab's IP host: port 69 takes requests, each transfer gets its own socket
+//! (its transfer ID) and task.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tokio_smoltcp::{Net, UdpSocket};
+
+use super::wire::{code, Packet};
+use super::{resolve_in, Step, Transfer, TransferLimits, TransferOutcome};
+use crate::services::{EventSink, ServiceEvent};
+
+/// How one transfer ended, for the lab's events.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TftpEvent {
+    pub client: Ipv4Addr,
+    pub file: String,
+    pub outcome: TftpOutcome,
+    pub bytes: u64,
+    pub millis: u64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TftpOutcome {
+    /// The whole file was acknowledged.
+    Done,
+    /// The client stopped the transfer (OVMF's `tsize` probe does).
+    Aborted,
+    /// Refused (missing file, escape attempt, write request) or timed out.
+    Failed,
+}
+
+/// What the TFTP server serves and how.
+#[derive(Debug, Clone)]
+pub struct TftpConfig {
+    pub ip: Ipv4Addr,
+    /// Served directories, searched in order (see [`resolve_in`]).
+    pub roots: Vec<PathBuf>,
+    pub limits: TransferLimits,
+}
+
+/// Serve read requests on port 69 until the stack goes away.
+pub async fn serve(net: Arc<Net>, config: TftpConfig, events: Arc<dyn EventSink>, started: Instant) -> std::io::Result<()> {
+    let socket = net.udp_bind(SocketAddr::from((config.ip, 69))).await?;
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, peer) = socket.recv_from(&mut buf).await?;
+        let SocketAddr::V4(peer) = peer else { continue };
+        match Packet::parse(&buf[..n]) {
+            Ok(Packet::Rrq { filename, options, .. }) => {
+                let (net, config, events) = (net.clone(), config.clone(), events.clone());
+                tokio::spawn(async move {
+                    let event = transfer(&net, &config, peer.into(), &filename, &options, started).await;
+                    tracing::info!("tftp: {} {} {:?} {} bytes in {} ms {}", event.client, event.file, event.outcome, event.bytes, event.millis, event.detail);
+                    events.publish(ServiceEvent::Tftp(event));
+                });
+            }
+            Ok(Packet::Wrq { filename }) => {
+                let error = Packet::Error { code: code::ACCESS_VIOLATION, message: "read-only server".into() };
+                socket.send_to(&error.emit(), peer.into()).await?;
+                let event = failed(*peer.ip(), &filename, "write request refused".into(), 0);
+                events.publish(ServiceEvent::Tftp(event));
+            }
+            Ok(other) => tracing::debug!("tftp: ignored {other:?} from {peer} on port 69"),
+            Err(e) => tracing::info!("tftp: bad packet from {peer}: {e}"),
+        }
+    }
+}
+
+fn failed(client: Ipv4Addr, file: &str, detail: String, millis: u64) -> TftpEvent {
+    TftpEvent { client, file: file.to_owned(), outcome: TftpOutcome::Failed, bytes: 0, millis, detail }
+}
+
+async fn transfer(
+    net: &Net,
+    config: &TftpConfig,
+    peer: SocketAddr,
+    file: &str,
+    options: &[(String, String)],
+    started: Instant,
+) -> TftpEvent {
+    let begun = Instant::now();
+    let client = match peer {
+        SocketAddr::V4(v4) => *v4.ip(),
+        SocketAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    };
+    let socket = match net.udp_bind(SocketAddr::from((config.ip, 0))).await {
+        Ok(socket) => socket,
+        Err(e) => return failed(client, file, format!("no socket: {e}"), 0),
+    };
+    let opened = resolve_in(&config.roots, file).map_err(|e| (e.code(), e.to_string())).and_then(|path| {
+        std::fs::File::open(&path).map_err(|e| (code::FILE_NOT_FOUND, format!("{}: {e}", path.display())))
+    });
+    let source = match opened {
+        Ok(source) => source,
+        Err((code, message)) => {
+            let _ = socket.send_to(&Packet::Error { code, message: message.clone() }.emit(), peer).await;
+            return failed(client, file, message, begun.elapsed().as_millis() as u64);
+        }
+    };
+    let size = super::BlockSource::len(&source);
+    let mut transfer = Transfer::new(size, options, config.limits);
+    let step = transfer.begin(started.elapsed(), &source);
+    let outcome = run(&socket, peer, &mut transfer, &source, step, started).await;
+    let millis = begun.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(TransferOutcome::Done { bytes }) => {
+            TftpEvent { client, file: file.to_owned(), outcome: TftpOutcome::Done, bytes, millis, detail: String::new() }
+        }
+        Ok(TransferOutcome::ClientAborted { code, message }) => TftpEvent {
+            client,
+            file: file.to_owned(),
+            outcome: TftpOutcome::Aborted,
+            bytes: 0,
+            millis,
+            detail: format!("client error {code}: {message}"),
+        },
+        Ok(TransferOutcome::TimedOut) => failed(client, file, "client stopped answering".into(), millis),
+        Err(e) => failed(client, file, e.to_string(), millis),
+    }
+}
+
+async fn run(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    transfer: &mut Transfer,
+    source: &std::fs::File,
+    mut step: std::io::Result<Step>,
+    started: Instant,
+) -> std::io::Result<TransferOutcome> {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match step? {
+            Step::Send(packets) => {
+                for packet in packets {
+                    socket.send_to(&packet.emit(), peer).await?;
+                }
+            }
+            Step::Wait => {}
+            Step::Finish { outcome, send } => {
+                if let Some(packet) = send {
+                    socket.send_to(&packet.emit(), peer).await?;
+                }
+                return Ok(outcome);
+            }
+        }
+        let deadline = started + transfer.deadline();
+        step = tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                let (n, from) = received?;
+                if from != peer {
+                    let error = Packet::Error { code: 5, message: "unknown transfer ID".into() };
+                    socket.send_to(&error.emit(), from).await?;
+                    Ok(Step::Wait)
+                } else {
+                    match Packet::parse(&buf[..n]) {
+                        Ok(packet) => transfer.on_packet(started.elapsed(), &packet, source),
+                        Err(_) => Ok(Step::Wait),
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => transfer.on_timeout(started.elapsed(), source),
+        };
+    }
+}
