@@ -1,15 +1,18 @@
-//! What a test works in: its own artifact directory, the artifact cache, and its VMs.
-//!
-//! (The lab's network and servers join here with the virtual PXE network.)
+//! What a test works in: its own artifact directory, the artifact cache, its PXE network
+//! (segment, DHCP, TFTP) and its VMs.
 
+mod events;
+mod network;
 mod stages;
 
+pub use events::{EventTimeout, Events};
+pub use network::{Network, PxeConfig, HOST_MAC};
 pub use stages::{StageError, Stages};
 
 use std::path::{Path, PathBuf};
 
 use crate::artifacts::Cache;
-use crate::vm::{Vm, VmBuilder};
+use crate::vm::{Nic, NicModel, Rom, Vm, VmBuilder};
 
 /// One test's lab: a directory that keeps every VM's serial log, console transcript, QEMU
 /// command line and output. Its path is printed when the test fails (panics).
@@ -17,6 +20,7 @@ pub struct Lab {
     name: String,
     dir: PathBuf,
     cache: Cache,
+    network: Option<Network>,
 }
 
 impl Lab {
@@ -28,7 +32,25 @@ impl Lab {
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(&dir)?;
-        Ok(Lab { name: name.to_owned(), dir, cache: Cache::new(&Cache::default_root()) })
+        Ok(Lab { name: name.to_owned(), dir, cache: Cache::new(&Cache::default_root()), network: None })
+    }
+
+    /// Start the lab's PXE network; its pcap and event log go into the lab's directory.
+    pub fn start_network(&mut self, config: PxeConfig) -> std::io::Result<&Network> {
+        self.network = Some(Network::start(&self.dir, config)?);
+        Ok(self.network.as_ref().expect("just started"))
+    }
+
+    /// The PXE network, once started.
+    pub fn network(&self) -> &Network {
+        self.network.as_ref().expect("Lab::start_network was not called")
+    }
+
+    /// A diskless client whose NIC (`model`, `rom`) is plugged into the lab's network and
+    /// boots second after any disk (`bootindex=2`); add disks with [`VmBuilder::disk`].
+    pub fn pxe_client(&self, name: &str, mac: [u8; 6], model: NicModel, rom: Rom) -> std::io::Result<VmBuilder> {
+        let cable = self.network().plug()?;
+        Ok(self.vm(name).nic(Nic { model, mac, rom, bootindex: Some(2), cable }))
     }
 
     pub fn name(&self) -> &str {

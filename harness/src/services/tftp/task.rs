@@ -10,6 +10,7 @@ use tokio_smoltcp::{Net, UdpSocket};
 
 use super::wire::{code, Packet};
 use super::{resolve_in, Step, Transfer, TransferLimits, TransferOutcome};
+use crate::net::host::IpHost;
 use crate::services::{EventSink, ServiceEvent};
 
 /// How one transfer ended, for the lab's events.
@@ -44,17 +45,17 @@ pub struct TftpConfig {
 }
 
 /// Serve read requests on port 69 until the stack goes away.
-pub async fn serve(net: Arc<Net>, config: TftpConfig, events: Arc<dyn EventSink>, started: Instant) -> std::io::Result<()> {
-    let socket = net.udp_bind(SocketAddr::from((config.ip, 69))).await?;
+pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn EventSink>, started: Instant) -> std::io::Result<()> {
+    let socket = host.net().udp_bind(SocketAddr::from((config.ip, 69))).await?;
     let mut buf = vec![0u8; 2048];
     loop {
         let (n, peer) = socket.recv_from(&mut buf).await?;
         let SocketAddr::V4(peer) = peer else { continue };
         match Packet::parse(&buf[..n]) {
             Ok(Packet::Rrq { filename, options, .. }) => {
-                let (net, config, events) = (net.clone(), config.clone(), events.clone());
+                let (host, config, events) = (host.clone(), config.clone(), events.clone());
                 tokio::spawn(async move {
-                    let event = transfer(&net, &config, peer.into(), &filename, &options, started).await;
+                    let event = transfer(host.net(), &config, peer.into(), &filename, &options, started).await;
                     tracing::info!("tftp: {} {} {:?} {} bytes in {} ms {}", event.client, event.file, event.outcome, event.bytes, event.millis, event.detail);
                     events.publish(ServiceEvent::Tftp(event));
                 });
@@ -99,7 +100,9 @@ async fn transfer(
         Ok(source) => source,
         Err((code, message)) => {
             let _ = socket.send_to(&Packet::Error { code, message: message.clone() }.emit(), peer).await;
-            return failed(client, file, message, begun.elapsed().as_millis() as u64);
+            let millis = begun.elapsed().as_millis() as u64;
+            linger().await;
+            return failed(client, file, message, millis);
         }
     };
     let size = super::BlockSource::len(&source);
@@ -124,6 +127,13 @@ async fn transfer(
     }
 }
 
+/// `send_to` only queues the datagram in the userspace stack, which transmits it on its next
+/// poll (after ARP, if need be); a socket dropped before then takes its last packet with it.
+/// Keep a transfer's socket this long after its final packet.
+async fn linger() {
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+}
+
 async fn run(
     socket: &UdpSocket,
     peer: SocketAddr,
@@ -144,6 +154,7 @@ async fn run(
             Step::Finish { outcome, send } => {
                 if let Some(packet) = send {
                     socket.send_to(&packet.emit(), peer).await?;
+                    linger().await;
                 }
                 return Ok(outcome);
             }
