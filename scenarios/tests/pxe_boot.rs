@@ -34,3 +34,8 @@ async fn boots_the_protocol_chain(test: &str, model: NicModel, rom: Rom) {
 async fn ovmf_native_pxe_boots_the_protocol_chain() {
     boots_the_protocol_chain("ovmf_native_pxe_boots_the_protocol_chain", NicModel::VirtioNet, Rom::OvmfNative).await;
 }
+
+#[tokio::test]
+async fn ipxe_rom_boots_the_protocol_chain() {
+    boots_the_protocol_chain("ipxe_rom_boots_the_protocol_chain", NicModel::VirtioNet, Rom::Ipxe).await;
+}
