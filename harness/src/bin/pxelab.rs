@@ -24,6 +24,21 @@ enum Command {
     List,
     /// Check that QEMU, OVMF, the fixture inputs and an accelerator are available.
     Doctor,
+    /// Measure pxelab against a reference, side by side, and print figures and ratios.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// GRUB loads the 8 MB kernel from pxelab's TFTP server and from QEMU's slirp TFTP.
+    Tftp {
+        /// Runs of each server (alternating); the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +59,25 @@ fn main() -> ExitCode {
         }
         Command::Doctor => doctor(),
         Command::Run { name } => runtime.block_on(run(&name)),
+        Command::Bench { what: Bench::Tftp { runs } } => runtime.block_on(bench_tftp(runs.max(1))),
+    }
+}
+
+async fn bench_tftp(runs: usize) -> ExitCode {
+    let result = async {
+        let mut lab = pxelab::bench::lab("tftp")?;
+        let bench = pxelab::bench::tftp(&mut lab, runs).await?;
+        println!("{}", bench.report());
+        println!("artifacts: {}", lab.dir().display());
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pxelab: bench tftp failed: {:?}", anyhow::anyhow!(e));
+            ExitCode::FAILURE
+        }
     }
 }
 

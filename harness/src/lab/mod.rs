@@ -12,7 +12,7 @@ pub use stages::{StageError, Stages};
 use std::path::{Path, PathBuf};
 
 use crate::artifacts::Cache;
-use crate::vm::{Nic, NicModel, Rom, Vm, VmBuilder};
+use crate::vm::{Cable, Nic, NicModel, Rom, Vm, VmBuilder};
 
 /// One test's lab: a directory that keeps every VM's serial log, console transcript, QEMU
 /// command line and output. Its path is printed when the test fails (panics).
@@ -50,7 +50,7 @@ impl Lab {
     /// boots second after any disk (`bootindex=2`); add disks with [`VmBuilder::disk`].
     pub fn pxe_client(&self, name: &str, mac: [u8; 6], model: NicModel, rom: Rom) -> std::io::Result<VmBuilder> {
         let cable = self.network().plug()?;
-        Ok(self.vm(name).nic(Nic { model, mac, rom, bootindex: Some(2), cable }))
+        Ok(self.vm(name).nic(Nic { model, mac, rom, bootindex: Some(2), cable: Cable::Switch(cable) }))
     }
 
     pub fn name(&self) -> &str {

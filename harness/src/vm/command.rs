@@ -55,8 +55,17 @@ pub struct NicSpec {
     pub mac: [u8; 6],
     pub rom: Rom,
     pub bootindex: Option<u32>,
-    /// Connected stream socket to the lab's switch (4-byte length + frame).
-    pub switch_fd: RawFd,
+    pub backend: NetBackend,
+}
+
+/// What a NIC is plugged into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetBackend {
+    /// A connected stream socket to the lab's switch (4-byte length + frame).
+    Switch { fd: RawFd },
+    /// QEMU's own user-mode network with its built-in DHCP and TFTP server, restricted so
+    /// nothing leaves the guest (a benchmark's reference peer).
+    Slirp { tftp_root: PathBuf, bootfile: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +126,15 @@ impl VmSpec {
             arg("-device", device);
         }
         for (i, nic) in self.nics.iter().enumerate() {
-            arg("-netdev", format!("stream,id=net{i},server=off,addr.type=fd,addr.str={}", nic.switch_fd));
+            match &nic.backend {
+                NetBackend::Switch { fd } => {
+                    arg("-netdev", format!("stream,id=net{i},server=off,addr.type=fd,addr.str={fd}"))
+                }
+                NetBackend::Slirp { tftp_root, bootfile } => arg(
+                    "-netdev",
+                    format!("user,id=net{i},restrict=on,tftp={},bootfile={bootfile}", tftp_root.display()),
+                ),
+            }
             let model = match nic.model {
                 NicModel::VirtioNet => "virtio-net-pci",
                 NicModel::E1000 => "e1000",
@@ -162,14 +179,14 @@ mod test {
                     mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
                     rom: Rom::OvmfNative,
                     bootindex: Some(2),
-                    switch_fd: 7,
+                    backend: NetBackend::Switch { fd: 7 },
                 },
                 NicSpec {
                     model: NicModel::VirtioNet,
                     mac: [0x52, 0x54, 0x00, 0, 0, 1],
                     rom: Rom::Ipxe,
                     bootindex: None,
-                    switch_fd: 8,
+                    backend: NetBackend::Slirp { tftp_root: "/run/t/tftp".into(), bootfile: "nixos/bootx64.efi".into() },
                 },
             ],
             serial_fd: 5,

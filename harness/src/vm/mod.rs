@@ -9,7 +9,7 @@ mod process;
 mod qmp;
 
 pub use accel::{probe as probe_accel, select as select_accel, Accel, AccelError};
-pub use command::{mac_string, DiskFormat, DiskSpec, NicModel, NicSpec, Rom, VmSpec};
+pub use command::{mac_string, DiskFormat, DiskSpec, NetBackend, NicModel, NicSpec, Rom, VmSpec};
 pub use process::QemuProcess;
 pub use qmp::{Qmp, QmpError, QmpEvent};
 
@@ -73,14 +73,23 @@ pub enum Disk {
     Image { path: PathBuf, format: DiskFormat },
 }
 
-/// A network card plugged into one end of a connected stream socket.
+/// A network card and what it is plugged into.
 #[derive(Debug)]
 pub struct Nic {
     pub model: NicModel,
     pub mac: [u8; 6],
     pub rom: Rom,
     pub bootindex: Option<u32>,
-    pub cable: OwnedFd,
+    pub cable: Cable,
+}
+
+/// The other end of a NIC's cable.
+#[derive(Debug)]
+pub enum Cable {
+    /// QEMU's end of a stream socket to a lab switch port.
+    Switch(OwnedFd),
+    /// QEMU's restricted user-mode network serving `tftp_root` (see [`NetBackend::Slirp`]).
+    Slirp { tftp_root: PathBuf, bootfile: String },
 }
 
 /// Configure and start one QEMU client.
@@ -148,14 +157,15 @@ impl VmBuilder {
         let mut pass: Vec<OwnedFd> = vec![serial_theirs.into(), qmp_theirs.into()];
         let mut nics = Vec::new();
         for nic in self.nics {
-            nics.push(NicSpec {
-                model: nic.model,
-                mac: nic.mac,
-                rom: nic.rom,
-                bootindex: nic.bootindex,
-                switch_fd: std::os::fd::AsRawFd::as_raw_fd(&nic.cable),
-            });
-            pass.push(nic.cable);
+            let backend = match nic.cable {
+                Cable::Switch(fd) => {
+                    let backend = NetBackend::Switch { fd: std::os::fd::AsRawFd::as_raw_fd(&fd) };
+                    pass.push(fd);
+                    backend
+                }
+                Cable::Slirp { tftp_root, bootfile } => NetBackend::Slirp { tftp_root, bootfile },
+            };
+            nics.push(NicSpec { model: nic.model, mac: nic.mac, rom: nic.rom, bootindex: nic.bootindex, backend });
         }
         let spec = VmSpec {
             name: self.name.clone(),

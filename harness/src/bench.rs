@@ -1,0 +1,110 @@
+//! Benchmarks that measure pxelab's servers against a reference side by side, in one run.
+
+use std::time::{Duration, Instant};
+
+use pxelab_fixtures::{HostFiles, PxeTree};
+
+use crate::lab::{Lab, PxeConfig};
+use crate::vm::{Cable, Nic, NicModel, Rom, VmBuilder};
+
+/// A GRUB configuration that only times loading the kernel over TFTP.
+const BENCH_GRUB_CFG: &str = "serial --speed=115200 --unit=0 --word=8 --parity=no --stop=1
+terminal_input serial
+terminal_output serial
+echo pxelab-bench: fetching
+linux $prefix/bzImage
+echo pxelab-bench: fetched
+";
+
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xbe, 0x4c, 0x01];
+
+/// Times of one TFTP benchmark run.
+#[derive(Debug, Clone)]
+pub struct TftpBench {
+    pub file_bytes: u64,
+    pub ours: Vec<Duration>,
+    pub slirp: Vec<Duration>,
+}
+
+impl TftpBench {
+    /// The report `pxelab bench tftp` prints.
+    pub fn report(&self) -> String {
+        let mb = self.file_bytes as f64 / 1e6;
+        let line = |name: &str, times: &[Duration]| {
+            let m = median(times).as_secs_f64();
+            let all: Vec<String> = times.iter().map(|t| format!("{:.2}", t.as_secs_f64())).collect();
+            format!("{name:<12} median {m:>6.2} s  {:>6.2} MB/s  (runs: {} s)", mb / m, all.join(", "))
+        };
+        let ratio = median(&self.slirp).as_secs_f64() / median(&self.ours).as_secs_f64();
+        format!(
+            "file: nixos/bzImage, {} bytes, loaded by GRUB's `linux` (blksize 1024, no window)\n{}\n{}\nratio: {ratio:.2}",
+            self.file_bytes,
+            line("pxelab TFTP", &self.ours),
+            line("slirp TFTP", &self.slirp)
+        )
+    }
+}
+
+fn median(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+/// Have OVMF PXE-boot GRUB, and GRUB load the host kernel (8 MB), from pxelab's TFTP server
+/// and from QEMU's slirp TFTP (`restrict=on`), `runs` times each, alternating.
+pub async fn tftp(lab: &mut Lab, runs: usize) -> Result<TftpBench, Box<dyn std::error::Error + Send + Sync>> {
+    let host = HostFiles::find()?;
+    let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() })?;
+    let root = lab.dir().join("tftp");
+    let nixos = root.join("nixos");
+    std::fs::create_dir_all(&nixos)?;
+    std::fs::copy(tree.join(PxeTree::ROOT).join("nixos/bootx64.efi"), nixos.join("bootx64.efi"))?;
+    std::fs::copy(&host.kernel, nixos.join("bzImage"))?;
+    std::fs::write(nixos.join("grub.cfg"), BENCH_GRUB_CFG)?;
+    lab.start_network(PxeConfig::new(vec![root.clone()]))?;
+    let mut bench = TftpBench { file_bytes: std::fs::metadata(&host.kernel)?.len(), ours: vec![], slirp: vec![] };
+    for run in 0..runs {
+        let ours = lab.pxe_client(&format!("ours-{run}"), MAC, NicModel::VirtioNet, Rom::OvmfNative)?;
+        bench.ours.push(time_fetch(ours).await?);
+        let slirp = lab.vm(&format!("slirp-{run}")).nic(Nic {
+            model: NicModel::VirtioNet,
+            mac: MAC,
+            rom: Rom::OvmfNative,
+            bootindex: Some(2),
+            cable: Cable::Slirp { tftp_root: root.clone(), bootfile: "nixos/bootx64.efi".into() },
+        });
+        bench.slirp.push(time_fetch(slirp).await?);
+    }
+    Ok(bench)
+}
+
+async fn time_fetch(client: VmBuilder) -> Result<Duration, Box<dyn std::error::Error + Send + Sync>> {
+    let vm = client.start().await?;
+    vm.wait_for_console_text("pxelab-bench: fetching", Duration::from_secs(180)).await?;
+    let started = Instant::now();
+    vm.wait_for_console_text("pxelab-bench: fetched", Duration::from_secs(600)).await?;
+    Ok(started.elapsed())
+}
+
+/// Where `pxelab bench` keeps its runs.
+pub fn lab(name: &str) -> std::io::Result<Lab> {
+    Lab::new(&format!("bench-{name}"))
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn report_has_the_ratio_line() {
+        let bench = TftpBench {
+            file_bytes: 8_000_000,
+            ours: vec![Duration::from_secs(4), Duration::from_secs(2), Duration::from_secs(3)],
+            slirp: vec![Duration::from_secs(6)],
+        };
+        let report = bench.report();
+        assert!(report.lines().any(|l| l == "ratio: 2.00"), "{report}");
+        assert!(report.contains("median   3.00 s"), "{report}");
+    }
+}
