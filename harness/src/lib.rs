@@ -5,7 +5,7 @@
 //! - [`artifacts`]: the cache that builds fixtures once per set of inputs.
 //! - [`lab`]: what a test works in: its artifact directory and the VMs in it.
 //! - [`jobs`]: runnable scenarios behind `pxelab run`.
-//! - [`bench`]: side-by-side benchmarks behind `pxelab bench`.
+//! - [`mod@bench`]: side-by-side benchmarks behind `pxelab bench`.
 //! - [`net`]: the virtual L2 segment and the harness's userspace IP host.
 //! - [`services`]: DHCP and TFTP (protocol logic apart from sockets).
 

@@ -127,6 +127,9 @@ impl Console {
     }
 
     /// Wait until `pattern` (a regex) appears in output not yet consumed by an earlier wait.
+    ///
+    /// Output arrives in pieces, and a match is taken as soon as it exists: a pattern that
+    /// ends in a variable-length part (`(\S+)`) must end with `\n` to see the whole line.
     pub async fn wait_for_console_text(&self, pattern: &str, timeout: Duration) -> Result<Match, ConsoleError> {
         let want = compile(pattern)?;
         let started = Instant::now();
