@@ -24,3 +24,17 @@ pub fn qemu_alive(pid: u32) -> bool {
         None => false,
     }
 }
+
+/// Write `len` bytes of a deterministic pseudo-random sequence (xorshift64) to `path`.
+pub fn write_pseudo_random(path: &std::path::Path, len: usize) -> std::io::Result<()> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut data = Vec::with_capacity(len + 8);
+    while data.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(len);
+    std::fs::write(path, data)
+}

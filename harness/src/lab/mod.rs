@@ -6,7 +6,7 @@ mod network;
 mod stages;
 
 pub use events::{EventTimeout, Events};
-pub use network::{Network, PxeConfig, HOST_MAC};
+pub use network::{Network, NfsExport, PxeConfig, HOST_MAC, NFS_ROOT_OPTIONS};
 pub use stages::{StageError, Stages};
 
 use std::path::{Path, PathBuf};

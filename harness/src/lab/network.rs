@@ -14,6 +14,7 @@ use crate::net::fault::NoFaults;
 use crate::net::host::{HostAddr, IpHost};
 use crate::net::Segment;
 use crate::services::dhcp::{self, DhcpConfig, DhcpEvent, DhcpEventKind, DhcpServer, HostDecl};
+use crate::services::nfs::{self, NfsConfig};
 use crate::services::tftp::{self, TftpConfig, TftpEvent, TftpOutcome, TransferLimits};
 use crate::services::{EventSink, ServiceEvent};
 use crate::vm::mac_string;
@@ -28,12 +29,32 @@ pub struct PxeConfig {
     /// TFTP roots, searched in order: per-test files first, then shared trees.
     pub tftp_roots: Vec<PathBuf>,
     pub tftp_limits: TransferLimits,
+    /// The NFS root export, if any.
+    pub nfs: Option<NfsExport>,
 }
+
+/// A read-only NFS export: the path clients mount and its directories, top first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfsExport {
+    pub path: String,
+    pub layers: Vec<PathBuf>,
+}
+
+/// NFS mount options the protocol's root path carries (option 17).
+pub const NFS_ROOT_OPTIONS: &str = "vers=3,tcp,rsize=32768,wsize=32768,actimeo=600";
 
 impl PxeConfig {
     /// The protocol's defaults on 192.0.2.0/24, serving `tftp_roots`.
     pub fn new(tftp_roots: Vec<PathBuf>) -> Self {
-        PxeConfig { dhcp: DhcpConfig::for_subnet([192, 0, 2]), tftp_roots, tftp_limits: TransferLimits::default() }
+        PxeConfig { dhcp: DhcpConfig::for_subnet([192, 0, 2]), tftp_roots, tftp_limits: TransferLimits::default(), nfs: None }
+    }
+
+    /// Export `layers` (top first) read-only over NFS at `path`, and hand clients the
+    /// protocol's root path for it (DHCP option 17: `<ip>:<path>,vers=3,tcp,...`).
+    pub fn nfs_root(mut self, path: &str, layers: Vec<PathBuf>) -> Self {
+        self.dhcp.root_path = Some(format!("{}:{path},{NFS_ROOT_OPTIONS}", self.dhcp.server));
+        self.nfs = Some(NfsExport { path: path.to_owned(), layers });
+        self
     }
 
     /// Declare a host: `mac` always gets `ip` and `hostname`.
@@ -49,7 +70,7 @@ pub struct Network {
     host: Arc<IpHost>,
     dhcp: Arc<Mutex<DhcpServer>>,
     events: Arc<Events>,
-    tftp: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Network {
@@ -66,12 +87,21 @@ impl Network {
         let host = Arc::new(IpHost::start(&segment, HostAddr { mac: HOST_MAC, ip: server_ip, prefix_len }, intercept));
         let tftp_config = TftpConfig { ip: server_ip, roots: config.tftp_roots, limits: config.tftp_limits };
         let net = host.clone();
-        let tftp = tokio::spawn(async move {
+        let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = tftp::serve(net, tftp_config, sink, started).await {
                 tracing::error!("tftp server stopped: {e}");
             }
-        });
-        Ok(Network { segment, host, dhcp, events, tftp })
+        })];
+        if let Some(export) = config.nfs {
+            let nfs_config = NfsConfig { ip: server_ip, export_path: export.path, layers: export.layers };
+            let net = host.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = nfs::serve(net, nfs_config).await {
+                    tracing::error!("nfs server stopped: {e}");
+                }
+            }));
+        }
+        Ok(Network { segment, host, dhcp, events, tasks })
     }
 
     /// A cable for a VM NIC (QEMU's end of a stream socket).
@@ -138,6 +168,8 @@ impl Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
-        self.tftp.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
