@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use pxelab_fixtures::{HostFiles, PxeTree};
+use pxelab_fixtures::nfs_root::NFS_ROOT_MARKER;
+use pxelab_fixtures::{initramfs, HostFiles, NfsRoot, PxeTree};
 
 use crate::lab::{Lab, PxeConfig};
 use crate::vm::{Cable, Nic, NicModel, Rom, VmBuilder};
@@ -85,6 +86,53 @@ async fn time_fetch(client: VmBuilder) -> Result<Duration, Box<dyn std::error::E
     let started = Instant::now();
     vm.wait_for_console_text("pxelab-bench: fetched", Duration::from_secs(600)).await?;
     Ok(started.elapsed())
+}
+
+/// Sequential reads of one large file from the NFS root, inside the guest.
+#[derive(Debug, Clone)]
+pub struct NfsBench {
+    pub file_bytes: u64,
+    pub runs: Vec<Duration>,
+}
+
+impl NfsBench {
+    /// The report `pxelab bench nfs` prints; its last line is `MB/s: <median>`.
+    pub fn report(&self) -> String {
+        let mbs = |t: &Duration| self.file_bytes as f64 / 1e6 / t.as_secs_f64();
+        let all: Vec<String> = self.runs.iter().map(|t| format!("{:.2} s ({:.1} MB/s)", t.as_secs_f64(), mbs(t))).collect();
+        format!(
+            "file: /data/big.bin, {} bytes, read with `cat > /dev/null` in the guest over NFSv3/TCP (page cache dropped before each run)
+runs: {}
+MB/s: {:.1}",
+            self.file_bytes,
+            all.join(", "),
+            mbs(&median(&self.runs))
+        )
+    }
+}
+
+/// PXE-boot a client into the NFS root and time reading a `size_mib` file from it `runs` times.
+pub async fn nfs(lab: &mut Lab, runs: usize, size_mib: usize) -> Result<NfsBench, Box<dyn std::error::Error + Send + Sync>> {
+    let host = HostFiles::find()?;
+    let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() })?;
+    let base = lab.cache().get_or_build(&NfsRoot { host })?.join(NfsRoot::ROOT);
+    let top = lab.dir().join("nfs-top");
+    std::fs::create_dir_all(top.join("data"))?;
+    let file = top.join("data/big.bin");
+    std::fs::write(&file, vec![0x5a; size_mib * 1024 * 1024])?;
+    let config = PxeConfig::new(vec![tree.join(PxeTree::ROOT)]).nfs_root("/srv/nixos/nfsroot", vec![top, base]);
+    lab.start_network(config)?;
+    let vm = lab.pxe_client("client", MAC, NicModel::VirtioNet, Rom::OvmfNative)?.start().await?;
+    vm.wait_for_console_text(NFS_ROOT_MARKER, Duration::from_secs(300)).await?;
+    vm.wait_for_console_text(initramfs::SHELL_MARKER, Duration::from_secs(60)).await?;
+    let mut bench = NfsBench { file_bytes: std::fs::metadata(&file)?.len(), runs: vec![] };
+    for _ in 0..runs {
+        vm.succeed("sync; echo 3 > /proc/sys/vm/drop_caches").await?;
+        let started = Instant::now();
+        vm.succeed("cat /data/big.bin > /dev/null").await?;
+        bench.runs.push(started.elapsed());
+    }
+    Ok(bench)
 }
 
 /// Where `pxelab bench` keeps its runs.

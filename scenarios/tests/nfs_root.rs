@@ -56,6 +56,14 @@ async fn nfs_root_boots_reads_and_stays_read_only() {
     assert!(mounts.contains("192.0.2.1:/srv/nixos/nfsroot /run/nfsroot nfs ro,"), "{mounts}");
     assert!(mounts.lines().any(|l| l.starts_with("overlay / overlay ")), "{mounts}");
 
+    // A client given fixed ports (no portmapper) mounts the export too; the root mount above
+    // had no ports and so asked the portmapper for MOUNT's and NFS's.
+    vm.succeed("mkdir -p /mnt/fixed && mount -t nfs -o ro,nolock,vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,addr=192.0.2.1 192.0.2.1:/srv/nixos/nfsroot /mnt/fixed")
+        .await
+        .unwrap();
+    assert!(vm.succeed("cat /mnt/fixed/etc/os-release").await.unwrap().starts_with("NAME=pxelab-fixture"));
+    assert!(vm.execute("mount -t nfs -o ro,nolock,vers=3,tcp,addr=192.0.2.1 192.0.2.1:/srv/other /mnt/fixed").await.unwrap().0 != 0, "only the export is mountable");
+
     // (b) 100 MiB read over NFS arrive intact.
     let sum = vm.succeed("sha256sum /data/big.bin").await.unwrap();
     assert_eq!(sum.split_whitespace().next(), Some(sha256_hex(&big).as_str()));

@@ -39,6 +39,15 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Sequential read throughput of a large file from the NFS root, inside the guest.
+    Nfs {
+        /// Reads of the file; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Size of the file in MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mib: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,15 +68,22 @@ fn main() -> ExitCode {
         }
         Command::Doctor => doctor(),
         Command::Run { name } => runtime.block_on(run(&name)),
-        Command::Bench { what: Bench::Tftp { runs } } => runtime.block_on(bench_tftp(runs.max(1))),
+        Command::Bench { what } => runtime.block_on(bench(what)),
     }
 }
 
-async fn bench_tftp(runs: usize) -> ExitCode {
+async fn bench(what: Bench) -> ExitCode {
+    let name = match what {
+        Bench::Tftp { .. } => "tftp",
+        Bench::Nfs { .. } => "nfs",
+    };
     let result = async {
-        let mut lab = pxelab::bench::lab("tftp")?;
-        let bench = pxelab::bench::tftp(&mut lab, runs).await?;
-        println!("{}", bench.report());
+        let mut lab = pxelab::bench::lab(name)?;
+        let report = match what {
+            Bench::Tftp { runs } => pxelab::bench::tftp(&mut lab, runs.max(1)).await?.report(),
+            Bench::Nfs { runs, size_mib } => pxelab::bench::nfs(&mut lab, runs.max(1), size_mib.max(1)).await?.report(),
+        };
+        println!("{report}");
         println!("artifacts: {}", lab.dir().display());
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     }
@@ -75,7 +91,7 @@ async fn bench_tftp(runs: usize) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pxelab: bench tftp failed: {:?}", anyhow::anyhow!(e));
+            eprintln!("pxelab: bench {name} failed: {:?}", anyhow::anyhow!(e));
             ExitCode::FAILURE
         }
     }
