@@ -3,10 +3,12 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use pxelab_fixtures::{HostFiles, UefiDisk, UefiDiskInit};
+use pxelab_fixtures::install::{INSTALLED_PROMPT, INSTALL_STAGES, ROOT_PASSWORD};
+use pxelab_fixtures::{initramfs, Compression, HostFiles, InstallImage, InstallerRoot, PxeTree, UefiDisk, UefiDiskInit};
 
-use crate::lab::{Lab, StageError, Stages};
-use crate::vm::{Disk, DiskFormat};
+use crate::lab::{Lab, PxeConfig, StageError, Stages};
+use crate::services::ServiceEvent;
+use crate::vm::{Disk, DiskFormat, NicModel, Rom, Vm};
 
 /// A scenario `pxelab run` can run.
 #[derive(Debug, Clone, Copy)]
@@ -16,10 +18,16 @@ pub struct Job {
 }
 
 /// Every runnable scenario.
-pub const JOBS: &[Job] = &[Job {
-    name: "uefi-boot",
-    about: "Boot the UEFI disk fixture (OVMF → GRUB → Debian kernel → busybox shell), run `uname -r`, power off",
-}];
+pub const JOBS: &[Job] = &[
+    Job {
+        name: "install-default",
+        about: "PXE-install the fixture system on a blank disk, reboot into it from the disk, log in (the main job)",
+    },
+    Job {
+        name: "uefi-boot",
+        about: "Boot the UEFI disk fixture (OVMF → GRUB → Debian kernel → busybox shell), run `uname -r`, power off",
+    },
+];
 
 /// What a finished job reports.
 #[derive(Debug)]
@@ -30,8 +38,9 @@ pub struct Report {
 }
 
 /// Run the job called `name` in `lab`.
-pub async fn run(name: &str, lab: &Lab) -> Result<Report, StageError> {
+pub async fn run(name: &str, lab: &mut Lab) -> Result<Report, StageError> {
     match name {
+        "install-default" => install_default(lab).await.map(|(report, _vm)| report),
         "uefi-boot" => uefi_boot(lab).await,
         other => Err(StageError {
             stage: "select job".into(),
@@ -61,4 +70,86 @@ pub async fn uefi_boot(lab: &Lab) -> Result<Report, StageError> {
         })
         .await?;
     Ok(Report { stages, facts: vec![("uname -r", uname), ("QEMU exit", exit.to_string())] })
+}
+
+/// The client `install-default` installs.
+pub const INSTALL_CLIENT: ([u8; 6], &str, &str) = ([0x52, 0x54, 0x00, 0x1a, 0x5e, 0x01], "192.0.2.10", "nixos-pxe-1");
+/// Where the lab exports the installer's NFS root.
+pub const NFS_EXPORT: &str = "/srv/nixos/nfsroot";
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn stage_error(stage: &str, why: String) -> StageError {
+    StageError { stage: stage.into(), elapsed: Duration::ZERO, source: why.into() }
+}
+
+/// The main job: a client with a blank 8 GiB disk PXE-boots, installs the fixture system
+/// over the protocol, reboots itself and boots the disk through its new NVRAM entry; the job
+/// logs in on the serial console. Returns the report and the logged-in VM.
+pub async fn install_default(lab: &mut Lab) -> Result<(Report, Vm), StageError> {
+    let mut stages = Stages::new();
+    let (mac, ip, hostname) = INSTALL_CLIENT;
+    let host = stages.run("find host files", async { HostFiles::find() }).await?;
+    let (tree, root, image) = stages
+        .run("build artifacts", async {
+            let cache = lab.cache();
+            let tree = cache.get_or_build(&PxeTree { host: host.clone() })?;
+            let root = cache.get_or_build(&InstallerRoot { host: host.clone() })?;
+            let image = cache.get_or_build(&InstallImage { host: host.clone(), compression: Compression::Gzip })?;
+            Ok::<_, crate::artifacts::CacheError>((tree, root, image))
+        })
+        .await?;
+    // Per-test files (installer/config-<mac>, ...) go into the top layer of the export.
+    let top = lab.dir().join("nfs-top");
+    let layers = vec![top.clone(), image.join(InstallImage::LAYER), root.join(InstallerRoot::ROOT)];
+    std::fs::create_dir_all(top.join("installer")).map_err(|e| stage_error("start network", e.to_string()))?;
+    let config = PxeConfig::new(vec![tree.join(PxeTree::ROOT)])
+        .host(mac, ip.parse().expect("address"), hostname)
+        .nfs_root(NFS_EXPORT, layers);
+    let vm = stages
+        .run("start network and QEMU", async {
+            lab.start_network(config)?;
+            let client = lab.pxe_client("client", mac, NicModel::VirtioNet, Rom::OvmfNative)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.disk(Disk::Blank { bytes: 8 << 30 }, Some(1)).start().await?)
+        })
+        .await?;
+    let net = lab.network();
+    stages.run("firmware → DHCP", net.wait_for_dhcp_lease(mac, 2 * MINUTE)).await?;
+    stages.run("TFTP: GRUB", net.wait_for_tftp_transfer(mac, "nixos/bootx64.efi", 2 * MINUTE)).await?;
+    stages.run("TFTP: kernel and initrd", net.wait_for_tftp_transfer(mac, "nixos/initrd", 3 * MINUTE)).await?;
+    stages.run("kernel → NFS root", vm.wait_for_console_text(&regex::escape(initramfs::NFS_SETUP_MARKER), 3 * MINUTE)).await?;
+    for (stage, marker) in INSTALL_STAGES {
+        stages.run(&format!("installer: {stage}"), vm.wait_for_console_text(&regex::escape(marker), 10 * MINUTE)).await?;
+    }
+    let dhcp_before_reboot = dhcp_events(lab, mac);
+    stages.run("firmware → disk → GRUB", vm.wait_for_console_text("pxelab-fixture: booting the installed system", 3 * MINUTE)).await?;
+    let up = stages
+        .run("installed system boots", vm.wait_for_console_text(r"pxelab-fixture: installed system (.+) up as (\S+)\n", 3 * MINUTE))
+        .await?;
+    stages
+        .run("login", async {
+            vm.wait_for_console_text("login: ", MINUTE).await?;
+            vm.send_line("root").await?;
+            vm.wait_for_console_text("Password: ", MINUTE).await?;
+            vm.send_line(ROOT_PASSWORD).await?;
+            vm.wait_for_console_text(&regex::escape(INSTALLED_PROMPT), MINUTE).await
+        })
+        .await?;
+    let dhcp_after_reboot = dhcp_events(lab, mac) - dhcp_before_reboot;
+    let entries = vm.var_store().boot_entries().map_err(|e| stage_error("read NVRAM", e.to_string()))?;
+    let first = entries.first().map(|o| format!("Boot{:04X} {} {}", o.number, o.description, o.path)).unwrap_or_default();
+    let root_device = vm.succeed("findfs LABEL=nixos").await.map_err(|e| stage_error("check the system", e.to_string()))?;
+    let facts = vec![
+        ("image version", up.groups[0].clone().unwrap_or_default()),
+        ("hostname", up.groups[1].clone().unwrap_or_default()),
+        ("root (LABEL=nixos)", root_device),
+        ("first boot entry", first),
+        ("DHCP requests after the reboot", dhcp_after_reboot.to_string()),
+    ];
+    Ok((Report { stages, facts }, vm))
+}
+
+/// How many DHCP requests `mac` has made so far.
+fn dhcp_events(lab: &Lab, mac: [u8; 6]) -> usize {
+    let mac = crate::vm::mac_string(&mac);
+    lab.network().events().all().iter().filter(|(_, e)| matches!(e, ServiceEvent::Dhcp(d) if d.mac == mac)).count()
 }

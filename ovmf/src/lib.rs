@@ -3,10 +3,13 @@
 //! OVMF ships as a split pair: a read-only CODE image and a VARS template that each VM copies
 //! and writes its NVRAM (boot entries, boot order) into. The two halves of a pair together fill
 //! one flash device of 2 MiB or 4 MiB; a 4M CODE with a 2M VARS does not boot, so every pair is
-//! checked before use.
+//! checked before use. A VM's copy of VARS is its NVRAM: [`VarStore::boot_entries`] reads
+//! the boot entries the firmware and the guest wrote there.
 
+mod boot;
 mod discover;
 mod vars;
 
 pub use discover::{discover, discover_with, DiscoverError, Firmware, FlashSize, Lookup, CANDIDATES};
+pub use boot::{boot_entries, device_path, parse_variables, read_variables, BootEntries, LoadOption, Variable, VarsError};
 pub use vars::{VarStore, VarStoreError};

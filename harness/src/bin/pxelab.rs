@@ -98,14 +98,14 @@ async fn bench(what: Bench) -> ExitCode {
 }
 
 async fn run(name: &str) -> ExitCode {
-    let lab = match Lab::new(name) {
+    let mut lab = match Lab::new(name) {
         Ok(lab) => lab,
         Err(e) => {
             eprintln!("pxelab: cannot create the run directory: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match jobs::run(name, &lab).await {
+    match jobs::run(name, &mut lab).await {
         Ok(report) => {
             println!("{}", report.stages.table());
             for (what, value) in &report.facts {
@@ -115,7 +115,7 @@ async fn run(name: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("pxelab: {name} failed: {:?}", anyhow::Error::from(e));
+            eprintln!("pxelab: {name} failed: {:#}", anyhow::Error::from(e));
             eprintln!("artifacts: {}", lab.dir().display());
             ExitCode::FAILURE
         }

@@ -1,0 +1,302 @@
+//! Reading a VM's NVRAM from the host: the variables in an OVMF VARS image (a firmware volume
+//! holding a variable store), and the UEFI boot entries (`Boot####`, `BootOrder`) among them.
+
+use std::path::Path;
+
+use crate::VarStore;
+
+/// `EFI_GLOBAL_VARIABLE`, the namespace of `Boot####` and `BootOrder`.
+pub const GLOBAL_VARIABLE: [u8; 16] = guid(0x8be4_df61, 0x93ca, 0x11d2, [0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c]);
+const AUTHENTICATED_STORE: [u8; 16] = guid(0xaaf3_2c78, 0x947b, 0x439a, [0xa1, 0x80, 0x2e, 0x14, 0x4e, 0xc3, 0x77, 0x92]);
+const PLAIN_STORE: [u8; 16] = guid(0xddcf_3616, 0x3275, 0x4164, [0x98, 0xb6, 0xfe, 0x85, 0x70, 0x7f, 0xfe, 0x7d]);
+const START_ID: u16 = 0x55aa;
+/// Variable states: bits are cleared as a variable moves on; these two are live.
+const VAR_ADDED: u8 = 0x3f;
+const VAR_ADDED_IN_DELETE_TRANSITION: u8 = 0x3e;
+
+/// An EFI GUID in its in-memory byte order.
+pub const fn guid(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
+    let (a, b, c) = (a.to_le_bytes(), b.to_le_bytes(), c.to_le_bytes());
+    [a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]
+}
+
+/// A live UEFI variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variable {
+    pub name: String,
+    pub vendor: [u8; 16],
+    pub attributes: u32,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VarsError {
+    #[error("Cannot read the variable store {path}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not an OVMF VARS image: {0}")]
+    Format(&'static str),
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn utf16(bytes: &[u8]) -> String {
+    let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+    String::from_utf16_lossy(&units)
+}
+
+/// The live variables of a VARS image.
+pub fn parse_variables(image: &[u8]) -> Result<Vec<Variable>, VarsError> {
+    if image.get(40..44) != Some(b"_FVH") {
+        return Err(VarsError::Format("no firmware volume header"));
+    }
+    let store = u16_at(image, 48).ok_or(VarsError::Format("truncated volume header"))? as usize;
+    let kind = image.get(store..store + 16).ok_or(VarsError::Format("no variable store"))?;
+    let header_len = match <[u8; 16]>::try_from(kind).expect("16 bytes") {
+        AUTHENTICATED_STORE => 60,
+        PLAIN_STORE => 32,
+        _ => return Err(VarsError::Format("unknown variable store format")),
+    };
+    let store_size = u32_at(image, store + 16).ok_or(VarsError::Format("truncated store header"))? as usize;
+    let end = (store + store_size).min(image.len());
+    let mut at = store + 28;
+    let mut variables = Vec::new();
+    while at + header_len <= end && u16_at(image, at) == Some(START_ID) {
+        let state = image[at + 2];
+        let attributes = u32_at(image, at + 4).unwrap_or(0);
+        let (name_size, data_size, vendor_at) = if header_len == 60 {
+            (u32_at(image, at + 36), u32_at(image, at + 40), at + 44)
+        } else {
+            (u32_at(image, at + 8), u32_at(image, at + 12), at + 16)
+        };
+        let (Some(name_size), Some(data_size)) = (name_size, data_size) else { break };
+        let name_at = at + header_len;
+        let data_at = name_at + name_size as usize;
+        let next = data_at + data_size as usize;
+        if next > end {
+            return Err(VarsError::Format("variable runs past the store"));
+        }
+        if state == VAR_ADDED || state == VAR_ADDED_IN_DELETE_TRANSITION {
+            variables.push(Variable {
+                name: utf16(&image[name_at..data_at]),
+                vendor: image[vendor_at..vendor_at + 16].try_into().expect("16 bytes"),
+                attributes,
+                data: image[data_at..next].to_vec(),
+            });
+        }
+        at = next.div_ceil(4) * 4;
+    }
+    // A variable rewritten in place leaves its old copy "in delete transition": the later wins.
+    let mut live: Vec<Variable> = Vec::new();
+    for v in variables {
+        live.retain(|old| !(old.name == v.name && old.vendor == v.vendor));
+        live.push(v);
+    }
+    Ok(live)
+}
+
+/// One `Boot####` load option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOption {
+    pub number: u16,
+    pub active: bool,
+    pub description: String,
+    /// The device path, rendered: `HD(1,GPT)/\EFI\pxelab\grubx64.efi`, `MAC(525400123456)/IPv4`, ….
+    pub path: String,
+}
+
+/// The boot entries in a VM's NVRAM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootEntries {
+    pub order: Vec<u16>,
+    pub options: Vec<LoadOption>,
+}
+
+impl BootEntries {
+    /// The option the firmware tries first.
+    pub fn first(&self) -> Option<&LoadOption> {
+        self.order.first().and_then(|n| self.options.iter().find(|o| o.number == *n))
+    }
+}
+
+/// Parse `BootOrder` and every `Boot####` among `variables`.
+pub fn boot_entries(variables: &[Variable]) -> BootEntries {
+    let global = variables.iter().filter(|v| v.vendor == GLOBAL_VARIABLE);
+    let mut entries = BootEntries { order: Vec::new(), options: Vec::new() };
+    for v in global {
+        if v.name == "BootOrder" {
+            entries.order = v.data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        } else if let Some(number) = v.name.strip_prefix("Boot").filter(|n| n.len() == 4).and_then(|n| u16::from_str_radix(n, 16).ok()) {
+            if let Some(option) = load_option(number, &v.data) {
+                entries.options.push(option);
+            }
+        }
+    }
+    entries
+}
+
+fn load_option(number: u16, data: &[u8]) -> Option<LoadOption> {
+    let attributes = u32_at(data, 0)?;
+    let path_len = u16_at(data, 4)? as usize;
+    let rest = data.get(6..)?;
+    let desc_units = rest.chunks_exact(2).position(|c| c == [0, 0])?;
+    let description = utf16(&rest[..desc_units * 2]);
+    let path_at = 6 + desc_units * 2 + 2;
+    let path = device_path(data.get(path_at..path_at + path_len)?);
+    Some(LoadOption { number, active: attributes & 1 == 1, description, path })
+}
+
+/// Render a device path's nodes, `/`-separated.
+pub fn device_path(mut bytes: &[u8]) -> String {
+    let mut nodes = Vec::new();
+    while bytes.len() >= 4 {
+        let (kind, sub, len) = (bytes[0], bytes[1], u16_at(bytes, 2).unwrap_or(0) as usize);
+        if len < 4 || len > bytes.len() || (kind, sub) == (0x7f, 0xff) {
+            break;
+        }
+        let body = &bytes[4..len];
+        nodes.push(match (kind, sub) {
+            (1, 1) => format!("Pci({:#x},{:#x})", body.get(1).unwrap_or(&0), body.first().unwrap_or(&0)),
+            (2, 1) => "PciRoot".to_owned(),
+            (3, 11) => format!("MAC({})", body.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>()),
+            (3, 12) => "IPv4".to_owned(),
+            (4, 1) => format!("HD({},{})", u32_at(body, 0).unwrap_or(0), if body.get(37) == Some(&2) { "GPT" } else { "MBR" }),
+            (4, 4) => utf16(body),
+            (4, 6) => "FvFile".to_owned(),
+            (4, 7) => "Fv".to_owned(),
+            _ => format!("Node({kind},{sub})"),
+        });
+        bytes = &bytes[len..];
+    }
+    nodes.join("/")
+}
+
+impl VarStore {
+    /// Read the boot entries this VM's firmware stored (the file is read as it is now).
+    pub fn boot_entries(&self) -> Result<BootEntries, VarsError> {
+        Ok(boot_entries(&read_variables(&self.path)?))
+    }
+}
+
+/// The live variables in the VARS image at `path`.
+pub fn read_variables(path: &Path) -> Result<Vec<Variable>, VarsError> {
+    let image = std::fs::read(path).map_err(|source| VarsError::Read { path: path.to_owned(), source })?;
+    parse_variables(&image)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn utf16z(s: &str) -> Vec<u8> {
+        s.encode_utf16().chain([0]).flat_map(|u| u.to_le_bytes()).collect()
+    }
+
+    /// An authenticated variable record (60-byte header), padded to 4 bytes.
+    fn record(name: &str, vendor: [u8; 16], state: u8, data: &[u8]) -> Vec<u8> {
+        let name = utf16z(name);
+        let mut r = Vec::new();
+        r.extend(START_ID.to_le_bytes());
+        r.extend([state, 0]);
+        r.extend(7u32.to_le_bytes());
+        r.extend([0u8; 8 + 16 + 4]);
+        r.extend((name.len() as u32).to_le_bytes());
+        r.extend((data.len() as u32).to_le_bytes());
+        r.extend(vendor);
+        r.extend(&name);
+        r.extend(data);
+        while r.len() % 4 != 0 {
+            r.push(0xff);
+        }
+        r
+    }
+
+    fn image(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut img = vec![0u8; 72];
+        img[40..44].copy_from_slice(b"_FVH");
+        img[48..50].copy_from_slice(&72u16.to_le_bytes());
+        let mut store = AUTHENTICATED_STORE.to_vec();
+        store.extend(0x1_0000u32.to_le_bytes());
+        store.extend([0x5a, 0xfe, 0, 0, 0, 0, 0, 0]);
+        img.extend(store);
+        for r in records {
+            img.extend(r);
+        }
+        img.resize(72 + 0x1_0000, 0xff);
+        img
+    }
+
+    fn load_option_bytes(description: &str, path: &[u8]) -> Vec<u8> {
+        let mut d = 1u32.to_le_bytes().to_vec();
+        d.extend((path.len() as u16).to_le_bytes());
+        d.extend(utf16z(description));
+        d.extend(path);
+        d
+    }
+
+    fn hd_file_path(file: &str) -> Vec<u8> {
+        let mut hd = vec![4, 1, 42, 0];
+        hd.extend(1u32.to_le_bytes());
+        hd.extend([0u8; 8 + 8 + 16]);
+        hd.extend([2, 2]); // GPT signature type, GPT partition format
+        let mut fp = vec![4, 4];
+        let name = utf16z(file);
+        fp.extend(((4 + name.len()) as u16).to_le_bytes());
+        fp.extend(name);
+        [hd, fp, vec![0x7f, 0xff, 4, 0]].concat()
+    }
+
+    #[test]
+    fn boot_entries_and_order() {
+        let installed = load_option_bytes("pxelab fixture", &hd_file_path("\\EFI\\pxelab\\grubx64.efi"));
+        let img = image(&[
+            record("Boot0003", GLOBAL_VARIABLE, VAR_ADDED, &load_option_bytes("UEFI PXEv4", &[3, 11, 37, 0, 0x52, 0x54, 0, 0x12, 0x34, 0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 0xff, 4, 0])),
+            record("BootOrder", GLOBAL_VARIABLE, 0x3c, &[3, 0]), // deleted: an older BootOrder
+            record("Boot0004", GLOBAL_VARIABLE, VAR_ADDED, &installed),
+            record("BootOrder", GLOBAL_VARIABLE, VAR_ADDED, &[4, 0, 3, 0]),
+            record("Boot0005", [1; 16], VAR_ADDED, &installed), // another vendor's namespace
+        ]);
+        let vars = parse_variables(&img).unwrap();
+        assert_eq!(vars.len(), 4);
+        let entries = boot_entries(&vars);
+        assert_eq!(entries.order, [4, 3]);
+        let first = entries.first().unwrap();
+        assert_eq!((first.number, first.description.as_str()), (4, "pxelab fixture"));
+        assert_eq!(first.path, "HD(1,GPT)/\\EFI\\pxelab\\grubx64.efi");
+        assert_eq!(entries.options.iter().find(|o| o.number == 3).unwrap().path, "MAC(525400123456)");
+    }
+
+    #[test]
+    fn rewritten_variable_keeps_the_latest_copy() {
+        let img = image(&[
+            record("BootOrder", GLOBAL_VARIABLE, VAR_ADDED_IN_DELETE_TRANSITION, &[1, 0]),
+            record("BootOrder", GLOBAL_VARIABLE, VAR_ADDED, &[2, 0]),
+        ]);
+        assert_eq!(boot_entries(&parse_variables(&img).unwrap()).order, [2]);
+    }
+
+    #[test]
+    fn not_a_vars_image() {
+        assert!(matches!(parse_variables(&[0u8; 100]), Err(VarsError::Format(_))));
+        let mut bad = image(&[record("X", GLOBAL_VARIABLE, VAR_ADDED, &[0; 8])]);
+        bad[72 + 28 + 40..72 + 28 + 44].copy_from_slice(&0xffff_fff0u32.to_le_bytes()); // absurd data size
+        assert!(matches!(parse_variables(&bad), Err(VarsError::Format(_))));
+    }
+
+    #[test]
+    fn debian_template_parses() {
+        let template = Path::new("/usr/share/OVMF/OVMF_VARS_4M.fd");
+        if let Ok(vars) = read_variables(template) {
+            assert!(vars.iter().all(|v| !v.name.is_empty()));
+        }
+    }
+}
