@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install what pxelab needs on Debian 12 (bookworm): QEMU, OVMF, iPXE ROMs, GRUB's EFI
-# modules, the kernel and busybox the fixtures are built from. Run as root (or with sudo).
+# modules, the kernel and busybox the fixtures are built from, mmdebstrap for the installer
+# root (it fetches Debian packages), and the compressors the install images use. Run as root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
-packages=(qemu-system-x86 ovmf ipxe-qemu grub-efi-amd64-bin grub-common linux-image-amd64 busybox-static)
+packages=(qemu-system-x86 ovmf ipxe-qemu grub-efi-amd64-bin grub-common linux-image-amd64 busybox-static
+          mmdebstrap kmod xz-utils zstd)
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 # qemu-img must come from the same QEMU release as qemu-system-x86. Some images carry a

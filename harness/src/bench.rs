@@ -135,6 +135,54 @@ pub async fn nfs(lab: &mut Lab, runs: usize, size_mib: usize) -> Result<NfsBench
     Ok(bench)
 }
 
+/// The full install cycle, several times.
+#[derive(Debug, Clone)]
+pub struct InstallBench {
+    /// Each run's stages and durations (artifact building left out).
+    pub runs: Vec<Vec<(String, Duration)>>,
+}
+
+/// Stages that prepare a run rather than take part in the cycle.
+const NOT_THE_CYCLE: &[&str] = &["find host files", "build artifacts"];
+
+impl InstallBench {
+    /// Min and median wall time of the cycle, and each stage's median and share of it.
+    pub fn report(&self) -> String {
+        let totals: Vec<Duration> = self.runs.iter().map(|r| r.iter().map(|(_, d)| *d).sum()).collect();
+        let min = totals.iter().min().copied().unwrap_or_default();
+        let med = median(&totals);
+        let mut out = format!(
+            "runs: {} (QEMU start → login; artifact builds left out)\nmin: {:.1} s\nmedian: {:.1} s\n{:<44} {:>8} {:>7}\n",
+            self.runs.len(),
+            min.as_secs_f64(),
+            med.as_secs_f64(),
+            "stage",
+            "median",
+            "share"
+        );
+        for (stage, _) in self.runs.first().map(Vec::as_slice).unwrap_or_default() {
+            let times: Vec<Duration> =
+                self.runs.iter().filter_map(|r| r.iter().find(|(s, _)| s == stage).map(|(_, d)| *d)).collect();
+            let m = median(&times);
+            out += &format!("{stage:<44} {:>6.2} s {:>6.1}%\n", m.as_secs_f64(), 100.0 * m.as_secs_f64() / med.as_secs_f64());
+        }
+        out.trim_end().to_owned()
+    }
+}
+
+/// Run the main job's full cycle `runs` times, each in a fresh lab.
+pub async fn install(runs: usize) -> Result<InstallBench, Box<dyn std::error::Error + Send + Sync>> {
+    let mut bench = InstallBench { runs: Vec::new() };
+    for run in 0..runs {
+        let mut lab = lab(&format!("install-{run}"))?;
+        let (report, vm) = crate::jobs::install_default(&mut lab).await?;
+        drop(vm);
+        let cycle = report.stages.durations().iter().filter(|(s, _)| !NOT_THE_CYCLE.contains(&s.as_str())).cloned().collect();
+        bench.runs.push(cycle);
+    }
+    Ok(bench)
+}
+
 /// Where `pxelab bench` keeps its runs.
 pub fn lab(name: &str) -> std::io::Result<Lab> {
     Lab::new(&format!("bench-{name}"))
@@ -143,6 +191,14 @@ pub fn lab(name: &str) -> std::io::Result<Lab> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn install_report_gives_min_median_and_shares() {
+        let run = |a: u64, b: u64| vec![("firmware → DHCP".to_owned(), Duration::from_secs(a)), ("login".to_owned(), Duration::from_secs(b))];
+        let report = InstallBench { runs: vec![run(6, 4), run(9, 1), run(3, 1)] }.report();
+        assert!(report.contains("min: 4.0 s\nmedian: 10.0 s"), "{report}");
+        assert!(report.lines().any(|l| l.starts_with("firmware → DHCP") && l.ends_with("60.0%")), "{report}");
+    }
 
     #[test]
     fn report_has_the_ratio_line() {

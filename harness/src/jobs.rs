@@ -82,10 +82,29 @@ fn stage_error(stage: &str, why: String) -> StageError {
     StageError { stage: stage.into(), elapsed: Duration::ZERO, source: why.into() }
 }
 
-/// The main job: a client with a blank 8 GiB disk PXE-boots, installs the fixture system
-/// over the protocol, reboots itself and boots the disk through its new NVRAM entry; the job
-/// logs in on the serial console. Returns the report and the logged-in VM.
+/// What an install varies.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    pub compression: Compression,
+    /// Files for `installer/` in the export's top layer (per-host `config-<mac>` and such).
+    pub installer_files: Vec<(String, String)>,
+}
+
+impl Default for InstallOptions {
+    fn default() -> Self {
+        InstallOptions { compression: Compression::Gzip, installer_files: Vec::new() }
+    }
+}
+
+/// The main job: [`install`] with the default image and configuration.
 pub async fn install_default(lab: &mut Lab) -> Result<(Report, Vm), StageError> {
+    install(lab, &InstallOptions::default()).await
+}
+
+/// A client with a blank 8 GiB disk PXE-boots, installs the fixture system over the protocol,
+/// reboots itself and boots the disk through its new NVRAM entry; then it is logged in on the
+/// serial console. Returns the report and the logged-in VM.
+pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report, Vm), StageError> {
     let mut stages = Stages::new();
     let (mac, ip, hostname) = INSTALL_CLIENT;
     let host = stages.run("find host files", async { HostFiles::find() }).await?;
@@ -94,7 +113,7 @@ pub async fn install_default(lab: &mut Lab) -> Result<(Report, Vm), StageError> 
             let cache = lab.cache();
             let tree = cache.get_or_build(&PxeTree { host: host.clone() })?;
             let root = cache.get_or_build(&InstallerRoot { host: host.clone() })?;
-            let image = cache.get_or_build(&InstallImage { host: host.clone(), compression: Compression::Gzip })?;
+            let image = cache.get_or_build(&InstallImage { host: host.clone(), compression: options.compression })?;
             Ok::<_, crate::artifacts::CacheError>((tree, root, image))
         })
         .await?;
@@ -102,6 +121,9 @@ pub async fn install_default(lab: &mut Lab) -> Result<(Report, Vm), StageError> 
     let top = lab.dir().join("nfs-top");
     let layers = vec![top.clone(), image.join(InstallImage::LAYER), root.join(InstallerRoot::ROOT)];
     std::fs::create_dir_all(top.join("installer")).map_err(|e| stage_error("start network", e.to_string()))?;
+    for (name, contents) in &options.installer_files {
+        std::fs::write(top.join("installer").join(name), contents).map_err(|e| stage_error("start network", e.to_string()))?;
+    }
     let config = PxeConfig::new(vec![tree.join(PxeTree::ROOT)])
         .host(mac, ip.parse().expect("address"), hostname)
         .nfs_root(NFS_EXPORT, layers);

@@ -38,3 +38,14 @@ pub fn write_pseudo_random(path: &std::path::Path, len: usize) -> std::io::Resul
     data.truncate(len);
     std::fs::write(path, data)
 }
+
+/// An error and its sources, one per line, for test failure messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out += &format!("\ncaused by: {s}");
+        source = s.source();
+    }
+    out
+}

@@ -1,5 +1,6 @@
 //! A UEFI disk boots under OVMF to a shell, runs a command, and powers off.
 
+use pxelab_scenarios::error_chain;
 use pxelab::jobs;
 use pxelab::lab::Lab;
 use pxelab_fixtures::{HostFiles, UefiDisk, UefiDiskInit};
@@ -7,7 +8,7 @@ use pxelab_fixtures::{HostFiles, UefiDisk, UefiDiskInit};
 #[tokio::test]
 async fn uefi_disk_boots_to_a_shell_and_powers_off() {
     let lab = Lab::new("uefi_disk_boots_to_a_shell_and_powers_off").unwrap();
-    let report = jobs::uefi_boot(&lab).await.unwrap_or_else(|e| panic!("{:?}", anyhow_chain(&e)));
+    let report = jobs::uefi_boot(&lab).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     println!("{}", report.stages.table());
 
     let host = HostFiles::find().unwrap();
@@ -25,14 +26,4 @@ async fn uefi_disk_boots_to_a_shell_and_powers_off() {
     let again = lab.cache().get_or_build(&recipe).unwrap();
     assert_eq!(first, again);
     assert_eq!(std::fs::metadata(again.join(UefiDisk::IMAGE)).unwrap().modified().unwrap(), built_at);
-}
-
-fn anyhow_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out += &format!("\ncaused by: {s}");
-        source = s.source();
-    }
-    out
 }

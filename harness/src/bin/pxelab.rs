@@ -39,6 +39,11 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The full install cycle N times: min and median wall time, each stage's share.
+    Install {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Sequential read throughput of a large file from the NFS root, inside the guest.
     Nfs {
         /// Reads of the file; the median is reported.
@@ -76,15 +81,25 @@ async fn bench(what: Bench) -> ExitCode {
     let name = match what {
         Bench::Tftp { .. } => "tftp",
         Bench::Nfs { .. } => "nfs",
+        Bench::Install { .. } => "install",
     };
     let result = async {
-        let mut lab = pxelab::bench::lab(name)?;
-        let report = match what {
-            Bench::Tftp { runs } => pxelab::bench::tftp(&mut lab, runs.max(1)).await?.report(),
-            Bench::Nfs { runs, size_mib } => pxelab::bench::nfs(&mut lab, runs.max(1), size_mib.max(1)).await?.report(),
+        let (report, artifacts) = match what {
+            Bench::Tftp { runs } => {
+                let mut lab = pxelab::bench::lab(name)?;
+                (pxelab::bench::tftp(&mut lab, runs.max(1)).await?.report(), lab.dir().display().to_string())
+            }
+            Bench::Nfs { runs, size_mib } => {
+                let mut lab = pxelab::bench::lab(name)?;
+                (pxelab::bench::nfs(&mut lab, runs.max(1), size_mib.max(1)).await?.report(), lab.dir().display().to_string())
+            }
+            Bench::Install { runs } => {
+                let bench = pxelab::bench::install(runs.max(1)).await?;
+                (bench.report(), "one bench-install-<run> directory per run beside the other runs".to_owned())
+            }
         };
         println!("{report}");
-        println!("artifacts: {}", lab.dir().display());
+        println!("artifacts: {artifacts}");
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     }
     .await;

@@ -1,0 +1,108 @@
+//! The main job end to end: a blank disk is PXE-installed over the protocol, the client
+//! reboots into it through its new NVRAM boot entry (not the network), and the installed
+//! system is checked from the inside and from the host.
+
+use pxelab::console::ConsoleError;
+use pxelab_scenarios::error_chain;
+use pxelab::jobs::{self, InstallOptions, INSTALL_CLIENT};
+use pxelab::lab::Lab;
+use pxelab::vm::Vm;
+use pxelab_fixtures::install::IMAGE_VERSION;
+use pxelab_fixtures::Compression;
+
+const SECTOR: u64 = 512;
+const MIB: u64 = 1024 * 1024;
+
+fn fact<'a>(report: &'a jobs::Report, what: &str) -> &'a str {
+    report.facts.iter().find(|(w, _)| *w == what).map(|(_, v)| v.as_str()).unwrap_or_default()
+}
+
+async fn sectors(vm: &Vm, file: &str) -> u64 {
+    vm.succeed(&format!("cat /sys/block/vda/{file}")).await.unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn pxe_install_then_boot_from_disk() {
+    let mut lab = Lab::new("pxe_install_then_boot_from_disk").unwrap();
+    let (report, vm) = jobs::install_default(&mut lab).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    println!("{}", report.stages.table());
+    let (_, _, hostname) = INSTALL_CLIENT;
+
+    assert_eq!(fact(&report, "DHCP requests after the reboot"), "0", "the disk booted, not the network");
+    let entries = vm.var_store().boot_entries().unwrap();
+    let first = entries.first().expect("a BootOrder");
+    assert_eq!(first.description, "NixOS (pxelab fixture)");
+    assert_eq!(first.path, "HD(1,GPT)/\\EFI\\pxelab\\grubx64.efi", "BootOrder starts with the installed loader");
+
+    assert_eq!(vm.succeed("hostname").await.unwrap(), hostname, "host name from DHCP");
+    assert_eq!(vm.succeed("cat /etc/pxelab-version").await.unwrap(), IMAGE_VERSION);
+    let mounts = vm.succeed("cat /proc/mounts").await.unwrap();
+    assert!(mounts.lines().any(|l| l.starts_with("/dev/vda2 / ext4 rw")), "{mounts}");
+    assert_eq!(vm.succeed("findfs LABEL=nixos").await.unwrap(), "/dev/vda2");
+    assert_eq!(vm.succeed("dd if=/dev/vda bs=512 skip=1 count=1 2>/dev/null | head -c 8").await.unwrap(), "EFI PART");
+
+    // GPT: a 512 MiB ESP from 1 MiB, then ext4 up to 4 GiB before the end of the 8 GiB disk.
+    let disk = sectors(&vm, "size").await * SECTOR;
+    let (esp_start, esp_size) = (sectors(&vm, "vda1/start").await * SECTOR, sectors(&vm, "vda1/size").await * SECTOR);
+    let (root_start, root_size) = (sectors(&vm, "vda2/start").await * SECTOR, sectors(&vm, "vda2/size").await * SECTOR);
+    assert_eq!(disk, 8 << 30);
+    assert_eq!((esp_start, esp_start + esp_size), (MIB, 512 * MIB));
+    assert_eq!(root_start, 512 * MIB);
+    let unused = disk - (root_start + root_size);
+    assert!((4 << 30..(4 << 30) + MIB).contains(&unused), "{unused} bytes left after the root partition");
+    vm.succeed("mount /dev/vda1 /mnt").await.unwrap();
+    assert_eq!(vm.succeed("grep '^/dev/vda1 /mnt ' /proc/mounts | cut -d' ' -f3").await.unwrap(), "vfat");
+    assert_eq!(vm.succeed("ls -1 /mnt/EFI/pxelab").await.unwrap(), "grub.cfg\ngrubx64.efi\ninitrd\nvmlinuz");
+}
+
+/// Per-host files override the generic config (most specific wins), whatever the image's
+/// compression; upstream's installer reads the generic file last, so there it would win.
+#[tokio::test]
+async fn per_host_config_wins_over_generic_and_zstd_image_unpacks() {
+    let (mac, _, hostname) = INSTALL_CLIENT;
+    let mac = pxelab::vm::mac_string(&mac);
+    let options = InstallOptions {
+        compression: Compression::Zstd,
+        installer_files: vec![
+            ("config".into(), "rootDevice=/dev/does-not-exist\npartitionSeparator=\n".into()),
+            (format!("config-{hostname}"), "rootDevice=/dev/also-wrong\n".into()),
+            (format!("config-{mac}"), "rootDevice=/dev/vda\n".into()),
+        ],
+    };
+    let mut lab = Lab::new("per_host_config_wins_over_generic_and_zstd_image_unpacks").unwrap();
+    let (_, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!(vm.succeed("findfs LABEL=nixos").await.unwrap(), "/dev/vda2");
+    let console = std::fs::read_to_string(lab.dir().join("client/console.log")).unwrap();
+    for line in [
+        format!("Trying /installer/config-{mac}...loading"),
+        format!("Trying /installer/config-{hostname}...loading"),
+        "Trying /installer/config...loading".to_owned(),
+        "Installing NixOS on device /dev/vda".to_owned(),
+    ] {
+        assert!(console.contains(&line), "console lacks {line:?}");
+    }
+}
+
+/// A bad configuration fails fast at the stage it breaks, quoting the installer's failure.
+#[tokio::test]
+async fn bad_root_device_fails_fast_naming_the_stage() {
+    let options = InstallOptions {
+        installer_files: vec![("config".into(), "rootDevice=/dev/nonexistent\n".into())],
+        ..InstallOptions::default()
+    };
+    let mut lab = Lab::new("bad_root_device_fails_fast_naming_the_stage").unwrap();
+    let err = match jobs::install(&mut lab, &options).await {
+        Ok(_) => panic!("an install onto /dev/nonexistent succeeded"),
+        Err(e) => e,
+    };
+    assert_eq!(err.stage, "installer: disk label and partitions");
+    let console = err.source.downcast_ref::<ConsoleError>().expect("a console error");
+    match console {
+        ConsoleError::FailFast { line, tail, waited, .. } => {
+            assert!(line.contains("Something went wrong, starting interactive shell"), "{line}");
+            assert!(tail.contains("/dev/nonexistent is not a block device"), "{tail}");
+            assert!(waited.as_secs() < 60, "failed fast, not by timeout");
+        }
+        other => panic!("expected fail-fast, got {other}"),
+    }
+}
