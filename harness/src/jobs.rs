@@ -4,8 +4,9 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use pxelab_fixtures::install::{INSTALLED_PROMPT, INSTALL_STAGES, ROOT_PASSWORD};
-use pxelab_fixtures::{initramfs, Compression, HostFiles, InstallImage, InstallerRoot, PxeTree, UefiDisk, UefiDiskInit};
+use pxelab_fixtures::{initramfs, Compression, HostFiles, UefiDisk, UefiDiskInit};
 
+use crate::artifacts::Provider;
 use crate::lab::{Lab, PxeConfig, StageError, Stages};
 use crate::services::ServiceEvent;
 use crate::vm::{Disk, DiskFormat, NicModel, Rom, Vm};
@@ -37,10 +38,16 @@ pub struct Report {
     pub facts: Vec<(&'static str, String)>,
 }
 
-/// Run the job called `name` in `lab`.
-pub async fn run(name: &str, lab: &mut Lab) -> Result<Report, StageError> {
+/// Run the job called `name` in `lab`; `provider` replaces the fixture artifacts of an install.
+pub async fn run(name: &str, lab: &mut Lab, provider: Option<Provider>) -> Result<Report, StageError> {
     match name {
-        "install-default" => install_default(lab).await.map(|(report, _vm)| report),
+        "install-default" => {
+            let mut options = InstallOptions::default();
+            if let Some(provider) = provider {
+                options.provider = provider;
+            }
+            install(lab, &options).await.map(|(report, _vm)| report)
+        }
         "uefi-boot" => uefi_boot(lab).await,
         other => Err(StageError {
             stage: "select job".into(),
@@ -85,18 +92,19 @@ fn stage_error(stage: &str, why: String) -> StageError {
 /// What an install varies.
 #[derive(Debug, Clone)]
 pub struct InstallOptions {
-    pub compression: Compression,
+    /// Where the artifacts come from.
+    pub provider: Provider,
     /// Files for `installer/` in the export's top layer (per-host `config-<mac>` and such).
     pub installer_files: Vec<(String, String)>,
 }
 
 impl Default for InstallOptions {
     fn default() -> Self {
-        InstallOptions { compression: Compression::Gzip, installer_files: Vec::new() }
+        InstallOptions { provider: Provider::Fixture { compression: Compression::Gzip }, installer_files: Vec::new() }
     }
 }
 
-/// The main job: [`install`] with the default image and configuration.
+/// The main job: [`install`] with the fixture artifacts and their default configuration.
 pub async fn install_default(lab: &mut Lab) -> Result<(Report, Vm), StageError> {
     install(lab, &InstallOptions::default()).await
 }
@@ -107,24 +115,15 @@ pub async fn install_default(lab: &mut Lab) -> Result<(Report, Vm), StageError> 
 pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report, Vm), StageError> {
     let mut stages = Stages::new();
     let (mac, ip, hostname) = INSTALL_CLIENT;
-    let host = stages.run("find host files", async { HostFiles::find() }).await?;
-    let (tree, root, image) = stages
-        .run("build artifacts", async {
-            let cache = lab.cache();
-            let tree = cache.get_or_build(&PxeTree { host: host.clone() })?;
-            let root = cache.get_or_build(&InstallerRoot { host: host.clone() })?;
-            let image = cache.get_or_build(&InstallImage { host: host.clone(), compression: options.compression })?;
-            Ok::<_, crate::artifacts::CacheError>((tree, root, image))
-        })
-        .await?;
+    let artifacts = stages.run("build artifacts", async { options.provider.provide(lab.cache()) }).await?;
     // Per-test files (installer/config-<mac>, ...) go into the top layer of the export.
     let top = lab.dir().join("nfs-top");
-    let layers = vec![top.clone(), image.join(InstallImage::LAYER), root.join(InstallerRoot::ROOT)];
+    let layers = [vec![top.clone()], artifacts.nfs_layers.clone()].concat();
     std::fs::create_dir_all(top.join("installer")).map_err(|e| stage_error("start network", e.to_string()))?;
     for (name, contents) in &options.installer_files {
         std::fs::write(top.join("installer").join(name), contents).map_err(|e| stage_error("start network", e.to_string()))?;
     }
-    let config = PxeConfig::new(vec![tree.join(PxeTree::ROOT)])
+    let config = PxeConfig::new(vec![artifacts.tftp_root.clone()])
         .host(mac, ip.parse().expect("address"), hostname)
         .nfs_root(NFS_EXPORT, layers);
     let vm = stages

@@ -2,6 +2,7 @@
 //! reboots into it through its new NVRAM boot entry (not the network), and the installed
 //! system is checked from the inside and from the host.
 
+use pxelab::artifacts::Provider;
 use pxelab::console::ConsoleError;
 use pxelab_scenarios::error_chain;
 use pxelab::jobs::{self, InstallOptions, INSTALL_CLIENT};
@@ -62,7 +63,7 @@ async fn per_host_config_wins_over_generic_and_zstd_image_unpacks() {
     let (mac, _, hostname) = INSTALL_CLIENT;
     let mac = pxelab::vm::mac_string(&mac);
     let options = InstallOptions {
-        compression: Compression::Zstd,
+        provider: Provider::Fixture { compression: Compression::Zstd },
         installer_files: vec![
             ("config".into(), "rootDevice=/dev/does-not-exist\npartitionSeparator=\n".into()),
             (format!("config-{hostname}"), "rootDevice=/dev/also-wrong\n".into()),
@@ -105,4 +106,27 @@ async fn bad_root_device_fails_fast_naming_the_stage() {
         }
         other => panic!("expected fail-fast, got {other}"),
     }
+}
+
+/// A user's prebuilt artifacts in upstream's layout (`boot-loader/`, `nfsroot/` unpacked,
+/// `nixos.tar.gz`, `config`) install like the fixture's own.
+#[tokio::test]
+async fn prebuilt_artifacts_from_a_directory_install() {
+    let mut lab = Lab::new("prebuilt_artifacts_from_a_directory_install").unwrap();
+    let fixture = Provider::Fixture { compression: Compression::Gzip }.provide(lab.cache()).unwrap();
+    let user = lab.dir().join("user-artifacts");
+    std::fs::create_dir_all(user.join("boot-loader")).unwrap();
+    for entry in std::fs::read_dir(fixture.tftp_root.join("nixos")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), user.join("boot-loader").join(entry.file_name())).unwrap();
+    }
+    std::os::unix::fs::symlink(&fixture.nfs_layers[1], user.join("nfsroot")).unwrap();
+    let installer = fixture.nfs_layers[0].join("installer");
+    std::fs::copy(installer.join("nixos.tar.gz"), user.join("nixos.tar.gz")).unwrap();
+    std::fs::write(user.join("config"), "rootDevice=/dev/vda\npartitionSeparator=\nuseBinaryCache=0\n").unwrap();
+
+    let options = InstallOptions { provider: Provider::Dir(user), ..InstallOptions::default() };
+    let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!(fact(&report, "DHCP requests after the reboot"), "0");
+    assert_eq!(vm.succeed("cat /etc/pxelab-version").await.unwrap(), IMAGE_VERSION);
 }

@@ -1,5 +1,8 @@
-//! Artifacts a test boots from, and the cache that builds each only once.
+//! Artifacts a test boots from: where they come from, and the cache that builds or unpacks
+//! each only once.
 
 mod cache;
+mod provider;
 
 pub use cache::{Cache, CacheError};
+pub use provider::{ArtifactSet, Provider, ProviderError};

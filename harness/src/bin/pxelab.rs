@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pxelab::artifacts::Provider;
 use pxelab::jobs::{self, JOBS};
 use pxelab::lab::Lab;
 
@@ -19,6 +20,16 @@ enum Command {
     Run {
         /// Scenario name (see `pxelab list`).
         name: String,
+        /// Install your prebuilt artifacts from this directory (boot-loader.tar.xz,
+        /// nfsroot.tar.xz, nixos.tar.gz, config) instead of the fixture's.
+        #[arg(long, conflicts_with_all = ["nix_installer", "nix_image"])]
+        artifacts: Option<std::path::PathBuf>,
+        /// Build the NFS root and boot loader with `nix-build <file>` (with --nix-image).
+        #[arg(long, requires = "nix_image")]
+        nix_installer: Option<std::path::PathBuf>,
+        /// Build the install image and config with `nix-build <file>` (with --nix-installer).
+        #[arg(long, requires = "nix_installer")]
+        nix_image: Option<std::path::PathBuf>,
     },
     /// List runnable scenarios.
     List,
@@ -72,7 +83,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Doctor => doctor(),
-        Command::Run { name } => runtime.block_on(run(&name)),
+        Command::Run { name, artifacts, nix_installer, nix_image } => {
+            let provider = match (artifacts, nix_installer, nix_image) {
+                (Some(dir), _, _) => Some(Provider::Dir(dir)),
+                (None, Some(installer), Some(image)) => Some(Provider::Nix { installer, image }),
+                _ => None,
+            };
+            runtime.block_on(run(&name, provider))
+        }
         Command::Bench { what } => runtime.block_on(bench(what)),
     }
 }
@@ -112,7 +130,7 @@ async fn bench(what: Bench) -> ExitCode {
     }
 }
 
-async fn run(name: &str) -> ExitCode {
+async fn run(name: &str, provider: Option<Provider>) -> ExitCode {
     let mut lab = match Lab::new(name) {
         Ok(lab) => lab,
         Err(e) => {
@@ -120,7 +138,7 @@ async fn run(name: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match jobs::run(name, &mut lab).await {
+    match jobs::run(name, &mut lab, provider).await {
         Ok(report) => {
             println!("{}", report.stages.table());
             for (what, value) in &report.facts {

@@ -34,8 +34,10 @@ struct Ids {
 }
 
 impl StackedExport {
-    /// Serve `layers`, the first on top.
+    /// Serve `layers`, the first on top. A layer may itself be a symlink (a Nix `result`
+    /// link, say): layer roots are resolved once here; inside them nothing is followed.
     pub fn new(layers: Vec<PathBuf>) -> Self {
+        let layers = layers.into_iter().map(|l| l.canonicalize().unwrap_or(l)).collect();
         let ids = Ids { paths: vec![PathBuf::new()], by_path: HashMap::from([(PathBuf::new(), ROOT_ID)]) };
         StackedExport { layers, ids: RwLock::new(ids) }
     }
@@ -285,7 +287,9 @@ mod test {
         std::fs::write(base.join("etc/os-release"), "base").unwrap();
         std::fs::write(top.join("etc/os-release"), "top").unwrap();
         std::fs::write(top.join("installer/config"), "rootDevice=/dev/vda\n").unwrap();
-        (dir, StackedExport::new(vec![top, base]))
+        // The base layer is reached through a symlink, as a Nix `result` link would be.
+        std::os::unix::fs::symlink(&base, dir.path().join("base-link")).unwrap();
+        (dir, StackedExport::new(vec![top, dir.path().join("base-link")]))
     }
 
     async fn walk(fs: &StackedExport, path: &str) -> Result<fileid3, nfsstat3> {
