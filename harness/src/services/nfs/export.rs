@@ -288,8 +288,10 @@ mod test {
         std::fs::write(top.join("etc/os-release"), "top").unwrap();
         std::fs::write(top.join("installer/config"), "rootDevice=/dev/vda\n").unwrap();
         // The base layer is reached through a symlink, as a Nix `result` link would be.
-        std::os::unix::fs::symlink(&base, dir.path().join("base-link")).unwrap();
-        (dir, StackedExport::new(vec![top, dir.path().join("base-link")]))
+        let base_link = dir.path().join("base-link");
+        std::os::unix::fs::symlink(&base, &base_link).unwrap();
+        let export = StackedExport::new(vec![top, base_link]);
+        (dir, export)
     }
 
     async fn walk(fs: &StackedExport, path: &str) -> Result<fileid3, nfsstat3> {
