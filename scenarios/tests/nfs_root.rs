@@ -56,6 +56,10 @@ async fn nfs_root_boots_reads_and_stays_read_only() {
     assert!(mounts.contains("192.0.2.1:/srv/nixos/nfsroot /run/nfsroot nfs ro,"), "{mounts}");
     assert!(mounts.lines().any(|l| l.starts_with("overlay / overlay ")), "{mounts}");
 
+    // The harness's host answers ICMP echo (and ARP, or no packet would have reached it).
+    let ping = vm.succeed("ping -c 1 -W 5 192.0.2.1").await.unwrap();
+    assert!(ping.contains("1 packets received"), "{ping}");
+
     // A client given fixed ports (no portmapper) mounts the export too; the root mount above
     // had no ports and so asked the portmapper for MOUNT's and NFS's.
     vm.succeed("mkdir -p /mnt/fixed && mount -t nfs -o ro,nolock,vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,addr=192.0.2.1 192.0.2.1:/srv/nixos/nfsroot /mnt/fixed")
