@@ -136,7 +136,9 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
     let net = lab.network();
     stages.run("firmware → DHCP", net.wait_for_dhcp_lease(mac, 2 * MINUTE)).await?;
     stages.run("TFTP: GRUB", net.wait_for_tftp_transfer(mac, "nixos/bootx64.efi", 2 * MINUTE)).await?;
-    stages.run("TFTP: kernel and initrd", net.wait_for_tftp_transfer(mac, "nixos/initrd", 3 * MINUTE)).await?;
+    // The kernel, not the initrd: GRUB may boot before its ACK of the initrd's last block
+    // leaves the wire, so the server cannot always see that last transfer complete.
+    stages.run("TFTP: kernel", net.wait_for_tftp_transfer(mac, "nixos/bzImage", 3 * MINUTE)).await?;
     stages.run("kernel → NFS root", vm.wait_for_console_text(&regex::escape(initramfs::NFS_SETUP_MARKER), 3 * MINUTE)).await?;
     for (stage, marker) in INSTALL_STAGES {
         stages.run(&format!("installer: {stage}"), vm.wait_for_console_text(&regex::escape(marker), 10 * MINUTE)).await?;

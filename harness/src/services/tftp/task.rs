@@ -122,7 +122,12 @@ async fn transfer(
             millis,
             detail: format!("client error {code}: {message}"),
         },
-        Ok(TransferOutcome::TimedOut) => failed(client, file, "client stopped answering".into(), millis),
+        Ok(TransferOutcome::TimedOut) => failed(
+            client,
+            file,
+            "client stopped answering (a boot loader that boots right after the last block may never ACK it)".into(),
+            millis,
+        ),
         Err(e) => failed(client, file, e.to_string(), millis),
     }
 }
