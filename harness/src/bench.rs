@@ -184,7 +184,7 @@ pub async fn install(runs: usize) -> Result<InstallBench, Box<dyn std::error::Er
 }
 
 /// Where `pxelab bench` keeps its runs.
-pub fn lab(name: &str) -> std::io::Result<Lab> {
+pub fn lab(name: &str) -> Result<Lab, crate::lab::LabError> {
     Lab::new(&format!("bench-{name}"))
 }
 

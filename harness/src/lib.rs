@@ -7,7 +7,8 @@
 //! - [`jobs`]: runnable scenarios behind `pxelab run`.
 //! - [`mod@bench`]: side-by-side benchmarks behind `pxelab bench`.
 //! - [`net`]: the virtual L2 segment and the harness's userspace IP host.
-//! - [`services`]: DHCP and TFTP (protocol logic apart from sockets).
+//! - [`services`]: DHCP, TFTP and NFS (protocol logic apart from sockets).
+//! - [`supervise`]: server tasks whose end fails every current wait.
 
 pub mod artifacts;
 pub mod bench;
@@ -17,3 +18,4 @@ pub mod lab;
 pub mod net;
 pub mod vm;
 pub mod services;
+pub mod supervise;

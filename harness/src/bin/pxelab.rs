@@ -131,10 +131,14 @@ async fn bench(what: Bench) -> ExitCode {
 }
 
 async fn run(name: &str, provider: Option<Provider>) -> ExitCode {
+    if !JOBS.iter().any(|job| job.name == name) {
+        eprintln!("pxelab: no job named {name:?}; `pxelab list` shows them (nothing was created or removed)");
+        return ExitCode::FAILURE;
+    }
     let mut lab = match Lab::new(name) {
         Ok(lab) => lab,
         Err(e) => {
-            eprintln!("pxelab: cannot create the run directory: {e}");
+            eprintln!("pxelab: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -25,6 +25,8 @@ use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::supervise::{failed, FailureWatch, ServiceFailure};
+
 /// Console lines that end any wait at once: the boot or install has failed.
 pub const DEFAULT_FAIL_FAST: &[&str] = &[
     r"Kernel panic - not syncing",
@@ -55,6 +57,15 @@ pub enum ConsoleError {
     FailFast { console: String, pattern: String, fail_fast: String, line: String, waited: Duration, tail: String },
     #[error("{console}: console closed (QEMU exited) while waiting for {pattern:?}\n{}", banner("last console lines", tail))]
     Closed { console: String, pattern: String, tail: String },
+    #[error("{console}: gave up waiting for {pattern:?} after {waited:.1?}\n{}", banner("last console lines", tail))]
+    ServiceStopped {
+        console: String,
+        pattern: String,
+        waited: Duration,
+        tail: String,
+        #[source]
+        failure: ServiceFailure,
+    },
     #[error("{console}: cannot write to the console")]
     Write {
         console: String,
@@ -84,6 +95,7 @@ pub struct Console {
     command_timeout: Duration,
     next_command: AtomicU64,
     log_path: PathBuf,
+    services: Option<FailureWatch>,
 }
 
 impl Console {
@@ -102,6 +114,7 @@ impl Console {
             command_timeout: Duration::from_secs(300),
             next_command: AtomicU64::new(1),
             log_path: log_path.to_owned(),
+            services: None,
         })
     }
 
@@ -109,6 +122,12 @@ impl Console {
     pub fn set_fail_fast(&mut self, patterns: &[&str]) -> Result<(), ConsoleError> {
         self.fail_fast = patterns.iter().map(|p| compile(p)).collect::<Result<_, _>>()?;
         Ok(())
+    }
+
+    /// End every wait at once, with [`ConsoleError::ServiceStopped`], when a lab server that
+    /// this VM depends on stops.
+    pub fn fail_on(&mut self, services: FailureWatch) {
+        self.services = Some(services);
     }
 
     /// Set how long [`Console::execute`] waits for a command to finish.
@@ -134,6 +153,7 @@ impl Console {
         let want = compile(pattern)?;
         let started = Instant::now();
         let deadline = started + timeout;
+        let mut services = self.services.clone();
         loop {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
@@ -163,13 +183,31 @@ impl Console {
                     None => {}
                 }
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(ConsoleError::Timeout {
-                    console: self.name.clone(),
-                    pattern: pattern.to_owned(),
-                    waited: timeout,
-                    tail: self.tail(TAIL_LINES),
-                });
+            let stopped = async {
+                match services.as_mut() {
+                    Some(watch) => failed(watch).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = changed => {}
+                failure = stopped => {
+                    return Err(ConsoleError::ServiceStopped {
+                        console: self.name.clone(),
+                        pattern: pattern.to_owned(),
+                        waited: started.elapsed(),
+                        tail: self.tail(TAIL_LINES),
+                        failure,
+                    });
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(ConsoleError::Timeout {
+                        console: self.name.clone(),
+                        pattern: pattern.to_owned(),
+                        waited: timeout,
+                        tail: self.tail(TAIL_LINES),
+                    });
+                }
             }
         }
     }

@@ -9,14 +9,20 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::services::{EventSink, ServiceEvent};
+use crate::supervise::{failed, FailureWatch, ServiceFailure};
 
-/// A wait for an event ran out of time.
+/// A wait for an event ended without it.
 #[derive(Debug, thiserror::Error)]
-#[error("timed out after {waited:.1?} waiting for {what}; events so far:\n{seen}")]
-pub struct EventTimeout {
-    pub what: String,
-    pub waited: Duration,
-    pub seen: String,
+pub enum EventWaitError {
+    #[error("timed out after {waited:.1?} waiting for {what}; events so far:\n{seen}")]
+    Timeout { what: String, waited: Duration, seen: String },
+    #[error("gave up waiting for {what} after {waited:.1?}")]
+    Stopped {
+        what: String,
+        waited: Duration,
+        #[source]
+        failure: ServiceFailure,
+    },
 }
 
 /// Every service event since the lab started, in order.
@@ -25,12 +31,15 @@ pub struct Events {
     seen: Mutex<Vec<(Duration, ServiceEvent)>>,
     changed: Notify,
     log: Mutex<std::fs::File>,
+    failure: FailureWatch,
 }
 
 impl Events {
-    /// Record events from `started` on, logging them to `path` (`events.jsonl`).
-    pub fn new(path: &Path, started: Instant) -> std::io::Result<Self> {
-        Ok(Events { started, seen: Mutex::default(), changed: Notify::new(), log: Mutex::new(std::fs::File::create(path)?) })
+    /// Record events from `started` on, logging them to `path` (`events.jsonl`); waits end
+    /// at once when `failure` reports a stopped server.
+    pub fn new(path: &Path, started: Instant, failure: FailureWatch) -> std::io::Result<Self> {
+        let log = Mutex::new(std::fs::File::create(path)?);
+        Ok(Events { started, seen: Mutex::default(), changed: Notify::new(), log, failure })
     }
 
     /// All events so far with their time since the lab started.
@@ -44,8 +53,10 @@ impl Events {
         what: &str,
         timeout: Duration,
         matches: impl Fn(&[(Duration, ServiceEvent)]) -> Option<T>,
-    ) -> Result<T, EventTimeout> {
-        let deadline = Instant::now() + timeout;
+    ) -> Result<T, EventWaitError> {
+        let begun = Instant::now();
+        let deadline = begun + timeout;
+        let mut failure = self.failure.clone();
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -53,9 +64,15 @@ impl Events {
             if let Some(found) = matches(&self.seen.lock().expect("events lock")) {
                 return Ok(found);
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                let seen = self.all().iter().map(|(at, e)| format!("  {:>8.3}s {e:?}", at.as_secs_f64())).collect::<Vec<_>>();
-                return Err(EventTimeout { what: what.to_owned(), waited: timeout, seen: seen.join("\n") });
+            tokio::select! {
+                _ = changed => {}
+                failure = failed(&mut failure) => {
+                    return Err(EventWaitError::Stopped { what: what.to_owned(), waited: begun.elapsed(), failure });
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let seen = self.all().iter().map(|(at, e)| format!("  {:>8.3}s {e:?}", at.as_secs_f64())).collect::<Vec<_>>();
+                    return Err(EventWaitError::Timeout { what: what.to_owned(), waited: timeout, seen: seen.join("\n") });
+                }
             }
         }
     }

@@ -5,9 +5,10 @@ mod events;
 mod network;
 mod stages;
 
-pub use events::{EventTimeout, Events};
-pub use network::{Network, NfsExport, PxeConfig, HOST_MAC, NFS_ROOT_OPTIONS};
+pub use events::{EventWaitError, Events};
+pub use network::{Network, NetworkError, NfsExport, PxeConfig, Server, HOST_MAC, NFS_ROOT_OPTIONS};
 pub use stages::{StageError, Stages};
+
 
 use std::path::{Path, PathBuf};
 
@@ -25,18 +26,33 @@ pub struct Lab {
 
 impl Lab {
     /// A lab for the test or job `name`, in `$PXELAB_RUNS_DIR/<name>` (default:
-    /// `target/pxelab-runs/<name>` of the enclosing Cargo workspace). Old output is removed.
-    pub fn new(name: &str) -> std::io::Result<Self> {
-        let dir = runs_root().join(name);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
+    /// `target/pxelab-runs/<name>` of the enclosing Cargo workspace). The output of an
+    /// earlier run of `name` is removed; a directory pxelab did not make is left alone.
+    pub fn new(name: &str) -> Result<Self, LabError> {
+        Self::in_dir(&runs_root(), name)
+    }
+
+    /// A lab for `name` under `root` (see [`Lab::new`]).
+    pub fn in_dir(root: &Path, name: &str) -> Result<Self, LabError> {
+        let dir = run_dir(root, name)?;
+        let io = |what: &'static str| {
+            let dir = dir.clone();
+            move |source| LabError::Io { what, dir, source }
+        };
+        if dir.symlink_metadata().is_ok() {
+            if !dir.join(RUN_MARKER).is_file() {
+                return Err(LabError::NotOurs(dir));
+            }
+            std::fs::remove_dir_all(&dir).map_err(io("remove the earlier run"))?;
         }
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&dir).map_err(io("create"))?;
+        std::fs::write(dir.join(RUN_MARKER), "made by pxelab; removed with this directory on the next run\n")
+            .map_err(io("mark"))?;
         Ok(Lab { name: name.to_owned(), dir, cache: Cache::new(&Cache::default_root()), network: None })
     }
 
     /// Start the lab's PXE network; its pcap and event log go into the lab's directory.
-    pub fn start_network(&mut self, config: PxeConfig) -> std::io::Result<&Network> {
+    pub fn start_network(&mut self, config: PxeConfig) -> Result<&Network, NetworkError> {
         self.network = Some(Network::start(&self.dir, config)?);
         Ok(self.network.as_ref().expect("just started"))
     }
@@ -49,8 +65,9 @@ impl Lab {
     /// A diskless client whose NIC (`model`, `rom`) is plugged into the lab's network and
     /// boots second after any disk (`bootindex=2`); add disks with [`VmBuilder::disk`].
     pub fn pxe_client(&self, name: &str, mac: [u8; 6], model: NicModel, rom: Rom) -> std::io::Result<VmBuilder> {
-        let cable = self.network().plug()?;
-        Ok(self.vm(name).nic(Nic { model, mac, rom, bootindex: Some(2), cable: Cable::Switch(cable) }))
+        let cable = self.network().plug(mac)?;
+        let nic = Nic { model, mac, rom, bootindex: Some(2), cable: Cable::Switch(cable) };
+        Ok(self.vm(name).nic(nic).fail_on(self.network().failure_watch()))
     }
 
     pub fn name(&self) -> &str {
@@ -79,6 +96,39 @@ impl Drop for Lab {
     }
 }
 
+/// The file that marks a directory as a pxelab run's, so that only such a directory is ever
+/// removed.
+pub const RUN_MARKER: &str = ".pxelab-run";
+
+/// A lab's directory could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("lab name {0:?} is not a plain name: use letters, digits, '.', '_' and '-', not starting with '.' or '-'")]
+    BadName(String),
+    #[error("{} exists and was not made by pxelab (no {RUN_MARKER} in it): left alone; remove it or pick another name", .0.display())]
+    NotOurs(PathBuf),
+    #[error("cannot {what} the run directory {}", dir.display())]
+    Io {
+        what: &'static str,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `root/name`, for a `name` that is one plain path component (so never `..`, `.`, `~`,
+/// an absolute path or a path with separators, which `join` would take out of `root`).
+fn run_dir(root: &Path, name: &str) -> Result<PathBuf, LabError> {
+    let plain = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(['.', '-'])
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !plain {
+        return Err(LabError::BadName(name.to_owned()));
+    }
+    Ok(root.join(name))
+}
+
 fn runs_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("PXELAB_RUNS_DIR") {
         return dir.into();
@@ -92,5 +142,43 @@ fn runs_root() -> PathBuf {
     match workspace {
         Some(root) => root.join("target").join("pxelab-runs"),
         None => std::env::temp_dir().join("pxelab-runs"),
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn names_that_leave_the_runs_root_are_refused_and_touch_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, victim) = (dir.path().join("runs"), dir.path().join("victim"));
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::create_dir_all(&victim).unwrap();
+        std::fs::write(victim.join("canary"), "keep").unwrap();
+        std::fs::write(root.join("canary"), "keep").unwrap();
+        let absolute = victim.display().to_string();
+        for name in [absolute.as_str(), "..", ".", "~", "", "../victim", "sub/x", "-rf", ".hidden", "a\0b"] {
+            assert!(matches!(Lab::in_dir(&root, name), Err(LabError::BadName(_))), "{name:?} accepted");
+        }
+        assert_eq!(std::fs::read_to_string(victim.join("canary")).unwrap(), "keep");
+        assert_eq!(std::fs::read_to_string(root.join("canary")).unwrap(), "keep");
+    }
+
+    #[test]
+    fn only_a_directory_pxelab_made_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("mine")).unwrap();
+        std::fs::write(root.join("mine/canary"), "keep").unwrap();
+        assert!(matches!(Lab::in_dir(root, "mine"), Err(LabError::NotOurs(_))));
+        assert_eq!(std::fs::read_to_string(root.join("mine/canary")).unwrap(), "keep");
+
+        let lab = Lab::in_dir(root, "run-1").unwrap();
+        std::fs::write(lab.dir().join("console.log"), "old").unwrap();
+        drop(lab);
+        let lab = Lab::in_dir(root, "run-1").unwrap();
+        assert!(!lab.dir().join("console.log").exists(), "an earlier run's output is removed");
+        assert!(lab.dir().join(RUN_MARKER).is_file());
     }
 }

@@ -1,25 +1,211 @@
-//! The switch's fault-injection hook: a policy sees every frame before it is forwarded.
+//! Seeded fault injection on the segment: what happens to each frame crossing a port.
+//!
+//! Per port and direction a frame may be lost, delayed (with jitter, which also reorders),
+//! duplicated, held back past later frames, or corrupted; a port's link may be down. The
+//! decisions come from one seeded generator, so a run with the same seed and the same frames
+//! makes the same decisions. No clock is read here: delays are returned, the segment's event
+//! loop schedules them.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use super::switch::PortId;
 
-/// What happens to a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Deliver,
+/// Which way a frame crosses a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From the VM into the switch.
+    In,
+    /// From the switch to the VM.
+    Out,
+}
+
+/// How a port's traffic in one direction is impaired. Probabilities are fractions (0.05 is 5 %).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Impairment {
+    pub loss: f64,
+    pub delay: Duration,
+    /// Each frame's delay is `delay` ± up to `jitter`, uniformly.
+    pub jitter: Duration,
+    pub duplicate: f64,
+    /// Chance that a frame is held back by an extra `delay + jitter + 1 ms`, behind later ones.
+    pub reorder: f64,
+    /// Chance that one byte of the frame (past the Ethernet header) is flipped.
+    pub corrupt: f64,
+}
+
+impl Impairment {
+    /// Loss only.
+    pub fn loss(fraction: f64) -> Self {
+        Impairment { loss: fraction, ..Default::default() }
+    }
+
+    /// Delay with jitter only.
+    pub fn delay(delay: Duration, jitter: Duration) -> Self {
+        Impairment { delay, jitter, ..Default::default() }
+    }
+}
+
+/// One fault injected into one frame (or a link), for the event log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "fault")]
+pub enum Injected {
     Drop,
+    LinkDown,
+    Duplicate,
+    Reorder { held_ms: u64 },
+    Corrupt { offset: usize },
 }
 
-/// Decides the fate of each frame entering the switch (captured to pcap either way).
-pub trait FaultPolicy: Send {
-    fn on_frame(&mut self, port: PortId, frame: &[u8]) -> Verdict;
+/// What becomes of one frame at one port: the copies to deliver, each after its delay, and
+/// the faults injected on the way.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fate {
+    pub copies: Vec<(Duration, Vec<u8>)>,
+    pub injected: Vec<Injected>,
 }
 
-/// Deliver everything.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoFaults;
+/// The segment's faults: impairments by port and direction, links that are down.
+#[derive(Debug)]
+pub struct Faults {
+    rng: fastrand::Rng,
+    seed: u64,
+    impaired: HashMap<(PortId, Direction), Impairment>,
+    down: HashSet<PortId>,
+}
 
-impl FaultPolicy for NoFaults {
-    fn on_frame(&mut self, _port: PortId, _frame: &[u8]) -> Verdict {
-        Verdict::Deliver
+impl Faults {
+    /// No faults yet; decisions drawn from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Faults { rng: fastrand::Rng::with_seed(seed), seed, impaired: HashMap::new(), down: HashSet::new() }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Impair `port`'s traffic in `direction` (replacing what was set).
+    pub fn impair(&mut self, port: PortId, direction: Direction, impairment: Impairment) {
+        self.impaired.insert((port, direction), impairment);
+    }
+
+    /// Remove every impairment of `port`.
+    pub fn clear(&mut self, port: PortId) {
+        self.impaired.retain(|(p, _), _| *p != port);
+    }
+
+    /// Take `port`'s link down (`false`) or up; a down link passes nothing either way.
+    pub fn set_link(&mut self, port: PortId, up: bool) {
+        if up {
+            self.down.remove(&port);
+        } else {
+            self.down.insert(port);
+        }
+    }
+
+    pub fn link_up(&self, port: PortId) -> bool {
+        !self.down.contains(&port)
+    }
+
+    /// Decide the fate of `frame` crossing `port` in `direction`.
+    pub fn fate(&mut self, port: PortId, direction: Direction, frame: &[u8]) -> Fate {
+        if self.down.contains(&port) {
+            return Fate { copies: vec![], injected: vec![Injected::LinkDown] };
+        }
+        let Some(imp) = self.impaired.get(&(port, direction)).copied() else {
+            return Fate { copies: vec![(Duration::ZERO, frame.to_vec())], injected: vec![] };
+        };
+        let mut fate = Fate::default();
+        if self.chance(imp.loss) {
+            fate.injected.push(Injected::Drop);
+            return fate;
+        }
+        let mut frame = frame.to_vec();
+        if self.chance(imp.corrupt) && frame.len() > 14 {
+            let offset = self.rng.usize(14..frame.len());
+            frame[offset] ^= 1 << self.rng.u8(0..8);
+            fate.injected.push(Injected::Corrupt { offset });
+        }
+        let mut delay = self.delay(&imp);
+        if self.chance(imp.reorder) {
+            let held = imp.delay + imp.jitter + Duration::from_millis(1);
+            delay += held;
+            fate.injected.push(Injected::Reorder { held_ms: held.as_millis() as u64 });
+        }
+        if self.chance(imp.duplicate) {
+            fate.injected.push(Injected::Duplicate);
+            fate.copies.push((self.delay(&imp), frame.clone()));
+        }
+        fate.copies.insert(0, (delay, frame));
+        fate
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.f64() < p
+    }
+
+    fn delay(&mut self, imp: &Impairment) -> Duration {
+        let jitter = imp.jitter.as_micros() as i64;
+        let offset = if jitter > 0 { self.rng.i64(-jitter..=jitter) } else { 0 };
+        let micros = (imp.delay.as_micros() as i64 + offset).max(0);
+        Duration::from_micros(micros as u64)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    const FRAME: [u8; 60] = [0xa5; 60];
+
+    fn run(seed: u64, imp: Impairment, n: usize) -> Vec<Fate> {
+        let mut faults = Faults::new(seed);
+        faults.impair(1, Direction::In, imp);
+        (0..n).map(|_| faults.fate(1, Direction::In, &FRAME)).collect()
+    }
+
+    #[test]
+    fn the_same_seed_makes_the_same_decisions() {
+        let imp = Impairment { loss: 0.2, duplicate: 0.1, corrupt: 0.1, reorder: 0.1, ..Impairment::delay(Duration::from_millis(50), Duration::from_millis(20)) };
+        assert_eq!(run(7, imp, 500), run(7, imp, 500));
+        assert_ne!(run(7, imp, 500), run(8, imp, 500));
+    }
+
+    #[test]
+    fn rates_and_delays_are_what_was_asked() {
+        let imp = Impairment { loss: 0.05, ..Impairment::delay(Duration::from_millis(50), Duration::from_millis(20)) };
+        let fates = run(1, imp, 10_000);
+        let lost = fates.iter().filter(|f| f.copies.is_empty()).count();
+        assert!((350..650).contains(&lost), "{lost} of 10000 lost at 5 %");
+        for (delay, frame) in fates.iter().flat_map(|f| &f.copies) {
+            assert!((30..=70).contains(&delay.as_millis()), "{delay:?}");
+            assert_eq!(frame[..], FRAME[..]);
+        }
+        let spread: HashSet<u128> = fates.iter().flat_map(|f| &f.copies).map(|(d, _)| d.as_millis()).collect();
+        assert!(spread.len() > 30, "jitter spreads delays");
+    }
+
+    #[test]
+    fn duplicates_and_corruption_are_reported() {
+        let fates = run(3, Impairment { duplicate: 1.0, corrupt: 1.0, ..Default::default() }, 20);
+        for fate in fates {
+            assert_eq!(fate.copies.len(), 2);
+            let Some(Injected::Corrupt { offset }) = fate.injected.first() else { panic!("{fate:?}") };
+            assert!(*offset >= 14 && fate.copies[0].1[*offset] != FRAME[*offset]);
+            assert_eq!(fate.copies[0].1, fate.copies[1].1, "the duplicate carries the same bytes");
+        }
+    }
+
+    #[test]
+    fn a_down_link_passes_nothing_either_way_and_other_ports_are_untouched() {
+        let mut faults = Faults::new(0);
+        faults.set_link(2, false);
+        for dir in [Direction::In, Direction::Out] {
+            assert_eq!(faults.fate(2, dir, &FRAME).injected, [Injected::LinkDown]);
+        }
+        assert_eq!(faults.fate(3, Direction::In, &FRAME).copies, vec![(Duration::ZERO, FRAME.to_vec())]);
+        faults.set_link(2, true);
+        assert_eq!(faults.fate(2, Direction::Out, &FRAME).copies.len(), 1);
     }
 }

@@ -12,12 +12,15 @@ use futures::{Sink, Stream};
 use smoltcp::iface::Config;
 use smoltcp::phy::{DeviceCapabilities, Medium};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc::{channel, Receiver};
 use tokio_smoltcp::device::AsyncDevice;
 use tokio_smoltcp::{BufferSize, Net, NetConfig};
 
 use super::{PortSender, Segment};
+use crate::supervise::Supervisor;
+
+/// Frames waiting for the IP stack; more are dropped (as a NIC's full ring would).
+const STACK_QUEUE: usize = 4096;
 
 /// Looks at each frame sent to the host; `Some(replies)` consumes it.
 pub type Interceptor = Box<dyn FnMut(&[u8]) -> Option<Vec<Vec<u8>>> + Send>;
@@ -30,20 +33,20 @@ pub struct HostAddr {
     pub prefix_len: u8,
 }
 
-/// A running IP host. Dropping it stops its tasks.
+/// A running IP host; its port's demultiplexer runs under the lab's supervisor.
 pub struct IpHost {
     pub addr: HostAddr,
     net: Net,
-    demux: JoinHandle<()>,
 }
 
 impl IpHost {
-    /// Attach a host with `addr` to `segment`.
-    pub fn start(segment: &Segment, addr: HostAddr, mut intercept: Interceptor) -> Self {
+    /// Attach a host with `addr` to `segment`; its MAC is pinned to its port.
+    pub fn start(segment: &Segment, addr: HostAddr, mut intercept: Interceptor, supervisor: &Supervisor) -> Self {
         let (sender, mut frames) = segment.attach();
-        let (to_stack, stack_rx) = unbounded_channel();
+        segment.pin(addr.mac, sender.port());
+        let (to_stack, stack_rx) = channel(STACK_QUEUE);
         let replies = sender.clone();
-        let demux = tokio::spawn(async move {
+        supervisor.spawn("host port (DHCP and IP)", async move {
             while let Some(frame) = frames.recv().await {
                 match intercept(&frame) {
                     Some(answers) => {
@@ -51,13 +54,15 @@ impl IpHost {
                             replies.send(answer);
                         }
                     }
-                    None => {
-                        if to_stack.send(frame).is_err() {
-                            return;
+                    None => match to_stack.try_send(frame) {
+                        Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                            return Err(std::io::Error::other("the IP stack stopped"));
                         }
-                    }
+                    },
                 }
             }
+            Err(std::io::Error::other("the segment stopped"))
         });
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
@@ -78,7 +83,7 @@ impl IpHost {
             ..BufferSize::default()
         };
         let net = Net::new(device, config);
-        IpHost { addr, net, demux }
+        IpHost { addr, net }
     }
 
     /// The stack, for binding sockets.
@@ -87,15 +92,9 @@ impl IpHost {
     }
 }
 
-impl Drop for IpHost {
-    fn drop(&mut self) {
-        self.demux.abort();
-    }
-}
-
 /// The stack's side of the host port.
 struct PortDevice {
-    rx: UnboundedReceiver<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
     tx: PortSender,
     caps: DeviceCapabilities,
 }

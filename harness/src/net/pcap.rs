@@ -1,29 +1,51 @@
 //! A pcap capture of every frame on the segment, readable by Wireshark and tcpdump.
+//!
+//! A thread of its own writes the file, so no disk write ever blocks the async runtime that
+//! carries the network; each frame is written as it comes (unbuffered), so a killed test
+//! still leaves a readable file.
 
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::DataLink;
 
-/// Writes frames to a pcap file, unbuffered, so a killed test still leaves a readable file.
+/// Frames waiting for the writer thread; more are left out of the capture (and counted).
+const QUEUE: usize = 8192;
+
+/// Sends frames to the capture's writer thread; dropping it ends the thread.
 pub struct Capture {
-    writer: PcapWriter<std::fs::File>,
+    frames: SyncSender<(Duration, Vec<u8>)>,
+    missed: u64,
 }
 
 impl Capture {
     pub fn create(path: &Path) -> std::io::Result<Self> {
         let file = std::fs::File::create(path)?;
         let header = PcapHeader { datalink: DataLink::ETHERNET, ..Default::default() };
-        let writer = PcapWriter::with_header(file, header).map_err(std::io::Error::other)?;
-        Ok(Capture { writer })
+        let mut writer = PcapWriter::with_header(file, header).map_err(std::io::Error::other)?;
+        let (frames, queue) = sync_channel::<(Duration, Vec<u8>)>(QUEUE);
+        let name = path.display().to_string();
+        std::thread::Builder::new().name("pcap".into()).spawn(move || {
+            for (at, frame) in queue {
+                if let Err(e) = writer.write_packet(&PcapPacket::new(at, frame.len() as u32, &frame)) {
+                    return tracing::warn!("pcap {name}: {e}; capture stopped");
+                }
+            }
+        })?;
+        Ok(Capture { frames, missed: 0 })
     }
 
-    /// Append one frame, stamped with the wall clock.
-    pub fn record(&mut self, frame: &[u8]) -> std::io::Result<()> {
+    /// Queue one frame, stamped with the wall clock.
+    pub fn record(&mut self, frame: &[u8]) {
         let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-        let packet = PcapPacket::new(at, frame.len() as u32, frame);
-        self.writer.write_packet(&packet).map(drop).map_err(std::io::Error::other)
+        if let Err(TrySendError::Full(_)) = self.frames.try_send((at, frame.to_vec())) {
+            self.missed += 1;
+            if self.missed.is_power_of_two() {
+                tracing::warn!("pcap: the writer is behind; {} frames left out of the capture", self.missed);
+            }
+        }
     }
 }
 
@@ -37,8 +59,10 @@ mod test {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("segment.pcap");
         let mut capture = Capture::create(&path).unwrap();
-        capture.record(&[0xff; 60]).unwrap();
-        capture.record(&[0x52; 1514]).unwrap();
+        capture.record(&[0xff; 60]);
+        capture.record(&[0x52; 1514]);
+        drop(capture);
+        std::thread::sleep(Duration::from_millis(200));
         let mut reader = PcapReader::new(std::fs::File::open(&path).unwrap()).unwrap();
         assert_eq!(reader.header().datalink, DataLink::ETHERNET);
         let mut lens = Vec::new();

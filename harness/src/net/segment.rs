@@ -1,66 +1,187 @@
-//! The running segment: one task switches frames between ports and captures them.
+//! The running segment: one task switches frames between ports, passes them through the
+//! fault layer and captures them.
+//!
+//! Memory is bounded whatever a guest does: frames into the switch wait in a bounded queue
+//! (a VM sending faster than the switch forwards waits on its own socket), each port's
+//! output queue is bounded, and a frame for a full queue (a paused or slow VM) is dropped
+//! and counted ([`SegmentEvent`]).
 
+use std::collections::BinaryHeap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{self, error::TrySendError, Receiver, Sender};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use super::fault::{FaultPolicy, Verdict};
+use super::fault::{Direction, Faults, Impairment, Injected};
 use super::framing::{self, Decoder};
 use super::pcap::Capture;
 use super::switch::{Forward, PortId, Switch};
+use crate::services::{EventSink, ServiceEvent};
 
-type Ports = Arc<Mutex<Vec<UnboundedSender<Vec<u8>>>>>;
+/// Frames waiting to enter the switch.
+pub const INGRESS_QUEUE: usize = 4096;
+/// Frames waiting to leave by one port.
+pub const PORT_QUEUE: usize = 1024;
+/// Drops of one kind on one port are reported at most this often.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the segment dropped a frame, or what it injected.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "what")]
+pub enum SegmentEvent {
+    /// Frames dropped on `port` since the lab started (`reason`: a full queue, a spoofed
+    /// source, a full capture queue).
+    Dropped { port: PortId, reason: DropReason, total: u64 },
+    /// A fault injected on `port`.
+    Fault { port: PortId, direction: Direction, len: usize, #[serde(flatten)] injected: Injected },
+    /// A port's link went down or up.
+    Link { port: PortId, up: bool },
+    /// A port's traffic in one direction is impaired from now on.
+    Impaired { port: PortId, direction: Direction, impairment: Impairment },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// The port's output queue was full (its VM paused or slow).
+    QueueFull,
+    /// The switch's input queue was full (the harness host sent too fast).
+    IngressFull,
+    /// The frame's source address belongs to another port (the harness host's).
+    Spoofed,
+}
 
 /// A frame sender for one port: what it sends enters the switch from that port.
 #[derive(Debug, Clone)]
 pub struct PortSender {
     port: PortId,
-    ingress: UnboundedSender<(PortId, Vec<u8>)>,
+    ingress: Sender<(PortId, Vec<u8>)>,
+    counters: Arc<Counters>,
 }
 
 impl PortSender {
-    /// Send a frame into the switch; false once the segment is gone.
+    /// Queue a frame without waiting; false once the segment is gone. A frame for a full
+    /// queue is dropped and counted.
     pub fn send(&self, frame: Vec<u8>) -> bool {
-        self.ingress.send((self.port, frame)).is_ok()
+        match self.ingress.try_send((self.port, frame)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.counters.count(self.port, DropReason::IngressFull);
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
     }
+
+    /// Queue a frame, waiting for room; false once the segment is gone.
+    async fn send_waiting(&self, frame: Vec<u8>) -> bool {
+        self.ingress.send((self.port, frame)).await.is_ok()
+    }
+
+    pub fn port(&self) -> PortId {
+        self.port
+    }
+}
+
+/// Drops not yet reported, by port and reason.
+#[derive(Debug, Default)]
+struct Counters {
+    totals: Mutex<std::collections::HashMap<(PortId, DropReason), (u64, Option<Instant>)>>,
+}
+
+impl Counters {
+    fn count(&self, port: PortId, reason: DropReason) {
+        self.totals.lock().expect("counters lock").entry((port, reason)).or_default().0 += 1;
+    }
+
+    /// Drop totals that changed and were last reported over [`REPORT_EVERY`] ago.
+    fn due(&self, now: Instant) -> Vec<SegmentEvent> {
+        let mut totals = self.totals.lock().expect("counters lock");
+        let mut due = Vec::new();
+        for (&(port, reason), (total, reported)) in totals.iter_mut() {
+            if reported.is_none_or(|at| now >= at + REPORT_EVERY) {
+                due.push(SegmentEvent::Dropped { port, reason, total: *total });
+                *reported = Some(now);
+            }
+        }
+        totals.retain(|_, (_, reported)| reported.is_some());
+        due
+    }
+}
+
+/// Every port's output queue, by port.
+type Ports = Arc<Mutex<Vec<Sender<Vec<u8>>>>>;
+
+/// Commands to the switch task.
+enum Control {
+    Pin([u8; 6], PortId),
+    Faults(Box<dyn FnOnce(&mut Faults) -> Vec<SegmentEvent> + Send>),
 }
 
 /// One L2 segment. Dropping it stops its tasks (the VMs then see a dead link).
 pub struct Segment {
-    ingress: UnboundedSender<(PortId, Vec<u8>)>,
+    ingress: Sender<(PortId, Vec<u8>)>,
+    control: mpsc::UnboundedSender<Control>,
     ports: Ports,
+    counters: Arc<Counters>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Segment {
-    /// Start a segment that captures every frame to `pcap` and passes each past `faults`.
-    pub fn start(pcap: &Path, faults: Box<dyn FaultPolicy>) -> std::io::Result<Self> {
+    /// Start a segment that captures every frame to `pcap` (as it enters the switch, before
+    /// faults), injects `faults` and reports drops and faults to `events`.
+    pub fn start(pcap: &Path, faults: Faults, events: Arc<dyn EventSink>) -> std::io::Result<Self> {
         let capture = Capture::create(pcap)?;
-        let (ingress, frames) = unbounded_channel();
-        let ports: Ports = Arc::default();
-        let switching = tokio::spawn(switch_frames(frames, ports.clone(), capture, faults));
-        Ok(Segment { ingress, ports, tasks: Mutex::new(vec![switching]) })
+        let (ingress, frames) = mpsc::channel(INGRESS_QUEUE);
+        let (control, commands) = mpsc::unbounded_channel();
+        let counters = Arc::<Counters>::default();
+        let ports = Ports::default();
+        let task = SwitchTask {
+            ports: ports.clone(),
+            switch: Switch::default(),
+            faults,
+            capture,
+            events,
+            counters: counters.clone(),
+            later: BinaryHeap::new(),
+            seq: 0,
+        };
+        let switching = tokio::spawn(task.run(frames, commands));
+        Ok(Segment { ingress, control, ports, counters, tasks: Mutex::new(vec![switching]) })
     }
 
     /// Add a port; returns its sender and the frames the switch forwards to it.
-    pub fn attach(&self) -> (PortSender, UnboundedReceiver<Vec<u8>>) {
-        let (egress, frames) = unbounded_channel();
+    pub fn attach(&self) -> (PortSender, Receiver<Vec<u8>>) {
+        let (egress, frames) = mpsc::channel(PORT_QUEUE);
         let mut ports = self.ports.lock().expect("ports lock");
         ports.push(egress);
-        (PortSender { port: ports.len() - 1, ingress: self.ingress.clone() }, frames)
+        (PortSender { port: ports.len() - 1, ingress: self.ingress.clone(), counters: self.counters.clone() }, frames)
     }
 
-    /// Add a port for a VM NIC: returns QEMU's end of a connected stream socket
+    /// Fix `mac` on `port`: no other port may send with it as its source.
+    pub fn pin(&self, mac: [u8; 6], port: PortId) {
+        let _ = self.control.send(Control::Pin(mac, port));
+    }
+
+    /// Change the faults (from the switch task, between two frames); what `change` returns
+    /// goes to the event log.
+    pub fn with_faults(&self, change: impl FnOnce(&mut Faults) -> Vec<SegmentEvent> + Send + 'static) {
+        let _ = self.control.send(Control::Faults(Box::new(change)));
+    }
+
+    /// Add a port for a VM NIC: returns the port and QEMU's end of a connected stream socket
     /// (`-netdev stream,addr.type=fd`).
-    pub fn attach_vm(&self) -> std::io::Result<OwnedFd> {
+    pub fn attach_vm(&self) -> std::io::Result<(PortId, OwnedFd)> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         let (mut reader, mut writer) = tokio::net::UnixStream::from_std(ours)?.into_split();
         let (sender, mut frames) = self.attach();
+        let port = sender.port();
         let reading = tokio::spawn(async move {
             let mut decoder = Decoder::default();
             let mut buf = vec![0u8; 64 * 1024];
@@ -72,12 +193,12 @@ impl Segment {
                 match decoder.push(&buf[..n]) {
                     Ok(done) => {
                         for frame in done {
-                            if !sender.send(frame) {
+                            if !sender.send_waiting(frame).await {
                                 return;
                             }
                         }
                     }
-                    Err(e) => return tracing::warn!("port {}: {e}; link closed", sender.port),
+                    Err(e) => return tracing::warn!("port {port}: {e}; link closed"),
                 }
             }
         });
@@ -89,7 +210,7 @@ impl Segment {
             }
         });
         self.tasks.lock().expect("tasks lock").extend([reading, writing]);
-        Ok(theirs.into())
+        Ok((port, theirs.into()))
     }
 }
 
@@ -101,32 +222,119 @@ impl Drop for Segment {
     }
 }
 
-async fn switch_frames(
-    mut frames: UnboundedReceiver<(PortId, Vec<u8>)>,
+/// A frame held back by a delay, due at `.0`.
+#[derive(Debug, PartialEq, Eq)]
+struct Later(Instant, u64, PortId, Vec<u8>);
+
+impl Ord for Later {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.0, other.1).cmp(&(self.0, self.1)) // earliest first in a max-heap
+    }
+}
+
+impl PartialOrd for Later {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+struct SwitchTask {
     ports: Ports,
-    mut capture: Capture,
-    mut faults: Box<dyn FaultPolicy>,
-) {
-    let mut switch = Switch::default();
-    while let Some((port, frame)) = frames.recv().await {
-        if let Err(e) = capture.record(&frame) {
-            tracing::warn!("pcap: {e}");
-        }
-        if faults.on_frame(port, &frame) == Verdict::Drop {
-            continue;
-        }
-        let ports = ports.lock().expect("ports lock");
-        match switch.forward(port, &frame) {
-            Forward::Port(out) => drop(ports[out].send(frame)),
-            Forward::Flood => {
-                for (out, egress) in ports.iter().enumerate() {
-                    if out != port {
-                        let _ = egress.send(frame.clone());
+    switch: Switch,
+    faults: Faults,
+    capture: Capture,
+    events: Arc<dyn EventSink>,
+    counters: Arc<Counters>,
+    later: BinaryHeap<Later>,
+    seq: u64,
+}
+
+impl SwitchTask {
+    async fn run(mut self, mut frames: Receiver<(PortId, Vec<u8>)>, mut commands: mpsc::UnboundedReceiver<Control>) {
+        loop {
+            let next_due = self.later.peek().map(|l| l.0);
+            // Commands first: a fault set before a frame was sent applies to that frame.
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(Control::Pin(mac, port)) => self.switch.pin(mac, port),
+                    Some(Control::Faults(change)) => {
+                        for event in change(&mut self.faults) {
+                            self.events.publish(ServiceEvent::Segment(event));
+                        }
+                    }
+                    None => return,
+                },
+                frame = frames.recv() => {
+                    let Some((port, frame)) = frame else { return };
+                    self.ingress(Instant::now(), port, frame);
+                }
+                _ = sleep_until(next_due) => {
+                    let now = Instant::now();
+                    while self.later.peek().is_some_and(|l| l.0 <= now) {
+                        let Later(_, _, port, frame) = self.later.pop().expect("peeked");
+                        self.deliver(port, frame);
                     }
                 }
             }
-            Forward::Drop => {}
+            for event in self.counters.due(Instant::now()) {
+                self.events.publish(ServiceEvent::Segment(event));
+            }
         }
+    }
+
+    fn ingress(&mut self, now: Instant, port: PortId, frame: Vec<u8>) {
+        self.capture.record(&frame);
+        let fate = self.faults.fate(port, Direction::In, &frame);
+        self.report(port, Direction::In, frame.len(), fate.injected);
+        for (delay_in, frame) in fate.copies {
+            let outs: Vec<PortId> = match self.switch.forward(port, &frame) {
+                Forward::Port(out) => vec![out],
+                Forward::Flood => (0..self.ports.lock().expect("ports lock").len()).filter(|&out| out != port).collect(),
+                Forward::Drop => vec![],
+                Forward::Spoofed => {
+                    self.counters.count(port, DropReason::Spoofed);
+                    vec![]
+                }
+            };
+            for out in outs {
+                let fate = self.faults.fate(out, Direction::Out, &frame);
+                self.report(out, Direction::Out, frame.len(), fate.injected);
+                for (delay_out, frame) in fate.copies {
+                    let delay = delay_in + delay_out;
+                    if delay.is_zero() {
+                        self.deliver(out, frame);
+                    } else {
+                        self.seq += 1;
+                        self.later.push(Later(now + delay, self.seq, out, frame));
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, port: PortId, frame: Vec<u8>) {
+        if let Some(egress) = self.ports.lock().expect("ports lock").get(port) {
+            if let Err(TrySendError::Full(_)) = egress.try_send(frame) {
+                self.counters.count(port, DropReason::QueueFull);
+            }
+        }
+    }
+
+    fn report(&self, port: PortId, direction: Direction, len: usize, injected: Vec<Injected>) {
+        for injected in injected {
+            if injected == Injected::LinkDown {
+                continue; // reported once, when the link went down
+            }
+            self.events.publish(ServiceEvent::Segment(SegmentEvent::Fault { port, direction, len, injected }));
+        }
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -138,26 +346,117 @@ mod test {
         [&dst[..], &src[..], &[0x08, 0x00], &[0xa5u8; 46][..]].concat()
     }
 
+    #[derive(Default)]
+    struct Log(Mutex<Vec<ServiceEvent>>);
+
+    impl EventSink for Log {
+        fn publish(&self, event: ServiceEvent) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    async fn read_frame(vm: &mut tokio::net::UnixStream) -> Vec<u8> {
+        let mut len = [0u8; 4];
+        vm.read_exact(&mut len).await.unwrap();
+        let mut got = vec![0u8; u32::from_be_bytes(len) as usize];
+        vm.read_exact(&mut got).await.unwrap();
+        got
+    }
+
+    fn vm_stream(fd: OwnedFd) -> tokio::net::UnixStream {
+        let vm: std::os::unix::net::UnixStream = fd.into();
+        vm.set_nonblocking(true).unwrap();
+        tokio::net::UnixStream::from_std(vm).unwrap()
+    }
+
     #[tokio::test]
     async fn vm_ports_speak_qemu_stream_framing() {
         let dir = tempfile::tempdir().unwrap();
-        let segment = Segment::start(&dir.path().join("s.pcap"), Box::new(super::super::fault::NoFaults)).unwrap();
+        let segment = Segment::start(&dir.path().join("s.pcap"), Faults::new(0), Arc::new(Log::default())).unwrap();
         let (host, mut to_host) = segment.attach();
-        let vm: std::os::unix::net::UnixStream = segment.attach_vm().unwrap().into();
-        vm.set_nonblocking(true).unwrap();
-        let mut vm = tokio::net::UnixStream::from_std(vm).unwrap();
+        let (_, fd) = segment.attach_vm().unwrap();
+        let mut vm = vm_stream(fd);
         let a = [0x52, 0x54, 0, 0, 0, 0xa];
         let host_mac = [0x52, 0x54, 0, 0, 0, 1];
         vm.write_all(&framing::encode(&frame([0xff; 6], a))).await.unwrap();
         assert_eq!(to_host.recv().await.unwrap(), frame([0xff; 6], a), "broadcast flooded to the host");
         host.send(frame(a, host_mac));
-        let mut len = [0u8; 4];
-        vm.read_exact(&mut len).await.unwrap();
-        let mut got = vec![0u8; u32::from_be_bytes(len) as usize];
-        vm.read_exact(&mut got).await.unwrap();
-        assert_eq!(got, frame(a, host_mac), "unicast delivered to the learned port");
+        assert_eq!(read_frame(&mut vm).await, frame(a, host_mac), "unicast delivered to the learned port");
         drop(segment);
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let pcap = std::fs::read(dir.path().join("s.pcap")).unwrap();
         assert_eq!(pcap.len(), 24 + 2 * (16 + 60), "both frames captured");
+    }
+
+    /// A VM that never reads (paused) must not grow the harness's memory: its queue stays
+    /// bounded, the excess is dropped and counted in the events.
+    #[tokio::test]
+    async fn a_port_that_does_not_read_gets_drops_not_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::default());
+        let segment = Segment::start(&dir.path().join("s.pcap"), Faults::new(0), log.clone()).unwrap();
+        let (host, _to_host) = segment.attach();
+        let (_paused, mut frames) = segment.attach();
+        for _ in 0..3 * PORT_QUEUE {
+            host.send(frame([0xff; 6], [2, 0, 0, 0, 0, 1]));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        host.send(frame([0xff; 6], [2, 0, 0, 0, 0, 1]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut queued = 0;
+        while frames.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, PORT_QUEUE, "the queue holds at most its bound");
+        let events = log.0.lock().unwrap();
+        let total = events.iter().filter_map(|e| match e {
+            ServiceEvent::Segment(SegmentEvent::Dropped { port: 1, reason: DropReason::QueueFull, total }) => Some(*total),
+            _ => None,
+        }).max();
+        assert_eq!(total, Some(2 * PORT_QUEUE as u64 + 1), "every dropped frame is counted: {events:?}");
+    }
+
+    #[tokio::test]
+    async fn a_guest_cannot_claim_a_pinned_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::default());
+        let segment = Segment::start(&dir.path().join("s.pcap"), Faults::new(0), log.clone()).unwrap();
+        let host_mac = [2, 0x70, 0x78, 0, 0, 1];
+        let (host, mut to_host) = segment.attach();
+        segment.pin(host_mac, host.port());
+        let (_, fd) = segment.attach_vm().unwrap();
+        let (_, fd2) = segment.attach_vm().unwrap();
+        let (mut evil, mut victim) = (vm_stream(fd), vm_stream(fd2));
+        evil.write_all(&framing::encode(&frame([0xff; 6], host_mac))).await.unwrap();
+        let honest = frame([0xff; 6], [2, 0, 0, 0, 0, 9]);
+        victim.write_all(&framing::encode(&honest)).await.unwrap();
+        assert_eq!(to_host.recv().await.unwrap(), honest, "the spoofed frame went nowhere");
+        host.send(frame([2, 0, 0, 0, 0, 9], host_mac));
+        assert_eq!(read_frame(&mut victim).await, frame([2, 0, 0, 0, 0, 9], host_mac));
+    }
+
+    #[tokio::test]
+    async fn delayed_frames_arrive_late_and_a_down_link_passes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::default());
+        let segment = Segment::start(&dir.path().join("s.pcap"), Faults::new(5), log.clone()).unwrap();
+        let (host, _) = segment.attach();
+        let (_, mut vm) = segment.attach();
+        segment.with_faults(|f| {
+            f.impair(1, Direction::Out, Impairment::delay(Duration::from_millis(200), Duration::ZERO));
+            vec![]
+        });
+        let sent = Instant::now();
+        host.send(frame([0xff; 6], [2, 0, 0, 0, 0, 1]));
+        vm.recv().await.unwrap();
+        assert!(sent.elapsed() >= Duration::from_millis(190), "{:?}", sent.elapsed());
+        segment.with_faults(|f| {
+            f.set_link(1, false);
+            vec![SegmentEvent::Link { port: 1, up: false }]
+        });
+        host.send(frame([0xff; 6], [2, 0, 0, 0, 0, 1]));
+        assert!(tokio::time::timeout(Duration::from_millis(400), vm.recv()).await.is_err());
+        assert!(log.0.lock().unwrap().contains(&ServiceEvent::Segment(SegmentEvent::Link { port: 1, up: false })));
     }
 }

@@ -1,4 +1,8 @@
 //! A learning Ethernet switch: the forwarding decision only, no I/O.
+//!
+//! Its table is bounded ([`MAX_MACS`]): a guest inventing source addresses cannot grow it, and
+//! an address pinned to a port (the harness host's) is never learned elsewhere; a frame that
+//! claims it from another port is dropped.
 
 use std::collections::HashMap;
 
@@ -14,15 +18,26 @@ pub enum Forward {
     Flood,
     /// Nowhere (too short to be Ethernet, or its destination is the port it came from).
     Drop,
+    /// Nowhere: its source is an address pinned to another port.
+    Spoofed,
 }
+
+/// Most addresses the table learns; more are flooded to, not learned.
+pub const MAX_MACS: usize = 1024;
 
 /// MAC address table.
 #[derive(Debug, Default)]
 pub struct Switch {
     table: HashMap<[u8; 6], PortId>,
+    pinned: HashMap<[u8; 6], PortId>,
 }
 
 impl Switch {
+    /// Fix `mac` on `port`: it is never learned on another port.
+    pub fn pin(&mut self, mac: [u8; 6], port: PortId) {
+        self.pinned.insert(mac, port);
+    }
+
     /// Learn the source of `frame` on `port` and decide where the frame goes.
     pub fn forward(&mut self, port: PortId, frame: &[u8]) -> Forward {
         if frame.len() < 14 {
@@ -30,8 +45,16 @@ impl Switch {
         }
         let dst: [u8; 6] = frame[0..6].try_into().expect("6 bytes");
         let src: [u8; 6] = frame[6..12].try_into().expect("6 bytes");
-        if src[0] & 1 == 0 {
-            self.table.insert(src, port);
+        match self.pinned.get(&src) {
+            Some(&home) if home != port => return Forward::Spoofed,
+            Some(_) => {}
+            None if src[0] & 1 == 0 && (self.table.len() < MAX_MACS || self.table.contains_key(&src)) => {
+                self.table.insert(src, port);
+            }
+            None => {}
+        }
+        if let Some(&home) = self.pinned.get(&dst) {
+            return if home == port { Forward::Drop } else { Forward::Port(home) };
         }
         if dst[0] & 1 == 1 {
             return Forward::Flood;
@@ -43,9 +66,9 @@ impl Switch {
         }
     }
 
-    /// The port a MAC address was last seen on.
+    /// The port a MAC address was last seen on (or is pinned to).
     pub fn port_of(&self, mac: &[u8; 6]) -> Option<PortId> {
-        self.table.get(mac).copied()
+        self.pinned.get(mac).or_else(|| self.table.get(mac)).copied()
     }
 }
 
@@ -71,6 +94,21 @@ mod test {
         assert_eq!(s.forward(1, &frame(B, A)), Forward::Port(2));
         assert_eq!(s.forward(2, &frame(B, A)), Forward::Drop, "destination on the ingress port");
         assert_eq!(s.forward(0, &[0u8; 10]), Forward::Drop);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_pinned_addresses_cannot_be_claimed() {
+        let mut s = Switch::default();
+        s.pin(B, 0);
+        assert_eq!(s.forward(3, &frame(A, B)), Forward::Spoofed, "another port claims the host's MAC");
+        assert_eq!(s.port_of(&B), Some(0));
+        assert_eq!(s.forward(1, &frame(B, A)), Forward::Port(0), "frames for the host still reach it");
+        for i in 0..2 * MAX_MACS as u32 {
+            let [_, _, x, y] = i.to_be_bytes();
+            s.forward(2, &frame(BROADCAST, [0x02, 0, 0, 1, x, y]));
+        }
+        assert!(s.table.len() <= MAX_MACS);
+        assert_eq!(s.forward(2, &frame(A, [0x02, 0, 0, 9, 9, 9])), Forward::Port(1), "known addresses keep working");
     }
 
     #[test]

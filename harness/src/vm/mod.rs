@@ -22,6 +22,7 @@ use pxelab_ovmf::{DiscoverError, Firmware, VarStore, VarStoreError};
 use tokio::time::Instant;
 
 use crate::console::{banner, Console, ConsoleError, Match};
+use crate::supervise::FailureWatch;
 
 /// Why a VM could not be started or driven.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,7 @@ pub struct VmBuilder {
     cache_dir: PathBuf,
     disks: Vec<(Disk, Option<u32>)>,
     nics: Vec<Nic>,
+    services: Option<FailureWatch>,
 }
 
 impl VmBuilder {
@@ -135,6 +137,12 @@ impl VmBuilder {
 
     pub fn nic(mut self, nic: Nic) -> Self {
         self.nics.push(nic);
+        self
+    }
+
+    /// Fail the VM's console waits at once when a lab server it depends on stops.
+    pub fn fail_on(mut self, services: FailureWatch) -> Self {
+        self.services = Some(services);
         self
     }
 
@@ -186,8 +194,11 @@ impl VmBuilder {
         let qemu_log = self.dir.join("qemu.log");
         let started = Instant::now();
         let process = QemuProcess::spawn(&argv, pass, &qemu_log).map_err(io("cannot run qemu-system-x86_64 (install the Debian package qemu-system-x86)"))?;
-        let console = Console::attach(&self.name, serial_ours, &self.dir.join("console.log"), started)
+        let mut console = Console::attach(&self.name, serial_ours, &self.dir.join("console.log"), started)
             .map_err(io("cannot write the console log"))?;
+        if let Some(services) = self.services {
+            console.fail_on(services);
+        }
         let qmp = match Qmp::connect(qmp_ours).await {
             Ok(qmp) => qmp,
             Err(source) => {
@@ -253,6 +264,7 @@ impl Vm {
             cache_dir: crate::artifacts::Cache::default_root(),
             disks: Vec::new(),
             nics: Vec::new(),
+            services: None,
         }
     }
 

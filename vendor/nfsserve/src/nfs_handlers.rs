@@ -149,12 +149,19 @@ pub async fn handle_nfs(
         NFSProgram::NFSPROC3_MKDIR => nfsproc3_mkdir(xid, input, output, context).await?,
         NFSProgram::NFSPROC3_SYMLINK => nfsproc3_symlink(xid, input, output, context).await?,
         NFSProgram::NFSPROC3_READLINK => nfsproc3_readlink(xid, input, output, context).await?,
+        // pxelab patch: LINK3resfail is post_op_attr + wcc_data, MKNOD3resfail is wcc_data.
+        NFSProgram::NFSPROC3_LINK | NFSProgram::NFSPROC3_MKNOD => {
+            make_success_reply(xid).serialize(output)?;
+            context.vfs.link_and_mknod().serialize(output)?;
+            if matches!(prog, NFSProgram::NFSPROC3_LINK) {
+                nfs::post_op_attr::Void.serialize(output)?;
+            }
+            nfs::wcc_data::default().serialize(output)?;
+        },
         _ => {
             warn!("Unimplemented message {:?}", prog);
             proc_unavail_reply_message(xid).serialize(output)?;
         }, /*
-           NFSPROC3_MKNOD,
-           NFSPROC3_LINK,
            NFSPROC3_COMMIT,
            INVALID*/
     }

@@ -98,6 +98,11 @@ async fn read_fragment(socket: &mut DuplexStream, append_to: &mut Vec<u8>) -> Re
     let is_last = (fragment_header & (1 << 31)) > 0;
     let length = (fragment_header & ((1 << 31) - 1)) as usize;
     trace!("Reading fragment length:{}, last:{}", length, is_last);
+    // pxelab patch: a record is bounded before it is allocated (the largest call is a WRITE
+    // of wtmax bytes plus its arguments).
+    if append_to.len() + length > MAX_RECORD {
+        return Err(anyhow!("RPC record of {} bytes exceeds {MAX_RECORD}", append_to.len() + length));
+    }
     let start_offset = append_to.len();
     append_to.resize(append_to.len() + length, 0);
     socket.read_exact(&mut append_to[start_offset..]).await?;
@@ -105,7 +110,10 @@ async fn read_fragment(socket: &mut DuplexStream, append_to: &mut Vec<u8>) -> Re
     Ok(is_last)
 }
 
-pub async fn write_fragment(socket: &mut tokio::net::TcpStream, buf: &[u8]) -> Result<(), anyhow::Error> {
+/// The largest RPC record accepted from a client. (pxelab patch)
+pub const MAX_RECORD: usize = MAX_XDR_LENGTH as usize + 64 * 1024;
+
+pub async fn write_fragment<S: tokio::io::AsyncWrite + Unpin>(socket: &mut S, buf: &[u8]) -> Result<(), anyhow::Error> {
     // TODO: split into many fragments
     assert!(buf.len() < (1 << 31));
     // set the last flag

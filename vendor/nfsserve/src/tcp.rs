@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow;
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info};
@@ -29,10 +29,9 @@ pub fn generate_host_ip(hostnum: u16) -> String {
     format!("127.88.{}.{}", ((hostnum >> 8) & 0xFF) as u8, (hostnum & 0xFF) as u8)
 }
 
-/// processes an established socket
-async fn process_socket(mut socket: tokio::net::TcpStream, context: RPCContext) -> Result<(), anyhow::Error> {
+/// processes an established connection (pxelab patch: any byte stream, not only a TcpStream)
+async fn process_socket<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S, context: RPCContext) -> Result<(), anyhow::Error> {
     let (mut message_handler, mut socksend, mut msgrecvchan) = SocketMessageHandler::new(&context);
-    let _ = socket.set_nodelay(true);
 
     tokio::spawn(async move {
         loop {
@@ -42,20 +41,16 @@ async fn process_socket(mut socket: tokio::net::TcpStream, context: RPCContext) 
             }
         }
     });
+    let mut buf = vec![0; 128000];
     loop {
         tokio::select! {
-            _ = socket.readable() => {
-                let mut buf = [0; 128000];
-
-                match socket.try_read(&mut buf) {
+            read = socket.read(&mut buf) => {
+                match read {
                     Ok(0) => {
                         return Ok(());
                     }
                     Ok(n) => {
                         let _ = socksend.write_all(&buf[..n]).await;
-                    }
-                    Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        continue;
                     }
                     Err(e) => {
                         debug!("Message handling closed : {:?}", e);
@@ -81,6 +76,40 @@ async fn process_socket(mut socket: tokio::net::TcpStream, context: RPCContext) 
                 }
             }
         }
+    }
+}
+
+/// Serves NFS, MOUNT and portmap on connections the caller accepted itself, over any byte
+/// stream, so that nothing has to listen on a host socket. (pxelab patch)
+pub struct NFSConnections<T: NFSFileSystem + Send + Sync + 'static> {
+    arcfs: Arc<T>,
+    export_name: Arc<String>,
+    transaction_tracker: Arc<TransactionTracker>,
+}
+
+impl<T: NFSFileSystem + Send + Sync + 'static> NFSConnections<T> {
+    /// Serve `fs` as the export `/<export_name>`.
+    pub fn new(fs: Arc<T>, export_name: &str) -> Self {
+        NFSConnections {
+            arcfs: fs,
+            export_name: Arc::new(format!("/{}", export_name.trim_end_matches('/').trim_start_matches('/'))),
+            transaction_tracker: Arc::new(TransactionTracker::new(Duration::from_secs(60))),
+        }
+    }
+
+    /// Serve one connection until it closes; `client_addr` names the peer (retransmissions
+    /// are recognised per peer) and `local_port` is the port it reached.
+    pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S, client_addr: String, local_port: u16) -> Result<(), anyhow::Error> {
+        let context = RPCContext {
+            local_port,
+            client_addr,
+            auth: crate::rpc::auth_unix::default(),
+            vfs: self.arcfs.clone(),
+            mount_signal: None,
+            export_name: self.export_name.clone(),
+            transaction_tracker: self.transaction_tracker.clone(),
+        };
+        process_socket(stream, context).await
     }
 }
 
@@ -208,6 +237,7 @@ impl<T: NFSFileSystem + Send + Sync + 'static> NFSTcp for NFSTcpListener<T> {
             info!("Accepting connection from {}", context.client_addr);
             debug!("Accepting socket {:?} {:?}", socket, context);
             tokio::spawn(async move {
+                let _ = socket.set_nodelay(true);
                 let _ = process_socket(socket, context).await;
             });
         }

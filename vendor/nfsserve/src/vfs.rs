@@ -178,6 +178,13 @@ pub trait NFSFileSystem: Sync {
         Ok(ReadDirSimpleResult::from_readdir_result(&self.readdir(dirid, 0, count).await?))
     }
 
+    /// Whether LINK (hard links) and MKNOD (special files) may succeed: neither is
+    /// implemented, so the answer is an error status; a read-only file system should return
+    /// NFS3ERR_ROFS, as for every other write. (pxelab patch)
+    fn link_and_mknod(&self) -> nfsstat3 {
+        nfsstat3::NFS3ERR_NOTSUPP
+    }
+
     /// Makes a symlink with the following attributes.
     /// If not supported due to readonly file system
     /// this should return Err(nfsstat3::NFS3ERR_ROFS)

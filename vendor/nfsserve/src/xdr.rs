@@ -103,6 +103,21 @@ impl<const N: usize> XDR for [u8; N] {
     }
 }
 
+/// The longest variable-length item accepted from the wire: a WRITE's data (wtmax, 1 MiB);
+/// every other opaque or string is far shorter. (pxelab patch: a length is checked before it
+/// is allocated, so a 4-byte length field cannot make the server allocate 4 GiB.)
+pub const MAX_XDR_LENGTH: u32 = 1 << 20;
+
+fn check_length(length: u32) -> std::io::Result<()> {
+    if length > MAX_XDR_LENGTH {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("XDR length {length} exceeds {MAX_XDR_LENGTH}"),
+        ));
+    }
+    Ok(())
+}
+
 impl XDR for Vec<u8> {
     fn serialize<R: Write>(&self, dest: &mut R) -> std::io::Result<()> {
         assert!(self.len() < u32::MAX as usize);
@@ -120,6 +135,7 @@ impl XDR for Vec<u8> {
     fn deserialize<R: Read>(&mut self, src: &mut R) -> std::io::Result<()> {
         let mut length: u32 = 0;
         length.deserialize(src)?;
+        check_length(length)?;
         self.resize(length as usize, 0);
         src.read_exact(self)?;
         // read padding
@@ -152,6 +168,7 @@ impl XDR for Vec<u32> {
     fn deserialize<R: Read>(&mut self, src: &mut R) -> std::io::Result<()> {
         let mut length: u32 = 0;
         length.deserialize(src)?;
+        check_length(length)?;
         self.resize(length as usize, 0);
         for i in self {
             i.deserialize(src)?;

@@ -60,8 +60,60 @@ impl DhcpConfig {
         }
     }
 
+    /// Check what the wire format cannot carry, so that no reply can fail later: a boot file
+    /// name must fit BOOTP's 128-byte `file` field, a string option its 255 bytes.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for (arch, file) in &self.boot_files {
+            if file.len() > 127 {
+                return Err(ConfigError::BootFileTooLong { arch: *arch, len: file.len() });
+            }
+        }
+        let strings = [("root path (17)", self.root_path.as_deref()), ("domain name (15)", self.domain.as_deref())];
+        let hostnames = self.hosts.iter().map(|h| ("host name (12)", h.hostname.as_deref()));
+        for (what, value) in strings.into_iter().chain(hostnames) {
+            if let Some(value) = value.filter(|v| v.len() > 255) {
+                return Err(ConfigError::OptionTooLong { what, len: value.len() });
+            }
+        }
+        let (first, last) = (u32::from(self.pool.0), u32::from(self.pool.1));
+        if first > last {
+            return Err(ConfigError::EmptyPool(self.pool.0, self.pool.1));
+        }
+        Ok(())
+    }
+
     /// The boot file for a client architecture; empty when none fits.
     pub fn boot_file(&self, arch: Option<u16>) -> &str {
         arch.and_then(|a| self.boot_files.iter().find(|(x, _)| *x == a)).map_or("", |(_, f)| f.as_str())
+    }
+}
+
+/// A DHCP configuration that the wire format cannot carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("boot file name for architecture {arch} is {len} bytes; BOOTP's file field holds 127 and a NUL")]
+    BootFileTooLong { arch: u16, len: usize },
+    #[error("{what} is {len} bytes; a DHCP option holds 255")]
+    OptionTooLong { what: &'static str, len: usize },
+    #[error("address pool {0}-{1} is empty")]
+    EmptyPool(Ipv4Addr, Ipv4Addr),
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn what_the_wire_cannot_carry_is_a_config_error() {
+        assert_eq!(DhcpConfig::for_subnet([192, 0, 2]).check(), Ok(()));
+        let mut c = DhcpConfig::for_subnet([192, 0, 2]);
+        c.boot_files[0].1 = "x".repeat(200);
+        assert_eq!(c.check(), Err(ConfigError::BootFileTooLong { arch: ARCH_EFI_X64, len: 200 }));
+        let mut c = DhcpConfig::for_subnet([192, 0, 2]);
+        c.root_path = Some("r".repeat(300));
+        assert!(matches!(c.check(), Err(ConfigError::OptionTooLong { len: 300, .. })));
+        let mut c = DhcpConfig::for_subnet([192, 0, 2]);
+        c.pool = (c.pool.1, c.pool.0);
+        assert!(matches!(c.check(), Err(ConfigError::EmptyPool(..))));
     }
 }

@@ -4,10 +4,10 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use dhcproto::v4::{DhcpOption, DhcpOptions, Message, MessageType, Opcode, OptionCode};
+use dhcproto::v4::{DhcpOption, DhcpOptions, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
-use super::DhcpConfig;
+use super::{ConfigError, DhcpConfig};
 
 /// BOOTP's minimum message length (RFC 951); shorter replies are padded.
 pub const BOOTP_MIN_LEN: usize = 300;
@@ -75,8 +75,10 @@ pub enum Ignored {
     Malformed(String),
     #[error("not a BOOTREQUEST")]
     NotRequest,
-    #[error("hardware address is not Ethernet")]
-    NotEthernet,
+    #[error("hardware address is not Ethernet (htype {htype}, hlen {hlen})")]
+    NotEthernet { htype: u8, hlen: u8 },
+    #[error("{kind:?} for {ip}, which is not this client's lease")]
+    NotItsLease { kind: MessageType, ip: Ipv4Addr },
     #[error("request for another server")]
     OtherServer,
     #[error("address pool exhausted")]
@@ -86,8 +88,10 @@ pub enum Ignored {
 }
 
 impl DhcpServer {
-    pub fn new(config: DhcpConfig) -> Self {
-        DhcpServer { config, leases: HashMap::new(), declined: HashSet::new() }
+    /// A server for `config`, once [`DhcpConfig::check`] accepts it.
+    pub fn new(config: DhcpConfig) -> Result<Self, ConfigError> {
+        config.check()?;
+        Ok(DhcpServer { config, leases: HashMap::new(), declined: HashSet::new() })
     }
 
     pub fn config(&self) -> &DhcpConfig {
@@ -105,7 +109,11 @@ impl DhcpServer {
         if request.opcode() != Opcode::BootRequest {
             return Err(Ignored::NotRequest);
         }
-        let mac: [u8; 6] = request.chaddr().get(..6).and_then(|m| m.try_into().ok()).ok_or(Ignored::NotEthernet)?;
+        // `chaddr()` slices by `hlen` from the wire: check it (and htype) before any use.
+        if request.htype() != HType::Eth || request.hlen() != 6 {
+            return Err(Ignored::NotEthernet { htype: u8::from(request.htype()), hlen: request.hlen() });
+        }
+        let mac: [u8; 6] = request.chaddr().try_into().expect("hlen is 6");
         self.leases.retain(|_, lease| lease.expires > now);
         let opts = request.opts();
         let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
@@ -164,15 +172,20 @@ impl DhcpServer {
                 }
             }
             Some(MessageType::Inform) => (DhcpEventKind::Ack, request.ciaddr()),
-            Some(MessageType::Decline) => {
-                let ip = requested.unwrap_or(request.ciaddr());
-                self.declined.insert(ip);
+            // A client may decline or release only the address it holds itself.
+            Some(kind @ (MessageType::Decline | MessageType::Release)) => {
+                let ip = if kind == MessageType::Decline { requested.unwrap_or(request.ciaddr()) } else { request.ciaddr() };
+                if self.leases.get(&mac).map(|l| l.ip) != Some(ip) || server_id.is_some_and(|id| id != self.config.server) {
+                    return Err(Ignored::NotItsLease { kind, ip });
+                }
                 self.leases.remove(&mac);
-                return Ok((None, event(DhcpEventKind::Decline, ip, None, "")));
-            }
-            Some(MessageType::Release) => {
-                self.leases.remove(&mac);
-                return Ok((None, event(DhcpEventKind::Release, request.ciaddr(), None, "")));
+                let event_kind = if kind == MessageType::Decline {
+                    self.declined.insert(ip);
+                    DhcpEventKind::Decline
+                } else {
+                    DhcpEventKind::Release
+                };
+                return Ok((None, event(event_kind, ip, None, "")));
             }
             Some(other) => return Err(Ignored::NoReply(other)),
         };
@@ -377,7 +390,7 @@ mod test {
 
     #[test]
     fn ovmf_pxe_discover_and_request() {
-        let mut server = DhcpServer::new(config());
+        let mut server = DhcpServer::new(config()).unwrap();
         let (offer, event) = reply(&mut server, 0, &ovmf(MessageType::Discover, vec![]));
         assert_eq!(event.kind, DhcpEventKind::Offer);
         assert_eq!(event.vendor_class.as_deref(), Some("PXEClient:Arch:00007:UNDI:003000"));
@@ -395,7 +408,7 @@ mod test {
 
     #[test]
     fn ipxe_discover_gets_the_efi_loader() {
-        let mut server = DhcpServer::new(config());
+        let mut server = DhcpServer::new(config()).unwrap();
         let mac = [0x52, 0x54, 0, 0, 0, 0x42];
         let req = request(
             mac,
@@ -415,7 +428,7 @@ mod test {
 
     #[test]
     fn grub_bootp_request_is_answered_with_options() {
-        let mut server = DhcpServer::new(config());
+        let mut server = DhcpServer::new(config()).unwrap();
         let (reply, event) = reply(&mut server, 0, &request(MAC, None, vec![], false));
         assert_eq!(event.kind, DhcpEventKind::Bootp);
         assert_eq!(reply.message.opts().msg_type(), None, "a BOOTP reply has no message type");
@@ -424,7 +437,7 @@ mod test {
 
     #[test]
     fn linux_ipconfig_and_udhcpc_get_no_boot_file() {
-        let mut server = DhcpServer::new(config());
+        let mut server = DhcpServer::new(config()).unwrap();
         let ipconfig = request(
             [2, 0, 0, 0, 0, 1],
             Some(MessageType::Discover),
@@ -451,7 +464,7 @@ mod test {
     fn short_replies_are_padded_to_the_bootp_minimum() {
         let mut c = DhcpConfig::for_subnet([192, 0, 2]);
         (c.router, c.dns, c.domain) = (None, vec![], None);
-        let mut server = DhcpServer::new(c);
+        let mut server = DhcpServer::new(c).unwrap();
         let (offer, _) = reply(&mut server, 0, &request([2, 0, 0, 0, 0, 9], Some(MessageType::Discover), vec![], false));
         assert_eq!(offer.bytes.len(), BOOTP_MIN_LEN);
         let decoded = Message::decode(&mut Decoder::new(&offer.bytes)).unwrap();
@@ -460,7 +473,7 @@ mod test {
 
     #[test]
     fn request_for_another_server_or_taken_address() {
-        let mut server = DhcpServer::new(config());
+        let mut server = DhcpServer::new(config()).unwrap();
         let other = request(
             [2, 0, 0, 0, 0, 3],
             Some(MessageType::Request),
@@ -483,7 +496,7 @@ mod test {
 
     #[test]
     fn decline_retires_the_address_and_release_frees_it() {
-        let mut server = DhcpServer::new(config());
+        let mut server = DhcpServer::new(config()).unwrap();
         let mac = [2, 0, 0, 0, 0, 5];
         let discover = request(mac, Some(MessageType::Discover), vec![], false);
         let (_, first) = reply(&mut server, 0, &discover);
@@ -505,7 +518,7 @@ mod test {
 
     #[test]
     fn offers_expire_and_renewal_is_unicast() {
-        let mut server = DhcpServer::new(config());
+        let mut server = DhcpServer::new(config()).unwrap();
         let mac = [2, 0, 0, 0, 0, 6];
         let (_, offered) = reply(&mut server, 0, &request(mac, Some(MessageType::Discover), vec![], false));
         let (_, other) = reply(&mut server, 61, &request([2, 0, 0, 0, 0, 7], Some(MessageType::Discover), vec![], false));
@@ -519,9 +532,42 @@ mod test {
         assert_eq!((ack.dst_mac, ack.dst_ip), (mac, "192.0.2.150".parse().unwrap()));
     }
 
+    /// dhcproto's `chaddr()` slices `chaddr[..hlen]` with `hlen` from the wire.
+    #[test]
+    fn hardware_lengths_from_the_wire_are_checked_before_use() {
+        let mut server = DhcpServer::new(config()).unwrap();
+        let good = request(MAC, Some(MessageType::Discover), vec![], false);
+        for (htype, hlen) in [(1u8, 17u8), (1, 255), (1, 16), (1, 0), (6, 6), (32, 20)] {
+            let mut bad = good.clone();
+            (bad[1], bad[2]) = (htype, hlen);
+            assert_eq!(server.handle(Duration::ZERO, &bad).unwrap_err(), Ignored::NotEthernet { htype, hlen });
+        }
+        assert!(server.handle(Duration::ZERO, &good).is_ok(), "the server still answers");
+    }
+
+    #[test]
+    fn decline_and_release_touch_only_the_senders_own_lease() {
+        let mut server = DhcpServer::new(config()).unwrap();
+        let (victim, attacker) = ([2, 0, 0, 0, 0, 0x11], [2, 0, 0, 0, 0, 0x12]);
+        let (_, lease) = reply(&mut server, 0, &request(victim, Some(MessageType::Discover), vec![], false));
+        let decline = request(attacker, Some(MessageType::Decline), vec![DhcpOption::RequestedIpAddress(lease.ip)], false);
+        assert_eq!(
+            server.handle(Duration::from_secs(1), &decline).unwrap_err(),
+            Ignored::NotItsLease { kind: MessageType::Decline, ip: lease.ip }
+        );
+        let mut m = Message::decode(&mut Decoder::new(&request(attacker, Some(MessageType::Release), vec![], false))).unwrap();
+        m.set_ciaddr(lease.ip);
+        let mut release = Vec::new();
+        m.encode(&mut Encoder::new(&mut release)).unwrap();
+        assert!(server.handle(Duration::from_secs(2), &release).is_err());
+        assert_eq!(server.leases()[&victim].ip, lease.ip, "the victim keeps its address");
+        let (_, again) = reply(&mut server, 3, &request(victim, Some(MessageType::Discover), vec![], false));
+        assert_eq!(again.ip, lease.ip, "and it was not retired");
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        let mut server = DhcpServer::new(config());
+        let mut server = DhcpServer::new(config()).unwrap();
         for junk in [&b""[..], b"\x01", &[0u8; 240], &[1u8; 400]] {
             assert!(server.handle(Duration::ZERO, junk).is_err());
         }

@@ -1,5 +1,6 @@
 //! DHCP on the segment: answered at the frame level, before the IP stack.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
@@ -11,15 +12,20 @@ use crate::services::{EventSink, ServiceEvent};
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
 
-/// An interceptor for the IP host that answers DHCP requests from `server`.
+/// An interceptor for the IP host that answers DHCP requests from `server` while `running`
+/// (a stopped server swallows them unanswered).
 pub fn interceptor(
     server: Arc<Mutex<DhcpServer>>,
+    running: Arc<AtomicBool>,
     host_mac: [u8; 6],
     events: Arc<dyn EventSink>,
     started: Instant,
 ) -> crate::net::host::Interceptor {
     Box::new(move |frame: &[u8]| {
         let udp = UdpFrame::parse(frame).filter(|u| u.dst_port == SERVER_PORT)?;
+        if !running.load(Ordering::SeqCst) {
+            return Some(Vec::new());
+        }
         let mut server = server.lock().expect("dhcp lock");
         match server.handle(started.elapsed(), &udp.payload) {
             Ok((reply, event)) => {

@@ -18,6 +18,9 @@ use nfsserve::nfs::{fattr3, fileid3, filename3, ftype3, nfspath3, nfsstat3, nfst
 use nfsserve::vfs::{DirEntry, NFSFileSystem, ReadDirResult, VFSCapabilities};
 
 const ROOT_ID: fileid3 = 1;
+/// The most a READ returns: the `rtmax` nfsserve advertises in FSINFO. A client asking for
+/// more gets this much (RFC 1813 allows a short read), and nothing larger is allocated.
+pub const RTMAX: u32 = 1024 * 1024;
 
 /// Stacked read-only directories, served over NFSv3.
 #[derive(Debug)]
@@ -150,6 +153,10 @@ impl NFSFileSystem for StackedExport {
         ROOT_ID
     }
 
+    fn link_and_mknod(&self) -> nfsstat3 {
+        nfsstat3::NFS3ERR_ROFS
+    }
+
     async fn lookup(&self, dirid: fileid3, filename: &filename3) -> Result<fileid3, nfsstat3> {
         let dir = self.path_of(dirid)?;
         let (_, meta) = self.locate(&dir).ok_or(nfsstat3::NFS3ERR_STALE)?;
@@ -185,7 +192,7 @@ impl NFSFileSystem for StackedExport {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|_| nfsstat3::NFS3ERR_IO)?;
-        let mut data = vec![0u8; count as usize];
+        let mut data = vec![0u8; count.min(RTMAX) as usize];
         let mut filled = 0;
         while filled < data.len() {
             match file.read_at(&mut data[filled..], offset + filled as u64) {
@@ -352,5 +359,16 @@ mod test {
         assert!(matches!(fs.mkdir(root, &name("d")).await.unwrap_err(), nfsstat3::NFS3ERR_ROFS));
         assert!(matches!(fs.setattr(release, sattr3::default()).await.unwrap_err(), nfsstat3::NFS3ERR_ROFS));
         assert!(matches!(fs.remove(root, &name("etc")).await.unwrap_err(), nfsstat3::NFS3ERR_ROFS));
+        assert!(matches!(fs.link_and_mknod(), nfsstat3::NFS3ERR_ROFS), "LINK and MKNOD too");
+    }
+
+    #[tokio::test]
+    async fn a_read_larger_than_rtmax_is_cut_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big"), vec![1u8; 3 << 20]).unwrap();
+        let fs = StackedExport::new(vec![dir.path().to_owned()]);
+        let big = fs.lookup(fs.root_dir(), &name("big")).await.unwrap();
+        let (data, eof) = fs.read(big, 0, u32::MAX).await.unwrap();
+        assert_eq!((data.len(), eof), (RTMAX as usize, false));
     }
 }

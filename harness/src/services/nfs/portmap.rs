@@ -55,10 +55,12 @@ impl Portmap {
                 let (Ok(program), Ok(version), Ok(protocol)) = (args.u32(), args.u32(), args.u32()) else {
                     return Some(reply(call.xid, Accept::GarbageArgs, &[]));
                 };
-                let port = self
-                    .mappings
-                    .iter()
-                    .find(|m| m.program == program && m.version == version && m.protocol == protocol)
+                // As rpcbind and Sun's portmap do: the exact version, else any registered
+                // version of the program on that protocol (rpcinfo asks for version 0).
+                let on_protocol = || self.mappings.iter().filter(|m| m.program == program && m.protocol == protocol);
+                let port = on_protocol()
+                    .find(|m| m.version == version)
+                    .or_else(|| on_protocol().next())
                     .map_or(0, |m| u32::from(m.port));
                 reply(call.xid, Accept::Success, &[port])
             }
@@ -94,7 +96,10 @@ mod test {
         assert_eq!(ask(MOUNT_PROGRAM, 3, TCP), [5, 1, 0, 0, 0, 0, 2049]);
         assert_eq!(ask(NFS_PROGRAM, 3, TCP), [5, 1, 0, 0, 0, 0, 2049]);
         assert_eq!(ask(MOUNT_PROGRAM, 3, UDP), [5, 1, 0, 0, 0, 0, 0], "no MOUNT over UDP");
-        assert_eq!(ask(NFS_PROGRAM, 4, TCP), [5, 1, 0, 0, 0, 0, 0], "no NFSv4");
+        assert_eq!(ask(PROGRAM, 0, UDP), [5, 1, 0, 0, 0, 0, 111], "rpcinfo -u asks for version 0");
+        assert_eq!(ask(MOUNT_PROGRAM, 0, TCP), [5, 1, 0, 0, 0, 0, 2049], "rpcinfo -t ... mountd");
+        assert_eq!(ask(NFS_PROGRAM, 4, TCP), [5, 1, 0, 0, 0, 0, 2049], "any registered version, as rpcbind");
+        assert_eq!(ask(100_021, 0, TCP), [5, 1, 0, 0, 0, 0, 0], "an unregistered program has no port");
     }
 
     #[test]

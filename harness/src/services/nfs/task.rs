@@ -1,20 +1,36 @@
 //! NFS on the lab's IP host: the portmapper on port 111 (UDP and TCP) and NFS+MOUNT on
-//! port 2049, each connection proxied to nfsserve on loopback.
+//! port 2049, each TCP connection served by nfsserve straight from the lab's IP stack (no
+//! host socket listens, so only guests on the segment can mount the export).
+//!
+//! Each TCP port has a backlog of listening sockets, so connections that never finish their
+//! handshake cannot keep others out, and a connection idle for [`IDLE_TIMEOUT`] is closed.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use nfsserve::tcp::{NFSTcp, NFSTcpListener};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures::future::BoxFuture;
+use nfsserve::tcp::NFSConnections;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
+use tokio_smoltcp::TcpStream;
 
 use super::rpc::{record, RecordDecoder};
 use super::{Portmap, StackedExport};
 use crate::net::host::IpHost;
+use crate::services::{recv_datagram, send_datagram};
 
 /// Where NFS and MOUNT listen on the lab network.
 pub const NFS_PORT: u16 = 2049;
 const PORTMAP_PORT: u16 = 111;
+/// Listening sockets per TCP port: this many handshakes may be in progress at once.
+pub const BACKLOG: usize = 8;
+/// A TCP connection with no traffic either way for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the NFS server exports.
 #[derive(Debug, Clone)]
@@ -23,103 +39,172 @@ pub struct NfsConfig {
     pub ip: Ipv4Addr,
     /// The path clients mount, e.g. `/srv/nixos/nfsroot`.
     pub export_path: String,
-    /// The export's directories, top first (see [`StackedExport`]).
-    pub layers: Vec<PathBuf>,
+    /// The export, kept across server restarts so that file handles stay valid.
+    pub export: Arc<StackedExport>,
+    pub idle_timeout: Duration,
 }
 
-/// Serve the export until the host goes away.
-pub async fn serve(host: Arc<IpHost>, config: NfsConfig) -> std::io::Result<()> {
-    let mut backend = NFSTcpListener::bind("127.0.0.1:0", StackedExport::new(config.layers)).await?;
-    backend.with_export_name(config.export_path.trim_start_matches('/'));
-    let backend_addr = SocketAddr::from(([127, 0, 0, 1], backend.get_listen_port()));
-    let portmap = Portmap::nfs3_tcp(NFS_PORT);
-    // Dropped (and so aborted) with this future, also when the lab aborts it.
-    let _helpers = AbortOnDrop(vec![
-        tokio::spawn(async move { drop(backend.handle_forever().await) }),
-        tokio::spawn(portmap_udp(host.clone(), config.ip, portmap.clone())),
-        tokio::spawn(portmap_tcp(host.clone(), config.ip, portmap)),
-    ]);
-    proxy(&host, config.ip, backend_addr).await
-}
-
-/// Tasks that end when this value is dropped.
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
+impl NfsConfig {
+    /// Export `layers` (top first, see [`StackedExport`]) at `export_path`.
+    pub fn new(ip: Ipv4Addr, export_path: &str, layers: Vec<PathBuf>) -> Self {
+        let export = Arc::new(StackedExport::new(layers));
+        NfsConfig { ip, export_path: export_path.to_owned(), export, idle_timeout: IDLE_TIMEOUT }
     }
 }
 
-/// Accept NFS connections on the segment and splice each to nfsserve.
-async fn proxy(host: &IpHost, ip: Ipv4Addr, backend: SocketAddr) -> std::io::Result<()> {
-    let mut listener = host.net().tcp_bind(SocketAddr::from((ip, NFS_PORT))).await?;
-    loop {
-        let (mut client, peer) = listener.accept().await?;
-        tokio::spawn(async move {
-            let mut server = match tokio::net::TcpStream::connect(backend).await {
-                Ok(server) => server,
-                Err(e) => return tracing::error!("nfs: cannot reach nfsserve for {peer}: {e}"),
-            };
-            let _ = server.set_nodelay(true);
+/// Serve the export until the host goes away (or the task is aborted: a server stop).
+pub async fn serve(host: Arc<IpHost>, config: NfsConfig) -> std::io::Result<()> {
+    let nfs = Arc::new(NFSConnections::new(config.export.clone(), config.export_path.trim_start_matches('/')));
+    let portmap = Portmap::nfs3_tcp(NFS_PORT);
+    let idle = config.idle_timeout;
+    let nfs_handler: Handler = Arc::new(move |stream, peer| {
+        let nfs = nfs.clone();
+        Box::pin(async move {
             tracing::info!("nfs: connection from {peer}");
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+            if let Err(e) = nfs.serve(stream, peer.to_string(), NFS_PORT).await {
                 tracing::debug!("nfs: connection from {peer} ended: {e}");
+            }
+        })
+    });
+    let pm = portmap.clone();
+    let portmap_handler: Handler = Arc::new(move |stream, peer| Box::pin(portmap_connection(stream, peer, pm.clone())));
+    tokio::try_join!(
+        accept(&host, SocketAddr::from((config.ip, NFS_PORT)), idle, nfs_handler),
+        accept(&host, SocketAddr::from((config.ip, PORTMAP_PORT)), idle, portmap_handler),
+        portmap_udp(&host, config.ip, &portmap),
+    )
+    .map(drop)
+}
+
+/// Serves one accepted connection.
+type Handler = Arc<dyn Fn(Idle<TcpStream>, SocketAddr) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Accept on `addr` with [`BACKLOG`] listening sockets; each connection runs `handler` in a
+/// task of its own, closed after `idle` without traffic. Connection tasks end with this
+/// future (a server stop closes every connection).
+async fn accept(host: &IpHost, addr: SocketAddr, idle: Duration, handler: Handler) -> std::io::Result<()> {
+    let (done, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut listeners = tokio::task::JoinSet::new();
+    for _ in 0..BACKLOG {
+        let mut listener = host.net().tcp_bind(addr).await?;
+        let (handler, done) = (handler.clone(), done.clone());
+        listeners.spawn(async move {
+            loop {
+                let (stream, peer) = listener.accept().await?;
+                let (handler, mut stop) = (handler.clone(), done.subscribe());
+                tokio::spawn(async move {
+                    let (stream, last) = Idle::new(stream);
+                    tokio::select! {
+                        _ = handler(stream, peer) => {}
+                        _ = last.expired(idle) => tracing::info!("{addr}: closed the connection from {peer}, idle for {idle:?}"),
+                        _ = stop.recv() => {}
+                    }
+                });
             }
         });
     }
-}
-
-async fn portmap_udp(host: Arc<IpHost>, ip: Ipv4Addr, portmap: Portmap) {
-    if let Err(e) = portmap_udp_loop(&host, ip, &portmap).await {
-        tracing::error!("portmap (udp) stopped: {e}");
+    let ended = listeners.join_next().await.expect("a listener");
+    drop(done);
+    match ended {
+        Ok(result) => result,
+        Err(e) => Err(std::io::Error::other(e)),
     }
 }
 
-async fn portmap_udp_loop(host: &IpHost, ip: Ipv4Addr, portmap: &Portmap) -> std::io::Result<()> {
+async fn portmap_udp(host: &IpHost, ip: Ipv4Addr, portmap: &Portmap) -> std::io::Result<()> {
     let socket = host.net().udp_bind(SocketAddr::from((ip, PORTMAP_PORT))).await?;
     let mut buf = vec![0u8; 9000];
     loop {
-        let (n, peer) = socket.recv_from(&mut buf).await?;
+        let (n, peer) = recv_datagram(&socket, &mut buf, "portmap").await?;
         if let Some(reply) = portmap.handle(&buf[..n]) {
-            socket.send_to(&reply, peer).await?;
+            send_datagram(&socket, &reply, peer.into(), "portmap").await;
         }
     }
 }
 
-async fn portmap_tcp(host: Arc<IpHost>, ip: Ipv4Addr, portmap: Portmap) {
-    let mut listener = match host.net().tcp_bind(SocketAddr::from((ip, PORTMAP_PORT))).await {
-        Ok(listener) => listener,
-        Err(e) => return tracing::error!("portmap (tcp): {e}"),
-    };
+async fn portmap_connection(mut stream: Idle<TcpStream>, peer: SocketAddr, portmap: Portmap) {
+    let mut decoder = RecordDecoder::default();
+    let mut buf = vec![0u8; 4096];
     loop {
-        let (mut stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => return tracing::error!("portmap (tcp) stopped: {e}"),
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
         };
-        let portmap = portmap.clone();
-        tokio::spawn(async move {
-            let mut decoder = RecordDecoder::default();
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let n = match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                let records = match decoder.push(&buf[..n]) {
-                    Ok(records) => records,
-                    Err(e) => return tracing::info!("portmap: {peer}: {e}"),
-                };
-                for call in records {
-                    if let Some(reply) = portmap.handle(&call) {
-                        if stream.write_all(&record(&reply)).await.is_err() {
-                            return;
-                        }
-                    }
+        let records = match decoder.push(&buf[..n]) {
+            Ok(records) => records,
+            Err(e) => return tracing::info!("portmap: {peer}: {e}"),
+        };
+        for call in records {
+            if let Some(reply) = portmap.handle(&call) {
+                if stream.write_all(&record(&reply)).await.is_err() {
+                    return;
                 }
             }
-        });
+        }
+    }
+}
+
+/// A stream that notes when it last moved data, for idle timeouts.
+pub struct Idle<S> {
+    inner: S,
+    last: Arc<LastActivity>,
+}
+
+/// When a connection last moved data, in milliseconds since it opened.
+pub struct LastActivity {
+    opened: Instant,
+    at_ms: AtomicU64,
+}
+
+impl LastActivity {
+    fn touch(&self) {
+        self.at_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resolve once no data has moved for `idle`.
+    async fn expired(&self, idle: Duration) {
+        loop {
+            let last = self.opened + Duration::from_millis(self.at_ms.load(Ordering::Relaxed));
+            if last.elapsed() >= idle {
+                return;
+            }
+            tokio::time::sleep_until(last + idle).await;
+        }
+    }
+}
+
+impl<S> Idle<S> {
+    pub fn new(inner: S) -> (Self, Arc<LastActivity>) {
+        let last = Arc::new(LastActivity { opened: Instant::now(), at_ms: AtomicU64::new(0) });
+        (Idle { inner, last: last.clone() }, last)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Idle<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

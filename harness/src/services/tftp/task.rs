@@ -1,9 +1,10 @@
 //! TFTP on the lab's IP host: port 69 takes requests, each transfer gets its own socket
 //! (its transfer ID) and task.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 use tokio_smoltcp::{Net, UdpSocket};
@@ -11,7 +12,7 @@ use tokio_smoltcp::{Net, UdpSocket};
 use super::wire::{code, Packet};
 use super::{resolve_in, Step, Transfer, TransferLimits, TransferOutcome};
 use crate::net::host::IpHost;
-use crate::services::{EventSink, ServiceEvent};
+use crate::services::{recv_datagram, send_datagram, EventSink, ServiceEvent};
 
 /// How one transfer ended, for the lab's events.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -48,13 +49,19 @@ pub struct TftpConfig {
 pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn EventSink>, started: Instant) -> std::io::Result<()> {
     let socket = host.net().udp_bind(SocketAddr::from((config.ip, 69))).await?;
     let mut buf = vec![0u8; 2048];
+    let transfers = Arc::new(Mutex::new(HashSet::new()));
     loop {
-        let (n, peer) = socket.recv_from(&mut buf).await?;
-        let SocketAddr::V4(peer) = peer else { continue };
+        let (n, peer) = recv_datagram(&socket, &mut buf, "tftp").await?;
         match Packet::parse(&buf[..n]) {
             Ok(Packet::Rrq { filename, options, .. }) => {
+                // A retransmitted RRQ from the same client port is the same transfer.
+                let Some(slot) = Slot::take(&transfers, peer, config.limits.max_transfers) else {
+                    tracing::info!("tftp: RRQ from {peer} ignored: a transfer for it runs, or {} run", config.limits.max_transfers);
+                    continue;
+                };
                 let (host, config, events) = (host.clone(), config.clone(), events.clone());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let event = transfer(host.net(), &config, peer.into(), &filename, &options, started).await;
                     tracing::info!("tftp: {} {} {:?} {} bytes in {} ms {}", event.client, event.file, event.outcome, event.bytes, event.millis, event.detail);
                     events.publish(ServiceEvent::Tftp(event));
@@ -62,13 +69,33 @@ pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn EventS
             }
             Ok(Packet::Wrq { filename }) => {
                 let error = Packet::Error { code: code::ACCESS_VIOLATION, message: "read-only server".into() };
-                socket.send_to(&error.emit(), peer.into()).await?;
+                send_datagram(&socket, &error.emit(), peer.into(), "tftp").await;
                 let event = failed(*peer.ip(), &filename, "write request refused".into(), 0);
                 events.publish(ServiceEvent::Tftp(event));
             }
             Ok(other) => tracing::debug!("tftp: ignored {other:?} from {peer} on port 69"),
             Err(e) => tracing::info!("tftp: bad packet from {peer}: {e}"),
         }
+    }
+}
+
+/// A running transfer's place in the table of client ports; freed when dropped.
+struct Slot {
+    table: Arc<Mutex<HashSet<SocketAddrV4>>>,
+    peer: SocketAddrV4,
+}
+
+impl Slot {
+    /// A slot for `peer`, unless it has a transfer running or `max` transfers run.
+    fn take(table: &Arc<Mutex<HashSet<SocketAddrV4>>>, peer: SocketAddrV4, max: usize) -> Option<Slot> {
+        let mut running = table.lock().expect("transfers lock");
+        (running.len() < max && running.insert(peer)).then(|| Slot { table: table.clone(), peer })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.table.lock().expect("transfers lock").remove(&self.peer);
     }
 }
 
@@ -122,10 +149,14 @@ async fn transfer(
             millis,
             detail: format!("client error {code}: {message}"),
         },
-        Ok(TransferOutcome::TimedOut) => failed(
+        Ok(TransferOutcome::TimedOut { unacked_block, blksize, retries }) => failed(
             client,
             file,
-            "client stopped answering (a boot loader that boots right after the last block may never ACK it)".into(),
+            format!(
+                "no ACK for block {unacked_block} (blksize {blksize}) after {retries} retransmissions: the client \
+                 stopped answering or cannot receive these datagrams (a boot loader that boots right after the \
+                 last block may never ACK it)"
+            ),
             millis,
         ),
         Err(e) => failed(client, file, e.to_string(), millis),
@@ -170,7 +201,7 @@ async fn run(
                 let (n, from) = received?;
                 if from != peer {
                     let error = Packet::Error { code: 5, message: "unknown transfer ID".into() };
-                    socket.send_to(&error.emit(), from).await?;
+                    send_datagram(socket, &error.emit(), from, "tftp").await;
                     Ok(Step::Wait)
                 } else {
                     match Packet::parse(&buf[..n]) {

@@ -41,20 +41,34 @@ impl BlockSource for Vec<u8> {
     }
 }
 
+/// The largest block that fits the lab's 1500-byte MTU in one datagram (IPv4 20, UDP 8 and
+/// TFTP 4 bytes of headers): the lab does no IP fragmentation, so a larger block would never
+/// reach the wire.
+pub const MTU_BLKSIZE: u16 = 1500 - 20 - 8 - 4;
+
 /// What the server allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransferLimits {
+    /// Largest block granted (RFC 2348 lets the server answer less than asked).
     pub max_blksize: u16,
     pub max_windowsize: u16,
     /// Retransmission timeout when the client does not ask for one.
     pub default_timeout: Duration,
     /// Retransmissions of the same window before giving up.
     pub max_retries: u32,
+    /// Transfers running at once; more requests wait for the client's retransmission.
+    pub max_transfers: usize,
 }
 
 impl Default for TransferLimits {
     fn default() -> Self {
-        TransferLimits { max_blksize: 65464, max_windowsize: 64, default_timeout: Duration::from_secs(1), max_retries: 5 }
+        TransferLimits {
+            max_blksize: MTU_BLKSIZE,
+            max_windowsize: 64,
+            default_timeout: Duration::from_secs(1),
+            max_retries: 5,
+            max_transfers: 64,
+        }
     }
 }
 
@@ -65,8 +79,9 @@ pub enum TransferOutcome {
     Done { bytes: u64 },
     /// The client sent an ERROR (OVMF does this after reading `tsize`).
     ClientAborted { code: u16, message: String },
-    /// No answer after the last retransmission.
-    TimedOut,
+    /// No answer after the last retransmission: the first block not acknowledged (0 for
+    /// the OACK), the block size, the retransmissions made.
+    TimedOut { unacked_block: u64, blksize: u64, retries: u32 },
 }
 
 /// What the transfer wants done next.
@@ -191,7 +206,9 @@ impl Transfer {
         self.retries += 1;
         if self.retries > self.max_retries {
             let error = Packet::Error { code: code::NOT_DEFINED, message: "timed out".into() };
-            return Ok(Step::Finish { outcome: TransferOutcome::TimedOut, send: Some(error) });
+            let unacked_block = if self.oack.is_some() { 0 } else { self.acked + 1 }; // 0: the OACK
+            let outcome = TransferOutcome::TimedOut { unacked_block, blksize: self.blksize, retries: self.max_retries };
+            return Ok(Step::Finish { outcome, send: Some(error) });
         }
         self.begin(now, src)
     }
@@ -253,6 +270,15 @@ mod test {
         }
     }
 
+    /// A block larger than the MTU would never reach the wire: grant what fits.
+    #[test]
+    fn blksize_is_granted_up_to_what_fits_the_mtu() {
+        let file = vec![0u8; 20_000];
+        let mut t = Transfer::new(20_000, &opts(&[("blksize", "8192")]), TransferLimits::default());
+        assert_eq!(t.begin(ms(0), &file).unwrap(), Step::Send(vec![Packet::Oack { options: opts(&[("blksize", "1468")]) }]));
+        assert_eq!(blocks(&t.on_packet(ms(1), &Packet::Ack { block: 0 }, &file).unwrap()), [(1, 1468)]);
+    }
+
     #[test]
     fn window_of_four_with_a_lost_block() {
         let file: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
@@ -296,7 +322,7 @@ mod test {
         assert_eq!(t.deadline(), Duration::from_secs(6));
         assert!(matches!(t.on_timeout(Duration::from_secs(6), &file).unwrap(), Step::Send(_)));
         match t.on_timeout(Duration::from_secs(9), &file).unwrap() {
-            Step::Finish { outcome: TransferOutcome::TimedOut, send: Some(Packet::Error { .. }) } => {}
+            Step::Finish { outcome: TransferOutcome::TimedOut { unacked_block: 0, .. }, send: Some(Packet::Error { .. }) } => {}
             other => panic!("{other:?}"),
         }
     }
