@@ -299,3 +299,186 @@ impl Network {
 }
 
 
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::net::wire::UdpFrame;
+    use crate::services::tftp::wire::Packet;
+    use crate::services::nfs::NFS_PORT;
+    use crate::supervise::failed;
+    use std::net::SocketAddr;
+    use dhcproto::v4::{DhcpOption, DhcpOptions, Message, MessageType, Opcode};
+    use dhcproto::{Encodable, Encoder};
+
+    const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x50];
+    const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+
+    fn network(dir: &Path) -> Network {
+        let tftp = dir.join("tftp");
+        std::fs::create_dir_all(tftp.join("nixos")).unwrap();
+        std::fs::write(tftp.join("nixos/bzImage"), vec![7u8; 100_000]).unwrap();
+        let nfs = dir.join("nfsroot");
+        std::fs::create_dir_all(&nfs).unwrap();
+        Network::start(dir, PxeConfig::new(vec![tftp]).nfs_root("/srv/nixos/nfsroot", vec![nfs])).unwrap()
+    }
+
+    /// A guest on the segment with its own IP stack.
+    fn client(network: &Network) -> (IpHost, Supervisor) {
+        let supervisor = Supervisor::default();
+        let addr = HostAddr { mac: CLIENT_MAC, ip: CLIENT_IP, prefix_len: 24 };
+        (IpHost::start(&network.segment, addr, Box::new(|_| None), &supervisor), supervisor)
+    }
+
+    fn discover(mac: [u8; 6]) -> Vec<u8> {
+        let mut m = Message::default();
+        m.set_opcode(Opcode::BootRequest).set_xid(7).set_chaddr(&mac);
+        let mut opts = DhcpOptions::new();
+        opts.insert(DhcpOption::MessageType(MessageType::Discover));
+        m.set_opts(opts);
+        let mut bytes = Vec::new();
+        m.encode(&mut Encoder::new(&mut bytes)).unwrap();
+        bytes
+    }
+
+    fn udp(src_port: u16, dst_port: u16, dst_ip: Ipv4Addr, payload: Vec<u8>) -> Vec<u8> {
+        let (src_mac, dst_mac) = (CLIENT_MAC, [0xff; 6]);
+        UdpFrame { src_mac, dst_mac, src_ip: CLIENT_IP, dst_ip, src_port, dst_port, payload }.emit()
+    }
+
+    async fn next_udp(frames: &mut tokio::sync::mpsc::Receiver<Vec<u8>>, port: u16) -> UdpFrame {
+        let wait = async {
+            loop {
+                if let Some(udp) = UdpFrame::parse(&frames.recv().await.unwrap()).filter(|u| u.dst_port == port) {
+                    return udp;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait).await.expect("a reply")
+    }
+
+    #[tokio::test]
+    async fn a_dhcp_request_with_a_long_hardware_length_does_not_stop_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let network = network(dir.path());
+        let (port, mut frames) = network.segment.attach();
+        let mut evil = discover(CLIENT_MAC);
+        evil[2] = 17; // hlen: dhcproto's chaddr() would slice [..17] of 16 bytes
+        port.send(udp(68, 67, Ipv4Addr::BROADCAST, evil));
+        port.send(udp(68, 67, Ipv4Addr::BROADCAST, discover(CLIENT_MAC)));
+        let offer = next_udp(&mut frames, 68).await;
+        assert_eq!(offer.src_port, 67, "the server answered the good request after the bad one");
+        assert!(network.supervisor.watch().borrow().is_none(), "no server stopped");
+    }
+
+    #[tokio::test]
+    async fn bad_datagrams_are_skipped_and_a_retransmitted_rrq_is_one_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        let network = network(dir.path());
+        let (_client, _guard) = client(&network);
+        let (port, _) = network.segment.attach();
+        let rrq = Packet::Rrq { filename: "nixos/bzImage".into(), mode: "octet".into(), options: vec![] }.emit();
+        // From port 0: any reply is unaddressable (today this ends the serve loop).
+        port.send(udp(0, 69, network.server_ip(), rrq.clone()));
+        port.send(udp(0, 111, network.server_ip(), vec![0; 40]));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let socket = _client.net().udp_bind(SocketAddr::from((CLIENT_IP, 40_000))).await.unwrap();
+        let server = SocketAddr::from((network.server_ip(), 69));
+        socket.send_to(&rrq, server).await.unwrap();
+        socket.send_to(&rrq, server).await.unwrap();
+        let mut tids = std::collections::HashSet::new();
+        let mut buf = vec![0u8; 2048];
+        let until = Instant::now() + Duration::from_millis(1500);
+        while let Ok(Ok((n, from))) = tokio::time::timeout_at(until, socket.recv_from(&mut buf)).await {
+            if let Ok(Packet::Data { block: 1, .. }) = Packet::parse(&buf[..n]) {
+                tids.insert(from);
+            }
+        }
+        assert_eq!(tids.len(), 1, "one transfer (one server port) for a retransmitted RRQ: {tids:?}");
+        assert!(network.supervisor.watch().borrow().is_none(), "no server stopped");
+    }
+
+    #[tokio::test]
+    async fn half_open_connections_do_not_keep_others_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let network = network(dir.path());
+        let (port, _) = network.segment.attach();
+        // SYNs from an address that never answers the server's ARP: each stays half-open.
+        for src_port in 50_000..50_003 {
+            port.send(syn([0x02, 0, 0, 0, 0, 0x66], Ipv4Addr::new(192, 0, 2, 66), src_port, network.server_ip(), NFS_PORT));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (client, _guard) = client(&network);
+        for service in [NFS_PORT, 111] {
+            let connect = client.net().tcp_connect(SocketAddr::from((network.server_ip(), service)));
+            tokio::time::timeout(Duration::from_secs(5), connect).await.expect("connected").unwrap();
+        }
+    }
+
+    fn syn(src_mac: [u8; 6], src_ip: Ipv4Addr, src_port: u16, dst_ip: Ipv4Addr, dst_port: u16) -> Vec<u8> {
+        use smoltcp::phy::ChecksumCapabilities;
+        use smoltcp::wire::*;
+        let tcp = TcpRepr {
+            src_port,
+            dst_port,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(1000),
+            ack_number: None,
+            window_len: 1024,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = Ipv4Repr { src_addr: src_ip, dst_addr: dst_ip, next_header: IpProtocol::Tcp, payload_len: tcp.buffer_len(), hop_limit: 64 };
+        let eth = EthernetRepr { src_addr: EthernetAddress(src_mac), dst_addr: EthernetAddress(HOST_MAC), ethertype: EthernetProtocol::Ipv4 };
+        let mut frame = vec![0u8; eth.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
+        let caps = ChecksumCapabilities::default();
+        let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.emit(&mut e);
+        let mut i = Ipv4Packet::new_unchecked(e.payload_mut());
+        ip.emit(&mut i, &caps);
+        tcp.emit(&mut TcpPacket::new_unchecked(i.payload_mut()), &src_ip.into(), &dst_ip.into(), &caps);
+        frame
+    }
+
+    #[tokio::test]
+    async fn a_server_that_stops_fails_the_current_wait_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let network = network(dir.path());
+        let started = Instant::now();
+        let waiting = network.wait_for_dhcp_lease(CLIENT_MAC, Duration::from_secs(120));
+        network.supervisor.spawn("tftp", async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Err(std::io::Error::other("socket gone"))
+        });
+        match waiting.await {
+            Err(EventWaitError::Stopped { failure, .. }) => {
+                assert_eq!((failure.service.as_str(), failure.cause.as_str()), ("tftp", "socket gone"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "at once, not at the wait's timeout");
+        let mut watch = network.failure_watch();
+        assert_eq!(failed(&mut watch).await.service, "tftp");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_server_is_no_failure_and_answers_again_once_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let network = network(dir.path());
+        let (client, _guard) = client(&network);
+        let nfs = SocketAddr::from((network.server_ip(), NFS_PORT));
+        network.stop_server(Server::Nfs);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let refused = tokio::time::timeout(Duration::from_secs(5), client.net().tcp_connect(nfs)).await.expect("an answer");
+        assert!(refused.is_err(), "nothing listens while stopped");
+        network.start_server(Server::Nfs);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::timeout(Duration::from_secs(5), client.net().tcp_connect(nfs)).await.expect("connected").unwrap();
+        assert!(network.failure_watch().borrow().is_none(), "a deliberate stop is not a failure");
+    }
+
+}

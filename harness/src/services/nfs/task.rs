@@ -208,3 +208,26 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_expires_only_after_its_idle_time_without_traffic() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let (mut near, last) = Idle::new(near);
+        let idle = Duration::from_millis(300);
+        let begun = Instant::now();
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            near.write_all(b"x").await.unwrap();
+            let mut byte = [0u8; 1];
+            far.read_exact(&mut byte).await.unwrap();
+        }
+        last.expired(idle).await;
+        let waited = begun.elapsed();
+        assert!(waited >= Duration::from_millis(900), "traffic kept it open: {waited:?}");
+        assert!(waited < Duration::from_millis(1500), "{waited:?}");
+    }
+}
