@@ -29,11 +29,10 @@ impl Firmware {
             source,
         };
         std::fs::copy(&self.vars_template, path).map_err(err)?;
-        // Templates are often read-only in distribution packages; the copy must be writable.
-        let mut perms = std::fs::metadata(path).map_err(err)?.permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perms.set_readonly(false);
-        std::fs::set_permissions(path, perms).map_err(err)?;
+        // Templates are often read-only in distribution packages: the copy must be writable
+        // by its owner (QEMU), and by no one else.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(err)?;
         Ok(VarStore { path: path.to_owned() })
     }
 }
@@ -58,6 +57,8 @@ mod test {
         };
         let store = fw.new_var_store(&dir.path().join("vm1.vars.fd")).unwrap();
         std::fs::write(&store.path, b"written by the guest").unwrap();
+        let mode = std::fs::metadata(&store.path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "owner-writable, not world-writable: {mode:o}");
         assert_eq!(std::fs::read(&template).unwrap(), b"pristine");
         let err = fw.new_var_store(&dir.path().join("missing/vm2.fd")).unwrap_err();
         assert!(err.to_string().contains("vm2.fd"), "{err}");

@@ -2,11 +2,12 @@
 
 use pxelab::vm::{probe_accel, Accel};
 
-#[test]
-fn ovmf_reaches_its_boot_manager_under_tcg() {
+#[tokio::test]
+async fn ovmf_reaches_its_boot_manager_under_tcg() {
     let firmware = pxelab_ovmf::discover().unwrap();
     let scratch = tempfile_dir();
-    let took = probe_accel(Accel::Tcg, &firmware, &scratch).unwrap();
+    let dir = scratch.clone();
+    let took = tokio::task::spawn_blocking(move || probe_accel(Accel::Tcg, &firmware, &dir)).await.unwrap().unwrap();
     println!("OVMF reached BdsDxe under TCG in {took:.1?}");
     std::fs::remove_dir_all(&scratch).unwrap();
 }

@@ -119,7 +119,10 @@ fn key(recipe: &str, inputs: &[Input]) -> Result<String, CacheError> {
                 files.sort();
                 for file in files {
                     field(&mut hash, b"entry", file.strip_prefix(dir).unwrap_or(&file).as_os_str().as_encoded_bytes());
-                    hash_file(&mut hash, &file).map_err(read_err(&file))?;
+                    match std::fs::read_link(&file) {
+                        Ok(target) => field(&mut hash, b"link", target.as_os_str().as_encoded_bytes()),
+                        Err(_) => hash_file(&mut hash, &file).map_err(read_err(&file))?,
+                    }
                 }
             }
         }
@@ -147,13 +150,15 @@ fn hash_file(hash: &mut Sha256, path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Every entry below `dir` that is not a directory; symlinks are listed, never followed (a
+/// link to its own directory would loop).
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(&path, files)?;
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            walk(&entry.path(), files)?;
         } else {
-            files.push(path);
+            files.push(entry.path());
         }
     }
     Ok(())
@@ -162,6 +167,17 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn a_symlink_loop_in_an_input_tree_is_hashed_as_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("loop")).unwrap();
+        let first = key("r", &[Input::Dir(dir.path().to_owned())]).unwrap();
+        std::fs::remove_file(dir.path().join("loop")).unwrap();
+        std::os::unix::fs::symlink("..", dir.path().join("loop")).unwrap();
+        assert_ne!(key("r", &[Input::Dir(dir.path().to_owned())]).unwrap(), first, "the link's target is part of the key");
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 

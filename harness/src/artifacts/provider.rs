@@ -228,12 +228,17 @@ fn staged(cache: &Cache, name: &'static str, entries: Vec<(String, Source)>) -> 
     Ok(cache.get_or_build(&Stage { name, entries })?)
 }
 
+/// Copy a tree as it is: a symlink stays a symlink (never the file outside the tree that it
+/// points to).
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, target)?;
+        } else if kind.is_dir() {
             copy_tree(&entry.path(), &target)?;
         } else {
             std::fs::copy(entry.path(), target)?;
@@ -292,6 +297,19 @@ mod test {
         assert_eq!(std::fs::read_to_string(installer.join("installer/nixos-image")).unwrap(), "image bytes");
         assert_eq!(std::fs::read_to_string(installer.join("installer/config")).unwrap(), "rootDevice=/dev/sda\n");
         assert_eq!(std::fs::read_to_string(root.join("init")).unwrap(), "#!/bin/sh");
+    }
+
+    #[test]
+    fn a_tree_is_copied_with_its_symlinks_as_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tree, copy) = (dir.path().join("tree"), dir.path().join("copy"));
+        std::fs::create_dir_all(tree.join("sub")).unwrap();
+        std::fs::write(dir.path().join("secret"), "outside the tree").unwrap();
+        std::os::unix::fs::symlink("../secret", tree.join("leak")).unwrap();
+        std::os::unix::fs::symlink("..", tree.join("sub/up")).unwrap();
+        copy_tree(&tree, &copy).unwrap();
+        assert_eq!(std::fs::read_link(copy.join("leak")).unwrap(), Path::new("../secret"));
+        assert_eq!(std::fs::read_link(copy.join("sub/up")).unwrap(), Path::new(".."));
     }
 
     #[test]

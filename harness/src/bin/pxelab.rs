@@ -82,7 +82,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Doctor => doctor(),
+        Command::Doctor => doctor(&runtime),
         Command::Run { name, artifacts, nix_installer, nix_image } => {
             let provider = match (artifacts, nix_installer, nix_image) {
                 (Some(dir), _, _) => Some(Provider::Dir(dir)),
@@ -159,7 +159,7 @@ async fn run(name: &str, provider: Option<Provider>) -> ExitCode {
     }
 }
 
-fn doctor() -> ExitCode {
+fn doctor(runtime: &tokio::runtime::Runtime) -> ExitCode {
     let mut ok = true;
     let mut check = |what: &str, result: Result<String, String>| match result {
         Ok(detail) => println!("ok    {what}: {detail}"),
@@ -191,7 +191,8 @@ fn doctor() -> ExitCode {
     if let Ok(firmware) = pxelab_ovmf::discover() {
         check(
             "accelerator",
-            pxelab::vm::select_accel(&firmware, &pxelab::artifacts::Cache::default_root())
+            runtime
+                .block_on(pxelab::vm::select_accel(&firmware, &pxelab::artifacts::Cache::default_root()))
                 .map(|a| a.qemu_arg().to_owned())
                 .map_err(|e| e.to_string()),
         );

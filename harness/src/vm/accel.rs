@@ -6,10 +6,11 @@
 //! serial port; the verdict is cached per host boot in the cache directory.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pxelab_ovmf::Firmware;
+
+use super::process::QemuProcess;
 
 /// A QEMU accelerator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,12 +40,16 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Pick the accelerator: `PXELAB_ACCEL` if set, else KVM if OVMF boots under it.
 /// `cache_dir` keeps the probe's verdict for this boot of the host.
-pub fn select(firmware: &Firmware, cache_dir: &Path) -> Result<Accel, AccelError> {
+/// The probe polls files and waits, so it runs on the runtime's blocking pool.
+pub async fn select(firmware: &Firmware, cache_dir: &Path) -> Result<Accel, AccelError> {
     let accel = match std::env::var("PXELAB_ACCEL").ok().as_deref() {
         Some("kvm") => Accel::Kvm,
         Some("tcg") => Accel::Tcg,
         Some(other) => return Err(AccelError(other.to_owned())),
-        None => cached_probe(firmware, cache_dir),
+        None => {
+            let (firmware, cache_dir) = (firmware.clone(), cache_dir.to_owned());
+            tokio::task::spawn_blocking(move || cached_probe(&firmware, &cache_dir)).await.unwrap_or(Accel::Tcg)
+        }
     };
     tracing::info!(accel = accel.qemu_arg(), "accelerator chosen");
     Ok(accel)
@@ -74,31 +79,32 @@ fn cached_probe(firmware: &Firmware, cache_dir: &Path) -> Accel {
     accel
 }
 
-/// Boot OVMF under `accel` with no disks; `Ok(time)` once its boot manager prints.
+/// Boot OVMF under `accel` with no disks; `Ok(time)` once its boot manager prints. QEMU is
+/// spawned as every VM is ([`QemuProcess`]: killed with the harness, reaped on drop).
+/// Blocking: call it from a runtime's blocking pool.
 pub fn probe(accel: Accel, firmware: &Firmware, scratch: &Path) -> Result<Duration, String> {
     std::fs::create_dir_all(scratch).map_err(|e| e.to_string())?;
     let dir = tempfile::Builder::new().prefix("accel-probe").tempdir_in(scratch).map_err(|e| e.to_string())?;
     let vars = firmware.new_var_store(&dir.path().join("vars.fd")).map_err(|e| e.to_string())?;
     let serial = dir.path().join("serial.log");
     let stderr_path = dir.path().join("qemu.log");
-    let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
-    let mut command = Command::new("qemu-system-x86_64");
-    command.args(["-machine", "q35", "-accel", accel.qemu_arg(), "-m", "256", "-nodefaults", "-no-user-config"]);
+    let mut argv: Vec<String> = ["qemu-system-x86_64", "-machine", "q35", "-accel", accel.qemu_arg(), "-m", "256", "-nodefaults", "-no-user-config"]
+        .map(String::from)
+        .into();
     if accel == Accel::Kvm {
-        command.args(["-cpu", "host"]);
+        argv.extend(["-cpu".into(), "host".into()]);
     }
-    let mut child = command
-        .args(["-display", "none", "-drive"])
-        .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", firmware.code.display()))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.path.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .map_err(|e| format!("cannot run qemu-system-x86_64: {e}"))?;
+    argv.extend([
+        "-display".into(),
+        "none".into(),
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=0,readonly=on,file={}", firmware.code.display()),
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=1,file={}", vars.path.display()),
+        "-serial".into(),
+        format!("file:{}", serial.display()),
+    ]);
+    let mut child = QemuProcess::spawn(&argv, vec![], &stderr_path).map_err(|e| format!("cannot run qemu-system-x86_64: {e}"))?;
     let first_stderr_line = || {
         let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
         text.lines().next().unwrap_or_default().to_owned()
@@ -123,7 +129,6 @@ pub fn probe(accel: Accel, firmware: &Firmware, scratch: &Path) -> Result<Durati
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     outcome
 }

@@ -152,12 +152,12 @@ impl VmBuilder {
         let firmware: Firmware = pxelab_ovmf::discover()?;
         let accel = match self.accel {
             Some(accel) => accel,
-            None => select_accel(&firmware, &self.cache_dir)?,
+            None => select_accel(&firmware, &self.cache_dir).await?,
         };
         let vars = firmware.new_var_store(&self.dir.join("OVMF_VARS.fd"))?;
         let mut disks = Vec::new();
         for (i, (disk, bootindex)) in self.disks.into_iter().enumerate() {
-            let (path, format) = make_disk(&self.dir, i, disk)?;
+            let (path, format) = make_disk(&self.dir, i, disk).await?;
             disks.push(DiskSpec { path, format, bootindex, serial: Some(format!("pxelab{i}")) });
         }
         let (serial_ours, serial_theirs) = socket_pair("serial")?;
@@ -218,7 +218,7 @@ fn socket_pair(what: &str) -> Result<(tokio::net::UnixStream, std::os::unix::net
     Ok((ours, theirs))
 }
 
-fn make_disk(dir: &Path, index: usize, disk: Disk) -> Result<(PathBuf, DiskFormat), VmError> {
+async fn make_disk(dir: &Path, index: usize, disk: Disk) -> Result<(PathBuf, DiskFormat), VmError> {
     let path = dir.join(format!("disk{index}.qcow2"));
     let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into()];
     match disk {
@@ -230,9 +230,10 @@ fn make_disk(dir: &Path, index: usize, disk: Disk) -> Result<(PathBuf, DiskForma
         }
         Disk::Blank { bytes } => args.extend([path.display().to_string(), bytes.to_string()]),
     }
-    let out = std::process::Command::new("qemu-img")
+    let out = tokio::process::Command::new("qemu-img")
         .args(&args)
         .output()
+        .await
         .map_err(io("cannot run qemu-img (install the Debian package qemu-utils)"))?;
     if !out.status.success() {
         return Err(VmError::QemuImg { path, stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });

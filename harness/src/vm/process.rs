@@ -22,7 +22,8 @@ const GRACE: Duration = Duration::from_secs(3);
 /// A running QEMU. Dropping it terminates QEMU (SIGTERM, grace, SIGKILL) and reaps it.
 #[derive(Debug)]
 pub struct QemuProcess {
-    child: tokio::process::Child,
+    /// Taken when the process is dropped.
+    child: Option<tokio::process::Child>,
     pid: u32,
 }
 
@@ -57,50 +58,62 @@ impl QemuProcess {
         live.push(pid);
         drop(live);
         drop(pass_fds);
-        Ok(QemuProcess { child, pid })
+        Ok(QemuProcess { child: Some(child), pid })
     }
 
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
+    fn child(&mut self) -> &mut tokio::process::Child {
+        self.child.as_mut().expect("only Drop takes the child")
+    }
+
+    /// Whether QEMU has exited, without waiting.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.child().try_wait()
+    }
+
     /// Wait for QEMU to exit on its own.
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        let status = self.child.wait().await;
+        let status = self.child().wait().await;
         forget(self.pid);
         status
     }
+}
 
-    /// SIGTERM, then SIGKILL after a grace period; returns once QEMU is reaped.
-    pub fn terminate(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            forget(self.pid);
-            return;
-        }
-        signal(self.pid, libc::SIGTERM);
-        let deadline = Instant::now() + GRACE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                forget(self.pid);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        tracing::warn!(pid = self.pid, "QEMU ignored SIGTERM for {GRACE:?}: killing it");
-        signal(self.pid, libc::SIGKILL);
-        loop {
-            match self.child.try_wait() {
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                _ => break,
-            }
-        }
-        forget(self.pid);
+/// SIGTERM, then SIGKILL after a grace period; returns once QEMU is reaped. Blocking.
+fn reap(mut child: tokio::process::Child, pid: u32) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return forget(pid);
     }
+    signal(pid, libc::SIGTERM);
+    let deadline = Instant::now() + GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return forget(pid);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::warn!(pid, "QEMU ignored SIGTERM for {GRACE:?}: killing it");
+    signal(pid, libc::SIGKILL);
+    while let Ok(None) = child.try_wait() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    forget(pid);
 }
 
 impl Drop for QemuProcess {
+    /// On a runtime, the grace period and the reaping run on its blocking pool, never on the
+    /// thread that carries the lab's network and consoles; the runtime's shutdown waits for
+    /// them, so QEMU is gone when the test ends.
     fn drop(&mut self) {
-        self.terminate();
+        let Some(child) = self.child.take() else { return };
+        let pid = self.pid;
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || reap(child, pid))),
+            Err(_) => reap(child, pid),
+        }
     }
 }
 
