@@ -7,7 +7,8 @@ use pxelab_fixtures::install::{INSTALLED_PROMPT, INSTALL_STAGES, ROOT_PASSWORD};
 use pxelab_fixtures::{initramfs, Compression, HostFiles, UefiDisk, UefiDiskInit};
 
 use crate::artifacts::Provider;
-use crate::lab::{Lab, PxeConfig, StageError, Stages};
+use crate::lab::{Lab, PxeConfig, Server, StageError, Stages};
+use crate::net::fault::{Direction, Impairment};
 use crate::services::ServiceEvent;
 use crate::vm::{Disk, DiskFormat, NicModel, Rom, Vm};
 
@@ -96,13 +97,37 @@ pub struct InstallOptions {
     pub provider: Provider,
     /// Files for `installer/` in the export's top layer (per-host `config-<mac>` and such).
     pub installer_files: Vec<(String, String)>,
+    /// Faults injected during the install.
+    pub faults: InstallFaults,
 }
 
 impl Default for InstallOptions {
     fn default() -> Self {
-        InstallOptions { provider: Provider::Fixture { compression: Compression::Gzip }, installer_files: Vec::new() }
+        InstallOptions {
+            provider: Provider::Fixture { compression: Compression::Gzip },
+            installer_files: Vec::new(),
+            faults: InstallFaults::default(),
+        }
     }
 }
+
+/// Faults injected during an install; every one is logged in `events.jsonl`.
+#[derive(Debug, Clone, Default)]
+pub struct InstallFaults {
+    /// Seed of the fault injector (the same seed makes the same decisions).
+    pub seed: u64,
+    /// Impair the client's traffic in both directions from its first frame on.
+    pub impair: Option<Impairment>,
+    /// Take the client's link down for this long in the middle of the kernel's TFTP transfer.
+    pub link_down_during_kernel: Option<Duration>,
+    /// Stop the NFS server for this long from the moment the installer starts on the image
+    /// (it mounts the new root and reads the image from the NFS root meanwhile).
+    pub nfs_restart_during_unpack: Option<Duration>,
+}
+
+/// The console line after which GRUB fetches the kernel.
+const LOADING_KERNEL: &str = r"load-kernel\.cfg: loading kernel";
+
 
 /// The main job: [`install`] with the fixture artifacts and their default configuration.
 pub async fn install_default(lab: &mut Lab) -> Result<(Report, Vm), StageError> {
@@ -123,13 +148,20 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
     for (name, contents) in &options.installer_files {
         std::fs::write(top.join("installer").join(name), contents).map_err(|e| stage_error("start network", e.to_string()))?;
     }
-    let config = PxeConfig::new(vec![artifacts.tftp_root.clone()])
+    let mut config = PxeConfig::new(vec![artifacts.tftp_root.clone()])
         .host(mac, ip.parse().expect("address"), hostname)
         .nfs_root(NFS_EXPORT, layers);
+    let faults = &options.faults;
+    config.seed = faults.seed;
     let vm = stages
         .run("start network and QEMU", async {
             lab.start_network(config)?;
             let client = lab.pxe_client("client", mac, NicModel::VirtioNet, Rom::OvmfNative)?;
+            if let Some(impairment) = faults.impair {
+                for direction in [Direction::In, Direction::Out] {
+                    lab.network().impair(mac, direction, impairment);
+                }
+            }
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.disk(Disk::Blank { bytes: 8 << 30 }, Some(1)).start().await?)
         })
         .await?;
@@ -138,10 +170,34 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
     stages.run("TFTP: GRUB", net.wait_for_tftp_transfer(mac, "nixos/bootx64.efi", 2 * MINUTE)).await?;
     // The kernel, not the initrd: GRUB may boot before its ACK of the initrd's last block
     // leaves the wire, so the server cannot always see that last transfer complete.
-    stages.run("TFTP: kernel", net.wait_for_tftp_transfer(mac, "nixos/bzImage", 3 * MINUTE)).await?;
+    let link_down = async {
+        let Some(down_for) = faults.link_down_during_kernel else { return };
+        if vm.wait_for_console_text(LOADING_KERNEL, 3 * MINUTE).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            net.block(mac);
+            tokio::time::sleep(down_for).await;
+            net.unblock(mac);
+        }
+    };
+    let (kernel, ()) = tokio::join!(stages.run("TFTP: kernel", net.wait_for_tftp_transfer(mac, "nixos/bzImage", 3 * MINUTE)), link_down);
+    kernel?;
     stages.run("kernel → NFS root", vm.wait_for_console_text(&regex::escape(initramfs::NFS_SETUP_MARKER), 3 * MINUTE)).await?;
     for (stage, marker) in INSTALL_STAGES {
-        stages.run(&format!("installer: {stage}"), vm.wait_for_console_text(&regex::escape(marker), 10 * MINUTE)).await?;
+        let (name, pattern) = (format!("installer: {stage}"), regex::escape(marker));
+        let wait = stages.run(&name, vm.wait_for_console_text(&pattern, 10 * MINUTE));
+        match faults.nfs_restart_during_unpack.filter(|_| *stage == "unpack image") {
+            Some(down_for) => {
+                // From the end of the previous stage: the installer mounts the disk and
+                // reads the image from the NFS root while the server is down.
+                let restart = async {
+                    net.stop_server(Server::Nfs);
+                    tokio::time::sleep(down_for).await;
+                    net.start_server(Server::Nfs);
+                };
+                tokio::join!(wait, restart).0?;
+            }
+            None => drop(wait.await?),
+        }
     }
     let dhcp_before_reboot = dhcp_events(lab, mac);
     stages.run("firmware → disk → GRUB", vm.wait_for_console_text("pxelab-fixture: booting the installed system", 3 * MINUTE)).await?;

@@ -69,6 +69,7 @@ async fn per_host_config_wins_over_generic_and_zstd_image_unpacks() {
             (format!("config-{hostname}"), "rootDevice=/dev/also-wrong\n".into()),
             (format!("config-{mac}"), "rootDevice=/dev/vda\n".into()),
         ],
+        ..InstallOptions::default()
     };
     let mut lab = Lab::new("per_host_config_wins_over_generic_and_zstd_image_unpacks").unwrap();
     let (_, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));

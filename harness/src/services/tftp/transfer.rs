@@ -46,6 +46,9 @@ impl BlockSource for Vec<u8> {
 /// reach the wire.
 pub const MTU_BLKSIZE: u16 = 1500 - 20 - 8 - 4;
 
+/// The longest interval between retransmissions of one window.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
 /// What the server allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransferLimits {
@@ -66,7 +69,7 @@ impl Default for TransferLimits {
             max_blksize: MTU_BLKSIZE,
             max_windowsize: 64,
             default_timeout: Duration::from_secs(1),
-            max_retries: 5,
+            max_retries: 6,
             max_transfers: 64,
         }
     }
@@ -155,8 +158,13 @@ impl Transfer {
     }
 
     /// When to call [`Transfer::on_timeout`] if no packet arrives.
+    ///
+    /// Each retransmission of the same window doubles the interval, up to [`MAX_BACKOFF`], so
+    /// a transfer outlasts a link that is down for a while (the default limits wait 31 s in
+    /// all: 1 + 2 + 4 + 8 + 8 + 8), as GRUB, which never retransmits itself, does.
     pub fn deadline(&self) -> Duration {
-        self.last_send + self.timeout
+        let backoff = self.timeout.saturating_mul(1 << self.retries.min(16)).min(MAX_BACKOFF.max(self.timeout));
+        self.last_send + backoff
     }
 
     /// The first packets: the OACK, or the first window of data.
@@ -319,9 +327,10 @@ mod test {
         t.begin(ms(0), &file).unwrap();
         assert_eq!(t.deadline(), Duration::from_secs(3));
         assert!(matches!(t.on_timeout(Duration::from_secs(3), &file).unwrap(), Step::Send(ref p) if matches!(p[0], Packet::Oack { .. })));
-        assert_eq!(t.deadline(), Duration::from_secs(6));
-        assert!(matches!(t.on_timeout(Duration::from_secs(6), &file).unwrap(), Step::Send(_)));
-        match t.on_timeout(Duration::from_secs(9), &file).unwrap() {
+        assert_eq!(t.deadline(), Duration::from_secs(3 + 6), "the interval doubles");
+        assert!(matches!(t.on_timeout(Duration::from_secs(9), &file).unwrap(), Step::Send(_)));
+        assert_eq!(t.deadline(), Duration::from_secs(9 + 8), "up to the cap");
+        match t.on_timeout(Duration::from_secs(17), &file).unwrap() {
             Step::Finish { outcome: TransferOutcome::TimedOut { unacked_block: 0, .. }, send: Some(Packet::Error { .. }) } => {}
             other => panic!("{other:?}"),
         }
