@@ -8,9 +8,11 @@
 //! - [`mod@bench`]: side-by-side benchmarks behind `pxelab bench`.
 //! - [`net`]: the virtual L2 segment and the harness's userspace IP host.
 //! - [`services`]: DHCP, TFTP and NFS (protocol logic apart from sockets).
+//! - [`fuzz`]: fuzz targets, each checking its invariants on arbitrary input.
 //! - [`supervise`]: server tasks whose end fails every current wait.
 
 pub mod artifacts;
+pub mod fuzz;
 pub mod bench;
 pub mod console;
 pub mod jobs;

@@ -105,7 +105,7 @@ impl DhcpServer {
 
     /// Handle one UDP payload sent to port 67 at time `now`.
     pub fn handle(&mut self, now: Duration, payload: &[u8]) -> Result<(Option<Reply>, DhcpEvent), Ignored> {
-        let request = Message::decode(&mut Decoder::new(payload)).map_err(|e| Ignored::Malformed(e.to_string()))?;
+        let request = decode(payload)?;
         if request.opcode() != Opcode::BootRequest {
             return Err(Ignored::NotRequest);
         }
@@ -283,6 +283,37 @@ impl DhcpServer {
         reply.dst_mac = [0xff; 6];
         reply.dst_ip = Ipv4Addr::BROADCAST;
         reply
+    }
+}
+
+/// Options whose length dhcproto assumes rather than checks (a `debug_assert!`, or `len - 1`):
+/// a request carrying one with another length is malformed.
+const FIXED_LENGTHS: &[(u8, std::ops::RangeInclusive<u8>)] =
+    &[(80, 0..=0), (81, 3..=255), (94, 3..=3), (151, 1..=255), (152, 4..=4), (153, 4..=4), (154, 4..=4), (155, 4..=4)];
+
+/// Decode a request from a guest. dhcproto trusts some option lengths (it asserts them in
+/// debug builds, which is how tests run pxelab): those are checked first, and a panic left
+/// in its decoder is caught and reported as a malformed message, never a stopped server.
+fn decode(payload: &[u8]) -> Result<Message, Ignored> {
+    // The options follow the 236-byte header and the 4-byte magic cookie (RFC 2131).
+    let mut options = payload.get(240..).unwrap_or_default();
+    while let [code, rest @ ..] = options {
+        match (*code, rest) {
+            (0, _) => options = rest,
+            (255, _) | (_, []) => break,
+            (code, [len, rest @ ..]) => {
+                if let Some((_, allowed)) = FIXED_LENGTHS.iter().find(|(c, _)| *c == code) {
+                    if !allowed.contains(len) {
+                        return Err(Ignored::Malformed(format!("option {code} of length {len}")));
+                    }
+                }
+                options = rest.get(usize::from(*len)..).unwrap_or_default();
+            }
+        }
+    }
+    match std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(payload))) {
+        Ok(decoded) => decoded.map_err(|e| Ignored::Malformed(e.to_string())),
+        Err(_) => Err(Ignored::Malformed("dhcproto panicked decoding it".into())),
     }
 }
 
@@ -563,6 +594,21 @@ mod test {
         assert_eq!(server.leases()[&victim].ip, lease.ip, "the victim keeps its address");
         let (_, again) = reply(&mut server, 3, &request(victim, Some(MessageType::Discover), vec![], false));
         assert_eq!(again.ip, lease.ip, "and it was not retired");
+    }
+
+    /// Found by the `dhcp` fuzz target: dhcproto asserts the lengths of these options.
+    #[test]
+    fn options_of_the_wrong_length_are_malformed_not_a_panic() {
+        let mut server = DhcpServer::new(config()).unwrap();
+        let good = request(MAC, Some(MessageType::Discover), vec![], false);
+        for (code, len) in [(80u8, 1u8), (94, 2), (151, 0), (152, 3), (81, 1)] {
+            let mut bad = good[..240].to_vec();
+            bad.extend([53, 1, 1, code, len]);
+            bad.extend(std::iter::repeat_n(0xa5, usize::from(len)));
+            bad.push(255);
+            assert!(matches!(server.handle(Duration::ZERO, &bad), Err(Ignored::Malformed(_))), "option {code} length {len}");
+        }
+        assert!(server.handle(Duration::ZERO, &good).is_ok());
     }
 
     #[test]

@@ -12,4 +12,4 @@ pub mod wire;
 
 pub use path::{resolve, resolve_in, PathError};
 pub use task::{serve, TftpConfig, TftpEvent, TftpOutcome};
-pub use transfer::{BlockSource, Step, Transfer, TransferLimits, TransferOutcome};
+pub use transfer::{BlockSource, Step, Transfer, TransferLimits, TransferOutcome, MTU_BLKSIZE};

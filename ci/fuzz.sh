@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Fuzz one target with AFL++ for SECONDS: ci/fuzz.sh TARGET SECONDS
+#
+# Targets are pxelab::fuzz::TARGETS (dhcp, tftp_wire, tftp_transfer, rpc_records, nfs_stream,
+# framing, varstore, paths). The corpus starts from fuzz/corpus/TARGET plus inputs taken from
+# the scenarios' captures (target/pxelab-runs/*/segment.pcap, OVMF_VARS.fd) when there are
+# any. Prints the executions done and the crashes found; a crash's input is kept under
+# target/fuzz/TARGET/default/crashes: turn each one into a unit test. Exits 1 on a crash.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=${1:?usage: ci/fuzz.sh TARGET SECONDS}
+seconds=${2:?usage: ci/fuzz.sh TARGET SECONDS}
+command -v cargo-afl >/dev/null || cargo install --locked cargo-afl
+(cd fuzz && cargo afl build --release --quiet)
+work=target/fuzz/$target
+rm -rf "$work" && mkdir -p "$work/in"
+cp fuzz/corpus/"$target"/* "$work/in/"
+if [ -d target/pxelab-runs ]; then
+  fuzz/target/release/seed target/pxelab-runs "$work/seeds" >/dev/null
+  if [ -d "$work/seeds/$target" ]; then cp "$work/seeds/$target"/* "$work/in/"; fi
+fi
+export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_QUIET=1
+cargo afl fuzz -i "$work/in" -o "$work" -V "$seconds" -- fuzz/target/release/target "$target" >"$work/afl.log" 2>&1 || true
+stats=$work/default/fuzzer_stats
+[ -f "$stats" ] || { tail -n 30 "$work/afl.log"; exit 2; }
+execs=$(awk -F' *: *' '$1=="execs_done"{print $2}' "$stats")
+rate=$(awk -F' *: *' '$1=="execs_per_sec"{print $2}' "$stats")
+crashes=$(find "$work/default/crashes" -type f -name 'id:*' | wc -l)
+echo "$target: $execs execs in ${seconds}s ($rate/s), $crashes crashes"
+[ "$crashes" -eq 0 ]
