@@ -39,11 +39,12 @@ pub struct Report {
     pub facts: Vec<(&'static str, String)>,
 }
 
-/// Run the job called `name` in `lab`; `provider` replaces the fixture artifacts of an install.
-pub async fn run(name: &str, lab: &mut Lab, provider: Option<Provider>) -> Result<Report, StageError> {
+/// Run the job called `name` in `lab`; `provider` replaces the fixture artifacts of an
+/// install, `faults` are injected into it.
+pub async fn run(name: &str, lab: &mut Lab, provider: Option<Provider>, faults: InstallFaults) -> Result<Report, StageError> {
     match name {
         "install-default" => {
-            let mut options = InstallOptions::default();
+            let mut options = InstallOptions { faults, ..InstallOptions::default() };
             if let Some(provider) = provider {
                 options.provider = provider;
             }
@@ -116,8 +117,8 @@ impl Default for InstallOptions {
 pub struct InstallFaults {
     /// Seed of the fault injector (the same seed makes the same decisions).
     pub seed: u64,
-    /// Impair the client's traffic in both directions from its first frame on.
-    pub impair: Option<Impairment>,
+    /// Impair the client's traffic, per direction, from its first frame on.
+    pub impair: Vec<(Direction, Impairment)>,
     /// Take the client's link down for this long in the middle of the kernel's TFTP transfer.
     pub link_down_during_kernel: Option<Duration>,
     /// Stop the NFS server for this long from the moment the installer starts on the image
@@ -157,10 +158,8 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
         .run("start network and QEMU", async {
             lab.start_network(config)?;
             let client = lab.pxe_client("client", mac, NicModel::VirtioNet, Rom::OvmfNative)?;
-            if let Some(impairment) = faults.impair {
-                for direction in [Direction::In, Direction::Out] {
-                    lab.network().impair(mac, direction, impairment);
-                }
+            for &(direction, impairment) in &faults.impair {
+                lab.network().impair(mac, direction, impairment);
             }
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.disk(Disk::Blank { bytes: 8 << 30 }, Some(1)).start().await?)
         })

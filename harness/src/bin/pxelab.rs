@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pxelab::artifacts::Provider;
-use pxelab::jobs::{self, JOBS};
+use std::time::Duration;
+
+use pxelab::jobs::{self, InstallFaults, JOBS};
+use pxelab::net::fault::{Direction, Impairment};
 use pxelab::lab::Lab;
 
 #[derive(Parser)]
@@ -30,6 +33,8 @@ enum Command {
         /// Build the install image and config with `nix-build <file>` (with --nix-installer).
         #[arg(long, requires = "nix_installer")]
         nix_image: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        faults: FaultArgs,
     },
     /// List runnable scenarios.
     List,
@@ -40,6 +45,83 @@ enum Command {
         #[command(subcommand)]
         what: Bench,
     },
+}
+
+/// Faults injected on the install client's port and the lab's servers (seeded: the same
+/// seed makes the same decisions; every fault is logged in events.jsonl).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Fault injection (install jobs)")]
+struct FaultArgs {
+    /// Seed of the fault injector.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Frames lost, in percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
+    loss: f64,
+    /// Delay of each frame (e.g. 50ms, 1s).
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    delay: Duration,
+    /// Each frame's delay varies by up to this much either way.
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    jitter: Duration,
+    /// Frames duplicated, in percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
+    duplicate: f64,
+    /// Frames held back behind later ones, in percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
+    reorder: f64,
+    /// Frames with one byte flipped, in percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
+    corrupt: f64,
+    /// Which way the impairment applies: in (from the VM), out (to it) or both.
+    #[arg(long, value_parser = ["in", "out", "both"], default_value = "both")]
+    direction: String,
+    /// Take the client's link down this long in the middle of the kernel's TFTP transfer.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    link_down_during_kernel: Option<Duration>,
+    /// Stop the NFS server this long as the installer starts on the image.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    nfs_restart_during_unpack: Option<Duration>,
+}
+
+impl FaultArgs {
+    fn install_faults(&self) -> InstallFaults {
+        let impairment = Impairment {
+            loss: self.loss / 100.0,
+            delay: self.delay,
+            jitter: self.jitter,
+            duplicate: self.duplicate / 100.0,
+            reorder: self.reorder / 100.0,
+            corrupt: self.corrupt / 100.0,
+        };
+        let directions: &[Direction] = match self.direction.as_str() {
+            "in" => &[Direction::In],
+            "out" => &[Direction::Out],
+            _ => &[Direction::In, Direction::Out],
+        };
+        let impair = if impairment == Impairment::default() { vec![] } else { directions.iter().map(|&d| (d, impairment)).collect() };
+        InstallFaults {
+            seed: self.seed,
+            impair,
+            link_down_during_kernel: self.link_down_during_kernel,
+            nfs_restart_during_unpack: self.nfs_restart_during_unpack,
+        }
+    }
+}
+
+/// `50ms`, `2s`, `1.5s`, or a number of milliseconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "ms"),
+    };
+    let value: f64 = number.trim().parse().map_err(|_| format!("{text:?} is not a duration like 50ms or 2s"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        other => return Err(format!("unknown unit {other:?} in {text:?}: use ms or s")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -83,13 +165,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Doctor => doctor(&runtime),
-        Command::Run { name, artifacts, nix_installer, nix_image } => {
+        Command::Run { name, artifacts, nix_installer, nix_image, faults } => {
             let provider = match (artifacts, nix_installer, nix_image) {
                 (Some(dir), _, _) => Some(Provider::Dir(dir)),
                 (None, Some(installer), Some(image)) => Some(Provider::Nix { installer, image }),
                 _ => None,
             };
-            runtime.block_on(run(&name, provider))
+            runtime.block_on(run(&name, provider, faults.install_faults()))
         }
         Command::Bench { what } => runtime.block_on(bench(what)),
     }
@@ -130,7 +212,7 @@ async fn bench(what: Bench) -> ExitCode {
     }
 }
 
-async fn run(name: &str, provider: Option<Provider>) -> ExitCode {
+async fn run(name: &str, provider: Option<Provider>, faults: InstallFaults) -> ExitCode {
     if !JOBS.iter().any(|job| job.name == name) {
         eprintln!("pxelab: no job named {name:?}; `pxelab list` shows them (nothing was created or removed)");
         return ExitCode::FAILURE;
@@ -142,7 +224,7 @@ async fn run(name: &str, provider: Option<Provider>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match jobs::run(name, &mut lab, provider).await {
+    match jobs::run(name, &mut lab, provider, faults).await {
         Ok(report) => {
             println!("{}", report.stages.table());
             for (what, value) in &report.facts {

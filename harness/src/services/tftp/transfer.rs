@@ -69,7 +69,7 @@ impl Default for TransferLimits {
             max_blksize: MTU_BLKSIZE,
             max_windowsize: 64,
             default_timeout: Duration::from_secs(1),
-            max_retries: 6,
+            max_retries: 10,
             max_transfers: 64,
         }
     }
@@ -102,7 +102,7 @@ pub struct Transfer {
     size: u64,
     blksize: u64,
     windowsize: u64,
-    timeout: Duration,
+    rto: Rto,
     max_retries: u32,
     /// The OACK, until the client acknowledges it with ACK 0.
     oack: Option<Packet>,
@@ -114,11 +114,41 @@ pub struct Transfer {
     last_send: Duration,
 }
 
+/// The shortest retransmission timeout measured ACKs may bring it down to.
+pub const MIN_RTO: Duration = Duration::from_millis(50);
+
+/// The retransmission timeout: the client's `timeout` option when it sent one (RFC 2349),
+/// else measured from ACKs as TCP does (RFC 6298; Karn's rule: a retransmitted window is
+/// not measured), between [`MIN_RTO`] and the default timeout. On a lossy link with a short
+/// round trip a lost block then costs tens of milliseconds, not a second.
+#[derive(Debug, Clone, Copy)]
+struct Rto {
+    current: Duration,
+    ceiling: Duration,
+    fixed: bool,
+    smoothed: Option<(Duration, Duration)>,
+}
+
+impl Rto {
+    fn sample(&mut self, rtt: Duration) {
+        if self.fixed {
+            return;
+        }
+        let (srtt, rttvar) = match self.smoothed {
+            None => (rtt, rtt / 2),
+            Some((srtt, rttvar)) => (srtt * 7 / 8 + rtt / 8, rttvar * 3 / 4 + srtt.abs_diff(rtt) / 4),
+        };
+        self.smoothed = Some((srtt, rttvar));
+        self.current = (srtt + 4 * rttvar).clamp(MIN_RTO, self.ceiling);
+    }
+}
+
 impl Transfer {
     /// Negotiate `options` (from the RRQ) for a file of `size` bytes.
     pub fn new(size: u64, options: &[(String, String)], limits: TransferLimits) -> Self {
         let mut accepted = Vec::new();
-        let (mut blksize, mut windowsize, mut timeout) = (512u64, 1u64, limits.default_timeout);
+        let (mut blksize, mut windowsize) = (512u64, 1u64);
+        let mut rto = Rto { current: limits.default_timeout, ceiling: limits.default_timeout, fixed: false, smoothed: None };
         for (name, value) in options {
             let Ok(n) = value.parse::<u64>() else { continue };
             match name.as_str() {
@@ -131,7 +161,7 @@ impl Transfer {
                     accepted.push((name.clone(), windowsize.to_string()));
                 }
                 "timeout" if (1..=255).contains(&n) => {
-                    timeout = Duration::from_secs(n);
+                    (rto.current, rto.fixed) = (Duration::from_secs(n), true);
                     accepted.push((name.clone(), value.clone()));
                 }
                 "tsize" => accepted.push((name.clone(), size.to_string())),
@@ -142,7 +172,7 @@ impl Transfer {
             size,
             blksize,
             windowsize,
-            timeout,
+            rto,
             max_retries: limits.max_retries,
             oack: (!accepted.is_empty()).then_some(Packet::Oack { options: accepted }),
             acked: 0,
@@ -160,11 +190,12 @@ impl Transfer {
     /// When to call [`Transfer::on_timeout`] if no packet arrives.
     ///
     /// Each retransmission of the same window doubles the interval, up to [`MAX_BACKOFF`], so
-    /// a transfer outlasts a link that is down for a while (the default limits wait 31 s in
-    /// all: 1 + 2 + 4 + 8 + 8 + 8), as GRUB, which never retransmits itself, does.
+    /// a transfer outlasts a link that is down for a while (with the default limits at least
+    /// 28 s in all: ten retransmissions from the 50 ms floor, doubling up to 8 s), as GRUB,
+    /// which never retransmits itself, does.
     pub fn deadline(&self) -> Duration {
-        let backoff = self.timeout.saturating_mul(1 << self.retries.min(16)).min(MAX_BACKOFF.max(self.timeout));
-        self.last_send + backoff
+        let timeout = self.rto.current;
+        self.last_send + timeout.saturating_mul(1 << self.retries.min(16)).min(MAX_BACKOFF.max(timeout))
     }
 
     /// The first packets: the OACK, or the first window of data.
@@ -186,6 +217,9 @@ impl Transfer {
                 if *block != 0 {
                     return Ok(Step::Wait);
                 }
+                if self.retries == 0 {
+                    self.rto.sample(now.saturating_sub(self.last_send));
+                }
                 self.oack = None;
                 self.last_send = now;
                 self.retries = 0;
@@ -198,6 +232,9 @@ impl Transfer {
                     return Ok(Step::Wait); // duplicate or stale: never answer (Sorcerer's Apprentice)
                 }
                 self.acked = full;
+                if self.retries == 0 {
+                    self.rto.sample(now.saturating_sub(self.last_send));
+                }
                 self.retries = 0;
                 if full == self.total_blocks() {
                     return Ok(Step::Finish { outcome: TransferOutcome::Done { bytes: self.size }, send: None });
@@ -285,6 +322,33 @@ mod test {
         let mut t = Transfer::new(20_000, &opts(&[("blksize", "8192")]), TransferLimits::default());
         assert_eq!(t.begin(ms(0), &file).unwrap(), Step::Send(vec![Packet::Oack { options: opts(&[("blksize", "1468")]) }]));
         assert_eq!(blocks(&t.on_packet(ms(1), &Packet::Ack { block: 0 }, &file).unwrap()), [(1, 1468)]);
+    }
+
+    /// With no `timeout` option the interval follows the measured round trip: a lost block
+    /// on a fast link costs tens of milliseconds, not a second.
+    #[test]
+    fn the_retransmission_timeout_follows_the_round_trip() {
+        let file = vec![0u8; 512 * 40];
+        let mut t = Transfer::new(file.len() as u64, &[], TransferLimits::default());
+        t.begin(ms(0), &file).unwrap();
+        assert_eq!(t.deadline(), ms(1000), "before any ACK: the default");
+        let mut now = 0;
+        for block in 1..=20u16 {
+            now += 10;
+            t.on_packet(ms(now), &Packet::Ack { block }, &file).unwrap();
+        }
+        assert_eq!(t.deadline(), ms(now + 50), "10 ms round trips: the floor");
+        t.on_timeout(ms(now + 50), &file).unwrap();
+        assert_eq!(t.deadline(), ms(now + 50 + 100), "then it backs off");
+        let mut at = ms(now + 50 + 100);
+        while let Step::Send(_) = t.on_timeout(at, &file).unwrap() {
+            at = t.deadline();
+        }
+        assert!(at >= ms(now + 28_000), "gives up only after {at:?}: a 10 s link-down is outlasted");
+        let mut fixed = Transfer::new(100, &opts(&[("timeout", "2")]), TransferLimits::default());
+        fixed.begin(ms(0), &file).unwrap();
+        fixed.on_packet(ms(5), &Packet::Ack { block: 0 }, &file).unwrap();
+        assert_eq!(fixed.deadline(), ms(2005), "the client's timeout option is kept");
     }
 
     #[test]
