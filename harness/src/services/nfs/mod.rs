@@ -1,9 +1,9 @@
 //! Read-only NFSv3 over TCP (RFC 1813) with MOUNT v3 and a portmapper (RFC 1833).
 //!
-//! The NFS and MOUNT programs are the `nfsserve` crate's, over a [`StackedExport`]. nfsserve
-//! only serves connections from its own `TcpListener`, so it listens on loopback and the lab's
-//! IP host proxies each NFS connection to it; its built-in portmapper would report that
-//! loopback port, so the lab answers port 111 itself ([`Portmap`]).
+//! The NFS and MOUNT programs are the `nfsserve` crate's (vendored with pxelab's patches,
+//! `vendor/nfsserve/PATCHES.md`), over a [`StackedExport`], serving connections accepted on
+//! the lab's own IP stack: no host socket listens. The lab answers port 111 itself
+//! ([`Portmap`]).
 
 mod export;
 pub mod portmap;
