@@ -348,6 +348,24 @@ mod test {
     }
 
     #[tokio::test]
+    async fn a_stopped_lab_server_ends_the_wait_at_once() {
+        let (mut console, _guest, _dir) = pair().await;
+        let supervisor = crate::supervise::Supervisor::default();
+        console.fail_on(supervisor.watch());
+        supervisor.spawn("nfs", async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(std::io::Error::other("listener gone"))
+        });
+        let started = std::time::Instant::now();
+        let err = console.wait_for_console_text("installer start", Duration::from_secs(600)).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        match err {
+            ConsoleError::ServiceStopped { failure, .. } => assert_eq!((failure.service.as_str(), failure.cause.as_str()), ("nfs", "listener gone")),
+            other => panic!("expected a stopped service, got {other}"),
+        }
+    }
+
+    #[tokio::test]
     async fn closed_console_ends_the_wait() {
         let (console, guest, _dir) = pair().await;
         drop(guest);

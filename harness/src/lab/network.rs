@@ -444,6 +444,40 @@ mod test {
         frame
     }
 
+    /// Inodes of this process's sockets that listen on a host TCP port.
+    fn host_listeners() -> Vec<String> {
+        let ours: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
+            .collect();
+        let table = std::fs::read_to_string("/proc/self/net/tcp").unwrap() + &std::fs::read_to_string("/proc/self/net/tcp6").unwrap_or_default();
+        table
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .filter(|cols| cols.len() > 9 && cols[3] == "0A" && ours.contains(cols[9]))
+            .map(|cols| cols[1].to_owned())
+            .collect()
+    }
+
+    /// Only guests on the segment reach the export: nothing listens on the host (a local
+    /// process could otherwise mount it).
+    #[tokio::test]
+    async fn the_nfs_server_listens_on_no_host_socket() {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(host_listeners().len(), 1, "the check sees a listening socket");
+        drop(probe);
+        let dir = tempfile::tempdir().unwrap();
+        let network = network(dir.path());
+        let (client, _guard) = client(&network);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let connect = client.net().tcp_connect(SocketAddr::from((network.server_ip(), NFS_PORT)));
+        tokio::time::timeout(Duration::from_secs(5), connect).await.expect("connected").unwrap();
+        assert_eq!(host_listeners(), Vec::<String>::new(), "host TCP sockets listening");
+    }
+
     #[tokio::test]
     async fn a_server_that_stops_fails_the_current_wait_at_once() {
         let dir = tempfile::tempdir().unwrap();
