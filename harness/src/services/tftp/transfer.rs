@@ -69,7 +69,7 @@ impl Default for TransferLimits {
             max_blksize: MTU_BLKSIZE,
             max_windowsize: 64,
             default_timeout: Duration::from_secs(1),
-            max_retries: 10,
+            max_retries: 12,
             max_transfers: 64,
         }
     }
@@ -115,7 +115,7 @@ pub struct Transfer {
 }
 
 /// The shortest retransmission timeout measured ACKs may bring it down to.
-pub const MIN_RTO: Duration = Duration::from_millis(50);
+pub const MIN_RTO: Duration = Duration::from_millis(20);
 
 /// The retransmission timeout: the client's `timeout` option when it sent one (RFC 2349),
 /// else measured from ACKs as TCP does (RFC 6298; Karn's rule: a retransmitted window is
@@ -191,7 +191,7 @@ impl Transfer {
     ///
     /// Each retransmission of the same window doubles the interval, up to [`MAX_BACKOFF`], so
     /// a transfer outlasts a link that is down for a while (with the default limits at least
-    /// 28 s in all: ten retransmissions from the 50 ms floor, doubling up to 8 s), as GRUB,
+    /// 34 s in all: twelve retransmissions from the 20 ms floor, doubling up to 8 s), as GRUB,
     /// which never retransmits itself, does.
     pub fn deadline(&self) -> Duration {
         let timeout = self.rto.current;
@@ -328,23 +328,28 @@ mod test {
     /// on a fast link costs tens of milliseconds, not a second.
     #[test]
     fn the_retransmission_timeout_follows_the_round_trip() {
-        let file = vec![0u8; 512 * 40];
+        let file = vec![0u8; 512 * 200];
         let mut t = Transfer::new(file.len() as u64, &[], TransferLimits::default());
         t.begin(ms(0), &file).unwrap();
         assert_eq!(t.deadline(), ms(1000), "before any ACK: the default");
         let mut now = 0;
-        for block in 1..=20u16 {
+        for block in 1..=3u16 {
+            now += 100;
+            t.on_packet(ms(now), &Packet::Ack { block }, &file).unwrap();
+        }
+        assert!((ms(now + 150)..ms(now + 400)).contains(&t.deadline()), "100 ms round trips: {:?}", t.deadline() - ms(now));
+        for block in 4..=150u16 {
             now += 10;
             t.on_packet(ms(now), &Packet::Ack { block }, &file).unwrap();
         }
-        assert_eq!(t.deadline(), ms(now + 50), "10 ms round trips: the floor");
-        t.on_timeout(ms(now + 50), &file).unwrap();
-        assert_eq!(t.deadline(), ms(now + 50 + 100), "then it backs off");
-        let mut at = ms(now + 50 + 100);
+        assert_eq!(t.deadline(), ms(now + 20), "steady 10 ms round trips: the floor");
+        t.on_timeout(ms(now + 20), &file).unwrap();
+        assert_eq!(t.deadline(), ms(now + 20 + 40), "then it backs off");
+        let mut at = ms(now + 20 + 40);
         while let Step::Send(_) = t.on_timeout(at, &file).unwrap() {
             at = t.deadline();
         }
-        assert!(at >= ms(now + 28_000), "gives up only after {at:?}: a 10 s link-down is outlasted");
+        assert!(at >= ms(now + 30_000), "gives up only after {at:?}: a 10 s link-down is outlasted");
         let mut fixed = Transfer::new(100, &opts(&[("timeout", "2")]), TransferLimits::default());
         fixed.begin(ms(0), &file).unwrap();
         fixed.on_packet(ms(5), &Packet::Ack { block: 0 }, &file).unwrap();
