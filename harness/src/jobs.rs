@@ -3,14 +3,14 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use pxelab_fixtures::install::{INSTALLED_PROMPT, INSTALL_STAGES, ROOT_PASSWORD};
+use pxelab_fixtures::install::INSTALL_STAGES;
 use pxelab_fixtures::{initramfs, Compression, HostFiles, UefiDisk, UefiDiskInit};
 
 use crate::artifacts::Provider;
 use crate::lab::{Lab, PxeConfig, Server, StageError, Stages};
 use crate::net::fault::{Direction, Impairment};
 use crate::services::ServiceEvent;
-use crate::vm::{Disk, DiskFormat, NicModel, Rom, Vm};
+use crate::vm::{Disk, DiskBus, DiskFormat, NicModel, Rom, Vm};
 
 /// A scenario `pxelab run` can run.
 #[derive(Debug, Clone, Copy)]
@@ -40,11 +40,11 @@ pub struct Report {
 }
 
 /// Run the job called `name` in `lab`; `provider` replaces the fixture artifacts of an
-/// install, `faults` are injected into it.
-pub async fn run(name: &str, lab: &mut Lab, provider: Option<Provider>, faults: InstallFaults) -> Result<Report, StageError> {
+/// install, which runs on `hardware` with `faults` injected.
+pub async fn run(name: &str, lab: &mut Lab, provider: Option<Provider>, hardware: Hardware, faults: InstallFaults) -> Result<Report, StageError> {
     match name {
         "install-default" => {
-            let mut options = InstallOptions { faults, ..InstallOptions::default() };
+            let mut options = InstallOptions { faults, hardware, ..InstallOptions::default() };
             if let Some(provider) = provider {
                 options.provider = provider;
             }
@@ -100,6 +100,8 @@ pub struct InstallOptions {
     pub installer_files: Vec<(String, String)>,
     /// Faults injected during the install.
     pub faults: InstallFaults,
+    /// The client's hardware.
+    pub hardware: Hardware,
 }
 
 impl Default for InstallOptions {
@@ -108,7 +110,25 @@ impl Default for InstallOptions {
             provider: Provider::Fixture { compression: Compression::Gzip },
             installer_files: Vec::new(),
             faults: InstallFaults::default(),
+            hardware: Hardware::default(),
         }
+    }
+}
+
+/// The install client's hardware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hardware {
+    /// The NIC model; by default the one the artifact set's installed system names.
+    pub nic: Option<NicModel>,
+    pub disk_bus: DiskBus,
+    pub disk_bytes: u64,
+    pub memory_mib: u32,
+    pub cpus: u32,
+}
+
+impl Default for Hardware {
+    fn default() -> Self {
+        Hardware { nic: None, disk_bus: DiskBus::Virtio, disk_bytes: 8 << 30, memory_mib: 1024, cpus: 1 }
     }
 }
 
@@ -128,6 +148,9 @@ pub struct InstallFaults {
 
 /// The console line after which GRUB fetches the kernel.
 const LOADING_KERNEL: &str = r"load-kernel\.cfg: loading kernel";
+/// The firmware starting a boot entry from a disk (not the network): the evidence, with no
+/// network boot traffic after the reboot, that the installed disk booted.
+const DISK_BOOT: &str = r#"BdsDxe: starting (Boot[0-9A-F]{4}) "([^"]*)" from [^\n]*HD\("#;
 
 
 /// The main job: [`install`] with the fixture artifacts and their default configuration.
@@ -157,11 +180,14 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
     let vm = stages
         .run("start network and QEMU", async {
             lab.start_network(config)?;
-            let client = lab.pxe_client("client", mac, NicModel::VirtioNet, Rom::OvmfNative)?;
+            let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
+            let client = lab.pxe_client("client", mac, nic, Rom::OvmfNative)?;
             for &(direction, impairment) in &faults.impair {
                 lab.network().impair(mac, direction, impairment);
             }
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.disk(Disk::Blank { bytes: 8 << 30 }, Some(1)).start().await?)
+            let hw = &options.hardware;
+            let client = client.memory_mib(hw.memory_mib).cpus(hw.cpus).disk_on(hw.disk_bus, Disk::Blank { bytes: hw.disk_bytes }, Some(1));
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.start().await?)
         })
         .await?;
     let net = lab.network();
@@ -199,27 +225,30 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
         }
     }
     let dhcp_before_reboot = dhcp_events(lab, mac);
-    stages.run("firmware → disk → GRUB", vm.wait_for_console_text("pxelab-fixture: booting the installed system", 3 * MINUTE)).await?;
-    let up = stages
-        .run("installed system boots", vm.wait_for_console_text(r"pxelab-fixture: installed system (.+) up as (\S+)\n", 3 * MINUTE))
-        .await?;
+    let booted = stages.run("firmware → disk", vm.wait_for_console_text(DISK_BOOT, 3 * MINUTE)).await?;
+    let login = &artifacts.system.login;
+    stages.run("installed system boots", vm.wait_for_console_text(&login.prompt, 3 * MINUTE)).await?;
     stages
         .run("login", async {
-            vm.wait_for_console_text("login: ", MINUTE).await?;
-            vm.send_line("root").await?;
-            vm.wait_for_console_text("Password: ", MINUTE).await?;
-            vm.send_line(ROOT_PASSWORD).await?;
-            vm.wait_for_console_text(&regex::escape(INSTALLED_PROMPT), MINUTE).await
+            vm.send_line(&login.user).await?;
+            vm.wait_for_console_text(&login.password_prompt, MINUTE).await?;
+            vm.send_line(&login.password).await?;
+            vm.wait_for_console_text(&login.shell_prompt, MINUTE).await
         })
         .await?;
     let dhcp_after_reboot = dhcp_events(lab, mac) - dhcp_before_reboot;
     let entries = vm.var_store().boot_entries().map_err(|e| stage_error("read NVRAM", e.to_string()))?;
     let first = entries.first().map(|o| format!("Boot{:04X} {} {}", o.number, o.description, o.path)).unwrap_or_default();
-    let root_device = vm.succeed("findfs LABEL=nixos").await.map_err(|e| stage_error("check the system", e.to_string()))?;
+    let check = |e: crate::console::ConsoleError| stage_error("check the system", e.to_string());
+    let root_device = vm.succeed("findfs LABEL=nixos").await.map_err(check)?;
+    let version = vm.succeed(&artifacts.system.version_command).await.map_err(check)?;
+    let hostname = vm.succeed("hostname").await.map_err(check)?;
+    let group = |i: usize| booted.groups.get(i).cloned().flatten().unwrap_or_default();
     let facts = vec![
-        ("image version", up.groups[0].clone().unwrap_or_default()),
-        ("hostname", up.groups[1].clone().unwrap_or_default()),
+        ("image version", version),
+        ("hostname", hostname),
         ("root (LABEL=nixos)", root_device),
+        ("firmware booted", format!("{} {}", group(0), group(1))),
         ("first boot entry", first),
         ("DHCP requests after the reboot", dhcp_after_reboot.to_string()),
     ];

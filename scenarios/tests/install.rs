@@ -5,9 +5,9 @@
 use pxelab::artifacts::Provider;
 use pxelab::console::ConsoleError;
 use pxelab_scenarios::error_chain;
-use pxelab::jobs::{self, InstallOptions, INSTALL_CLIENT};
+use pxelab::jobs::{self, Hardware, InstallOptions, INSTALL_CLIENT};
 use pxelab::lab::Lab;
-use pxelab::vm::Vm;
+use pxelab::vm::{DiskBus, NicModel, Vm};
 use pxelab_fixtures::install::IMAGE_VERSION;
 use pxelab_fixtures::Compression;
 
@@ -130,4 +130,31 @@ async fn prebuilt_artifacts_from_a_directory_install() {
     let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     assert_eq!(fact(&report, "DHCP requests after the reboot"), "0");
     assert_eq!(vm.succeed("cat /etc/pxelab-version").await.unwrap(), IMAGE_VERSION);
+}
+
+/// An e1000 client (the NIC upstream's kernel has) installs and boots from its disk.
+#[tokio::test]
+async fn e1000_client_installs() {
+    let options = InstallOptions { hardware: Hardware { nic: Some(NicModel::E1000), ..Hardware::default() }, ..InstallOptions::default() };
+    let mut lab = Lab::new("e1000_client_installs").unwrap();
+    let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!(fact(&report, "DHCP requests after the reboot"), "0");
+    let cmdline = std::fs::read_to_string(lab.dir().join("client/qemu.cmdline")).unwrap();
+    assert!(cmdline.contains("-device e1000,netdev=net0"), "{cmdline}");
+    assert_eq!(vm.succeed("cat /sys/class/net/eth0/device/vendor /sys/class/net/eth0/device/device").await.unwrap(), "0x8086\n0x100e");
+}
+
+/// An NVMe disk: partitions are `nvme0n1p1`, `nvme0n1p2` (`partitionSeparator=p`).
+#[tokio::test]
+async fn nvme_install_with_partition_separator_p() {
+    let options = InstallOptions {
+        installer_files: vec![("config".into(), "rootDevice=/dev/nvme0n1\npartitionSeparator=p\n".into())],
+        hardware: Hardware { disk_bus: DiskBus::Nvme, ..Hardware::default() },
+        ..InstallOptions::default()
+    };
+    let mut lab = Lab::new("nvme_install_with_partition_separator_p").unwrap();
+    let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!(fact(&report, "root (LABEL=nixos)"), "/dev/nvme0n1p2");
+    assert!(fact(&report, "firmware booted").contains("NixOS (pxelab fixture)"), "{:?}", report.facts);
+    assert_eq!(vm.succeed("findfs LABEL=nixos; ls /sys/block").await.unwrap(), "/dev/nvme0n1p2\nnvme0n1");
 }

@@ -3,6 +3,8 @@
 
 mod cache;
 mod provider;
+mod system;
 
 pub use cache::{Cache, CacheError};
 pub use provider::{ArtifactSet, Provider, ProviderError};
+pub use system::{InstalledSystem, Login, SystemFileError, SYSTEM_FILE};

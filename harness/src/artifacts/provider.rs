@@ -12,7 +12,7 @@ use std::process::Command;
 
 use pxelab_fixtures::{Compression, FixtureError, HostFiles, Input, InstallImage, InstallerRoot, PxeTree, Recipe};
 
-use super::{Cache, CacheError};
+use super::{Cache, CacheError, InstalledSystem, SystemFileError};
 
 /// An artifact set, ready to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,8 @@ pub struct ArtifactSet {
     pub tftp_root: PathBuf,
     /// The NFS export, top first: `installer/` (image, `nixos-image`, `config`), then the root.
     pub nfs_layers: Vec<PathBuf>,
+    /// What the installed system is like (`pxelab.toml`).
+    pub system: InstalledSystem,
 }
 
 /// Where the artifacts come from.
@@ -50,6 +52,8 @@ pub enum ProviderError {
     Host(#[from] FixtureError),
     #[error("artifacts")]
     Cache(#[from] CacheError),
+    #[error("artifacts")]
+    System(#[from] SystemFileError),
 }
 
 impl Provider {
@@ -64,13 +68,17 @@ impl Provider {
                 Ok(ArtifactSet {
                     tftp_root: tree.join(PxeTree::ROOT),
                     nfs_layers: vec![image.join(InstallImage::LAYER), root.join(InstallerRoot::ROOT)],
+                    system: InstalledSystem::read(&image.join(InstallImage::SYSTEM))?,
                 })
             }
-            Provider::Dir(dir) => from_files(cache, &Files::in_dir(dir)?),
+            Provider::Dir(dir) => from_files(cache, &Files::in_dir(dir)?, InstalledSystem::find(&[dir.clone()])?),
             Provider::Nix { installer, image } => {
                 let mut outputs = nix_build(installer)?;
                 outputs.extend(nix_build(image)?);
-                from_files(cache, &Files::in_outputs(&outputs)?)
+                // pxelab.toml in an output, else beside the image's expression.
+                let mut dirs = outputs.clone();
+                dirs.extend(image.parent().map(Path::to_owned));
+                from_files(cache, &Files::in_outputs(&outputs)?, InstalledSystem::find(&dirs)?)
             }
         }
     }
@@ -119,7 +127,7 @@ impl Files {
     }
 }
 
-fn from_files(cache: &Cache, files: &Files) -> Result<ArtifactSet, ProviderError> {
+fn from_files(cache: &Cache, files: &Files, system: InstalledSystem) -> Result<ArtifactSet, ProviderError> {
     // Upstream's boot-loader tarball is flat; its files are served from `nixos/`.
     let tftp_root = match files.boot_loader.is_dir() {
         true => staged(cache, "boot-loader", vec![("nixos".into(), Source::Tree(files.boot_loader.clone()))])?,
@@ -139,7 +147,7 @@ fn from_files(cache: &Cache, files: &Files) -> Result<ArtifactSet, ProviderError
             ("installer/nixos-image".into(), Source::Symlink(format!("./{image_name}"))),
         ],
     )?;
-    Ok(ArtifactSet { tftp_root, nfs_layers: vec![installer, nfs_root] })
+    Ok(ArtifactSet { tftp_root, nfs_layers: vec![installer, nfs_root], system })
 }
 
 /// Unpack a tarball (compression detected from its content) into `<entry>/<into>`.

@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 use pxelab::artifacts::Provider;
 use std::time::Duration;
 
-use pxelab::jobs::{self, InstallFaults, JOBS};
+use pxelab::jobs::{self, Hardware, InstallFaults, JOBS};
+use pxelab::vm::{DiskBus, NicModel};
 use pxelab::net::fault::{Direction, Impairment};
 use pxelab::lab::Lab;
 
@@ -34,6 +35,8 @@ enum Command {
         #[arg(long, requires = "nix_installer")]
         nix_image: Option<std::path::PathBuf>,
         #[command(flatten)]
+        hardware: HardwareArgs,
+        #[command(flatten)]
         faults: FaultArgs,
     },
     /// List runnable scenarios.
@@ -45,6 +48,43 @@ enum Command {
         #[command(subcommand)]
         what: Bench,
     },
+}
+
+/// The install client's hardware.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Client hardware (install jobs)")]
+struct HardwareArgs {
+    /// NIC model [default: the one the artifacts' pxelab.toml names; e1000 for upstream's]
+    #[arg(long, value_parser = ["virtio-net", "e1000", "e1000e"])]
+    nic: Option<String>,
+    /// Disk controller: virtio (/dev/vda), nvme (/dev/nvme0n1, partitionSeparator=p) or sata
+    /// (/dev/sda). The install config's rootDevice must name that disk.
+    #[arg(long, value_parser = ["virtio", "nvme", "sata"], default_value = "virtio")]
+    disk_bus: String,
+    /// Disk size in GiB (the protocol's layout needs more than 4.5).
+    #[arg(long, default_value_t = 8)]
+    disk_gib: u64,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 1024)]
+    memory: u32,
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+}
+
+impl HardwareArgs {
+    fn hardware(&self) -> Hardware {
+        let nic = self.nic.as_deref().map(|n| match n {
+            "virtio-net" => NicModel::VirtioNet,
+            "e1000e" => NicModel::E1000e,
+            _ => NicModel::E1000,
+        });
+        let disk_bus = match self.disk_bus.as_str() {
+            "nvme" => DiskBus::Nvme,
+            "sata" => DiskBus::Sata,
+            _ => DiskBus::Virtio,
+        };
+        Hardware { nic, disk_bus, disk_bytes: self.disk_gib << 30, memory_mib: self.memory, cpus: self.cpus }
+    }
 }
 
 /// Faults injected on the install client's port and the lab's servers (seeded: the same
@@ -165,13 +205,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Doctor => doctor(&runtime),
-        Command::Run { name, artifacts, nix_installer, nix_image, faults } => {
+        Command::Run { name, artifacts, nix_installer, nix_image, hardware, faults } => {
             let provider = match (artifacts, nix_installer, nix_image) {
                 (Some(dir), _, _) => Some(Provider::Dir(dir)),
                 (None, Some(installer), Some(image)) => Some(Provider::Nix { installer, image }),
                 _ => None,
             };
-            runtime.block_on(run(&name, provider, faults.install_faults()))
+            runtime.block_on(run(&name, provider, hardware.hardware(), faults.install_faults()))
         }
         Command::Bench { what } => runtime.block_on(bench(what)),
     }
@@ -212,7 +252,7 @@ async fn bench(what: Bench) -> ExitCode {
     }
 }
 
-async fn run(name: &str, provider: Option<Provider>, faults: InstallFaults) -> ExitCode {
+async fn run(name: &str, provider: Option<Provider>, hardware: Hardware, faults: InstallFaults) -> ExitCode {
     if !JOBS.iter().any(|job| job.name == name) {
         eprintln!("pxelab: no job named {name:?}; `pxelab list` shows them (nothing was created or removed)");
         return ExitCode::FAILURE;
@@ -224,7 +264,7 @@ async fn run(name: &str, provider: Option<Provider>, faults: InstallFaults) -> E
             return ExitCode::FAILURE;
         }
     };
-    match jobs::run(name, &mut lab, provider, faults).await {
+    match jobs::run(name, &mut lab, provider, hardware, faults).await {
         Ok(report) => {
             println!("{}", report.stages.table());
             for (what, value) in &report.facts {

@@ -24,11 +24,12 @@ pub struct VmSpec {
     pub qmp_fd: RawFd,
 }
 
-/// A disk on its own virtio-blk controller.
+/// A disk on its own controller (virtio-blk, NVMe) or a port of the AHCI controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskSpec {
     pub path: PathBuf,
     pub format: DiskFormat,
+    pub bus: DiskBus,
     pub bootindex: Option<u32>,
     pub serial: Option<String>,
 }
@@ -68,10 +69,50 @@ pub enum NetBackend {
     Slirp { tftp_root: PathBuf, bootfile: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A NIC model QEMU emulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NicModel {
+    #[serde(rename = "virtio-net")]
     VirtioNet,
     E1000,
+    E1000e,
+}
+
+impl NicModel {
+    /// QEMU's device name.
+    pub fn device(self) -> &'static str {
+        match self {
+            NicModel::VirtioNet => "virtio-net-pci",
+            NicModel::E1000 => "e1000",
+            NicModel::E1000e => "e1000e",
+        }
+    }
+}
+
+/// The controller a disk hangs off, which decides its name in the guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    /// virtio-blk: `/dev/vda`.
+    #[default]
+    Virtio,
+    /// NVMe: `/dev/nvme0n1`, partitions `nvme0n1p1` (the protocol's `partitionSeparator=p`).
+    Nvme,
+    /// SATA on the q35 machine's AHCI controller: `/dev/sda`.
+    Sata,
+}
+
+impl DiskBus {
+    /// The guest's name for the first disk on this bus, and the separator before partition
+    /// numbers.
+    pub fn first_disk(self) -> (&'static str, &'static str) {
+        match self {
+            DiskBus::Virtio => ("/dev/vda", ""),
+            DiskBus::Nvme => ("/dev/nvme0n1", "p"),
+            DiskBus::Sata => ("/dev/sda", ""),
+        }
+    }
 }
 
 /// The option ROM a NIC carries, which decides who does the PXE boot.
@@ -116,7 +157,12 @@ impl VmSpec {
         arg("-mon", "chardev=qmp,mode=control".into());
         for (i, disk) in self.disks.iter().enumerate() {
             arg("-drive", format!("if=none,id=disk{i},format={},file={}", disk.format.as_str(), disk.path.display()));
-            let mut device = format!("virtio-blk-pci,drive=disk{i}");
+            let mut device = match disk.bus {
+                DiskBus::Virtio => format!("virtio-blk-pci,drive=disk{i}"),
+                DiskBus::Nvme => format!("nvme,drive=disk{i}"),
+                // q35's built-in ICH9 AHCI controller has six ports, ide.0 to ide.5.
+                DiskBus::Sata => format!("ide-hd,drive=disk{i},bus=ide.{i}"),
+            };
             if let Some(serial) = &disk.serial {
                 device += &format!(",serial={serial}");
             }
@@ -135,11 +181,7 @@ impl VmSpec {
                     format!("user,id=net{i},restrict=on,tftp={},bootfile={bootfile}", tftp_root.display()),
                 ),
             }
-            let model = match nic.model {
-                NicModel::VirtioNet => "virtio-net-pci",
-                NicModel::E1000 => "e1000",
-            };
-            let mut device = format!("{model},netdev=net{i},mac={}", mac_string(&nic.mac));
+            let mut device = format!("{},netdev=net{i},mac={}", nic.model.device(), mac_string(&nic.mac));
             match &nic.rom {
                 Rom::Ipxe => {}
                 Rom::OvmfNative => device += ",romfile=",
@@ -170,6 +212,7 @@ mod test {
             disks: vec![DiskSpec {
                 path: "/run/t/client1/disk0.qcow2".into(),
                 format: DiskFormat::Qcow2,
+                bus: DiskBus::Virtio,
                 bootindex: Some(1),
                 serial: Some("pxelab0".into()),
             }],
@@ -194,6 +237,35 @@ mod test {
             qmp_fd: 6,
         };
         insta::assert_snapshot!(spec.argv().join("\n"));
+    }
+
+    #[test]
+    fn disk_buses_and_nic_models_name_their_devices() {
+        let disk = |bus| DiskSpec { path: "/d.qcow2".into(), format: DiskFormat::Qcow2, bus, bootindex: Some(1), serial: Some("s".into()) };
+        let nic = |model| NicSpec { model, mac: [2, 0, 0, 0, 0, 1], rom: Rom::OvmfNative, bootindex: None, backend: NetBackend::Switch { fd: 9 } };
+        let spec = VmSpec {
+            name: "c".into(),
+            accel: Accel::Tcg,
+            memory_mib: 512,
+            cpus: 2,
+            firmware: None,
+            disks: vec![disk(DiskBus::Nvme), disk(DiskBus::Sata), disk(DiskBus::Virtio)],
+            nics: vec![nic(NicModel::E1000e), nic(NicModel::E1000)],
+            serial_fd: 3,
+            serial_log: "/s.log".into(),
+            qmp_fd: 4,
+        };
+        let devices: Vec<String> = spec.argv().windows(2).filter(|w| w[0] == "-device").map(|w| w[1].clone()).collect();
+        assert_eq!(
+            devices,
+            [
+                "nvme,drive=disk0,serial=s,bootindex=1",
+                "ide-hd,drive=disk1,bus=ide.1,serial=s,bootindex=1",
+                "virtio-blk-pci,drive=disk2,serial=s,bootindex=1",
+                "e1000e,netdev=net0,mac=02:00:00:00:00:01,romfile=",
+                "e1000,netdev=net1,mac=02:00:00:00:00:01,romfile=",
+            ]
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod process;
 mod qmp;
 
 pub use accel::{probe as probe_accel, select as select_accel, Accel, AccelError};
-pub use command::{mac_string, DiskFormat, DiskSpec, NetBackend, NicModel, NicSpec, Rom, VmSpec};
+pub use command::{mac_string, DiskBus, DiskFormat, DiskSpec, NetBackend, NicModel, NicSpec, Rom, VmSpec};
 pub use process::QemuProcess;
 pub use qmp::{Qmp, QmpError, QmpEvent};
 
@@ -101,7 +101,7 @@ pub struct VmBuilder {
     cpus: u32,
     accel: Option<Accel>,
     cache_dir: PathBuf,
-    disks: Vec<(Disk, Option<u32>)>,
+    disks: Vec<(Disk, DiskBus, Option<u32>)>,
     nics: Vec<Nic>,
     services: Option<FailureWatch>,
 }
@@ -130,8 +130,13 @@ impl VmBuilder {
     }
 
     /// Attach a virtio-blk disk, optionally with a firmware boot index (1 boots first).
-    pub fn disk(mut self, disk: Disk, bootindex: Option<u32>) -> Self {
-        self.disks.push((disk, bootindex));
+    pub fn disk(self, disk: Disk, bootindex: Option<u32>) -> Self {
+        self.disk_on(DiskBus::Virtio, disk, bootindex)
+    }
+
+    /// Attach a disk on `bus`, optionally with a firmware boot index (1 boots first).
+    pub fn disk_on(mut self, bus: DiskBus, disk: Disk, bootindex: Option<u32>) -> Self {
+        self.disks.push((disk, bus, bootindex));
         self
     }
 
@@ -156,9 +161,9 @@ impl VmBuilder {
         };
         let vars = firmware.new_var_store(&self.dir.join("OVMF_VARS.fd"))?;
         let mut disks = Vec::new();
-        for (i, (disk, bootindex)) in self.disks.into_iter().enumerate() {
+        for (i, (disk, bus, bootindex)) in self.disks.into_iter().enumerate() {
             let (path, format) = make_disk(&self.dir, i, disk).await?;
-            disks.push(DiskSpec { path, format, bootindex, serial: Some(format!("pxelab{i}")) });
+            disks.push(DiskSpec { path, format, bus, bootindex, serial: Some(format!("pxelab{i}")) });
         }
         let (serial_ours, serial_theirs) = socket_pair("serial")?;
         let (qmp_ours, qmp_theirs) = socket_pair("QMP")?;

@@ -1,0 +1,136 @@
+//! What an installed system is like, so that generic jobs can drive it: the NIC its kernel
+//! has a driver for, how to log in, how its shell prompts, how to read its version.
+//!
+//! It comes with the artifact set: a `pxelab.toml` beside a user's artifacts, with upstream
+//! NixOS's defaults for whatever it leaves out, or a fixture flavour's own.
+//!
+//! ```toml
+//! nic = "e1000"                # virtio-net, e1000 or e1000e
+//! console = "ttyS0,115200"
+//! version_command = "nixos-version"
+//!
+//! [login]
+//! prompt = "login: "           # regexes, matched on the ANSI-stripped console
+//! user = "root"
+//! password_prompt = "Password: "
+//! password = "root"
+//! shell_prompt = "# $"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::vm::NicModel;
+
+/// The file beside the artifacts that describes the installed system.
+pub const SYSTEM_FILE: &str = "pxelab.toml";
+
+/// The installed system's contract with the harness.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InstalledSystem {
+    /// The client NIC model. Upstream's kernel has e1000, e1000e and igb built in and
+    /// virtio-net only as a module it cannot load before its NFS root: e1000.
+    pub nic: NicModel,
+    /// The serial console the system uses (the client's first serial port), as on the
+    /// kernel command line.
+    pub console: String,
+    pub login: Login,
+    /// A shell command whose output is the system's version.
+    pub version_command: String,
+}
+
+/// How to log in on the serial console.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Login {
+    pub prompt: String,
+    pub user: String,
+    pub password_prompt: String,
+    pub password: String,
+    /// The shell's prompt once logged in (a regex; `$` anchors it at the end of the output).
+    pub shell_prompt: String,
+}
+
+impl Default for InstalledSystem {
+    /// Upstream NixOS's install image.
+    fn default() -> Self {
+        InstalledSystem {
+            nic: NicModel::E1000,
+            console: "ttyS0,115200".into(),
+            login: Login::default(),
+            version_command: "nixos-version".into(),
+        }
+    }
+}
+
+impl Default for Login {
+    /// Upstream's default image: root with the password root.
+    fn default() -> Self {
+        Login {
+            prompt: "login: ".into(),
+            user: "root".into(),
+            password_prompt: "Password: ".into(),
+            password: "root".into(),
+            shell_prompt: "# $".into(),
+        }
+    }
+}
+
+/// `pxelab.toml` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemFileError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a valid {SYSTEM_FILE}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+}
+
+impl InstalledSystem {
+    /// The contract in the first of `dirs` that has a [`SYSTEM_FILE`]; upstream's defaults
+    /// when none has.
+    pub fn find(dirs: &[PathBuf]) -> Result<Self, SystemFileError> {
+        match dirs.iter().map(|d| d.join(SYSTEM_FILE)).find(|f| f.is_file()) {
+            Some(path) => Self::read(&path),
+            None => Ok(Self::default()),
+        }
+    }
+
+    pub fn read(path: &Path) -> Result<Self, SystemFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SystemFileError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| SystemFileError::Parse { path: path.to_owned(), source })
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn what_the_file_leaves_out_is_upstreams_default() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(InstalledSystem::find(&[dir.path().to_owned()]).unwrap(), InstalledSystem::default());
+        std::fs::write(dir.path().join(SYSTEM_FILE), "nic = \"virtio-net\"\n[login]\nshell_prompt = 'box# $'\n").unwrap();
+        let system = InstalledSystem::find(&[dir.path().to_owned()]).unwrap();
+        assert_eq!((system.nic, system.login.shell_prompt.as_str()), (NicModel::VirtioNet, "box# $"));
+        assert_eq!((system.login.password.as_str(), system.version_command.as_str()), ("root", "nixos-version"));
+    }
+
+    #[test]
+    fn a_misspelt_key_or_an_unknown_nic_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SYSTEM_FILE), "nic = \"rtl8139\"\n").unwrap();
+        let err = InstalledSystem::find(&[dir.path().to_owned()]).unwrap_err();
+        assert!(matches!(err, SystemFileError::Parse { .. }), "{err}");
+        std::fs::write(dir.path().join(SYSTEM_FILE), "[login]\npasword = \"x\"\n").unwrap();
+        let err = InstalledSystem::find(&[dir.path().to_owned()]).unwrap_err();
+        assert!(format!("{:?}", err).contains("pasword"), "{err:?}");
+    }
+}
