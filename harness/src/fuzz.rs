@@ -252,10 +252,17 @@ pub fn write_seeds(dir: &Path, target: &str, seeds: &[Vec<u8>]) -> std::io::Resu
 mod test {
     use super::*;
 
-    /// Each target over its committed seeds (from the scenarios' captures) and seeded
-    /// mutations of them: the regression check that every test run makes.
+    /// Each target over its committed seeds (from the scenarios' captures, and every crash
+    /// AFL++ found) and seeded mutations of them: the regression check that every test run
+    /// makes. Like AFL++'s, a panic counts even where the code catches it.
     #[test]
     fn every_target_holds_its_invariants_on_seeds_and_mutations() {
+        static PANICKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICKED.store(true, std::sync::atomic::Ordering::SeqCst);
+            default_hook(info);
+        }));
         let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
         let mut rng = fastrand::Rng::with_seed(0x5eed);
         for (name, target) in TARGETS {
@@ -279,6 +286,7 @@ mod test {
                     }
                 }
                 target(&input);
+                assert!(!PANICKED.load(std::sync::atomic::Ordering::SeqCst), "{name} panicked on {input:02x?}");
             }
         }
     }

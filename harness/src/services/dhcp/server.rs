@@ -291,23 +291,44 @@ impl DhcpServer {
 const FIXED_LENGTHS: &[(u8, std::ops::RangeInclusive<u8>)] =
     &[(80, 0..=0), (81, 3..=255), (94, 3..=3), (151, 1..=255), (152, 4..=4), (153, 4..=4), (154, 4..=4), (155, 4..=4)];
 
+/// Add the lengths of the options in `area` to `totals`, by code (`None`: not present);
+/// returns the value of option 52 (overload), 0 without it.
+fn option_lengths(mut area: &[u8], totals: &mut [Option<usize>; 256]) -> u8 {
+    let mut overload = 0;
+    while let [code, rest @ ..] = area {
+        match (*code, rest) {
+            (0, _) => area = rest,
+            (255, _) | (_, []) => break,
+            (code, [len, rest @ ..]) => {
+                *totals[usize::from(code)].get_or_insert(0) += usize::from(*len);
+                if code == 52 {
+                    overload = rest.first().copied().unwrap_or(0);
+                }
+                area = rest.get(usize::from(*len)..).unwrap_or_default();
+            }
+        }
+    }
+    overload
+}
+
 /// Decode a request from a guest. dhcproto trusts some option lengths (it asserts them in
 /// debug builds, which is how tests run pxelab): those are checked first, and a panic left
 /// in its decoder is caught and reported as a malformed message, never a stopped server.
 fn decode(payload: &[u8]) -> Result<Message, Ignored> {
-    // The options follow the 236-byte header and the 4-byte magic cookie (RFC 2131).
-    let mut options = payload.get(240..).unwrap_or_default();
-    while let [code, rest @ ..] = options {
-        match (*code, rest) {
-            (0, _) => options = rest,
-            (255, _) | (_, []) => break,
-            (code, [len, rest @ ..]) => {
-                if let Some((_, allowed)) = FIXED_LENGTHS.iter().find(|(c, _)| *c == code) {
-                    if !allowed.contains(len) {
-                        return Err(Ignored::Malformed(format!("option {code} of length {len}")));
-                    }
-                }
-                options = rest.get(usize::from(*len)..).unwrap_or_default();
+    // The options follow the 236-byte header and the 4-byte magic cookie (RFC 2131); option
+    // 52 says that `file` (1), `sname` (2) or both (3) hold more of them (RFC 2132 9.3), and
+    // repeated options are one, concatenated (RFC 3396): check the sum per code.
+    let mut totals = [None; 256];
+    let overload = option_lengths(payload.get(240..).unwrap_or_default(), &mut totals);
+    for (bit, area) in [(1, 108..236), (2, 44..108)] {
+        if overload & bit != 0 {
+            option_lengths(payload.get(area).unwrap_or_default(), &mut totals);
+        }
+    }
+    for (code, allowed) in FIXED_LENGTHS {
+        if let Some(total) = totals[usize::from(*code)] {
+            if !(usize::from(*allowed.start())..=usize::from(*allowed.end())).contains(&total) {
+                return Err(Ignored::Malformed(format!("option {code} of length {total}")));
             }
         }
     }
@@ -608,6 +629,15 @@ mod test {
             bad.push(255);
             assert!(matches!(server.handle(Duration::ZERO, &bad), Err(Ignored::Malformed(_))), "option {code} length {len}");
         }
+        // Twice 4 bytes of option 153: dhcproto joins them into one of 8 (RFC 3396).
+        let mut twice = good[..240].to_vec();
+        twice.extend([53, 1, 1, 153, 4, 0, 0, 0, 0, 153, 4, 0, 0, 0, 0, 255]);
+        assert!(matches!(server.handle(Duration::ZERO, &twice), Err(Ignored::Malformed(_))));
+        // The same, carried in the `file` field (option 52, overload 1).
+        let mut overloaded = good[..240].to_vec();
+        overloaded[108..113].copy_from_slice(&[154, 2, 0, 0, 255]);
+        overloaded.extend([53, 1, 1, 52, 1, 1, 255]);
+        assert!(matches!(server.handle(Duration::ZERO, &overloaded), Err(Ignored::Malformed(_))));
         assert!(server.handle(Duration::ZERO, &good).is_ok());
     }
 
