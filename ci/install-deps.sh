@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Install what pxelab needs on Debian 12 (bookworm): QEMU, OVMF, iPXE ROMs, GRUB's EFI
 # modules, the kernel and busybox the fixtures are built from, mmdebstrap for the installer
-# root (it fetches Debian packages), and the compressors the install images use. Run as root.
+# root (it fetches Debian packages), the compressors the install images use, and Nix (the
+# nix provider's test runs the real nix-build). Run as root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 packages=(qemu-system-x86 ovmf ipxe-qemu grub-efi-amd64-bin grub-common linux-image-amd64 busybox-static
-          mmdebstrap kmod xz-utils zstd)
+          mmdebstrap kmod xz-utils zstd nix-bin)
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 # qemu-img must come from the same QEMU release as qemu-system-x86. Some images carry a

@@ -2,7 +2,7 @@
 //! reboots into it through its new NVRAM boot entry (not the network), and the installed
 //! system is checked from the inside and from the host.
 
-use pxelab::artifacts::Provider;
+use pxelab::artifacts::{Provider, SYSTEM_FILE};
 use pxelab::console::ConsoleError;
 use pxelab_scenarios::error_chain;
 use pxelab::jobs::{self, Hardware, InstallOptions, INSTALL_CLIENT};
@@ -125,6 +125,8 @@ async fn prebuilt_artifacts_from_a_directory_install() {
     let installer = fixture.nfs_layers[0].join("installer");
     std::fs::copy(installer.join("nixos.tar.gz"), user.join("nixos.tar.gz")).unwrap();
     std::fs::write(user.join("config"), "rootDevice=/dev/vda\npartitionSeparator=\nuseBinaryCache=0\n").unwrap();
+    // The busybox system is not upstream's: its pxelab.toml says how it differs.
+    std::fs::copy(fixture.nfs_layers[0].parent().unwrap().join(SYSTEM_FILE), user.join(SYSTEM_FILE)).unwrap();
 
     let options = InstallOptions { provider: Provider::Dir(user), ..InstallOptions::default() };
     let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
