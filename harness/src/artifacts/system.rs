@@ -10,7 +10,7 @@
 //! version_command = "nixos-version"
 //!
 //! [login]
-//! prompt = "login: "           # regexes, matched on the ANSI-stripped console
+//! prompt = '(?m)^(\S+ )?login: $'  # regexes, matched on the ANSI-stripped console
 //! user = "root"
 //! password_prompt = "Password: "
 //! password = "root"
@@ -67,7 +67,9 @@ impl Default for Login {
     /// Upstream's default image: root with the password root.
     fn default() -> Self {
         Login {
-            prompt: "login: ".into(),
+            // A getty's prompt, `<hostname> login: ` at a line's start and the end of the output,
+            // not `/usr/sbin/nologin: No such file or directory`.
+            prompt: r"(?m)^(\S+ )?login: $".into(),
             user: "root".into(),
             password_prompt: "Password: ".into(),
             password: "root".into(),
@@ -121,6 +123,15 @@ mod test {
         let system = InstalledSystem::find(&[dir.path().to_owned()]).unwrap();
         assert_eq!((system.nic, system.login.shell_prompt.as_str()), (NicModel::VirtioNet, "box# $"));
         assert_eq!((system.login.password.as_str(), system.version_command.as_str()), ("root", "nixos-version"));
+    }
+
+    #[test]
+    fn the_default_login_prompt_is_a_gettys_not_any_line_with_login_in_it() {
+        let prompt = regex::Regex::new(&Login::default().prompt).unwrap();
+        assert!(prompt.is_match("\r\n<<< Welcome to NixOS 24.05 (x86_64) - ttyS0 >>>\n\nnixos login: "));
+        assert!(prompt.is_match("boot done\nlogin: "));
+        assert!(!prompt.is_match("busybox: /usr/sbin/nologin: No such file or directory\n"));
+        assert!(!prompt.is_match("nixos login: root\nPassword: "), "a prompt already answered");
     }
 
     #[test]
