@@ -10,7 +10,7 @@ use crate::artifacts::Provider;
 use crate::lab::{Lab, PxeConfig, Server, StageError, Stages};
 use crate::net::fault::{Direction, Impairment};
 use crate::services::ServiceEvent;
-use crate::vm::{Disk, DiskBus, DiskFormat, NicModel, Rom, Vm};
+use crate::vm::{Disk, DiskBus, DiskFormat, NicModel, Vm};
 
 /// A scenario `pxelab run` can run.
 #[derive(Debug, Clone, Copy)]
@@ -181,7 +181,7 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
         .run("start network and QEMU", async {
             lab.start_network(config)?;
             let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
-            let client = lab.pxe_client("client", mac, nic, Rom::OvmfNative)?;
+            let client = lab.pxe_client("client", mac, nic, nic.pxe_rom())?;
             for &(direction, impairment) in &faults.impair {
                 lab.network().impair(mac, direction, impairment);
             }

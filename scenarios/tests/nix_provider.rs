@@ -9,7 +9,8 @@ use pxelab::lab::Lab;
 use pxelab_fixtures::Compression;
 use pxelab_scenarios::error_chain;
 
-/// A derivation whose `/bin/sh` builder runs `script` with `$out` set.
+/// A derivation whose `/bin/sh` builder runs `script` with `$out` set (and no PATH: tools
+/// by absolute path).
 fn derivation(name: &str, script: &str) -> String {
     format!(
         "builtins.derivation {{ name = \"{name}\"; system = builtins.currentSystem; builder = \"/bin/sh\"; \
@@ -30,13 +31,13 @@ async fn artifacts_built_by_nix_build_install() {
     // Upstream's tarballs named .tar.xz are plain tars; pxelab reads them either way.
     let installer_nix = format!(
         "{{ nfsroot = {}; grub-efi-bootloader = {}; }}",
-        derivation("nfsroot", &format!("mkdir $out && /bin/tar -cf $out/nfsroot.tar.xz -C {} .", root.display())),
-        derivation("grub-efi-bootloader", &format!("mkdir $out && /bin/tar -cf $out/boot-loader.tar.xz -C {} .", loader.display())),
+        derivation("nfsroot", &format!("/bin/mkdir $out && /bin/tar -cf $out/nfsroot.tar.xz -C {} .", root.display())),
+        derivation("grub-efi-bootloader", &format!("/bin/mkdir $out && /bin/tar -cf $out/boot-loader.tar.xz -C {} .", loader.display())),
     );
     let image_nix = derivation(
         "nixos-install-image",
         &format!(
-            "mkdir $out && /bin/cp {i}/nixos.tar.gz {i}/config $out/ && /bin/cp {m} $out/",
+            "/bin/mkdir $out && /bin/cp {i}/nixos.tar.gz {i}/config $out/ && /bin/cp {m} $out/",
             i = installer.display(),
             m = image.join(SYSTEM_FILE).display()
         ),

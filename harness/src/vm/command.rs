@@ -80,6 +80,16 @@ pub enum NicModel {
 }
 
 impl NicModel {
+    /// The ROM a UEFI client of this model PXE-boots with. OVMF has a UEFI driver for
+    /// virtio-net only, so its own PXE serves that model; an e1000 or e1000e without a ROM
+    /// offers no network boot at all, so those boot through QEMU's iPXE ROM.
+    pub fn pxe_rom(self) -> Rom {
+        match self {
+            NicModel::VirtioNet => Rom::OvmfNative,
+            NicModel::E1000 | NicModel::E1000e => Rom::Ipxe,
+        }
+    }
+
     /// QEMU's device name.
     pub fn device(self) -> &'static str {
         match self {
