@@ -85,7 +85,12 @@ pub async fn uefi_boot(lab: &Lab) -> Result<Report, StageError> {
 pub const INSTALL_CLIENT: ([u8; 6], &str, &str) = ([0x52, 0x54, 0x00, 0x1a, 0x5e, 0x01], "192.0.2.10", "nixos-pxe-1");
 /// Where the lab exports the installer's NFS root.
 pub const NFS_EXPORT: &str = "/srv/nixos/nfsroot";
-const MINUTE: Duration = Duration::from_secs(60);
+/// `n` minutes of an install stage's budget, times `PXELAB_TIMEOUT_SCALE` when set (as
+/// openQA's TIMEOUT_SCALE: for slow machines, or a run with injected delay).
+fn minutes(n: u32) -> Duration {
+    let scale = std::env::var("PXELAB_TIMEOUT_SCALE").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0);
+    Duration::from_secs(60 * u64::from(n)).mul_f64(scale.unwrap_or(1.0))
+}
 
 fn stage_error(stage: &str, why: String) -> StageError {
     StageError { stage: stage.into(), elapsed: Duration::ZERO, source: why.into() }
@@ -191,25 +196,25 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
         })
         .await?;
     let net = lab.network();
-    stages.run("firmware → DHCP", net.wait_for_dhcp_lease(mac, 2 * MINUTE)).await?;
-    stages.run("TFTP: GRUB", net.wait_for_tftp_transfer(mac, "nixos/bootx64.efi", 2 * MINUTE)).await?;
+    stages.run("firmware → DHCP", net.wait_for_dhcp_lease(mac, minutes(2))).await?;
+    stages.run("TFTP: GRUB", net.wait_for_tftp_transfer(mac, "nixos/bootx64.efi", minutes(2))).await?;
     // The kernel, not the initrd: GRUB may boot before its ACK of the initrd's last block
     // leaves the wire, so the server cannot always see that last transfer complete.
     let link_down = async {
         let Some(down_for) = faults.link_down_during_kernel else { return };
-        if vm.wait_for_console_text(LOADING_KERNEL, 3 * MINUTE).await.is_ok() {
+        if vm.wait_for_console_text(LOADING_KERNEL, minutes(3)).await.is_ok() {
             tokio::time::sleep(Duration::from_millis(300)).await;
             net.block(mac);
             tokio::time::sleep(down_for).await;
             net.unblock(mac);
         }
     };
-    let (kernel, ()) = tokio::join!(stages.run("TFTP: kernel", net.wait_for_tftp_transfer(mac, "nixos/bzImage", 3 * MINUTE)), link_down);
+    let (kernel, ()) = tokio::join!(stages.run("TFTP: kernel", net.wait_for_tftp_transfer(mac, "nixos/bzImage", minutes(3))), link_down);
     kernel?;
-    stages.run("kernel → NFS root", vm.wait_for_console_text(&regex::escape(initramfs::NFS_SETUP_MARKER), 3 * MINUTE)).await?;
+    stages.run("kernel → NFS root", vm.wait_for_console_text(&regex::escape(initramfs::NFS_SETUP_MARKER), minutes(3))).await?;
     for (stage, marker) in INSTALL_STAGES {
         let (name, pattern) = (format!("installer: {stage}"), regex::escape(marker));
-        let wait = stages.run(&name, vm.wait_for_console_text(&pattern, 10 * MINUTE));
+        let wait = stages.run(&name, vm.wait_for_console_text(&pattern, minutes(10)));
         match faults.nfs_restart_during_unpack.filter(|_| *stage == "unpack image") {
             Some(down_for) => {
                 // From the end of the previous stage: the installer mounts the disk and
@@ -225,15 +230,15 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
         }
     }
     let dhcp_before_reboot = dhcp_events(lab, mac);
-    let booted = stages.run("firmware → disk", vm.wait_for_console_text(DISK_BOOT, 3 * MINUTE)).await?;
+    let booted = stages.run("firmware → disk", vm.wait_for_console_text(DISK_BOOT, minutes(3))).await?;
     let login = &artifacts.system.login;
-    stages.run("installed system boots", vm.wait_for_console_text(&login.prompt, 3 * MINUTE)).await?;
+    stages.run("installed system boots", vm.wait_for_console_text(&login.prompt, minutes(3))).await?;
     stages
         .run("login", async {
             vm.send_line(&login.user).await?;
-            vm.wait_for_console_text(&login.password_prompt, MINUTE).await?;
+            vm.wait_for_console_text(&login.password_prompt, minutes(1)).await?;
             vm.send_line(&login.password).await?;
-            vm.wait_for_console_text(&login.shell_prompt, MINUTE).await
+            vm.wait_for_console_text(&login.shell_prompt, minutes(1)).await
         })
         .await?;
     let dhcp_after_reboot = dhcp_events(lab, mac) - dhcp_before_reboot;
