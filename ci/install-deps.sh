@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Install what pxelab needs on Debian 12 (bookworm): QEMU, OVMF, iPXE ROMs, GRUB's EFI
 # modules, the kernel and busybox the fixtures are built from, mmdebstrap for the installer
-# root (it fetches Debian packages), the compressors the install images use, and Nix (the
-# nix provider's test runs the real nix-build). Run as root.
+# root (it fetches Debian packages), the compressors the install images use, Nix (the nix
+# provider's test runs the real nix-build), and the Linux 6.1 source with what building it
+# needs (the nixos-shape kernel, built once and cached). Run as root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 packages=(qemu-system-x86 ovmf ipxe-qemu grub-efi-amd64-bin grub-common linux-image-amd64 busybox-static
-          mmdebstrap kmod xz-utils zstd nix-bin)
+          mmdebstrap kmod xz-utils zstd nix-bin
+          linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev)
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 # qemu-img must come from the same QEMU release as qemu-system-x86. Some images carry a

@@ -1,0 +1,48 @@
+//! The path real upstream artifacts take (install protocol §2 steps 5-6, §6): GRUB boots a
+//! kernel with no initrd (`ip=::::::dhcp:: root=/dev/nfs`), the kernel does its own DHCP
+//! (IP autoconfiguration) and mounts option 17's root path itself, through the lab's
+//! portmapper and MOUNT, with option 17's options. The kernel is built from Debian's
+//! linux-source-6.1 as upstream's is configured ([`NixosShapeKernel`]; cached, built once).
+
+use std::time::Duration;
+
+use pxelab::lab::{Lab, PxeConfig};
+use pxelab::services::dhcp::DhcpEventKind;
+use pxelab::services::ServiceEvent;
+use pxelab::vm::NicModel;
+use pxelab_fixtures::nfs_root::NFS_ROOT_MARKER;
+use pxelab_fixtures::{HostFiles, NfsRoot, NixosShapeKernel, PxeTree};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x6e, 0x78, 0x01];
+
+/// Upstream's `load-kernel.cfg`: no `initrd` line.
+const UPSTREAM_LOAD_KERNEL: &str = "echo \"load-kernel.cfg: loading kernel $prefix/bzImage ...\"\n\
+    linux $prefix/bzImage console=ttyS0,115200n8 ip=::::::dhcp:: root=/dev/nfs init=/init\n";
+
+#[tokio::test]
+async fn upstream_shaped_kernel_configures_its_ip_and_mounts_its_nfs_root_itself() {
+    let host = HostFiles::find().unwrap();
+    let mut lab = Lab::new("upstream_shaped_kernel_configures_its_ip_and_mounts_its_nfs_root_itself").unwrap();
+    let kernel = lab.cache().get_or_build(&NixosShapeKernel::find().unwrap()).unwrap();
+    let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() }).unwrap().join(PxeTree::ROOT);
+    let root = lab.cache().get_or_build(&NfsRoot { host }).unwrap().join(NfsRoot::ROOT);
+    // The kernel and upstream's load-kernel.cfg over the fixture's GRUB tree.
+    let top = lab.dir().join("tftp-top");
+    std::fs::create_dir_all(top.join("nixos")).unwrap();
+    std::fs::copy(kernel.join(NixosShapeKernel::IMAGE), top.join("nixos/bzImage")).unwrap();
+    std::fs::write(top.join("nixos/load-kernel.cfg"), UPSTREAM_LOAD_KERNEL).unwrap();
+    lab.start_network(PxeConfig::new(vec![top, tree]).nfs_root("/srv/nixos/nfsroot", vec![root])).unwrap();
+    let nic = NicModel::E1000;
+    let vm = lab.pxe_client("client", MAC, nic, nic.pxe_rom()).unwrap().start().await.unwrap();
+
+    vm.wait_for_console_text(r"IP-Config: Complete:", 4 * MINUTE).await.unwrap();
+    let rootserver = vm.wait_for_console_text(r"rootserver=(\S+), rootpath=(\S*)", MINUTE).await.unwrap();
+    assert_eq!(rootserver.groups[0].as_deref(), Some("192.0.2.1"));
+    vm.wait_for_console_text(r"VFS: Mounted root \(nfs filesystem\)", 2 * MINUTE).await.unwrap();
+    vm.wait_for_console_text(NFS_ROOT_MARKER, MINUTE).await.unwrap();
+    let kernel_dhcp = lab.network().events().all().into_iter().any(|(_, e)| {
+        matches!(e, ServiceEvent::Dhcp(d) if d.kind == DhcpEventKind::Ack && d.vendor_class.as_deref() == Some("Linux ipconfig"))
+    });
+    assert!(kernel_dhcp, "the third DHCP round is the kernel's own");
+}
