@@ -82,38 +82,54 @@ impl QemuProcess {
     }
 }
 
-/// SIGTERM, then SIGKILL after a grace period; returns once QEMU is reaped. Blocking.
-fn reap(mut child: tokio::process::Child, pid: u32) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return forget(pid);
-    }
-    signal(pid, libc::SIGTERM);
-    let deadline = Instant::now() + GRACE;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return forget(pid);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    tracing::warn!(pid, "QEMU ignored SIGTERM for {GRACE:?}: killing it");
-    signal(pid, libc::SIGKILL);
-    while let Ok(None) = child.try_wait() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    forget(pid);
-}
-
 impl Drop for QemuProcess {
     /// On a runtime, the grace period and the reaping run on its blocking pool, never on the
     /// thread that carries the lab's network and consoles; the runtime's shutdown waits for
     /// them, so QEMU is gone when the test ends.
     fn drop(&mut self) {
         let Some(child) = self.child.take() else { return };
-        let pid = self.pid;
+        let reaper = Reaper { child, pid: self.pid };
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(move || reap(child, pid))),
-            Err(_) => reap(child, pid),
+            Ok(runtime) => drop(runtime.spawn_blocking(move || reaper.reap())),
+            Err(_) => reaper.reap(),
         }
+    }
+}
+
+/// Ends a QEMU and reaps it. A runtime shutting down drops blocking tasks that have not
+/// started yet: then its `Drop` kills QEMU at once instead, so no path leaves QEMU running.
+struct Reaper {
+    child: tokio::process::Child,
+    pid: u32,
+}
+
+impl Reaper {
+    /// SIGTERM, then SIGKILL after a grace period; returns once QEMU is reaped. Blocking.
+    fn reap(mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        signal(self.pid, libc::SIGTERM);
+        let deadline = Instant::now() + GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!(pid = self.pid, "QEMU ignored SIGTERM for {GRACE:?}: killing it");
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            signal(self.pid, libc::SIGKILL);
+            while let Ok(None) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        forget(self.pid);
     }
 }
 
