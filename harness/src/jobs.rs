@@ -157,15 +157,15 @@ const LOADING_KERNEL: &str = r"load-kernel\.cfg: loading kernel";
 /// network boot traffic after the reboot, that the installed disk booted.
 const DISK_BOOT: &str = r#"BdsDxe: starting (Boot[0-9A-F]{4}) "([^"]*)" from [^\n]*HD\("#;
 
-
 /// The main job: [`install`] with the fixture artifacts and their default configuration.
 pub async fn install_default(lab: &mut Lab) -> Result<(Report, Vm), StageError> {
     install(lab, &InstallOptions::default()).await
 }
 
-/// A client with a blank 8 GiB disk PXE-boots, installs the fixture system over the protocol,
-/// reboots itself and boots the disk through its new NVRAM entry; then it is logged in on the
-/// serial console. Returns the report and the logged-in VM.
+/// A client with a blank disk PXE-boots, installs the artifact set's system over the
+/// protocol, reboots itself and boots the disk through its new NVRAM entry; then it is logged
+/// in on the serial console as the set's `pxelab.toml` says. Returns the report and the
+/// logged-in VM.
 pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report, Vm), StageError> {
     let mut stages = Stages::new();
     let (mac, ip, hostname) = INSTALL_CLIENT;
@@ -198,8 +198,6 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
     let net = lab.network();
     stages.run("firmware → DHCP", net.wait_for_dhcp_lease(mac, minutes(2))).await?;
     stages.run("TFTP: GRUB", net.wait_for_tftp_transfer(mac, "nixos/bootx64.efi", minutes(2))).await?;
-    // The kernel, not the initrd: GRUB may boot before its ACK of the initrd's last block
-    // leaves the wire, so the server cannot always see that last transfer complete.
     let link_down = async {
         let Some(down_for) = faults.link_down_during_kernel else { return };
         if vm.wait_for_console_text(LOADING_KERNEL, minutes(3)).await.is_ok() {
@@ -209,7 +207,10 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
             net.unblock(mac);
         }
     };
-    let (kernel, ()) = tokio::join!(stages.run("TFTP: kernel", net.wait_for_tftp_transfer(mac, "nixos/bzImage", minutes(3))), link_down);
+    // The kernel, not the initrd: GRUB may boot before its ACK of the initrd's last block
+    // leaves the wire, so the server cannot always see that last transfer complete.
+    let kernel = stages.run("TFTP: kernel", net.wait_for_tftp_transfer(mac, "nixos/bzImage", minutes(3)));
+    let (kernel, ()) = tokio::join!(kernel, link_down);
     kernel?;
     stages.run("kernel → NFS root", vm.wait_for_console_text(&regex::escape(initramfs::NFS_SETUP_MARKER), minutes(3))).await?;
     for (stage, marker) in INSTALL_STAGES {
