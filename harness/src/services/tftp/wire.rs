@@ -29,6 +29,8 @@ pub enum WireError {
     Opcode(u16),
     #[error("string field not NUL-terminated or not UTF-8")]
     BadString,
+    #[error("OACK without option name-value pairs")]
+    BadOptions,
 }
 
 fn strings(mut body: &[u8]) -> Result<Vec<String>, WireError> {
@@ -72,7 +74,14 @@ impl Packet {
                 let message = strings(&bytes[4..]).ok().and_then(|f| f.into_iter().next()).unwrap_or_default();
                 Packet::Error { code: number, message }
             }
-            6 => Packet::Oack { options: pairs(&strings(&bytes[2..])?) },
+            // An OACK acknowledges at least one option, each a name and a value (RFC 2347).
+            6 => {
+                let fields = strings(&bytes[2..])?;
+                if fields.is_empty() || fields.len() % 2 != 0 {
+                    return Err(WireError::BadOptions);
+                }
+                Packet::Oack { options: pairs(&fields) }
+            }
             other => return Err(WireError::Opcode(other)),
         })
     }
@@ -164,5 +173,7 @@ mod test {
         assert_eq!(Packet::parse(b"\x00\x09\x00\x00"), Err(WireError::Opcode(9)));
         assert_eq!(Packet::parse(b"\x00\x01name-without-nul"), Err(WireError::BadString));
         assert_eq!(Packet::parse(b"\x00\x01\xff\xfe\x00octet\x00"), Err(WireError::BadString));
+        // Found by the tftp_wire fuzz target: a lone string parsed as an OACK of no options.
+        assert_eq!(Packet::parse(b"\x00\x06nixos/bootx64.eF;;0\x00"), Err(WireError::BadOptions));
     }
 }
