@@ -291,15 +291,16 @@ impl DhcpServer {
 const FIXED_LENGTHS: &[(u8, std::ops::RangeInclusive<u8>)] =
     &[(80, 0..=0), (81, 3..=255), (94, 3..=3), (151, 1..=255), (152, 4..=4), (153, 4..=4), (154, 4..=4), (155, 4..=4)];
 
-/// Add the lengths of the options in `area` to `totals`, by code (`None`: not present);
-/// returns the value of option 52 (overload), 0 without it.
-fn option_lengths(mut area: &[u8], totals: &mut [Option<usize>; 256]) -> u8 {
+/// Check each option in `area` against [`FIXED_LENGTHS`] and add its length to `totals`, by
+/// code (`None`: not present); returns the value of option 52 (overload), 0 without it.
+fn option_lengths(mut area: &[u8], totals: &mut [Option<usize>; 256]) -> Result<u8, Ignored> {
     let mut overload = 0;
     while let [code, rest @ ..] = area {
         match (*code, rest) {
             (0, _) => area = rest,
             (255, _) | (_, []) => break,
             (code, [len, rest @ ..]) => {
+                check_length(code, usize::from(*len))?;
                 *totals[usize::from(code)].get_or_insert(0) += usize::from(*len);
                 if code == 52 {
                     overload = rest.first().copied().unwrap_or(0);
@@ -308,7 +309,17 @@ fn option_lengths(mut area: &[u8], totals: &mut [Option<usize>; 256]) -> u8 {
             }
         }
     }
-    overload
+    Ok(overload)
+}
+
+/// An option of `code` may be `len` bytes long (as one instance, and joined with its repeats).
+fn check_length(code: u8, len: usize) -> Result<(), Ignored> {
+    match FIXED_LENGTHS.iter().find(|(c, _)| *c == code) {
+        Some((_, allowed)) if !(usize::from(*allowed.start())..=usize::from(*allowed.end())).contains(&len) => {
+            Err(Ignored::Malformed(format!("option {code} of length {len}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Decode a request from a guest. dhcproto trusts some option lengths (it asserts them in
@@ -317,19 +328,18 @@ fn option_lengths(mut area: &[u8], totals: &mut [Option<usize>; 256]) -> u8 {
 fn decode(payload: &[u8]) -> Result<Message, Ignored> {
     // The options follow the 236-byte header and the 4-byte magic cookie (RFC 2131); option
     // 52 says that `file` (1), `sname` (2) or both (3) hold more of them (RFC 2132 9.3), and
-    // repeated options are one, concatenated (RFC 3396): check the sum per code.
+    // repeated options may be joined (RFC 3396; dhcproto joins some): each instance and the
+    // sum per code must fit.
     let mut totals = [None; 256];
-    let overload = option_lengths(payload.get(240..).unwrap_or_default(), &mut totals);
+    let overload = option_lengths(payload.get(240..).unwrap_or_default(), &mut totals)?;
     for (bit, area) in [(1, 108..236), (2, 44..108)] {
         if overload & bit != 0 {
-            option_lengths(payload.get(area).unwrap_or_default(), &mut totals);
+            option_lengths(payload.get(area).unwrap_or_default(), &mut totals)?;
         }
     }
-    for (code, allowed) in FIXED_LENGTHS {
+    for (code, _) in FIXED_LENGTHS {
         if let Some(total) = totals[usize::from(*code)] {
-            if !(usize::from(*allowed.start())..=usize::from(*allowed.end())).contains(&total) {
-                return Err(Ignored::Malformed(format!("option {code} of length {total}")));
-            }
+            check_length(*code, total)?;
         }
     }
     match std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(payload))) {
@@ -629,6 +639,10 @@ mod test {
             bad.push(255);
             assert!(matches!(server.handle(Duration::ZERO, &bad), Err(Ignored::Malformed(_))), "option {code} length {len}");
         }
+        // Option 155 as 4 bytes, then 0: the sum fits, the second instance does not.
+        let mut split = good[..240].to_vec();
+        split.extend([53, 1, 1, 155, 4, 0, 0, 0, 0, 155, 0, 255]);
+        assert!(matches!(server.handle(Duration::ZERO, &split), Err(Ignored::Malformed(_))));
         // Twice 4 bytes of option 153: dhcproto joins them into one of 8 (RFC 3396).
         let mut twice = good[..240].to_vec();
         twice.extend([53, 1, 1, 153, 4, 0, 0, 0, 0, 153, 4, 0, 0, 0, 0, 255]);
