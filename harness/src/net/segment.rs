@@ -91,25 +91,32 @@ impl PortSender {
 /// Drops not yet reported, by port and reason.
 #[derive(Debug, Default)]
 struct Counters {
-    totals: Mutex<std::collections::HashMap<(PortId, DropReason), (u64, Option<Instant>)>>,
+    totals: Mutex<std::collections::HashMap<(PortId, DropReason), Tally>>,
+}
+
+/// Drops of one kind on one port, and the last report of them.
+#[derive(Debug, Default)]
+struct Tally {
+    total: u64,
+    reported: u64,
+    reported_at: Option<Instant>,
 }
 
 impl Counters {
     fn count(&self, port: PortId, reason: DropReason) {
-        self.totals.lock().expect("counters lock").entry((port, reason)).or_default().0 += 1;
+        self.totals.lock().expect("counters lock").entry((port, reason)).or_default().total += 1;
     }
 
     /// Drop totals that changed and were last reported over [`REPORT_EVERY`] ago.
     fn due(&self, now: Instant) -> Vec<SegmentEvent> {
         let mut totals = self.totals.lock().expect("counters lock");
         let mut due = Vec::new();
-        for (&(port, reason), (total, reported)) in totals.iter_mut() {
-            if reported.is_none_or(|at| now >= at + REPORT_EVERY) {
-                due.push(SegmentEvent::Dropped { port, reason, total: *total });
-                *reported = Some(now);
+        for (&(port, reason), tally) in totals.iter_mut() {
+            if tally.total > tally.reported && tally.reported_at.is_none_or(|at| now >= at + REPORT_EVERY) {
+                due.push(SegmentEvent::Dropped { port, reason, total: tally.total });
+                (tally.reported, tally.reported_at) = (tally.total, Some(now));
             }
         }
-        totals.retain(|_, (_, reported)| reported.is_some());
         due
     }
 }
@@ -415,6 +422,16 @@ mod test {
             _ => None,
         }).max();
         assert_eq!(total, Some(2 * PORT_QUEUE as u64 + 1), "every dropped frame is counted: {events:?}");
+        let reports = events.iter().filter(|e| matches!(e, ServiceEvent::Segment(SegmentEvent::Dropped { .. }))).count();
+        drop(events);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        segment.pin([2, 0, 0, 0, 0, 7], 0); // wakes the switch without a frame
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after: Vec<u64> = log.0.lock().unwrap().iter().filter_map(|e| match e {
+            ServiceEvent::Segment(SegmentEvent::Dropped { total, .. }) => Some(*total),
+            _ => None,
+        }).collect();
+        assert_eq!(after.len(), reports, "an unchanged total is not reported again: {after:?}");
     }
 
     #[tokio::test]
