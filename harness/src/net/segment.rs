@@ -362,6 +362,14 @@ mod test {
         }
     }
 
+    /// A segment capturing into a temp dir, with its event log.
+    fn segment(seed: u64) -> (tempfile::TempDir, Arc<Log>, Segment) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::default());
+        let segment = Segment::start(&dir.path().join("s.pcap"), Faults::new(seed), log.clone()).unwrap();
+        (dir, log, segment)
+    }
+
     async fn read_frame(vm: &mut tokio::net::UnixStream) -> Vec<u8> {
         let mut len = [0u8; 4];
         vm.read_exact(&mut len).await.unwrap();
@@ -378,8 +386,7 @@ mod test {
 
     #[tokio::test]
     async fn vm_ports_speak_qemu_stream_framing() {
-        let dir = tempfile::tempdir().unwrap();
-        let segment = Segment::start(&dir.path().join("s.pcap"), Faults::new(0), Arc::new(Log::default())).unwrap();
+        let (dir, _, segment) = segment(0);
         let (host, mut to_host) = segment.attach();
         let (_, fd) = segment.attach_vm().unwrap();
         let mut vm = vm_stream(fd);
@@ -399,9 +406,7 @@ mod test {
     /// bounded, the excess is dropped and counted in the events.
     #[tokio::test]
     async fn a_port_that_does_not_read_gets_drops_not_memory() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(Log::default());
-        let segment = Segment::start(&dir.path().join("s.pcap"), Faults::new(0), log.clone()).unwrap();
+        let (_dir, log, segment) = segment(0);
         let (host, _to_host) = segment.attach();
         let (_paused, mut frames) = segment.attach();
         for _ in 0..3 * PORT_QUEUE {
@@ -436,9 +441,7 @@ mod test {
 
     #[tokio::test]
     async fn a_guest_cannot_claim_a_pinned_address() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(Log::default());
-        let segment = Segment::start(&dir.path().join("s.pcap"), Faults::new(0), log.clone()).unwrap();
+        let (_dir, _, segment) = segment(0);
         let host_mac = [2, 0x70, 0x78, 0, 0, 1];
         let (host, mut to_host) = segment.attach();
         segment.pin(host_mac, host.port());
@@ -455,9 +458,7 @@ mod test {
 
     #[tokio::test]
     async fn delayed_frames_arrive_late_and_a_down_link_passes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(Log::default());
-        let segment = Segment::start(&dir.path().join("s.pcap"), Faults::new(5), log.clone()).unwrap();
+        let (_dir, log, segment) = segment(5);
         let (host, _) = segment.attach();
         let (_, mut vm) = segment.attach();
         segment.with_faults(|f| {
