@@ -3,8 +3,8 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use pxelab_fixtures::install::INSTALL_STAGES;
-use pxelab_fixtures::{initramfs, Compression, HostFiles, UefiDisk, UefiDiskInit};
+use pxelab_fixtures::install::{INSTALL_STAGES, NFS_SETUP_MARKER};
+use pxelab_fixtures::{Compression, HostFiles, UefiDisk, UefiDiskInit};
 
 use crate::artifacts::Provider;
 use crate::lab::{Lab, PxeConfig, Server, StageError, Stages};
@@ -24,6 +24,10 @@ pub const JOBS: &[Job] = &[
     Job {
         name: "install-default",
         about: "PXE-install the fixture system on a blank disk, reboot into it from the disk, log in (the main job)",
+    },
+    Job {
+        name: "install-nixos-shape",
+        about: "The same install with upstream-shaped artifacts built here: kernel DHCP and NFS root without initrd, e1000, unionfs-fuse, systemd-boot, systemd",
     },
     Job {
         name: "uefi-boot",
@@ -48,6 +52,13 @@ pub async fn run(name: &str, lab: &mut Lab, provider: Option<Provider>, hardware
             if let Some(provider) = provider {
                 options.provider = provider;
             }
+            install(lab, &options).await.map(|(report, _vm)| report)
+        }
+        "install-nixos-shape" if provider.is_some() => {
+            Err(stage_error("select job", "install-nixos-shape builds its own artifacts; run install-default with --artifacts or --nix-*".into()))
+        }
+        "install-nixos-shape" => {
+            let options = InstallOptions { provider: Provider::NixosShape, faults, hardware, ..InstallOptions::default() };
             install(lab, &options).await.map(|(report, _vm)| report)
         }
         "uefi-boot" => uefi_boot(lab).await,
@@ -157,6 +168,10 @@ const LOADING_KERNEL: &str = r"load-kernel\.cfg: loading kernel";
 /// network boot traffic after the reboot, that the installed disk booted.
 const DISK_BOOT: &str = r#"BdsDxe: starting (Boot[0-9A-F]{4}) "([^"]*)" from [^\n]*HD\("#;
 
+/// Prints the device the root file system is mounted from, by its device number (a kernel
+/// that mounted its root without an initrd calls it `/dev/root`); busybox and coreutils alike.
+const ROOT_DEVICE: &str = "echo /dev/$(basename $(readlink /sys/dev/block/$(awk '$5 == \"/\" { print $3 }' /proc/self/mountinfo | tail -n 1)))";
+
 /// The main job: [`install`] with the fixture artifacts and their default configuration.
 pub async fn install_default(lab: &mut Lab) -> Result<(Report, Vm), StageError> {
     install(lab, &InstallOptions::default()).await
@@ -212,7 +227,7 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
     let kernel = stages.run("TFTP: kernel", net.wait_for_tftp_transfer(mac, "nixos/bzImage", minutes(3)));
     let (kernel, ()) = tokio::join!(kernel, link_down);
     kernel?;
-    stages.run("kernel → NFS root", vm.wait_for_console_text(&regex::escape(initramfs::NFS_SETUP_MARKER), minutes(3))).await?;
+    stages.run("kernel → NFS root", vm.wait_for_console_text(&regex::escape(NFS_SETUP_MARKER), minutes(3))).await?;
     for (stage, marker) in INSTALL_STAGES {
         let (name, pattern) = (format!("installer: {stage}"), regex::escape(marker));
         let wait = stages.run(&name, vm.wait_for_console_text(&pattern, minutes(10)));
@@ -242,18 +257,23 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
             vm.wait_for_console_text(&login.shell_prompt, minutes(1)).await
         })
         .await?;
+    let system = &artifacts.system;
+    let ready = stages.run("system ready", vm.succeed(&system.ready_command)).await?;
     let dhcp_after_reboot = dhcp_events(lab, mac) - dhcp_before_reboot;
     let entries = vm.var_store().boot_entries().map_err(|e| stage_error("read NVRAM", e.to_string()))?;
     let first = entries.first().map(|o| format!("Boot{:04X} {} {}", o.number, o.description, o.path)).unwrap_or_default();
     let check = |e: crate::console::ConsoleError| stage_error("check the system", e.to_string());
-    let root_device = vm.succeed("findfs LABEL=nixos").await.map_err(check)?;
-    let version = vm.succeed(&artifacts.system.version_command).await.map_err(check)?;
+    let root = vm.succeed(ROOT_DEVICE).await.map_err(check)?;
+    let labelled = vm.succeed("findfs LABEL=nixos").await.map_err(check)?;
+    let version = vm.succeed(&system.version_command).await.map_err(check)?;
     let hostname = vm.succeed("hostname").await.map_err(check)?;
     let group = |i: usize| booted.groups.get(i).cloned().flatten().unwrap_or_default();
     let facts = vec![
         ("image version", version),
         ("hostname", hostname),
-        ("root (LABEL=nixos)", root_device),
+        ("system state", ready),
+        ("root file system", root),
+        ("LABEL=nixos", labelled),
         ("firmware booted", format!("{} {}", group(0), group(1))),
         ("first boot entry", first),
         ("DHCP requests after the reboot", dhcp_after_reboot.to_string()),

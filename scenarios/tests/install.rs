@@ -164,7 +164,7 @@ async fn nvme_install_with_partition_separator_p() {
     };
     let mut lab = Lab::new("nvme_install_with_partition_separator_p").unwrap();
     let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
-    assert_eq!(fact(&report, "root (LABEL=nixos)"), "/dev/nvme0n1p2");
+    assert_eq!((fact(&report, "root file system"), fact(&report, "LABEL=nixos")), ("/dev/nvme0n1p2", "/dev/nvme0n1p2"));
     assert!(fact(&report, "firmware booted").contains("NixOS (pxelab fixture)"), "{:?}", report.facts);
     assert_eq!(vm.succeed("findfs LABEL=nixos; ls /sys/block").await.unwrap(), "/dev/nvme0n1p2\nnvme0n1");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use pxelab::lab::{Lab, PxeConfig};
 use pxelab::vm::{NicModel, Rom, Vm};
 use pxelab_fixtures::nfs_root::NFS_ROOT_MARKER;
-use pxelab_fixtures::{initramfs, HostFiles, NfsRoot, PxeTree};
+use pxelab_fixtures::{initramfs, install, HostFiles, NfsRoot, PxeTree};
 use pxelab_scenarios::write_pseudo_random;
 use sha2::{Digest, Sha256};
 
@@ -32,7 +32,7 @@ async fn boot_into_nfs_root(vm: &Vm) {
     vm.wait_for_console_text(r"pxelab-fixture: mounting 192\.0\.2\.1:/srv/nixos/nfsroot \(,vers=3,tcp,rsize=32768,wsize=32768,actimeo=600\) read-only", 4 * MINUTE)
         .await
         .unwrap();
-    vm.wait_for_console_text(&regex::escape(initramfs::NFS_SETUP_MARKER), MINUTE).await.unwrap();
+    vm.wait_for_console_text(&regex::escape(install::NFS_SETUP_MARKER), MINUTE).await.unwrap();
     vm.wait_for_console_text(NFS_ROOT_MARKER, MINUTE).await.unwrap();
     vm.wait_for_console_text(initramfs::SHELL_MARKER, MINUTE).await.unwrap();
 }

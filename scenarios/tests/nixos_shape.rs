@@ -3,14 +3,22 @@
 //! (IP autoconfiguration) and mounts option 17's root path itself, through the lab's
 //! portmapper and MOUNT, with option 17's options. The kernel is built from Debian's
 //! linux-source-6.1 as upstream's is configured ([`NixosShapeKernel`]; cached, built once).
+//!
+//! Then the whole install with the `nixos-shape` flavour, taken as a user's artifact
+//! directory (upstream's names, no `pxelab.toml`): unionfs-fuse over the NFS root, the
+//! installer's own dhcpcd round, systemd-boot's NVRAM entry, systemd up to a login.
 
 use std::time::Duration;
 
+use pxelab::artifacts::Provider;
+use pxelab::jobs::{self, InstallOptions, INSTALL_CLIENT};
 use pxelab::lab::{Lab, PxeConfig};
+use pxelab_scenarios::error_chain;
 use pxelab::services::dhcp::DhcpEventKind;
 use pxelab::services::ServiceEvent;
 use pxelab::vm::NicModel;
 use pxelab_fixtures::nfs_root::NFS_ROOT_MARKER;
+use pxelab_fixtures::nixos_shape::VERSION;
 use pxelab_fixtures::{HostFiles, NfsRoot, NixosShapeKernel, PxeTree};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -55,4 +63,46 @@ async fn upstream_shaped_kernel_configures_its_ip_and_mounts_its_nfs_root_itself
         })
         .collect();
     assert!(matches!(&acks[..], [(Some(7), Some(pxe)), (None, None)] if pxe.starts_with("PXEClient")), "the firmware's, then the kernel's own: {acks:?}");
+}
+
+#[tokio::test]
+async fn nixos_shape_installs_through_upstreams_path_to_a_systemd_login() {
+    let mut lab = Lab::new("nixos_shape_installs_through_upstreams_path_to_a_systemd_login").unwrap();
+    let options = InstallOptions { provider: Provider::NixosShape, ..InstallOptions::default() };
+    let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let fact = |what: &str| report.facts.iter().find(|(w, _)| *w == what).map(|(_, v)| v.clone()).unwrap_or_default();
+    let (mac, ip, hostname) = INSTALL_CLIENT;
+
+    // Upstream's path, in the console: the kernel's own DHCP and NFS root, the copy-on-write
+    // union, and the kernel's e1000 (no virtio-net, no initrd).
+    let console = vm.console().text();
+    for evidence in [
+        "IP-Config: Complete:".into(),
+        format!("device=eth0, hwaddr={}, ipaddr={ip}", pxelab::vm::mac_string(&mac)),
+        "VFS: Mounted root (nfs filesystem) readonly".into(),
+        "union root: unionfs /union fuse.unionfs rw".into(),
+        "e1000 0000:".into(),
+    ] {
+        assert!(console.contains(&evidence), "console lacks {evidence:?}; see {}", vm.console().log_path().display());
+    }
+    assert!(!console.contains("Unpacking initramfs") && !console.contains("virtio_net"), "no initrd, no virtio-net");
+    // Nothing the guest printed is pxelab's but what the lab served it (its DHCP domain): the
+    // harness went by upstream's markers alone.
+    let ours: Vec<&str> =
+        console.lines().filter(|l| l.to_lowercase().replace("pxelab.test", "").contains("pxelab")).collect();
+    assert!(ours.is_empty(), "{ours:#?}");
+
+    // The installed system: systemd with no failed unit, the root on LABEL=nixos, systemd-boot
+    // first in BootOrder (read from the host), the lab's host name, the image's version.
+    assert_eq!(fact("system state"), "running", "{:?}", report.facts);
+    assert_eq!((fact("root file system"), fact("LABEL=nixos")), ("/dev/vda2".into(), "/dev/vda2".into()));
+    let entries = vm.var_store().boot_entries().unwrap();
+    let first = entries.first().unwrap_or_else(|| panic!("no BootOrder: {entries:?}"));
+    assert_eq!(first.description, "Linux Boot Manager", "{entries:?}");
+    assert!(first.path.to_lowercase().ends_with(r"\efi\systemd\systemd-bootx64.efi"), "{entries:?}");
+    assert!(fact("firmware booted").contains("Linux Boot Manager"), "{:?}", report.facts);
+    assert_eq!((fact("hostname"), fact("image version")), (hostname.into(), VERSION.into()));
+    assert_eq!(fact("DHCP requests after the reboot"), "0");
+    assert!(vm.succeed("cat /proc/cmdline").await.unwrap().contains("root=PARTUUID="));
+    assert_eq!(vm.succeed("bootctl is-installed").await.unwrap(), "yes");
 }

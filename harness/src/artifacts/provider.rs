@@ -10,7 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pxelab_fixtures::{Compression, FixtureError, HostFiles, Input, InstallImage, InstallerRoot, PxeTree, Recipe};
+use pxelab_fixtures::{
+    Compression, FixtureError, HostFiles, Input, InstallImage, InstallerRoot, NixosShape, NixosShapeKernel, PxeTree, Recipe,
+};
 
 use super::{Cache, CacheError, InstalledSystem, SystemFileError};
 
@@ -30,6 +32,10 @@ pub struct ArtifactSet {
 pub enum Provider {
     /// Built here from the host's Debian packages.
     Fixture { compression: Compression },
+    /// The `nixos-shape` flavour, built here: upstream's kernel shape (no initrd, no
+    /// virtio-net), unionfs-fuse, systemd and systemd-boot, under upstream's file names and
+    /// with no `pxelab.toml`, taken as a user's directory is.
+    NixosShape,
     /// A directory of prebuilt artifacts.
     Dir(PathBuf),
     /// `nix-build <installer>` (NFS root and boot loader) and `nix-build <image>` (image and
@@ -70,6 +76,11 @@ impl Provider {
                     nfs_layers: vec![image.join(InstallImage::LAYER), root.join(InstallerRoot::ROOT)],
                     system: InstalledSystem::read(&image.join(InstallImage::SYSTEM))?,
                 })
+            }
+            Provider::NixosShape => {
+                let kernel = cache.get_or_build(&NixosShapeKernel::find()?)?.join(NixosShapeKernel::IMAGE);
+                let dir = cache.get_or_build(&NixosShape { host: HostFiles::find()?, kernel })?;
+                from_files(cache, &Files::in_dir(&dir)?, InstalledSystem::find(&[dir])?)
             }
             Provider::Dir(dir) => from_files(cache, &Files::in_dir(dir)?, InstalledSystem::find(&[dir.clone()])?),
             Provider::Nix { installer, image } => {

@@ -8,6 +8,7 @@
 //! nic = "e1000"                # virtio-net, e1000 or e1000e
 //! console = "ttyS0,115200"
 //! version_command = "nixos-version"
+//! ready_command = "systemctl is-system-running --wait"
 //!
 //! [login]
 //! prompt = '(?m)^(\S+ )?login: $'  # regexes, matched on the ANSI-stripped console
@@ -37,6 +38,9 @@ pub struct InstalledSystem {
     pub login: Login,
     /// A shell command whose output is the system's version.
     pub version_command: String,
+    /// A shell command that waits until the system has finished booting and fails unless it
+    /// came up whole (systemd's: no failed unit).
+    pub ready_command: String,
 }
 
 /// How to log in on the serial console.
@@ -59,6 +63,7 @@ impl Default for InstalledSystem {
             console: "ttyS0,115200".into(),
             login: Login::default(),
             version_command: "nixos-version".into(),
+            ready_command: "systemctl is-system-running --wait".into(),
         }
     }
 }

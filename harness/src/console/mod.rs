@@ -140,6 +140,12 @@ impl Console {
         &self.log_path
     }
 
+    /// Everything the console printed so far, as plain text (ANSI codes stripped), consumed
+    /// or not: for asserting on a boot after it happened.
+    pub fn text(&self) -> String {
+        self.shared.transcript.lock().expect("console lock").0.text().to_owned()
+    }
+
     /// The last `n` lines the console printed.
     pub fn tail(&self, n: usize) -> String {
         self.shared.transcript.lock().expect("console lock").0.tail(n)
