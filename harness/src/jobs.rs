@@ -6,7 +6,8 @@ use std::time::Duration;
 use pxelab_fixtures::install::{INSTALL_STAGES, NFS_SETUP_MARKER};
 use pxelab_fixtures::{Compression, HostFiles, UefiDisk, UefiDiskInit};
 
-use crate::artifacts::Provider;
+use crate::artifacts::{ArtifactSet, Provider};
+use crate::console::banner;
 use crate::lab::{Lab, PxeConfig, Server, StageError, Stages};
 use crate::net::fault::{Direction, Impairment};
 use crate::services::ServiceEvent;
@@ -58,7 +59,7 @@ pub async fn run(name: &str, lab: &mut Lab, provider: Option<Provider>, hardware
             Err(stage_error("select job", "install-nixos-shape builds its own artifacts; run install-default with --artifacts or --nix-*".into()))
         }
         "install-nixos-shape" => {
-            let options = InstallOptions { provider: Provider::NixosShape, faults, hardware, ..InstallOptions::default() };
+            let options = InstallOptions { provider: Provider::NixosShape { services: None }, faults, hardware, ..InstallOptions::default() };
             install(lab, &options).await.map(|(report, _vm)| report)
         }
         "uefi-boot" => uefi_boot(lab).await,
@@ -210,9 +211,39 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.start().await?)
         })
         .await?;
+    network_install(lab, vm, stages, &artifacts, faults, 0).await
+}
+
+/// The installed client installs again over its own disk, as an operator reinstalls a
+/// machine: its shell sets `BootNext` to its IPv4 PXE entry (through efivarfs) and reboots;
+/// the firmware PXE-boots and the install runs as [`install`]'s, with the same checks.
+pub async fn reinstall(lab: &Lab, vm: Vm, options: &InstallOptions) -> Result<(Report, Vm), StageError> {
+    let mut stages = Stages::new();
+    let mac = INSTALL_CLIENT.0;
+    let artifacts = stages.run("build artifacts", async { options.provider.provide(lab.cache()) }).await?;
+    let after = lab.network().events().count();
+    stages
+        .run("BootNext → PXE, reboot", async {
+            let entries = vm.var_store().boot_entries()?;
+            let nic = format!("MAC({})", hex::encode(mac));
+            let Some(pxe) = entries.options.iter().find(|o| o.path.contains(&nic) && o.path.ends_with("IPv4")) else {
+                return Err(format!("no IPv4 PXE entry for {nic} in NVRAM: {entries:?}").into());
+            };
+            vm.set_boot_next(pxe.number).await?;
+            vm.reboot().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .await?;
+    network_install(lab, vm, stages, &artifacts, &options.faults, after).await
+}
+
+/// From a client's power-on or reboot into PXE to its login on the installed system: the
+/// lab's events count from the first `after`.
+async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &ArtifactSet, faults: &InstallFaults, after: usize) -> Result<(Report, Vm), StageError> {
+    let mac = INSTALL_CLIENT.0;
     let net = lab.network();
-    stages.run("firmware → DHCP", net.wait_for_dhcp_lease(mac, minutes(2))).await?;
-    stages.run("TFTP: GRUB", net.wait_for_tftp_transfer(mac, "nixos/bootx64.efi", minutes(2))).await?;
+    stages.run("firmware → DHCP", net.wait_for_dhcp_lease_after(mac, after, minutes(2))).await?;
+    stages.run("TFTP: GRUB", net.wait_for_tftp_transfer_after(mac, "nixos/bootx64.efi", after, minutes(2))).await?;
     let link_down = async {
         let Some(down_for) = faults.link_down_during_kernel else { return };
         if vm.wait_for_console_text(LOADING_KERNEL, minutes(3)).await.is_ok() {
@@ -224,7 +255,7 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
     };
     // The kernel, not the initrd: GRUB may boot before its ACK of the initrd's last block
     // leaves the wire, so the server cannot always see that last transfer complete.
-    let kernel = stages.run("TFTP: kernel", net.wait_for_tftp_transfer(mac, "nixos/bzImage", minutes(3)));
+    let kernel = stages.run("TFTP: kernel", net.wait_for_tftp_transfer_after(mac, "nixos/bzImage", after, minutes(3)));
     let (kernel, ()) = tokio::join!(kernel, link_down);
     kernel?;
     stages.run("kernel → NFS root", vm.wait_for_console_text(&regex::escape(NFS_SETUP_MARKER), minutes(3))).await?;
@@ -245,7 +276,7 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
             None => drop(wait.await?),
         }
     }
-    let dhcp_before_reboot = dhcp_events(lab, mac);
+    let (dhcp_before_reboot, boot_before_reboot) = (dhcp_events(lab, mac), network_boot_events(lab, mac));
     let booted = stages.run("firmware → disk", vm.wait_for_console_text(DISK_BOOT, minutes(3))).await?;
     let login = &artifacts.system.login;
     stages.run("installed system boots", vm.wait_for_console_text(&login.prompt, minutes(3))).await?;
@@ -257,9 +288,25 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
             vm.wait_for_console_text(&login.shell_prompt, minutes(1)).await
         })
         .await?;
+    // A root shell on ttyS1, if the system runs one, takes the commands from here on.
+    let mut vm = vm;
+    let backdoor = stages.run("command channel", async { Ok::<_, std::convert::Infallible>(vm.connect_backdoor(Duration::from_secs(2)).await) }).await?;
+    let channel = if backdoor { "ttyS1 (backdoor shell)" } else { "ttyS0 (console login)" };
     let system = &artifacts.system;
-    let ready = stages.run("system ready", vm.succeed(&system.ready_command)).await?;
+    let ready = stages
+        .run("system ready", async {
+            match vm.execute(&system.ready_command).await? {
+                (0, output) => Ok(output),
+                (status, output) => {
+                    let (_, diagnosis) = vm.execute(&system.diagnose_command).await?;
+                    let why = format!("{:?} exited {status}: {output}\n{}", system.ready_command, banner("diagnosis", &diagnosis));
+                    Err(Box::<dyn std::error::Error + Send + Sync>::from(why))
+                }
+            }
+        })
+        .await?;
     let dhcp_after_reboot = dhcp_events(lab, mac) - dhcp_before_reboot;
+    let boot_after_reboot = network_boot_events(lab, mac) - boot_before_reboot;
     let entries = vm.var_store().boot_entries().map_err(|e| stage_error("read NVRAM", e.to_string()))?;
     let first = entries.first().map(|o| format!("Boot{:04X} {} {}", o.number, o.description, o.path)).unwrap_or_default();
     let check = |e: crate::console::ConsoleError| stage_error("check the system", e.to_string());
@@ -272,17 +319,41 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
         ("image version", version),
         ("hostname", hostname),
         ("system state", ready),
+        ("commands on", channel.into()),
         ("root file system", root),
         ("LABEL=nixos", labelled),
         ("firmware booted", format!("{} {}", group(0), group(1))),
         ("first boot entry", first),
+        ("network boot requests after the reboot", boot_after_reboot.to_string()),
         ("DHCP requests after the reboot", dhcp_after_reboot.to_string()),
     ];
     Ok((Report { stages, facts }, vm))
 }
 
-/// How many DHCP requests `mac` has made so far.
+/// How many DHCP requests `mac` has made so far (an installed system may run DHCP itself).
 fn dhcp_events(lab: &Lab, mac: [u8; 6]) -> usize {
     let mac = crate::vm::mac_string(&mac);
     lab.network().events().all().iter().filter(|(_, e)| matches!(e, ServiceEvent::Dhcp(d) if d.mac == mac)).count()
+}
+
+/// How many network boot requests `mac` has made so far: firmware DHCP (client architecture
+/// or a `PXEClient` vendor class) and TFTP transfers from its addresses.
+fn network_boot_events(lab: &Lab, mac: [u8; 6]) -> usize {
+    let mac = crate::vm::mac_string(&mac);
+    let events = lab.network().events().all();
+    let ips: Vec<_> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            ServiceEvent::Dhcp(d) if d.mac == mac => Some(d.ip),
+            _ => None,
+        })
+        .collect();
+    events
+        .iter()
+        .filter(|(_, e)| match e {
+            ServiceEvent::Dhcp(d) => d.mac == mac && (d.arch.is_some() || d.vendor_class.as_deref().is_some_and(|c| c.starts_with("PXEClient"))),
+            ServiceEvent::Tftp(t) => ips.contains(&t.client),
+            _ => false,
+        })
+        .count()
 }

@@ -68,7 +68,7 @@ async fn upstream_shaped_kernel_configures_its_ip_and_mounts_its_nfs_root_itself
 #[tokio::test]
 async fn nixos_shape_installs_through_upstreams_path_to_a_systemd_login() {
     let mut lab = Lab::new("nixos_shape_installs_through_upstreams_path_to_a_systemd_login").unwrap();
-    let options = InstallOptions { provider: Provider::NixosShape, ..InstallOptions::default() };
+    let options = InstallOptions { provider: Provider::NixosShape { services: None }, ..InstallOptions::default() };
     let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     let fact = |what: &str| report.facts.iter().find(|(w, _)| *w == what).map(|(_, v)| v.clone()).unwrap_or_default();
     let (mac, ip, hostname) = INSTALL_CLIENT;
@@ -95,6 +95,7 @@ async fn nixos_shape_installs_through_upstreams_path_to_a_systemd_login() {
     // The installed system: systemd with no failed unit, the root on LABEL=nixos, systemd-boot
     // first in BootOrder (read from the host), the lab's host name, the image's version.
     assert_eq!(fact("system state"), "running", "{:?}", report.facts);
+    assert_eq!(fact("commands on"), "ttyS0 (console login)", "upstream's image has no backdoor");
     assert_eq!((fact("root file system"), fact("LABEL=nixos")), ("/dev/vda2".into(), "/dev/vda2".into()));
     let entries = vm.var_store().boot_entries().unwrap();
     let first = entries.first().unwrap_or_else(|| panic!("no BootOrder: {entries:?}"));
@@ -102,7 +103,7 @@ async fn nixos_shape_installs_through_upstreams_path_to_a_systemd_login() {
     assert!(first.path.to_lowercase().ends_with(r"\efi\systemd\systemd-bootx64.efi"), "{entries:?}");
     assert!(fact("firmware booted").contains("Linux Boot Manager"), "{:?}", report.facts);
     assert_eq!((fact("hostname"), fact("image version")), (hostname.into(), VERSION.into()));
-    assert_eq!(fact("DHCP requests after the reboot"), "0");
+    assert_eq!((fact("network boot requests after the reboot"), fact("DHCP requests after the reboot")), ("0".into(), "0".into()));
     assert!(vm.succeed("cat /proc/cmdline").await.unwrap().contains("root=PARTUUID="));
     assert_eq!(vm.succeed("bootctl is-installed").await.unwrap(), "yes");
 }

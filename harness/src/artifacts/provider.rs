@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pxelab_fixtures::{
-    Compression, FixtureError, HostFiles, Input, InstallImage, InstallerRoot, NixosShape, NixosShapeKernel, PxeTree, Recipe,
+    Compression, FixtureError, HostFiles, Input, InstallImage, InstallerRoot, NixosShapeImage, NixosShapeInstaller, NixosShapeKernel, PxeTree,
+    Recipe, ServiceStack,
 };
 
 use super::{Cache, CacheError, InstalledSystem, SystemFileError};
@@ -34,8 +35,8 @@ pub enum Provider {
     Fixture { compression: Compression },
     /// The `nixos-shape` flavour, built here: upstream's kernel shape (no initrd, no
     /// virtio-net), unionfs-fuse, systemd and systemd-boot, under upstream's file names and
-    /// with no `pxelab.toml`, taken as a user's directory is.
-    NixosShape,
+    /// with no `pxelab.toml`, taken as a user's directory is; the image may add a service stack.
+    NixosShape { services: Option<ServiceStack> },
     /// A directory of prebuilt artifacts.
     Dir(PathBuf),
     /// `nix-build <installer>` (NFS root and boot loader) and `nix-build <image>` (image and
@@ -77,10 +78,13 @@ impl Provider {
                     system: InstalledSystem::read(&image.join(InstallImage::SYSTEM))?,
                 })
             }
-            Provider::NixosShape => {
+            Provider::NixosShape { services } => {
                 let kernel = cache.get_or_build(&NixosShapeKernel::find()?)?.join(NixosShapeKernel::IMAGE);
-                let dir = cache.get_or_build(&NixosShape { host: HostFiles::find()?, kernel })?;
-                from_files(cache, &Files::in_dir(&dir)?, InstalledSystem::find(&[dir])?)
+                let host = HostFiles::find()?;
+                let installer = cache.get_or_build(&NixosShapeInstaller { host: host.clone(), kernel: kernel.clone() })?;
+                let image = cache.get_or_build(&NixosShapeImage { host, kernel, services: *services })?;
+                let outputs = [installer, image];
+                from_files(cache, &Files::in_outputs(&outputs)?, InstalledSystem::find(&outputs)?)
             }
             Provider::Dir(dir) => from_files(cache, &Files::in_dir(dir)?, InstalledSystem::find(&[dir.clone()])?),
             Provider::Nix { installer, image } => {

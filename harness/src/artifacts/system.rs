@@ -9,6 +9,7 @@
 //! console = "ttyS0,115200"
 //! version_command = "nixos-version"
 //! ready_command = "systemctl is-system-running --wait"
+//! diagnose_command = "systemctl --failed …"  # its output is quoted when the ready command fails
 //!
 //! [login]
 //! prompt = '(?m)^(\S+ )?login: $'  # regexes, matched on the ANSI-stripped console
@@ -21,6 +22,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::vm::NicModel;
+
+/// systemd's failed units, each with the end of its journal.
+const FAILED_UNITS: &str = "systemctl --no-pager --failed; \
+    for unit in $(systemctl --failed --plain --no-legend | awk '{ print $1 }'); do \
+    echo \"--- journal of $unit\"; journalctl --no-pager -o cat -n 20 -u \"$unit\"; done";
 
 /// The file beside the artifacts that describes the installed system.
 pub const SYSTEM_FILE: &str = "pxelab.toml";
@@ -41,6 +47,9 @@ pub struct InstalledSystem {
     /// A shell command that waits until the system has finished booting and fails unless it
     /// came up whole (systemd's: no failed unit).
     pub ready_command: String,
+    /// A shell command whose output explains a failed ready command (systemd's: the failed
+    /// units and the end of each one's journal).
+    pub diagnose_command: String,
 }
 
 /// How to log in on the serial console.
@@ -64,6 +73,7 @@ impl Default for InstalledSystem {
             login: Login::default(),
             version_command: "nixos-version".into(),
             ready_command: "systemctl is-system-running --wait".into(),
+            diagnose_command: FAILED_UNITS.into(),
         }
     }
 }

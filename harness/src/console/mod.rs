@@ -74,6 +74,14 @@ pub enum ConsoleError {
     },
     #[error("{console}: command {command:?} failed with exit status {status}\n{}", banner("output", output))]
     CommandFailed { console: String, command: String, status: i32, output: String },
+    #[error("{console}: command {command:?} succeeded, and it should have failed\n{}", banner("output", output))]
+    Succeeded { console: String, command: String, output: String },
+    #[error("{console}: gave up after {waited:.1?} waiting for {what}\n{}", banner("last try", last))]
+    Unsatisfied { console: String, what: String, waited: Duration, last: String },
+    #[error("{console}: unit {unit} failed\n{}\n{}", banner("systemctl status", status), banner("journal", journal))]
+    UnitFailed { console: String, unit: String, status: String, journal: String },
+    #[error("{console}: copying {path}: {why}")]
+    Copy { console: String, path: String, why: String },
 }
 
 /// Format a labelled block for failure output.
@@ -128,6 +136,11 @@ impl Console {
     /// this VM depends on stops.
     pub fn fail_on(&mut self, services: FailureWatch) {
         self.services = Some(services);
+    }
+
+    /// How long [`Console::execute`] waits for a command to finish.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
     }
 
     /// Set how long [`Console::execute`] waits for a command to finish.

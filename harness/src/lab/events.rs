@@ -42,6 +42,11 @@ impl Events {
         Ok(Events { started, seen: Mutex::default(), changed: Notify::new(), log, failure })
     }
 
+    /// How many events there have been so far.
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("events lock").len()
+    }
+
     /// All events so far with their time since the lab started.
     pub fn all(&self) -> Vec<(Duration, ServiceEvent)> {
         self.seen.lock().expect("events lock").clone()

@@ -1,10 +1,12 @@
 //! What a test works in: its own artifact directory, the artifact cache, its PXE network
 //! (segment, DHCP, TFTP) and its VMs.
 
+mod client;
 mod events;
 mod network;
 mod stages;
 
+pub use client::{ClientError, HostClient, Response};
 pub use events::{EventWaitError, Events};
 pub use network::{Network, NetworkError, NfsExport, PxeConfig, Server, HOST_MAC, NFS_ROOT_OPTIONS};
 pub use stages::{StageError, Stages};

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use super::client::HostClient;
 use super::events::{EventWaitError, Events};
 use crate::net::fault::{Direction, Faults, Impairment};
 use crate::net::host::{HostAddr, IpHost};
@@ -241,6 +242,11 @@ impl Network {
         Ok(fd)
     }
 
+    /// The lab host as a client of the guests: port checks and HTTP over this network.
+    pub fn client(&self) -> HostClient {
+        HostClient { host: self.host.clone() }
+    }
+
     /// The harness host's address.
     pub fn server_ip(&self) -> Ipv4Addr {
         self.host.addr.ip
@@ -257,10 +263,16 @@ impl Network {
 
     /// Wait until `mac` is given an address (a DHCP ACK or a BOOTP reply).
     pub async fn wait_for_dhcp_lease(&self, mac: [u8; 6], timeout: Duration) -> Result<DhcpEvent, EventWaitError> {
+        self.wait_for_dhcp_lease_after(mac, 0, timeout).await
+    }
+
+    /// [`Network::wait_for_dhcp_lease`], among the events after the first `after` (see
+    /// [`Events::count`]): a lease of a later boot.
+    pub async fn wait_for_dhcp_lease_after(&self, mac: [u8; 6], after: usize, timeout: Duration) -> Result<DhcpEvent, EventWaitError> {
         let mac = mac_string(&mac);
         self.events
             .wait_for(&format!("a DHCP lease for {mac}"), timeout, |events| {
-                events.iter().find_map(|(_, e)| match e {
+                events.iter().skip(after).find_map(|(_, e)| match e {
                     ServiceEvent::Dhcp(d) if d.mac == mac && matches!(d.kind, DhcpEventKind::Ack | DhcpEventKind::Bootp) => {
                         Some(d.clone())
                     }
@@ -272,6 +284,11 @@ impl Network {
 
     /// Wait until the client with `mac` has fetched all of `file` over TFTP.
     pub async fn wait_for_tftp_transfer(&self, mac: [u8; 6], file: &str, timeout: Duration) -> Result<TftpEvent, EventWaitError> {
+        self.wait_for_tftp_transfer_after(mac, file, 0, timeout).await
+    }
+
+    /// [`Network::wait_for_tftp_transfer`], among the events after the first `after`.
+    pub async fn wait_for_tftp_transfer_after(&self, mac: [u8; 6], file: &str, after: usize, timeout: Duration) -> Result<TftpEvent, EventWaitError> {
         let mac = mac_string(&mac);
         let file = file.trim_start_matches('/');
         self.events
@@ -283,7 +300,7 @@ impl Network {
                         _ => None,
                     })
                     .collect();
-                events.iter().find_map(|(_, e)| match e {
+                events.iter().skip(after).find_map(|(_, e)| match e {
                     ServiceEvent::Tftp(t)
                         if t.outcome == TftpOutcome::Done
                             && ips.contains(&t.client)

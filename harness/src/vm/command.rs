@@ -20,6 +20,9 @@ pub struct VmSpec {
     /// Connected socket for the first serial port, and QEMU's raw log of it.
     pub serial_fd: RawFd,
     pub serial_log: PathBuf,
+    /// Connected socket for the second serial port (the command channel, `ttyS1` in the
+    /// guest), and QEMU's raw log of it.
+    pub commands: Option<(RawFd, PathBuf)>,
     /// Connected socket for QMP.
     pub qmp_fd: RawFd,
 }
@@ -163,6 +166,10 @@ impl VmSpec {
         }
         arg("-chardev", format!("socket,id=serial0,fd={},logfile={}", self.serial_fd, self.serial_log.display()));
         arg("-serial", "chardev:serial0".into());
+        if let Some((fd, log)) = &self.commands {
+            arg("-chardev", format!("socket,id=serial1,fd={fd},logfile={}", log.display()));
+            arg("-serial", "chardev:serial1".into());
+        }
         arg("-chardev", format!("socket,id=qmp,fd={}", self.qmp_fd));
         arg("-mon", "chardev=qmp,mode=control".into());
         for (i, disk) in self.disks.iter().enumerate() {
@@ -244,6 +251,7 @@ mod test {
             ],
             serial_fd: 5,
             serial_log: "/run/t/client1/serial.raw.log".into(),
+            commands: Some((8, "/run/t/client1/commands.raw.log".into())),
             qmp_fd: 6,
         };
         insta::assert_snapshot!(spec.argv().join("\n"));
@@ -263,6 +271,7 @@ mod test {
             nics: vec![nic(NicModel::E1000e), nic(NicModel::E1000)],
             serial_fd: 3,
             serial_log: "/s.log".into(),
+            commands: None,
             qmp_fd: 4,
         };
         let devices: Vec<String> = spec.argv().windows(2).filter(|w| w[0] == "-device").map(|w| w[1].clone()).collect();
@@ -290,6 +299,7 @@ mod test {
             nics: vec![],
             serial_fd: 3,
             serial_log: "s.log".into(),
+            commands: None,
             qmp_fd: 4,
         };
         let argv = spec.argv().join(" ");

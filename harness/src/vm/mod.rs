@@ -7,11 +7,13 @@ mod accel;
 mod command;
 mod process;
 mod qmp;
+mod verbs;
 
 pub use accel::{probe as probe_accel, select as select_accel, Accel, AccelError};
 pub use command::{mac_string, DiskBus, DiskFormat, DiskSpec, NetBackend, NicModel, NicSpec, Rom, VmSpec};
 pub use process::QemuProcess;
 pub use qmp::{Qmp, QmpError, QmpEvent};
+pub use verbs::shell_quote;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -56,6 +58,12 @@ pub enum VmError {
     },
     #[error("{name}: did not shut down within {waited:.1?}\n{}", banner("last console lines", tail))]
     ShutdownTimeout { name: String, waited: Duration, tail: String },
+    #[error("{name}: console")]
+    Console {
+        name: String,
+        #[source]
+        source: ConsoleError,
+    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
@@ -167,7 +175,8 @@ impl VmBuilder {
         }
         let (serial_ours, serial_theirs) = socket_pair("serial")?;
         let (qmp_ours, qmp_theirs) = socket_pair("QMP")?;
-        let mut pass: Vec<OwnedFd> = vec![serial_theirs.into(), qmp_theirs.into()];
+        let (commands_ours, commands_theirs) = socket_pair("command channel")?;
+        let mut pass: Vec<OwnedFd> = vec![serial_theirs.into(), qmp_theirs.into(), commands_theirs.into()];
         let mut nics = Vec::new();
         for nic in self.nics {
             let backend = match nic.cable {
@@ -190,6 +199,7 @@ impl VmBuilder {
             nics,
             serial_fd: std::os::fd::AsRawFd::as_raw_fd(&pass[0]),
             serial_log: self.dir.join("serial.raw.log"),
+            commands: Some((std::os::fd::AsRawFd::as_raw_fd(&pass[2]), self.dir.join("commands.raw.log"))),
             qmp_fd: std::os::fd::AsRawFd::as_raw_fd(&pass[1]),
         };
         let argv = spec.argv();
@@ -201,8 +211,11 @@ impl VmBuilder {
         let process = QemuProcess::spawn(&argv, pass, &qemu_log).map_err(io("cannot run qemu-system-x86_64 (install the Debian package qemu-system-x86)"))?;
         let mut console = Console::attach(&self.name, serial_ours, &self.dir.join("console.log"), started)
             .map_err(io("cannot write the console log"))?;
+        let mut commands = Console::attach(&format!("{} ttyS1", self.name), commands_ours, &self.dir.join("commands.log"), started)
+            .map_err(io("cannot write the command channel's log"))?;
         if let Some(services) = self.services {
-            console.fail_on(services);
+            console.fail_on(services.clone());
+            commands.fail_on(services);
         }
         let qmp = match Qmp::connect(qmp_ours).await {
             Ok(qmp) => qmp,
@@ -212,7 +225,8 @@ impl VmBuilder {
                 return Err(VmError::Start { name: self.name, log, source });
             }
         };
-        Ok(Vm { name: self.name, dir: self.dir, cmdline, process, console, qmp, var_store: vars, started })
+        let backdoor = false;
+        Ok(Vm { name: self.name, dir: self.dir, cmdline, process, console, commands, backdoor, qmp, var_store: vars, started })
     }
 }
 
@@ -253,6 +267,9 @@ pub struct Vm {
     cmdline: String,
     process: QemuProcess,
     console: Console,
+    /// The second serial port; commands go there once a shell answers on it.
+    commands: Console,
+    backdoor: bool,
     qmp: Qmp,
     var_store: VarStore,
     started: Instant,
@@ -313,14 +330,36 @@ impl Vm {
         self.console.wait_for_console_text(pattern, timeout).await
     }
 
-    /// See [`Console::succeed`].
+    /// See [`Console::succeed`]; on the command channel once [`Vm::connect_backdoor`] found it.
     pub async fn succeed(&self, command: &str) -> Result<String, ConsoleError> {
-        self.console.succeed(command).await
+        self.shell().succeed(command).await
     }
 
-    /// See [`Console::execute`].
+    /// See [`Console::execute`]; on the command channel once [`Vm::connect_backdoor`] found it.
     pub async fn execute(&self, command: &str) -> Result<(i32, String), ConsoleError> {
-        self.console.execute(command).await
+        self.shell().execute(command).await
+    }
+
+    /// Use the root shell a system runs on its second serial port (`ttyS1`, as the NixOS
+    /// driver's backdoor) for commands from now on, if one answers within `timeout`: kernel
+    /// and service messages on the console cannot garble them there. Returns whether it did;
+    /// without one, commands stay on the console's login shell.
+    pub async fn connect_backdoor(&mut self, timeout: Duration) -> bool {
+        let started = std::time::Instant::now();
+        self.backdoor = false;
+        self.commands.set_command_timeout(Duration::from_secs(2));
+        while started.elapsed() < timeout {
+            if matches!(self.commands.execute("true").await, Ok((0, _))) {
+                self.commands.set_command_timeout(self.console.command_timeout());
+                self.backdoor = true;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn shell(&self) -> &Console {
+        if self.backdoor { &self.commands } else { &self.console }
     }
 
     /// See [`Console::send_line`].
