@@ -8,8 +8,9 @@ use pxelab_fixtures::{Compression, HostFiles, UefiDisk, UefiDiskInit};
 
 use crate::artifacts::{ArtifactSet, Provider};
 use crate::console::banner;
-use crate::lab::{Lab, PxeConfig, Server, StageError, Stages};
+use crate::lab::{EventWaitError, Lab, PxeConfig, Server, StageError, Stages};
 use crate::net::fault::{Direction, Impairment};
+use crate::services::dhcp::DhcpEventKind;
 use crate::services::ServiceEvent;
 use crate::vm::{Disk, DiskBus, DiskFormat, NicModel, Vm};
 
@@ -211,7 +212,7 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.start().await?)
         })
         .await?;
-    network_install(lab, vm, stages, &artifacts, faults, 0).await
+    network_install(lab, vm, stages, &artifacts, options, 0).await
 }
 
 /// The installed client installs again over its own disk, as an operator reinstalls a
@@ -234,12 +235,14 @@ pub async fn reinstall(lab: &Lab, vm: Vm, options: &InstallOptions) -> Result<(R
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         })
         .await?;
-    network_install(lab, vm, stages, &artifacts, &options.faults, after).await
+    network_install(lab, vm, stages, &artifacts, options, after).await
 }
 
 /// From a client's power-on or reboot into PXE to its login on the installed system: the
 /// lab's events count from the first `after`.
-async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &ArtifactSet, faults: &InstallFaults, after: usize) -> Result<(Report, Vm), StageError> {
+async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &ArtifactSet, options: &InstallOptions, after: usize) -> Result<(Report, Vm), StageError> {
+    let faults = &options.faults;
+    let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
     let mac = INSTALL_CLIENT.0;
     let net = lab.network();
     stages.run("firmware → DHCP", net.wait_for_dhcp_lease_after(mac, after, minutes(2))).await?;
@@ -258,7 +261,39 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
     let kernel = stages.run("TFTP: kernel", net.wait_for_tftp_transfer_after(mac, "nixos/bzImage", after, minutes(3)));
     let (kernel, ()) = tokio::join!(kernel, link_down);
     kernel?;
-    stages.run("kernel → NFS root", vm.wait_for_console_text(&regex::escape(NFS_SETUP_MARKER), minutes(3))).await?;
+    // A kernel with no driver for the NIC never asks for an address: it panics when its NFS
+    // root fails, or waits. Either way, say why, within a minute.
+    let after_kernel = net.events().count();
+    let no_lease = |waited: Duration| {
+        format!(
+            "the kernel got no DHCP lease in the {waited:.0?} after its download: has it a driver for the client's {} NIC? \
+             (upstream's kernel has e1000, e1000e and igb built in, and virtio-net only as a module it cannot load before \
+             its NFS root)",
+            nic.device()
+        )
+    };
+    let kernel_dhcp = async {
+        let why = match net.wait_for_dhcp_lease_after(mac, after_kernel, minutes(1)).await {
+            Ok(_) => return std::future::pending().await,
+            Err(EventWaitError::Timeout { waited, .. }) => no_lease(waited),
+            Err(e) => e.to_string(),
+        };
+        Err(why)
+    };
+    let setup = async { vm.wait_for_console_text(&regex::escape(NFS_SETUP_MARKER), minutes(3)).await.map_err(|e| e.to_string()) };
+    let kernel_started = tokio::time::Instant::now();
+    stages
+        .run("kernel → NFS root", async {
+            let result = tokio::select! {
+                setup = setup => setup,
+                failed = kernel_dhcp => failed,
+            };
+            result.map(drop).map_err(|why| match leased_after(lab, mac, after_kernel) || why.contains("no DHCP lease") {
+                true => why,
+                false => format!("{}\n{why}", no_lease(kernel_started.elapsed())),
+            })
+        })
+        .await?;
     for (stage, marker) in INSTALL_STAGES {
         let (name, pattern) = (format!("installer: {stage}"), regex::escape(marker));
         let wait = stages.run(&name, vm.wait_for_console_text(&pattern, minutes(10)));
@@ -328,6 +363,14 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
         ("DHCP requests after the reboot", dhcp_after_reboot.to_string()),
     ];
     Ok((Report { stages, facts }, vm))
+}
+
+/// Whether `mac` got a lease among the events after the first `after`.
+fn leased_after(lab: &Lab, mac: [u8; 6], after: usize) -> bool {
+    let mac = crate::vm::mac_string(&mac);
+    lab.network().events().all().iter().skip(after).any(|(_, e)| {
+        matches!(e, ServiceEvent::Dhcp(d) if d.mac == mac && matches!(d.kind, DhcpEventKind::Ack | DhcpEventKind::Bootp))
+    })
 }
 
 /// How many DHCP requests `mac` has made so far (an installed system may run DHCP itself).

@@ -107,3 +107,21 @@ async fn nixos_shape_installs_through_upstreams_path_to_a_systemd_login() {
     assert!(vm.succeed("cat /proc/cmdline").await.unwrap().contains("root=PARTUUID="));
     assert_eq!(vm.succeed("bootctl is-installed").await.unwrap(), "yes");
 }
+
+/// Upstream's NIC mistake (protocol §6): a virtio client with upstream's kernel never gets the
+/// kernel's DHCP. pxelab says so a minute after the kernel's download, naming the NIC, rather
+/// than at the stage's timeout.
+#[tokio::test]
+async fn a_virtio_client_with_upstreams_kernel_fails_fast_naming_its_nic() {
+    let mut lab = Lab::new("a_virtio_client_with_upstreams_kernel_fails_fast_naming_its_nic").unwrap();
+    let hardware = jobs::Hardware { nic: Some(NicModel::VirtioNet), ..jobs::Hardware::default() };
+    let options = InstallOptions { provider: Provider::NixosShape { services: None }, hardware, ..InstallOptions::default() };
+    let err = match jobs::install(&mut lab, &options).await {
+        Ok(_) => panic!("a kernel without virtio-net installed over a virtio NIC"),
+        Err(e) => e,
+    };
+    assert_eq!(err.stage, "kernel → NFS root", "{}", error_chain(&err));
+    assert!(err.elapsed < Duration::from_secs(90), "{:?}", err.elapsed);
+    let text = error_chain(&err);
+    assert!(text.contains("virtio-net-pci NIC") && text.contains("e1000"), "{text}");
+}
