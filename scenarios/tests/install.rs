@@ -2,6 +2,8 @@
 //! reboots into it through its new NVRAM boot entry (not the network), and the installed
 //! system is checked from the inside and from the host.
 
+use std::time::Duration;
+
 use pxelab::artifacts::{Provider, SYSTEM_FILE};
 use pxelab::console::ConsoleError;
 use pxelab_scenarios::error_chain;
@@ -56,6 +58,22 @@ async fn pxe_install_then_boot_from_disk() {
     vm.succeed("mount /dev/vda1 /mnt").await.unwrap();
     assert_eq!(vm.succeed("grep '^/dev/vda1 /mnt ' /proc/mounts | cut -d' ' -f3").await.unwrap(), "vfat");
     assert_eq!(vm.succeed("ls -1 /mnt/EFI/pxelab").await.unwrap(), "grub.cfg\ngrubx64.efi\ninitrd\nvmlinuz");
+
+    // A power cycle keeps the disk and the NVRAM: the firmware boots the installed entry again
+    // (a fresh NVRAM would find no loader on the disk's fallback path and PXE-boot).
+    vm.succeed("umount /mnt; echo kept > /root/written-before; sync").await.unwrap();
+    let pxe_before = lab.network().events().count();
+    let vm = lab.restart(vm).await.unwrap();
+    let booted = vm.wait_for_console_text(r#"BdsDxe: starting Boot[0-9A-F]{4} "([^"]*)""#, Duration::from_secs(120)).await.unwrap();
+    assert_eq!(booted.groups[0].as_deref(), Some("NixOS (pxelab fixture)"));
+    let login = Provider::Fixture { compression: Compression::Gzip }.provide(lab.cache()).unwrap().system.login;
+    vm.wait_for_console_text(&login.prompt, Duration::from_secs(180)).await.unwrap();
+    vm.send_line(&login.user).await.unwrap();
+    vm.wait_for_console_text(&login.password_prompt, Duration::from_secs(60)).await.unwrap();
+    vm.send_line(&login.password).await.unwrap();
+    vm.wait_for_console_text(&login.shell_prompt, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(vm.succeed("cat /root/written-before").await.unwrap(), "kept");
+    assert_eq!(lab.network().events().count(), pxe_before, "no DHCP or TFTP: the disk booted");
 }
 
 /// Per-host files override the generic config (most specific wins), whatever the image's

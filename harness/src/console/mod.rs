@@ -108,9 +108,10 @@ pub struct Console {
 
 impl Console {
     /// Attach to a connected console socket; the plain-text transcript with timestamps
-    /// relative to `started` is written to `log_path`.
+    /// relative to `started` is appended to `log_path`.
     pub fn attach(name: &str, stream: UnixStream, log_path: &Path, started: Instant) -> std::io::Result<Self> {
-        let log = std::fs::File::create(log_path)?;
+        // Appended to: a VM restarted in the same directory keeps one transcript.
+        let log = std::fs::File::options().create(true).append(true).open(log_path)?;
         let shared = Arc::new(Shared { transcript: Mutex::new((Transcript::default(), false)), changed: Notify::new() });
         let (reader, writer) = stream.into_split();
         tokio::spawn(read_console(reader, shared.clone(), log, started));

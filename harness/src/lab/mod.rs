@@ -15,7 +15,7 @@ pub use stages::{StageError, Stages};
 use std::path::{Path, PathBuf};
 
 use crate::artifacts::Cache;
-use crate::vm::{Cable, Nic, NicModel, Rom, Vm, VmBuilder};
+use crate::vm::{Cable, Disk, Nic, NicModel, Rom, Vm, VmBuilder, VmError};
 
 /// One test's lab: a directory that keeps every VM's serial log, console transcript, QEMU
 /// command line and output. Its path is printed when the test fails (panics).
@@ -82,6 +82,28 @@ impl Lab {
 
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// Power `vm` off at once if it still runs, and boot it again as it was: the same disks
+    /// and NVRAM, its NICs plugged into this lab's switch again (the NixOS driver's
+    /// `crash(); start()`). Its console log goes on in the same file.
+    pub async fn restart(&self, vm: Vm) -> Result<Vm, VmError> {
+        let was = vm.power_off().await?;
+        let mut builder = self.vm(&was.name).memory_mib(was.memory_mib).cpus(was.cpus).accel(was.accel).keep_nvram();
+        for (path, format, bus, bootindex) in was.disks {
+            builder = builder.disk_on(bus, Disk::Image { path, format }, bootindex);
+        }
+        for (model, mac, rom, bootindex, slirp) in was.nics {
+            let cable = match slirp {
+                Some((tftp_root, bootfile)) => Cable::Slirp { tftp_root, bootfile },
+                None => Cable::Switch(self.network().plug(mac).map_err(|source| VmError::Io { what: "cannot plug the NIC in again".into(), source })?),
+            };
+            builder = builder.nic(Nic { model, mac, rom, bootindex, cable });
+        }
+        if let Some(services) = was.services {
+            builder = builder.fail_on(services);
+        }
+        builder.start().await
     }
 
     /// A VM whose files live in `<lab dir>/<name>`.

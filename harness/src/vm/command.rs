@@ -164,10 +164,10 @@ impl VmSpec {
             arg("-drive", format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
             arg("-drive", format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
         }
-        arg("-chardev", format!("socket,id=serial0,fd={},logfile={}", self.serial_fd, self.serial_log.display()));
+        arg("-chardev", format!("socket,id=serial0,fd={},logfile={},logappend=on", self.serial_fd, self.serial_log.display()));
         arg("-serial", "chardev:serial0".into());
         if let Some((fd, log)) = &self.commands {
-            arg("-chardev", format!("socket,id=serial1,fd={fd},logfile={}", log.display()));
+            arg("-chardev", format!("socket,id=serial1,fd={fd},logfile={},logappend=on", log.display()));
             arg("-serial", "chardev:serial1".into());
         }
         arg("-chardev", format!("socket,id=qmp,fd={}", self.qmp_fd));

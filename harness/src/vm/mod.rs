@@ -112,9 +112,31 @@ pub struct VmBuilder {
     disks: Vec<(Disk, DiskBus, Option<u32>)>,
     nics: Vec<Nic>,
     services: Option<FailureWatch>,
+    keep_nvram: bool,
+}
+
+/// What it takes to boot a stopped VM again as it was: its hardware, disks and NICs.
+#[derive(Debug, Clone)]
+pub struct Relaunch {
+    pub name: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub accel: Accel,
+    /// The disk files as they are now, their buses and boot indexes.
+    pub disks: Vec<(PathBuf, DiskFormat, DiskBus, Option<u32>)>,
+    /// Each NIC's model, MAC, ROM and boot index, and its slirp network (`None`: a lab switch port).
+    pub nics: Vec<(NicModel, [u8; 6], Rom, Option<u32>, Option<(PathBuf, String)>)>,
+    pub services: Option<FailureWatch>,
 }
 
 impl VmBuilder {
+    /// Boot with the NVRAM already in the VM's directory, as a machine keeps it across a
+    /// power cycle, instead of a fresh copy of the template.
+    pub fn keep_nvram(mut self) -> Self {
+        self.keep_nvram = true;
+        self
+    }
+
     pub fn memory_mib(mut self, mib: u32) -> Self {
         self.memory_mib = mib;
         self
@@ -167,10 +189,24 @@ impl VmBuilder {
             Some(accel) => accel,
             None => select_accel(&firmware, &self.cache_dir).await?,
         };
-        let vars = firmware.new_var_store(&self.dir.join("OVMF_VARS.fd"))?;
+        let vars_path = self.dir.join("OVMF_VARS.fd");
+        let vars = match self.keep_nvram && vars_path.is_file() {
+            true => VarStore { path: vars_path },
+            false => firmware.new_var_store(&vars_path)?,
+        };
+        let mut relaunch = Relaunch {
+            name: self.name.clone(),
+            memory_mib: self.memory_mib,
+            cpus: self.cpus,
+            accel,
+            disks: Vec::new(),
+            nics: Vec::new(),
+            services: self.services.clone(),
+        };
         let mut disks = Vec::new();
         for (i, (disk, bus, bootindex)) in self.disks.into_iter().enumerate() {
             let (path, format) = make_disk(&self.dir, i, disk).await?;
+            relaunch.disks.push((path.clone(), format, bus, bootindex));
             disks.push(DiskSpec { path, format, bus, bootindex, serial: Some(format!("pxelab{i}")) });
         }
         let (serial_ours, serial_theirs) = socket_pair("serial")?;
@@ -179,6 +215,11 @@ impl VmBuilder {
         let mut pass: Vec<OwnedFd> = vec![serial_theirs.into(), qmp_theirs.into(), commands_theirs.into()];
         let mut nics = Vec::new();
         for nic in self.nics {
+            let slirp = match &nic.cable {
+                Cable::Slirp { tftp_root, bootfile } => Some((tftp_root.clone(), bootfile.clone())),
+                Cable::Switch(_) => None,
+            };
+            relaunch.nics.push((nic.model, nic.mac, nic.rom.clone(), nic.bootindex, slirp));
             let backend = match nic.cable {
                 Cable::Switch(fd) => {
                     let backend = NetBackend::Switch { fd: std::os::fd::AsRawFd::as_raw_fd(&fd) };
@@ -226,7 +267,7 @@ impl VmBuilder {
             }
         };
         let backdoor = false;
-        Ok(Vm { name: self.name, dir: self.dir, cmdline, process, console, commands, backdoor, qmp, var_store: vars, started })
+        Ok(Vm { name: self.name, dir: self.dir, cmdline, process, console, commands, backdoor, qmp, var_store: vars, started, relaunch })
     }
 }
 
@@ -272,6 +313,7 @@ pub struct Vm {
     backdoor: bool,
     qmp: Qmp,
     var_store: VarStore,
+    relaunch: Relaunch,
     started: Instant,
 }
 
@@ -288,6 +330,7 @@ impl Vm {
             disks: Vec::new(),
             nics: Vec::new(),
             services: None,
+            keep_nvram: false,
         }
     }
 
@@ -375,6 +418,15 @@ impl Vm {
     /// Reset the machine, like its reset button.
     pub async fn reset(&self) -> Result<(), VmError> {
         self.qmp.system_reset().await.map_err(|source| VmError::Qmp { name: self.name.clone(), source })
+    }
+
+    /// Stop QEMU at once if it still runs (a power failure); what boots the VM again as it
+    /// was, with its disks and NVRAM ([`crate::lab::Lab::restart`]).
+    pub async fn power_off(mut self) -> Result<Relaunch, VmError> {
+        if self.process.try_wait().map_err(io("checking QEMU"))?.is_none() {
+            self.crash(Duration::from_secs(30)).await?;
+        }
+        Ok(self.relaunch.clone())
     }
 
     /// Wait until the guest powers off and QEMU exits.
