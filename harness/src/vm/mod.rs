@@ -392,10 +392,14 @@ impl Vm {
         self.backdoor = false;
         self.commands.set_command_timeout(Duration::from_secs(2));
         while started.elapsed() < timeout {
-            if matches!(self.commands.execute("true").await, Ok((0, _))) {
-                self.commands.set_command_timeout(self.console.command_timeout());
-                self.backdoor = true;
-                return true;
+            match self.commands.execute("true").await {
+                Ok((0, _)) => {
+                    self.commands.set_command_timeout(self.console.command_timeout());
+                    self.backdoor = true;
+                    return true;
+                }
+                Ok(_) | Err(ConsoleError::Timeout { .. }) => {}
+                Err(_) => return false,
             }
         }
         false
