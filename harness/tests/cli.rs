@@ -26,3 +26,24 @@ fn run_with_a_path_or_an_unknown_job_leaves_every_directory_alone() {
     assert_eq!(std::fs::read_to_string(runs.join("canary")).unwrap(), "keep");
     assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 1, "no run directory was made");
 }
+
+/// Not on a terminal, `pxelab run` prints no colour codes and no progress, logs nothing below
+/// a warning, and ends with the stage table, the facts and where the run's files are.
+#[test]
+fn a_run_off_a_terminal_prints_the_table_and_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pxelab"))
+        .args(["run", "uefi-boot"])
+        .env("PXELAB_RUNS_DIR", dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains('\x1b') && !stderr.contains('\x1b'), "colour codes:\n{stdout}\n{stderr}");
+    assert!(!stderr.contains(" INFO "), "info logs without -v:\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("stage") && lines.iter().any(|l| l.starts_with("total")), "{stdout}");
+    assert!(lines.iter().any(|l| l.starts_with("uname -r: ")), "{stdout}");
+    assert!(lines.last().unwrap().starts_with("artifacts: "), "{stdout}");
+}

@@ -86,13 +86,11 @@ impl Cache {
         if entry.is_dir() {
             return Ok(entry); // another process built it while we waited
         }
-        let progress = indicatif::ProgressBar::new_spinner().with_message(format!("building {name}"));
-        progress.enable_steady_tick(std::time::Duration::from_millis(120));
+        tracing::info!(building = %name, "building");
         let started = Instant::now();
         let scratch = tempfile::Builder::new().prefix(&format!(".{name}-")).tempdir_in(&self.root).map_err(io(&self.root))?;
         recipe.build(scratch.path()).map_err(|source| CacheError::Build { recipe: name.clone(), source })?;
         std::fs::rename(scratch.keep(), &entry).map_err(io(&entry))?;
-        progress.finish_and_clear();
         tracing::info!("built {name} in {:.1?}: {}", started.elapsed(), entry.display());
         Ok(entry)
     }

@@ -14,6 +14,9 @@ use pxelab::lab::Lab;
 #[derive(Parser)]
 #[command(version, about = "End-to-end VM tests of PXE network installs")]
 struct Cli {
+    /// Log more: -v info, -vv debug (RUST_LOG overrides). Warnings and errors only by default.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -189,13 +192,78 @@ enum Bench {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "pxelab=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let spinner = init_logging(cli.verbose);
+    let code = dispatch(cli, &spinner);
+    spinner.finish_and_clear();
+    code
+}
+
+/// Logs to stderr at the chosen level, coloured only on a terminal; on a terminal, a spinner
+/// shows the stage in progress (and what the cache is building) with its elapsed time.
+fn init_logging(verbose: u8) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let level = match verbose {
+        0 => "warn",
+        1 => "pxelab=info,warn",
+        _ => "pxelab=debug,info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
+    let terminal = std::io::stderr().is_terminal();
+    let spinner = match terminal {
+        true => indicatif::ProgressBar::new_spinner(),
+        false => indicatif::ProgressBar::hidden(),
+    };
+    spinner.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").expect("a valid template"));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let progress = StageSpinner(spinner.clone()).with_filter(
+        tracing_subscriber::filter::Targets::new()
+            .with_target("pxelab::lab::stages", tracing::Level::INFO)
+            .with_target("pxelab::artifacts::cache", tracing::Level::INFO),
+    );
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(terminal).with_filter(filter);
+    tracing_subscriber::registry().with(progress).with(log).init();
+    spinner
+}
+
+/// A tracing layer that shows stage starts (`stage` field) and builds (`building`) on a
+/// spinner.
+struct StageSpinner(indicatif::ProgressBar);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StageSpinner {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Fields {
+            stage: Option<String>,
+            building: Option<String>,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                self.record_debug(field, &format_args!("{value}"));
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                match field.name() {
+                    "stage" => self.stage = Some(format!("{value:?}")),
+                    "building" => self.building = Some(format!("{value:?}")),
+                    _ => {}
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if let Some(stage) = fields.stage {
+            self.0.reset_elapsed();
+            self.0.set_message(stage);
+        } else if let Some(recipe) = fields.building {
+            self.0.set_message(format!("build artifacts: building {recipe} (cached afterwards)"));
+        }
+    }
+}
+
+fn dispatch(cli: Cli, spinner: &indicatif::ProgressBar) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match cli.command {
         Command::List => {
@@ -211,7 +279,7 @@ fn main() -> ExitCode {
                 (None, Some(installer), Some(image)) => Some(Provider::Nix { installer, image }),
                 _ => None,
             };
-            runtime.block_on(run(&name, provider, hardware.hardware(), faults.install_faults()))
+            runtime.block_on(run(&name, provider, hardware.hardware(), faults.install_faults(), spinner))
         }
         Command::Bench { what } => runtime.block_on(bench(what)),
     }
@@ -252,7 +320,7 @@ async fn bench(what: Bench) -> ExitCode {
     }
 }
 
-async fn run(name: &str, provider: Option<Provider>, hardware: Hardware, faults: InstallFaults) -> ExitCode {
+async fn run(name: &str, provider: Option<Provider>, hardware: Hardware, faults: InstallFaults, spinner: &indicatif::ProgressBar) -> ExitCode {
     if !JOBS.iter().any(|job| job.name == name) {
         eprintln!("pxelab: no job named {name:?}; `pxelab list` shows them (nothing was created or removed)");
         return ExitCode::FAILURE;
@@ -264,7 +332,9 @@ async fn run(name: &str, provider: Option<Provider>, hardware: Hardware, faults:
             return ExitCode::FAILURE;
         }
     };
-    match jobs::run(name, &mut lab, provider, hardware, faults).await {
+    let result = jobs::run(name, &mut lab, provider, hardware, faults).await;
+    spinner.finish_and_clear();
+    match result {
         Ok(report) => {
             println!("{}", report.stages.table());
             for (what, value) in &report.facts {

@@ -37,7 +37,7 @@ impl Stages {
     where
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        tracing::info!("stage: {stage}");
+        tracing::info!(stage, "stage started");
         let started = Instant::now();
         let result = work.await;
         let elapsed = started.elapsed();
