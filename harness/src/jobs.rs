@@ -246,7 +246,12 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
     let mac = INSTALL_CLIENT.0;
     let net = lab.network();
     stages.run("firmware → DHCP", net.wait_for_dhcp_lease_after(mac, after, minutes(2))).await?;
-    stages.run("TFTP: GRUB", net.wait_for_tftp_transfer_after(mac, "nixos/bootx64.efi", after, minutes(2))).await?;
+    let listed = |e: EventWaitError| match e {
+        EventWaitError::Refused { .. } => format!("{e}\n{}", tftp_listing(&artifacts.tftp_root)),
+        other => other.to_string(),
+    };
+    let grub = async { net.wait_for_tftp_transfer_after(mac, "nixos/bootx64.efi", after, minutes(2)).await.map_err(listed) };
+    stages.run("TFTP: GRUB", grub).await?;
     let link_down = async {
         let Some(down_for) = faults.link_down_during_kernel else { return };
         if vm.wait_for_console_text(LOADING_KERNEL, minutes(3)).await.is_ok() {
@@ -258,7 +263,8 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
     };
     // The kernel, not the initrd: GRUB may boot before its ACK of the initrd's last block
     // leaves the wire, so the server cannot always see that last transfer complete.
-    let kernel = stages.run("TFTP: kernel", net.wait_for_tftp_transfer_after(mac, "nixos/bzImage", after, minutes(3)));
+    let kernel = async { net.wait_for_tftp_transfer_after(mac, "nixos/bzImage", after, minutes(3)).await.map_err(listed) };
+    let kernel = stages.run("TFTP: kernel", kernel);
     let (kernel, ()) = tokio::join!(kernel, link_down);
     kernel?;
     // A kernel with no driver for the NIC never asks for an address: it panics when its NFS
@@ -363,6 +369,16 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
         ("DHCP requests after the reboot", dhcp_after_reboot.to_string()),
     ];
     Ok((Report { stages, facts }, vm))
+}
+
+/// What the TFTP root's `nixos/` holds, for an error about a file it lacks.
+fn tftp_listing(root: &std::path::Path) -> String {
+    let dir = root.join("nixos");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    format!("the TFTP root {} holds: {}", dir.display(), if names.is_empty() { "nothing".into() } else { names.join(", ") })
 }
 
 /// Whether `mac` got a lease among the events after the first `after`.

@@ -16,6 +16,8 @@ use crate::supervise::{failed, FailureWatch, ServiceFailure};
 pub enum EventWaitError {
     #[error("timed out after {waited:.1?} waiting for {what}; events so far:\n{seen}")]
     Timeout { what: String, waited: Duration, seen: String },
+    #[error("{what}: refused at once by the server ({detail}); no retry can change that")]
+    Refused { what: String, detail: String },
     #[error("gave up waiting for {what} after {waited:.1?}")]
     Stopped {
         what: String,

@@ -247,6 +247,11 @@ impl Network {
         HostClient { host: self.host.clone() }
     }
 
+    /// Time since the network started, on the clock of its events' timestamps.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// The harness host's address.
     pub fn server_ip(&self) -> Ipv4Addr {
         self.host.addr.ip
@@ -287,12 +292,14 @@ impl Network {
         self.wait_for_tftp_transfer_after(mac, file, 0, timeout).await
     }
 
-    /// [`Network::wait_for_tftp_transfer`], among the events after the first `after`.
+    /// [`Network::wait_for_tftp_transfer`], among the events after the first `after`. A file
+    /// the server does not have ends the wait at once ([`EventWaitError::Refused`]).
     pub async fn wait_for_tftp_transfer_after(&self, mac: [u8; 6], file: &str, after: usize, timeout: Duration) -> Result<TftpEvent, EventWaitError> {
         let mac = mac_string(&mac);
         let file = file.trim_start_matches('/');
+        let what = format!("{mac} to fetch {file} by TFTP");
         self.events
-            .wait_for(&format!("{mac} to fetch {file} by TFTP"), timeout, |events| {
+            .wait_for(&what, timeout, |events| {
                 let ips: Vec<Ipv4Addr> = events
                     .iter()
                     .filter_map(|(_, e)| match e {
@@ -301,17 +308,19 @@ impl Network {
                     })
                     .collect();
                 events.iter().skip(after).find_map(|(_, e)| match e {
-                    ServiceEvent::Tftp(t)
-                        if t.outcome == TftpOutcome::Done
-                            && ips.contains(&t.client)
-                            && t.file.trim_start_matches('/') == file =>
-                    {
-                        Some(t.clone())
+                    ServiceEvent::Tftp(t) if ips.contains(&t.client) && t.file.trim_start_matches('/') == file => {
+                        match t.outcome {
+                            TftpOutcome::Done => Some(Ok(t.clone())),
+                            TftpOutcome::Failed if t.detail.ends_with("not found") => {
+                                Some(Err(EventWaitError::Refused { what: what.clone(), detail: t.detail.clone() }))
+                            }
+                            _ => None,
+                        }
                     }
                     _ => None,
                 })
             })
-            .await
+            .await?
     }
 }
 
