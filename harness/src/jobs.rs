@@ -164,6 +164,8 @@ pub struct InstallFaults {
     pub nfs_restart_during_unpack: Option<Duration>,
 }
 
+/// The kernel's first console line.
+const KERNEL_STARTED: &str = r"Linux version \S+";
 /// The console line after which GRUB fetches the kernel.
 const LOADING_KERNEL: &str = r"load-kernel\.cfg: loading kernel";
 /// The firmware starting a boot entry from a disk (not the network): the evidence, with no
@@ -268,17 +270,21 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
     let (kernel, ()) = tokio::join!(kernel, link_down);
     kernel?;
     // A kernel with no driver for the NIC never asks for an address: it panics when its NFS
-    // root fails, or waits. Either way, say why, within a minute.
+    // root fails, or waits. Either way, say why, within a minute of the kernel's start (GRUB
+    // may still be fetching an initrd after the kernel's download).
     let after_kernel = net.events().count();
     let no_lease = |waited: Duration| {
         format!(
-            "the kernel got no DHCP lease in the {waited:.0?} after its download: has it a driver for the client's {} NIC? \
+            "no DHCP lease for the kernel after {waited:.0?}: has it a driver for the client's {} NIC? \
              (upstream's kernel has e1000, e1000e and igb built in, and virtio-net only as a module it cannot load before \
              its NFS root)",
             nic.device()
         )
     };
     let kernel_dhcp = async {
+        if let Err(e) = vm.wait_for_console_text(KERNEL_STARTED, minutes(3)).await {
+            return Err(e.to_string());
+        }
         let why = match net.wait_for_dhcp_lease_after(mac, after_kernel, minutes(1)).await {
             Ok(_) => return std::future::pending().await,
             Err(EventWaitError::Timeout { waited, .. }) => no_lease(waited),
@@ -287,16 +293,16 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
         Err(why)
     };
     let setup = async { vm.wait_for_console_text(&regex::escape(NFS_SETUP_MARKER), minutes(3)).await.map_err(|e| e.to_string()) };
-    let kernel_started = tokio::time::Instant::now();
+    let stage_started = tokio::time::Instant::now();
     stages
         .run("kernel → NFS root", async {
             let result = tokio::select! {
                 setup = setup => setup,
                 failed = kernel_dhcp => failed,
             };
-            result.map(drop).map_err(|why| match leased_after(lab, mac, after_kernel) || why.contains("no DHCP lease") {
+            result.map(drop).map_err(|why| match leased_after(lab, mac, after_kernel) || why.contains("no DHCP lease for the kernel") {
                 true => why,
-                false => format!("{}\n{why}", no_lease(kernel_started.elapsed())),
+                false => format!("{}\n{why}", no_lease(stage_started.elapsed())),
             })
         })
         .await?;
