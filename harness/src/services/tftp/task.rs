@@ -1,10 +1,11 @@
 //! TFTP on the lab's IP host: port 69 takes requests, each transfer gets its own socket
 //! (its transfer ID) and task.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_smoltcp::{Net, UdpSocket};
@@ -49,23 +50,49 @@ pub struct TftpConfig {
 pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn EventSink>, started: Instant) -> std::io::Result<()> {
     let socket = host.net().udp_bind(SocketAddr::from((config.ip, 69))).await?;
     let mut buf = vec![0u8; 2048];
-    let transfers = Arc::new(Mutex::new(HashSet::new()));
+    let transfers: Table = Arc::new(Mutex::new(HashMap::new()));
+    let mut next_id = 0u64;
     loop {
         let (n, peer) = recv_datagram(&socket, &mut buf, "tftp").await?;
         match Packet::parse(&buf[..n]) {
             Ok(Packet::Rrq { filename, options, .. }) => {
-                // A retransmitted RRQ from the same client port is the same transfer.
-                let Some(slot) = Slot::take(&transfers, peer, config.limits.max_transfers) else {
-                    tracing::info!("tftp: RRQ from {peer} ignored: a transfer for it runs, or {} run", config.limits.max_transfers);
+                let now = Instant::now();
+                let mut table = transfers.lock().expect("transfers lock");
+                if let Some(running) = table.get(&peer) {
+                    if retransmitted(running, &filename, now) {
+                        tracing::info!("tftp: RRQ from {peer} for {filename} again: a retransmission of the running transfer");
+                        continue;
+                    }
+                    // The client started over on the same port (a reset client's loader reuses
+                    // its ports): the old transfer has no one at the other end any more.
+                    let old = table.remove(&peer).expect("a running transfer");
+                    if let Some(abort) = old.abort {
+                        abort.abort();
+                    }
+                    let millis = now.duration_since(old.since).as_millis() as u64;
+                    let detail = format!("superseded by a new request for {filename} from the same client port");
+                    let event = TftpEvent { client: *peer.ip(), file: old.file, outcome: TftpOutcome::Aborted, bytes: 0, millis, detail };
+                    events.publish(ServiceEvent::Tftp(event));
+                }
+                if table.len() >= config.limits.max_transfers {
+                    tracing::info!("tftp: RRQ from {peer} ignored: {} transfers run", config.limits.max_transfers);
                     continue;
-                };
+                }
+                next_id += 1;
+                let id = next_id;
+                table.insert(peer, Running { id, file: filename.clone(), since: now, abort: None });
+                drop(table);
+                let slot = Slot { table: transfers.clone(), peer, id };
                 let (host, config, events) = (host.clone(), config.clone(), events.clone());
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let _slot = slot;
                     let event = transfer(host.net(), &config, peer.into(), &filename, &options, started).await;
                     tracing::info!("tftp: {} {} {:?} {} bytes in {} ms {}", event.client, event.file, event.outcome, event.bytes, event.millis, event.detail);
                     events.publish(ServiceEvent::Tftp(event));
                 });
+                if let Some(running) = transfers.lock().expect("transfers lock").get_mut(&peer).filter(|r| r.id == id) {
+                    running.abort = Some(task.abort_handle());
+                }
             }
             Ok(Packet::Wrq { filename }) => {
                 let error = Packet::Error { code: code::ACCESS_VIOLATION, message: "read-only server".into() };
@@ -79,23 +106,40 @@ pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn EventS
     }
 }
 
-/// A running transfer's place in the table of client ports; freed when dropped.
-struct Slot {
-    table: Arc<Mutex<HashSet<SocketAddrV4>>>,
-    peer: SocketAddrV4,
+/// A second RRQ for the same file from a client port within this long of the first is its
+/// retransmission (the client has not seen our first packet yet), not a new request.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(2);
+
+/// The running transfers, one per client port.
+type Table = Arc<Mutex<HashMap<SocketAddrV4, Running>>>;
+
+/// A running transfer: which one, of what, since when, and how to stop it.
+struct Running {
+    id: u64,
+    file: String,
+    since: Instant,
+    abort: Option<tokio::task::AbortHandle>,
 }
 
-impl Slot {
-    /// A slot for `peer`, unless it has a transfer running or `max` transfers run.
-    fn take(table: &Arc<Mutex<HashSet<SocketAddrV4>>>, peer: SocketAddrV4, max: usize) -> Option<Slot> {
-        let mut running = table.lock().expect("transfers lock");
-        (running.len() < max && running.insert(peer)).then(|| Slot { table: table.clone(), peer })
-    }
+/// Whether an RRQ for `file` at `now` repeats the running transfer's own request.
+fn retransmitted(running: &Running, file: &str, now: Instant) -> bool {
+    running.file == file && now.duration_since(running.since) < DUPLICATE_WINDOW
+}
+
+/// A running transfer's place in the table; freed when its task ends or is aborted (only
+/// its own: a superseding transfer may hold the port by then).
+struct Slot {
+    table: Table,
+    peer: SocketAddrV4,
+    id: u64,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.table.lock().expect("transfers lock").remove(&self.peer);
+        let mut table = self.table.lock().expect("transfers lock");
+        if table.get(&self.peer).is_some_and(|r| r.id == self.id) {
+            table.remove(&self.peer);
+        }
     }
 }
 
@@ -212,5 +256,19 @@ async fn run(
             }
             _ = tokio::time::sleep_until(deadline) => transfer.on_timeout(started.elapsed(), source),
         };
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn only_a_quick_repeat_of_the_same_file_is_a_retransmission() {
+        let since = Instant::now();
+        let running = Running { id: 1, file: "nixos/bzImage".into(), since, abort: None };
+        assert!(retransmitted(&running, "nixos/bzImage", since + Duration::from_millis(900)));
+        assert!(!retransmitted(&running, "nixos/bzImage", since + Duration::from_secs(20)), "a client that started over");
+        assert!(!retransmitted(&running, "nixos/initrd", since + Duration::from_millis(10)), "another file");
     }
 }
