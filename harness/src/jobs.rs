@@ -8,9 +8,8 @@ use pxelab_fixtures::{Compression, HostFiles, UefiDisk, UefiDiskInit};
 
 use crate::artifacts::{ArtifactSet, Provider};
 use crate::console::banner;
-use crate::lab::{EventWaitError, Lab, PxeConfig, Server, StageError, Stages};
+use crate::lab::{addresses_of, lease_for, EventWaitError, Lab, PxeConfig, Server, StageError, Stages};
 use crate::net::fault::{Direction, Impairment};
-use crate::services::dhcp::DhcpEventKind;
 use crate::services::ServiceEvent;
 use crate::vm::{Disk, DiskBus, DiskFormat, NicModel, Vm};
 
@@ -390,9 +389,7 @@ fn tftp_listing(root: &std::path::Path) -> String {
 /// Whether `mac` got a lease among the events after the first `after`.
 fn leased_after(lab: &Lab, mac: [u8; 6], after: usize) -> bool {
     let mac = crate::vm::mac_string(&mac);
-    lab.network().events().all().iter().skip(after).any(|(_, e)| {
-        matches!(e, ServiceEvent::Dhcp(d) if d.mac == mac && matches!(d.kind, DhcpEventKind::Ack | DhcpEventKind::Bootp))
-    })
+    lab.network().events().all().iter().skip(after).any(|(_, e)| lease_for(e, &mac).is_some())
 }
 
 /// How many DHCP requests `mac` has made so far (an installed system may run DHCP itself).
@@ -406,13 +403,7 @@ fn dhcp_events(lab: &Lab, mac: [u8; 6]) -> usize {
 fn network_boot_events(lab: &Lab, mac: [u8; 6]) -> usize {
     let mac = crate::vm::mac_string(&mac);
     let events = lab.network().events().all();
-    let ips: Vec<_> = events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            ServiceEvent::Dhcp(d) if d.mac == mac => Some(d.ip),
-            _ => None,
-        })
-        .collect();
+    let ips = addresses_of(&events, &mac);
     events
         .iter()
         .filter(|(_, e)| match e {

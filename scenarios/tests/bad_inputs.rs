@@ -52,22 +52,25 @@ async fn install_without(name: &str, missing: &str) -> (StageError, Duration) {
     (err, ended - refused)
 }
 
+/// Without `missing`, the install fails at `stage` within [`FAST`] of the server's refusal,
+/// naming the file and listing what the TFTP root holds instead.
+async fn fails_fast_without(name: &str, missing: &str, stage: &str, holds: &str) {
+    let (err, after) = install_without(name, missing).await;
+    let text = error_chain(&err);
+    assert_eq!(err.stage, stage, "{text}");
+    assert!(after < FAST, "{after:?} after the refusal: {text}");
+    assert!(text.contains(&format!(r#""nixos/{missing}" not found"#)), "{text}");
+    assert!(text.contains(&format!("holds: {holds}")), "{text}");
+}
+
 #[tokio::test]
 async fn a_missing_boot_loader_fails_at_once_listing_the_tftp_root() {
-    let (err, after) = install_without("a_missing_boot_loader_fails_at_once_listing_the_tftp_root", "bootx64.efi").await;
-    let text = error_chain(&err);
-    assert_eq!(err.stage, "TFTP: GRUB", "{text}");
-    assert!(after < FAST, "{after:?} after the refusal: {text}");
-    assert!(text.contains(r#""nixos/bootx64.efi" not found"#), "{text}");
-    assert!(text.contains("holds: bzImage, grub.cfg, load-kernel.cfg"), "{text}");
+    let name = "a_missing_boot_loader_fails_at_once_listing_the_tftp_root";
+    fails_fast_without(name, "bootx64.efi", "TFTP: GRUB", "bzImage, grub.cfg, load-kernel.cfg").await;
 }
 
 #[tokio::test]
 async fn a_missing_kernel_fails_at_once_listing_the_tftp_root() {
-    let (err, after) = install_without("a_missing_kernel_fails_at_once_listing_the_tftp_root", "bzImage").await;
-    let text = error_chain(&err);
-    assert_eq!(err.stage, "TFTP: kernel", "{text}");
-    assert!(after < FAST, "{after:?} after the refusal: {text}");
-    assert!(text.contains(r#""nixos/bzImage" not found"#), "{text}");
-    assert!(text.contains("holds: bootx64.efi, grub.cfg, load-kernel.cfg"), "{text}");
+    let name = "a_missing_kernel_fails_at_once_listing_the_tftp_root";
+    fails_fast_without(name, "bzImage", "TFTP: kernel", "bootx64.efi, grub.cfg, load-kernel.cfg").await;
 }

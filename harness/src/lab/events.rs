@@ -8,8 +8,30 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::services::dhcp::{DhcpEvent, DhcpEventKind};
 use crate::services::{EventSink, ServiceEvent};
 use crate::supervise::{failed, FailureWatch, ServiceFailure};
+
+/// The DHCP event if `event` gives the client `mac` (as `mac_string` writes it) a lease: an
+/// ACK or a BOOTP reply.
+pub fn lease_for<'a>(event: &'a ServiceEvent, mac: &str) -> Option<&'a DhcpEvent> {
+    match event {
+        ServiceEvent::Dhcp(d) if d.mac == mac && matches!(d.kind, DhcpEventKind::Ack | DhcpEventKind::Bootp) => Some(d),
+        _ => None,
+    }
+}
+
+/// Every address the DHCP server named to the client `mac` among `events`: where its TFTP
+/// requests come from.
+pub fn addresses_of(events: &[(Duration, ServiceEvent)], mac: &str) -> Vec<std::net::Ipv4Addr> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            ServiceEvent::Dhcp(d) if d.mac == mac => Some(d.ip),
+            _ => None,
+        })
+        .collect()
+}
 
 /// A wait for an event ended without it.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ mod network;
 mod stages;
 
 pub use client::{ClientError, HostClient, Response};
-pub use events::{EventWaitError, Events};
+pub use events::{addresses_of, lease_for, EventWaitError, Events};
 pub use network::{Network, NetworkError, NfsExport, PxeConfig, Server, HOST_MAC, NFS_ROOT_OPTIONS};
 pub use stages::{StageError, Stages};
 

@@ -12,13 +12,13 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::client::HostClient;
-use super::events::{EventWaitError, Events};
+use super::events::{addresses_of, lease_for, EventWaitError, Events};
 use crate::net::fault::{Direction, Faults, Impairment};
 use crate::net::host::{HostAddr, IpHost};
 use crate::net::segment::SegmentEvent;
 use crate::net::switch::PortId;
 use crate::net::Segment;
-use crate::services::dhcp::{self, DhcpConfig, DhcpEvent, DhcpEventKind, DhcpServer, HostDecl};
+use crate::services::dhcp::{self, DhcpConfig, DhcpEvent, DhcpServer, HostDecl};
 use crate::services::nfs::{self, NfsConfig};
 use crate::services::tftp::{self, TftpConfig, TftpEvent, TftpOutcome, TransferLimits};
 use crate::services::{EventSink, ServiceEvent};
@@ -277,12 +277,7 @@ impl Network {
         let mac = mac_string(&mac);
         self.events
             .wait_for(&format!("a DHCP lease for {mac}"), timeout, |events| {
-                events.iter().skip(after).find_map(|(_, e)| match e {
-                    ServiceEvent::Dhcp(d) if d.mac == mac && matches!(d.kind, DhcpEventKind::Ack | DhcpEventKind::Bootp) => {
-                        Some(d.clone())
-                    }
-                    _ => None,
-                })
+                events.iter().skip(after).find_map(|(_, e)| lease_for(e, &mac).cloned())
             })
             .await
     }
@@ -300,13 +295,7 @@ impl Network {
         let what = format!("{mac} to fetch {file} by TFTP");
         self.events
             .wait_for(&what, timeout, |events| {
-                let ips: Vec<Ipv4Addr> = events
-                    .iter()
-                    .filter_map(|(_, e)| match e {
-                        ServiceEvent::Dhcp(d) if d.mac == mac => Some(d.ip),
-                        _ => None,
-                    })
-                    .collect();
+                let ips = addresses_of(events, &mac);
                 events.iter().skip(after).find_map(|(_, e)| match e {
                     ServiceEvent::Tftp(t) if ips.contains(&t.client) && t.file.trim_start_matches('/') == file => {
                         match t.outcome {
