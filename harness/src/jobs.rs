@@ -11,7 +11,7 @@ use crate::console::banner;
 use crate::lab::{addresses_of, lease_for, EventWaitError, Lab, PxeConfig, Server, StageError, Stages};
 use crate::net::fault::{Direction, Impairment};
 use crate::services::ServiceEvent;
-use crate::vm::{Disk, DiskBus, DiskFormat, NicModel, Vm};
+use crate::vm::{shell_quote, Disk, DiskBus, DiskFormat, NicModel, Vm};
 
 /// A scenario `pxelab run` can run.
 #[derive(Debug, Clone, Copy)]
@@ -44,25 +44,32 @@ pub struct Report {
     pub facts: Vec<(&'static str, String)>,
 }
 
-/// Run the job called `name` in `lab`; `provider` replaces the fixture artifacts of an
-/// install, which runs on `hardware` with `faults` injected.
-pub async fn run(name: &str, lab: &mut Lab, provider: Option<Provider>, hardware: Hardware, faults: InstallFaults) -> Result<Report, StageError> {
-    match name {
-        "install-default" => {
-            let mut options = InstallOptions { faults, hardware, ..InstallOptions::default() };
-            if let Some(provider) = provider {
-                options.provider = provider;
-            }
-            install(lab, &options).await.map(|(report, _vm)| report)
+impl Report {
+    /// The report of a job's `stages`; `facts` go into the run's report too.
+    pub fn new(stages: Stages, facts: Vec<(&'static str, String)>) -> Self {
+        for (what, value) in &facts {
+            stages.fact(what, value);
         }
-        "install-nixos-shape" if provider.is_some() => {
+        Report { stages, facts }
+    }
+}
+
+/// Run the job called `name` in `lab`: an install job with `options` (whose provider
+/// replaces the fixture artifacts when `own_artifacts`).
+pub async fn run(name: &str, lab: &mut Lab, options: InstallOptions, own_artifacts: bool) -> Result<Report, StageError> {
+    match name {
+        "install-default" => install(lab, &options).await.map(|(report, _vm)| report),
+        "install-nixos-shape" if own_artifacts => {
             Err(stage_error("select job", "install-nixos-shape builds its own artifacts; run install-default with --artifacts or --nix-*".into()))
         }
         "install-nixos-shape" => {
-            let options = InstallOptions { provider: Provider::NixosShape { services: None }, faults, hardware, ..InstallOptions::default() };
+            let options = InstallOptions { provider: Provider::NixosShape { services: None }, ..options };
             install(lab, &options).await.map(|(report, _vm)| report)
         }
-        "uefi-boot" => uefi_boot(lab).await,
+        "uefi-boot" => {
+            lab.set_repro("pxelab run uefi-boot --keep".into());
+            uefi_boot(lab).await
+        }
         other => Err(StageError {
             stage: "select job".into(),
             elapsed: Duration::ZERO,
@@ -73,7 +80,7 @@ pub async fn run(name: &str, lab: &mut Lab, provider: Option<Provider>, hardware
 
 /// Boot the UEFI disk fixture to a shell, check the kernel version, power off.
 pub async fn uefi_boot(lab: &Lab) -> Result<Report, StageError> {
-    let mut stages = Stages::new();
+    let mut stages = lab.stages();
     let host = stages.run("find host files", async { HostFiles::find() }).await?;
     let recipe = UefiDisk { host: host.clone(), init: UefiDiskInit::Shell };
     let fixture = stages.run("build fixture", async { lab.cache().get_or_build(&recipe) }).await?;
@@ -84,13 +91,17 @@ pub async fn uefi_boot(lab: &Lab) -> Result<Report, StageError> {
         .await?;
     stages.run("kernel → shell", vm.wait_for_console_text(UefiDisk::SHELL_MARKER, Duration::from_secs(240))).await?;
     let uname = stages.run("uname -r", vm.succeed("uname -r")).await?;
+    if lab.keeps() {
+        // The user gets the shell instead of its power-off.
+        return Ok(Report::new(stages, vec![("uname -r", uname)]));
+    }
     let exit: ExitStatus = stages
         .run("power off", async {
             vm.send_line("poweroff -f").await?;
             vm.wait_for_shutdown(Duration::from_secs(60)).await.map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .await?;
-    Ok(Report { stages, facts: vec![("uname -r", uname), ("QEMU exit", exit.to_string())] })
+    Ok(Report::new(stages, vec![("uname -r", uname), ("QEMU exit", exit.to_string())]))
 }
 
 /// The client `install-default` installs.
@@ -163,6 +174,82 @@ pub struct InstallFaults {
     pub nfs_restart_during_unpack: Option<Duration>,
 }
 
+impl InstallOptions {
+    /// The `pxelab run` command that runs this install again, with `--keep`; `None` when the
+    /// options have no command-line form (a service-stack image).
+    pub fn repro_command(&self, installer_dir: &std::path::Path) -> Option<String> {
+        let path = |p: &std::path::Path| shell_quote(&std::path::absolute(p).unwrap_or_else(|_| p.to_owned()).display().to_string());
+        let mut words = vec!["pxelab".to_owned(), "run".to_owned()];
+        match &self.provider {
+            Provider::Fixture { compression } => {
+                words.push("install-default".into());
+                if *compression != Compression::Gzip {
+                    words.push(format!("--compression {}", format!("{compression:?}").to_lowercase()));
+                }
+            }
+            Provider::NixosShape { services: None } => words.push("install-nixos-shape".into()),
+            Provider::NixosShape { services: Some(_) } => return None,
+            Provider::Dir(dir) => words.extend(["install-default".into(), format!("--artifacts {}", path(dir))]),
+            Provider::Nix { installer, image } => {
+                words.extend(["install-default".into(), format!("--nix-installer {}", path(installer)), format!("--nix-image {}", path(image))])
+            }
+        }
+        if !self.installer_files.is_empty() {
+            words.push(format!("--installer-dir {}", path(installer_dir)));
+        }
+        let (hw, default) = (&self.hardware, Hardware::default());
+        if let Some(nic) = hw.nic {
+            words.push(format!("--nic {}", serde_json::to_value(nic).ok()?.as_str()?));
+        }
+        if hw.disk_bus != default.disk_bus {
+            words.push(format!("--disk-bus {}", format!("{:?}", hw.disk_bus).to_lowercase()));
+        }
+        if hw.disk_bytes != default.disk_bytes {
+            // The flag takes whole GiB; a size that is not one has no command-line form.
+            (hw.disk_bytes % (1 << 30) == 0).then_some(())?;
+            words.push(format!("--disk-gib {}", hw.disk_bytes >> 30));
+        }
+        if hw.memory_mib != default.memory_mib {
+            words.push(format!("--memory {}", hw.memory_mib));
+        }
+        if hw.cpus != default.cpus {
+            words.push(format!("--cpus {}", hw.cpus));
+        }
+        let faults = &self.faults;
+        words.push(format!("--seed {}", faults.seed));
+        if let Some(&(_, impairment)) = faults.impair.first() {
+            // The command line impairs one way or both alike.
+            faults.impair.iter().all(|&(_, i)| i == impairment).then_some(())?;
+            let direction = match faults.impair.as_slice() {
+                [(Direction::In, _)] => "in",
+                [(Direction::Out, _)] => "out",
+                _ => "both",
+            };
+            let ms = |d: Duration| format!("{}ms", d.as_millis());
+            let Impairment { loss, delay, jitter, duplicate, reorder, corrupt } = impairment;
+            for (flag, percent) in [("loss", loss), ("duplicate", duplicate), ("reorder", reorder), ("corrupt", corrupt)] {
+                if percent > 0.0 {
+                    words.push(format!("--{flag} {}", (percent * 100.0 * 1e6).round() / 1e6));
+                }
+            }
+            for (flag, d) in [("delay", delay), ("jitter", jitter)] {
+                if !d.is_zero() {
+                    words.push(format!("--{flag} {}", ms(d)));
+                }
+            }
+            words.push(format!("--direction {direction}"));
+        }
+        if let Some(d) = faults.link_down_during_kernel {
+            words.push(format!("--link-down-during-kernel {}ms", d.as_millis()));
+        }
+        if let Some(d) = faults.nfs_restart_during_unpack {
+            words.push(format!("--nfs-restart-during-unpack {}ms", d.as_millis()));
+        }
+        words.push("--keep".into());
+        Some(words.join(" "))
+    }
+}
+
 /// The kernel's first console line.
 const KERNEL_STARTED: &str = r"Linux version \S+";
 /// The console line after which GRUB fetches the kernel.
@@ -185,11 +272,16 @@ pub async fn install_default(lab: &mut Lab) -> Result<(Report, Vm), StageError> 
 /// in on the serial console as the set's `pxelab.toml` says. Returns the report and the
 /// logged-in VM.
 pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report, Vm), StageError> {
-    let mut stages = Stages::new();
+    let mut stages = lab.stages();
     let (mac, ip, hostname) = INSTALL_CLIENT;
+    let top = lab.dir().join("nfs-top");
+    if lab.repro().is_none() {
+        if let Some(command) = options.repro_command(&top.join("installer")) {
+            lab.set_repro(command);
+        }
+    }
     let artifacts = stages.run("build artifacts", async { options.provider.provide(lab.cache()) }).await?;
     // Per-test files (installer/config-<mac>, ...) go into the top layer of the export.
-    let top = lab.dir().join("nfs-top");
     let layers = [vec![top.clone()], artifacts.nfs_layers.clone()].concat();
     std::fs::create_dir_all(top.join("installer")).map_err(|e| stage_error("start network", e.to_string()))?;
     for (name, contents) in &options.installer_files {
@@ -220,7 +312,7 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
 /// machine: its shell sets `BootNext` to its IPv4 PXE entry (through efivarfs) and reboots;
 /// the firmware PXE-boots and the install runs as [`install`]'s, with the same checks.
 pub async fn reinstall(lab: &Lab, vm: Vm, options: &InstallOptions) -> Result<(Report, Vm), StageError> {
-    let mut stages = Stages::new();
+    let mut stages = lab.stages();
     let mac = INSTALL_CLIENT.0;
     let artifacts = stages.run("build artifacts", async { options.provider.provide(lab.cache()) }).await?;
     let after = lab.network().events().count();
@@ -373,7 +465,78 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
         ("network boot requests after the reboot", boot_after_reboot.to_string()),
         ("DHCP requests after the reboot", dhcp_after_reboot.to_string()),
     ];
-    Ok((Report { stages, facts }, vm))
+    Ok((Report::new(stages, facts), vm))
+}
+
+/// A client for the user to start by hand against a served lab ([`serve`]).
+#[derive(Debug, Clone)]
+pub struct HandClient {
+    pub name: String,
+    pub mac: [u8; 6],
+    pub ip: std::net::Ipv4Addr,
+    pub hostname: String,
+    /// The QEMU command line, ready to paste into a shell.
+    pub command: String,
+}
+
+/// `pxelab serve`: the lab's network alone, DHCP, TFTP and NFS for the artifacts of
+/// `options`, with a host entry for each of `clients`; and for each, an NVRAM copy, a blank
+/// disk and the QEMU command line that PXE-boots it on the lab through `socket` (which the
+/// caller listens on and plugs in with [`crate::lab::Network::plug_stream`]).
+pub async fn serve(lab: &mut Lab, options: &InstallOptions, clients: u8, socket: &std::path::Path) -> Result<Vec<HandClient>, StageError> {
+    let mut stages = lab.stages();
+    let artifacts = stages.run("build artifacts", async { options.provider.provide(lab.cache()) }).await?;
+    let top = lab.dir().join("nfs-top");
+    let layers = [vec![top.clone()], artifacts.nfs_layers.clone()].concat();
+    let hosts: Vec<_> = (1..=clients).map(|i| ([0x52, 0x54, 0x00, 0x1a, 0x5e, i], std::net::Ipv4Addr::new(192, 0, 2, 9 + i), format!("nixos-pxe-{i}"))).collect();
+    stages
+        .run("start network", async {
+            std::fs::create_dir_all(top.join("installer"))?;
+            for (name, contents) in &options.installer_files {
+                std::fs::write(top.join("installer").join(name), contents)?;
+            }
+            let mut config = PxeConfig::new(vec![artifacts.tftp_root.clone()]).nfs_root(NFS_EXPORT, layers);
+            for (mac, ip, hostname) in &hosts {
+                config = config.host(*mac, *ip, hostname);
+            }
+            config.seed = options.faults.seed;
+            lab.start_network(config)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .await?;
+    stages
+        .run("prepare clients", async {
+            let firmware = pxelab_ovmf::discover()?;
+            let accel = crate::vm::select_accel(&firmware, lab.cache().root()).await?;
+            let hw = &options.hardware;
+            let nic = hw.nic.unwrap_or(artifacts.system.nic);
+            let mut out = Vec::new();
+            for (i, (mac, ip, hostname)) in hosts.iter().enumerate() {
+                let name = format!("client-{}", i + 1);
+                let dir = lab.dir().join(&name);
+                std::fs::create_dir_all(&dir)?;
+                let vars = firmware.new_var_store(&dir.join("OVMF_VARS.fd"))?;
+                let (path, format) = crate::vm::make_disk(&dir, 0, Disk::Blank { bytes: hw.disk_bytes }).await?;
+                let spec = crate::vm::VmSpec {
+                    name: name.clone(),
+                    accel,
+                    memory_mib: hw.memory_mib,
+                    cpus: hw.cpus,
+                    firmware: Some((firmware.code.clone(), vars.path.clone())),
+                    disks: vec![crate::vm::DiskSpec { path, format, bus: hw.disk_bus, bootindex: Some(1), serial: Some("pxelab0".into()) }],
+                    nics: vec![crate::vm::NicSpec { model: nic, mac: *mac, rom: nic.pxe_rom(), bootindex: Some(2), backend: crate::vm::NetBackend::Unix { path: socket.to_owned() } }],
+                    serial: None,
+                    commands: None,
+                    qmp_fd: None,
+                };
+                let plain = |w: &str| w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./,=:@+".contains(&b));
+                let command = spec.argv().iter().map(|w| if plain(w) { w.clone() } else { shell_quote(w) }).collect::<Vec<_>>().join(" ");
+                std::fs::write(dir.join("qemu.cmdline"), format!("{command}\n"))?;
+                out.push(HandClient { name, mac: *mac, ip: *ip, hostname: hostname.clone(), command });
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(out)
+        })
+        .await
 }
 
 /// What the TFTP root's `nixos/` holds, for an error about a file it lacks.

@@ -6,7 +6,9 @@ use clap::{Parser, Subcommand};
 use pxelab::artifacts::Provider;
 use std::time::Duration;
 
-use pxelab::jobs::{self, Hardware, InstallFaults, JOBS};
+use pxelab::jobs::{self, Hardware, InstallFaults, InstallOptions, JOBS};
+use pxelab_fixtures::Compression;
+use std::path::PathBuf;
 use pxelab::vm::{DiskBus, NicModel};
 use pxelab::net::fault::{Direction, Impairment};
 use pxelab::lab::Lab;
@@ -27,20 +29,45 @@ enum Command {
     Run {
         /// Scenario name (see `pxelab list`).
         name: String,
-        /// Install your prebuilt artifacts from this directory (boot-loader.tar.xz,
-        /// nfsroot.tar.xz, nixos.tar.gz, config) instead of the fixture's.
-        #[arg(long, conflicts_with_all = ["nix_installer", "nix_image"])]
-        artifacts: Option<std::path::PathBuf>,
-        /// Build the NFS root and boot loader with `nix-build <file>` (with --nix-image).
-        #[arg(long, requires = "nix_image")]
-        nix_installer: Option<std::path::PathBuf>,
-        /// Build the install image and config with `nix-build <file>` (with --nix-installer).
-        #[arg(long, requires = "nix_installer")]
-        nix_image: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        artifacts: ArtifactArgs,
+        /// Keep the network and the VMs running after the job, passed or failed, to look at
+        /// them (`pxelab console`); Ctrl-C stops them.
+        #[arg(long)]
+        keep: bool,
+        /// Attach this terminal to the client's console from its start, to watch the boot and
+        /// type into GRUB or the installer (implies --keep). Ctrl-] detaches.
+        #[arg(long)]
+        interactive: bool,
         #[command(flatten)]
         hardware: HardwareArgs,
         #[command(flatten)]
         faults: FaultArgs,
+    },
+    /// Attach this terminal to the serial console of a VM in a running or kept lab: raw mode,
+    /// Ctrl-] detaches; the console log goes on being written.
+    Console {
+        /// The run (its directory's name, e.g. install-default); default: the only one with a
+        /// live console.
+        run: Option<String>,
+        /// The VM (e.g. client); default: the run's only one with a live console.
+        vm: Option<String>,
+    },
+    /// Serve a lab's network alone (switch, DHCP, TFTP, NFS) on a unix socket, for QEMU
+    /// clients you start yourself: prints a command line for each, then streams the lab's
+    /// events; Ctrl-C stops it.
+    Serve {
+        #[command(flatten)]
+        artifacts: ArtifactArgs,
+        /// The artifacts to serve when neither --artifacts nor --nix-* is given.
+        #[arg(long, value_parser = ["busybox", "nixos-shape"], default_value = "busybox")]
+        flavour: String,
+        /// How many clients to declare (MAC, address, host name) and print command lines for;
+        /// other MACs get addresses from the pool.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=50))]
+        clients: u8,
+        #[command(flatten)]
+        hardware: HardwareArgs,
     },
     /// List runnable scenarios.
     List,
@@ -51,6 +78,59 @@ enum Command {
         #[command(subcommand)]
         what: Bench,
     },
+}
+
+/// Where an install's artifacts come from.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Artifacts (install jobs)")]
+struct ArtifactArgs {
+    /// Install your prebuilt artifacts from this directory (boot-loader.tar.xz,
+    /// nfsroot.tar.xz, nixos.tar.gz, config) instead of the fixture's.
+    #[arg(long, conflicts_with_all = ["nix_installer", "nix_image"])]
+    artifacts: Option<PathBuf>,
+    /// Build the NFS root and boot loader with `nix-build <file>` (with --nix-image).
+    #[arg(long, requires = "nix_image")]
+    nix_installer: Option<PathBuf>,
+    /// Build the install image and config with `nix-build <file>` (with --nix-installer).
+    #[arg(long, requires = "nix_installer")]
+    nix_image: Option<PathBuf>,
+    /// The fixture image's compression (nixos.tar.gz, .xz or .zst).
+    #[arg(long, value_parser = ["gzip", "xz", "zstd"], default_value = "gzip")]
+    compression: String,
+    /// Files to add to the export's `installer/` (per-host `config-<mac>` and such).
+    #[arg(long, value_name = "DIR")]
+    installer_dir: Option<PathBuf>,
+}
+
+impl ArtifactArgs {
+    /// The artifacts' provider (`None`: the job's own), and the installer files.
+    fn provider(&self) -> Result<(Option<Provider>, Vec<(String, String)>), String> {
+        let provider = match (&self.artifacts, &self.nix_installer, &self.nix_image) {
+            (Some(dir), _, _) => Some(Provider::Dir(dir.clone())),
+            (None, Some(installer), Some(image)) => Some(Provider::Nix { installer: installer.clone(), image: image.clone() }),
+            _ => None,
+        };
+        let mut files = Vec::new();
+        if let Some(dir) = &self.installer_dir {
+            let read = |e: std::io::Error| format!("--installer-dir {}: {e}", dir.display());
+            for entry in std::fs::read_dir(dir).map_err(read)? {
+                let path = entry.map_err(read)?.path();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let contents = std::fs::read_to_string(&path).map_err(|e| format!("--installer-dir: {}: {e}", path.display()))?;
+                files.push((name, contents));
+            }
+            files.sort();
+        }
+        Ok((provider, files))
+    }
+
+    fn compression(&self) -> Compression {
+        match self.compression.as_str() {
+            "xz" => Compression::Xz,
+            "zstd" => Compression::Zstd,
+            _ => Compression::Gzip,
+        }
+    }
 }
 
 /// The install client's hardware.
@@ -193,7 +273,9 @@ enum Bench {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let spinner = init_logging(cli.verbose);
+    // An attached terminal gets the console alone: no spinner over it.
+    let attached = matches!(cli.command, Command::Run { interactive: true, .. } | Command::Console { .. });
+    let spinner = init_logging(cli.verbose, attached);
     let code = dispatch(cli, &spinner);
     spinner.finish_and_clear();
     code
@@ -201,7 +283,7 @@ fn main() -> ExitCode {
 
 /// Logs to stderr at the chosen level, coloured only on a terminal; on a terminal, a spinner
 /// shows the stage in progress (and what the cache is building) with its elapsed time.
-fn init_logging(verbose: u8) -> indicatif::ProgressBar {
+fn init_logging(verbose: u8, attached: bool) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -213,7 +295,7 @@ fn init_logging(verbose: u8) -> indicatif::ProgressBar {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
     let terminal = std::io::stderr().is_terminal();
-    let spinner = match terminal {
+    let spinner = match terminal && !attached {
         true => indicatif::ProgressBar::new_spinner(),
         false => indicatif::ProgressBar::hidden(),
     };
@@ -273,13 +355,43 @@ fn dispatch(cli: Cli, spinner: &indicatif::ProgressBar) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Doctor => doctor(&runtime),
-        Command::Run { name, artifacts, nix_installer, nix_image, hardware, faults } => {
-            let provider = match (artifacts, nix_installer, nix_image) {
-                (Some(dir), _, _) => Some(Provider::Dir(dir)),
-                (None, Some(installer), Some(image)) => Some(Provider::Nix { installer, image }),
-                _ => None,
+        Command::Run { name, artifacts, keep, interactive, hardware, faults } => {
+            let (provider, installer_files) = match artifacts.provider() {
+                Ok(found) => found,
+                Err(why) => {
+                    eprintln!("pxelab: {why} (nothing was created or removed)");
+                    return ExitCode::FAILURE;
+                }
             };
-            runtime.block_on(run(&name, provider, hardware.hardware(), faults.install_faults(), spinner))
+            let own = provider.is_some();
+            let options = InstallOptions {
+                provider: provider.unwrap_or(Provider::Fixture { compression: artifacts.compression() }),
+                installer_files,
+                faults: faults.install_faults(),
+                hardware: hardware.hardware(),
+            };
+            let keep = match (keep, interactive) {
+                (_, true) => Keep::Attached,
+                (true, false) => Keep::Kept,
+                _ => Keep::No,
+            };
+            runtime.block_on(run(&name, options, own, keep, spinner))
+        }
+        Command::Console { run, vm } => runtime.block_on(console(run, vm)),
+        Command::Serve { artifacts, flavour, clients, hardware } => {
+            let (provider, installer_files) = match artifacts.provider() {
+                Ok(found) => found,
+                Err(why) => {
+                    eprintln!("pxelab: {why} (nothing was created or removed)");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let provider = provider.unwrap_or(match flavour.as_str() {
+                "nixos-shape" => Provider::NixosShape { services: None },
+                _ => Provider::Fixture { compression: artifacts.compression() },
+            });
+            let options = InstallOptions { provider, installer_files, hardware: hardware.hardware(), ..InstallOptions::default() };
+            runtime.block_on(serve(options, clients, spinner))
         }
         Command::Bench { what } => runtime.block_on(bench(what)),
     }
@@ -320,7 +432,16 @@ async fn bench(what: Bench) -> ExitCode {
     }
 }
 
-async fn run(name: &str, provider: Option<Provider>, hardware: Hardware, faults: InstallFaults, spinner: &indicatif::ProgressBar) -> ExitCode {
+/// Whether a run's lab outlives its job.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    No,
+    Kept,
+    /// Kept, with this terminal attached to the client's console from the start.
+    Attached,
+}
+
+async fn run(name: &str, options: InstallOptions, own_artifacts: bool, keep: Keep, spinner: &indicatif::ProgressBar) -> ExitCode {
     if !JOBS.iter().any(|job| job.name == name) {
         eprintln!("pxelab: no job named {name:?}; `pxelab list` shows them (nothing was created or removed)");
         return ExitCode::FAILURE;
@@ -332,20 +453,176 @@ async fn run(name: &str, provider: Option<Provider>, hardware: Hardware, faults:
             return ExitCode::FAILURE;
         }
     };
-    let result = jobs::run(name, &mut lab, provider, hardware, faults).await;
+    let keeper = (keep != Keep::No).then(|| lab.keep());
+    let terminal = match keep {
+        Keep::Attached => Some(tokio::spawn(attach_when_started(lab.dir().join("client/console.sock"), name.to_owned()))),
+        _ => None,
+    };
+    let result = jobs::run(name, &mut lab, options, own_artifacts).await;
     spinner.finish_and_clear();
+    // Raw mode (an attached terminal) needs its carriage returns.
+    let crlf = |text: String| if terminal.as_ref().is_some_and(|t| !t.is_finished()) { text.replace('\n', "\r\n") } else { text };
+    let failed = result.is_err();
     match result {
         Ok(report) => {
-            println!("{}", report.stages.table());
+            println!("{}", crlf(report.stages.table()));
             for (what, value) in &report.facts {
-                println!("{what}: {value}");
+                println!("{}", crlf(format!("{what}: {value}")));
             }
-            println!("artifacts: {}", lab.dir().display());
+        }
+        Err(e) => eprintln!("{}", crlf(format!("pxelab: {name} failed: {:#}", anyhow::Error::from(e)))),
+    }
+    let code = if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+    match lab.write_report() {
+        Ok(page) => println!("{}", crlf(format!("report: {}", page.display()))),
+        Err(e) => eprintln!("pxelab: cannot write the report: {e}"),
+    }
+    println!("{}", crlf(format!("artifacts: {}", lab.dir().display())));
+    if let (true, Some(repro)) = (failed, lab.repro()) {
+        eprintln!("{}", crlf(format!("reproduce: {repro}")));
+    }
+    let Some(keeper) = keeper else { return code };
+    let kept = keeper.names();
+    if kept.is_empty() {
+        println!("{}", crlf("kept: nothing, no VM was started".into()));
+        return code;
+    }
+    let mut lines = vec![format!("kept: {} VM(s) of {name} run on, with their network; Ctrl-C stops them", kept.len())];
+    lines.extend(kept.iter().map(|vm| format!("attach: pxelab console {name} {vm}   (Ctrl-] detaches)")));
+    println!("{}", crlf(lines.join("\n")));
+    let _ = tokio::signal::ctrl_c().await;
+    keeper.stop();
+    code
+}
+
+/// Attach the terminal to the console behind `link` once it exists (the client has started).
+async fn attach_when_started(link: PathBuf, run: String) {
+    while std::fs::symlink_metadata(&link).is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("pxelab: attached to the client's console; Ctrl-] detaches (`pxelab console {run} client` attaches again)\r");
+    match pxelab::console::attach::attach_terminal(&link).await {
+        Ok(how) => eprintln!("\r\npxelab: detached ({how:?})\r"),
+        Err(e) => eprintln!("pxelab: cannot attach to {}: {e}", link.display()),
+    }
+}
+
+/// `pxelab serve`: the lab on `<run dir>/switch.sock` until Ctrl-C.
+async fn serve(options: InstallOptions, clients: u8, spinner: &indicatif::ProgressBar) -> ExitCode {
+    let mut lab = match Lab::new("serve") {
+        Ok(lab) => lab,
+        Err(e) => {
+            eprintln!("pxelab: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let socket = lab.dir().join("switch.sock");
+    // A unix socket's path has at most 107 bytes.
+    let listener = match tokio::net::UnixListener::bind(&socket) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("pxelab: serve: cannot listen on {}: {e} (a shorter PXELAB_RUNS_DIR helps if the path is long)", socket.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let hand = match jobs::serve(&mut lab, &options, clients, &socket).await {
+        Ok(hand) => hand,
+        Err(e) => {
+            spinner.finish_and_clear();
+            eprintln!("pxelab: serve failed: {:#}", anyhow::Error::from(e));
+            return ExitCode::FAILURE;
+        }
+    };
+    spinner.finish_and_clear();
+    let network = lab.network();
+    println!("serving on {} (DHCP, TFTP and NFS at {}); pcap and events in {}", socket.display(), network.server_ip(), lab.dir().display());
+    for client in &hand {
+        println!("{} ({}, {}, {}): start it with", client.name, pxelab::vm::mac_string(&client.mac), client.ip, client.hostname);
+        println!("  {}", client.command);
+    }
+    println!("Ctrl-C stops the lab; the events follow.");
+    let mut shown = 0;
+    let mut ports = 0;
+    loop {
+        let events = network.events();
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    ports += 1;
+                    let port = network.plug_stream(stream);
+                    println!("[{:9.3}] switch  a client connected on port {port} ({ports} so far)", network.elapsed().as_secs_f64());
+                }
+                Err(e) => eprintln!("pxelab: serve: accept: {e}"),
+            },
+            () = events.wait_past(shown) => {
+                let all = events.all();
+                for (at, event) in &all[shown..] {
+                    let (service, what) = pxelab::lab::describe_event(event);
+                    let client = match event {
+                        pxelab::services::ServiceEvent::Dhcp(d) => d.mac.clone(),
+                        pxelab::services::ServiceEvent::Tftp(t) => t.client.to_string(),
+                        pxelab::services::ServiceEvent::Nfs(n) => n.client.to_string(),
+                        _ => String::new(),
+                    };
+                    println!("[{:9.3}] {service:<7} {client:<17} {what}", at.as_secs_f64());
+                }
+                shown = all.len();
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    match lab.write_report() {
+        Ok(page) => println!("stopped; report: {}", page.display()),
+        Err(e) => eprintln!("pxelab: cannot write the report: {e}"),
+    }
+    ExitCode::SUCCESS
+}
+
+/// `pxelab console`: find the live console of `run`/`vm` and attach to it.
+async fn console(run: Option<String>, vm: Option<String>) -> ExitCode {
+    let root = pxelab::lab::runs_root();
+    let mut live = Vec::new();
+    for run_dir in std::fs::read_dir(&root).into_iter().flatten().filter_map(|e| e.ok()) {
+        let run_name = run_dir.file_name().to_string_lossy().into_owned();
+        if run.as_ref().is_some_and(|r| *r != run_name) {
+            continue;
+        }
+        for vm_dir in std::fs::read_dir(run_dir.path()).into_iter().flatten().filter_map(|e| e.ok()) {
+            let vm_name = vm_dir.file_name().to_string_lossy().into_owned();
+            let link = vm_dir.path().join("console.sock");
+            let answers = std::fs::read_link(&link).is_ok_and(|socket| std::os::unix::net::UnixStream::connect(socket).is_ok());
+            if answers && vm.as_ref().is_none_or(|v| *v == vm_name) {
+                live.push((run_name.clone(), vm_name, link));
+            }
+        }
+    }
+    live.sort();
+    let (run_name, vm_name, link) = match live.len() {
+        1 => live.remove(0),
+        0 => {
+            let which = [run.as_deref(), vm.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+            eprintln!("pxelab: no live console{}{which} under {}: start a lab with `pxelab run JOB --keep`", if which.is_empty() { "" } else { " for " }, root.display());
+            return ExitCode::FAILURE;
+        }
+        _ => {
+            eprintln!("pxelab: several live consoles; name one:");
+            for (r, v, _) in &live {
+                eprintln!("  pxelab console {r} {v}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("pxelab: attached to {vm_name} of {run_name}; Ctrl-] detaches\r");
+    match pxelab::console::attach::attach_terminal(&link).await {
+        Ok(how) => {
+            eprintln!("\r\npxelab: {}\r", match how {
+                pxelab::console::attach::Detached::ConsoleClosed => "the console closed (the VM stopped or its lab ended)",
+                _ => "detached",
+            });
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("pxelab: {name} failed: {:#}", anyhow::Error::from(e));
-            eprintln!("artifacts: {}", lab.dir().display());
+            eprintln!("pxelab: cannot attach to {}: {e}", link.display());
             ExitCode::FAILURE
         }
     }

@@ -6,10 +6,12 @@
 //! small matcher over [`Transcript`]; one reader task feeds it.
 
 mod ansi;
+pub mod attach;
 mod shell;
 mod transcript;
 
 pub use ansi::PlainText;
+pub use attach::AttachServer;
 pub use transcript::{FailFast, Match, Transcript};
 
 use std::io::Write;
@@ -92,13 +94,15 @@ pub fn banner(label: &str, body: &str) -> String {
 struct Shared {
     transcript: Mutex<(Transcript, bool)>,
     changed: Notify,
+    /// The console's raw bytes as they come, for terminals attached to it.
+    raw: tokio::sync::broadcast::Sender<Vec<u8>>,
 }
 
 /// A VM's serial console: one reader task keeps the transcript, waits match against it.
 pub struct Console {
     name: String,
     shared: Arc<Shared>,
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
     fail_fast: Vec<Regex>,
     command_timeout: Duration,
     next_command: AtomicU64,
@@ -112,13 +116,14 @@ impl Console {
     pub fn attach(name: &str, stream: UnixStream, log_path: &Path, started: Instant) -> std::io::Result<Self> {
         // Appended to: a VM restarted in the same directory keeps one transcript.
         let log = std::fs::File::options().create(true).append(true).open(log_path)?;
-        let shared = Arc::new(Shared { transcript: Mutex::new((Transcript::default(), false)), changed: Notify::new() });
+        let raw = tokio::sync::broadcast::channel(256).0;
+        let shared = Arc::new(Shared { transcript: Mutex::new((Transcript::default(), false)), changed: Notify::new(), raw });
         let (reader, writer) = stream.into_split();
         tokio::spawn(read_console(reader, shared.clone(), log, started));
         Ok(Console {
             name: name.to_owned(),
             shared,
-            writer: tokio::sync::Mutex::new(writer),
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
             fail_fast: DEFAULT_FAIL_FAST.iter().map(|p| Regex::new(p).expect("valid default")).collect(),
             command_timeout: Duration::from_secs(300),
             next_command: AtomicU64::new(1),
@@ -147,6 +152,12 @@ impl Console {
     /// Set how long [`Console::execute`] waits for a command to finish.
     pub fn set_command_timeout(&mut self, timeout: Duration) {
         self.command_timeout = timeout;
+    }
+
+    /// Serve this console to terminals (`pxelab console`) on a unix socket that `link`
+    /// points to, until the returned server drops (see [`attach`]).
+    pub fn serve_terminals(&self, link: &Path) -> std::io::Result<AttachServer> {
+        AttachServer::start(link, self.shared.clone(), self.writer.clone())
     }
 
     /// Where the timestamped plain-text transcript is written.
@@ -288,6 +299,7 @@ async fn read_console(mut reader: OwnedReadHalf, shared: Arc<Shared>, log: std::
         }
         let added = guard.0.push(&buf[..n]);
         drop(guard);
+        let _ = shared.raw.send(buf[..n].to_vec());
         log.write(&added, started.elapsed());
         shared.changed.notify_waiters();
     }

@@ -76,6 +76,19 @@ impl Events {
         self.seen.lock().expect("events lock").clone()
     }
 
+    /// Wait until there are more than `seen` events.
+    pub async fn wait_past(&self, seen: usize) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.count() > seen {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Wait until an event satisfies `matches`; events already seen count.
     pub async fn wait_for<T>(
         &self,

@@ -4,26 +4,36 @@
 mod client;
 mod events;
 mod network;
+mod report;
 mod stages;
 
 pub use client::{ClientError, HostClient, Response};
 pub use events::{addresses_of, lease_for, EventWaitError, Events};
 pub use network::{Network, NetworkError, NfsExport, PxeConfig, Server, HOST_MAC, NFS_ROOT_OPTIONS};
-pub use stages::{StageError, Stages};
+pub use report::{summary as describe_event, Failure, Outcome, RunReport};
+pub use stages::{RunLog, StageError, StageRecord, Stages};
 
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::artifacts::Cache;
-use crate::vm::{Cable, Disk, Nic, NicModel, Rom, Vm, VmBuilder, VmError};
+use crate::vm::{Cable, Disk, Keeper, Nic, NicModel, Rom, Vm, VmBuilder, VmError};
 
 /// One test's lab: a directory that keeps every VM's serial log, console transcript, QEMU
-/// command line and output. Its path is printed when the test fails (panics).
+/// command line and output, and the run's report. Its path is printed when the test fails
+/// (panics), with the command that reproduces the run when there is one.
 pub struct Lab {
     name: String,
     dir: PathBuf,
     cache: Cache,
     network: Option<Network>,
+    epoch: Instant,
+    log: Arc<Mutex<RunLog>>,
+    repro: Option<String>,
+    reported: bool,
+    keeper: Option<Keeper>,
 }
 
 impl Lab {
@@ -50,12 +60,22 @@ impl Lab {
         std::fs::create_dir_all(&dir).map_err(io("create"))?;
         std::fs::write(dir.join(RUN_MARKER), "made by pxelab; removed with this directory on the next run\n")
             .map_err(io("mark"))?;
-        Ok(Lab { name: name.to_owned(), dir, cache: Cache::new(&Cache::default_root()), network: None })
+        Ok(Lab {
+            name: name.to_owned(),
+            dir,
+            cache: Cache::new(&Cache::default_root()),
+            network: None,
+            epoch: Instant::now(),
+            log: Arc::default(),
+            repro: None,
+            reported: false,
+            keeper: None,
+        })
     }
 
     /// Start the lab's PXE network; its pcap and event log go into the lab's directory.
     pub fn start_network(&mut self, config: PxeConfig) -> Result<&Network, NetworkError> {
-        self.network = Some(Network::start(&self.dir, config)?);
+        self.network = Some(Network::start(&self.dir, config, tokio::time::Instant::from_std(self.epoch))?);
         Ok(self.network.as_ref().expect("just started"))
     }
 
@@ -74,6 +94,43 @@ impl Lab {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Keep this lab's VMs running when the jobs drop them, until the lab drops or
+    /// [`Keeper::stop`] (`pxelab run --keep`). Returns the keeper, which lists them.
+    pub fn keep(&mut self) -> Keeper {
+        self.keeper.get_or_insert_with(Keeper::default).clone()
+    }
+
+    /// Whether [`Lab::keep`] was called: a job leaves its VMs up for the user.
+    pub fn keeps(&self) -> bool {
+        self.keeper.is_some()
+    }
+
+    /// Stages timed on this lab's clock and recorded for its report.
+    pub fn stages(&self) -> Stages {
+        Stages::recording(self.epoch, self.log.clone())
+    }
+
+    /// The command that reproduces this run (printed when it fails, and in its report).
+    pub fn set_repro(&mut self, command: String) {
+        self.repro = Some(command);
+    }
+
+    pub fn repro(&self) -> Option<&str> {
+        self.repro.as_deref()
+    }
+
+    /// Write `report.json` and `report.html` into the lab's directory now (a lab that is
+    /// dropped without it writes them then); returns the page's path.
+    pub fn write_report(&mut self) -> std::io::Result<PathBuf> {
+        let events = self.network.as_ref().map(|n| n.events().all()).unwrap_or_default();
+        let log = self.log.lock().expect("run log lock");
+        let report = RunReport::gather(&self.name, &self.dir, &log, &events, std::thread::panicking(), self.repro.clone());
+        drop(log);
+        report.write(&self.dir)?;
+        self.reported = true;
+        Ok(self.dir.join("report.html"))
     }
 
     pub fn dir(&self) -> &Path {
@@ -108,14 +165,27 @@ impl Lab {
 
     /// A VM whose files live in `<lab dir>/<name>`.
     pub fn vm(&self, name: &str) -> VmBuilder {
-        Vm::builder(name, &self.dir.join(name)).cache_dir(self.cache.root())
+        let builder = Vm::builder(name, &self.dir.join(name)).cache_dir(self.cache.root()).epoch(tokio::time::Instant::from_std(self.epoch));
+        match &self.keeper {
+            Some(keeper) => builder.keep_with(keeper.clone()),
+            None => builder,
+        }
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if !self.reported {
+            if let Err(e) = self.write_report() {
+                eprintln!("pxelab: cannot write the report of {}: {e}", self.name);
+            }
+        }
         if std::thread::panicking() {
             eprintln!("pxelab: {} failed; serial logs, console transcripts and QEMU output are in {}", self.name, self.dir.display());
+            eprintln!("report: {}", self.dir.join("report.html").display());
+            if let Some(repro) = &self.repro {
+                eprintln!("reproduce: {repro}");
+            }
         }
     }
 }
@@ -153,7 +223,8 @@ fn run_dir(root: &Path, name: &str) -> Result<PathBuf, LabError> {
     Ok(root.join(name))
 }
 
-fn runs_root() -> PathBuf {
+/// Where labs put their directories (see [`Lab::new`]).
+pub fn runs_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("PXELAB_RUNS_DIR") {
         return dir.into();
     }

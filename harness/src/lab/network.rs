@@ -121,10 +121,10 @@ pub struct Network {
 }
 
 impl Network {
-    /// Start the segment (capturing to `<dir>/segment.pcap`), the host and its servers.
-    pub fn start(dir: &Path, config: PxeConfig) -> Result<Self, NetworkError> {
+    /// Start the segment (capturing to `<dir>/segment.pcap`), the host and its servers; events
+    /// are stamped with the time since `started` (the lab's start).
+    pub fn start(dir: &Path, config: PxeConfig, started: Instant) -> Result<Self, NetworkError> {
         let io = |what: &'static str| move |source| NetworkError::Io { what, dir: dir.to_owned(), source };
-        let started = Instant::now();
         let supervisor = Supervisor::default();
         let events = Arc::new(Events::new(&dir.join("events.jsonl"), started, supervisor.watch()).map_err(io("events.jsonl"))?);
         let sink: Arc<dyn EventSink> = events.clone();
@@ -168,7 +168,8 @@ impl Network {
             }
             Server::Nfs => {
                 let Some(config) = self.nfs.clone() else { return };
-                self.supervisor.spawn("nfs", async move { nfs::serve(host, config).await })
+                let sink = self.events.clone() as Arc<dyn EventSink>;
+                self.supervisor.spawn("nfs", async move { nfs::serve(host, config, sink).await })
             }
         };
         self.running.lock().expect("servers lock").insert(server, abort);
@@ -242,12 +243,18 @@ impl Network {
         Ok(fd)
     }
 
+    /// Plug a connected stream socket (a QEMU started by hand with `-netdev stream`) into a
+    /// port of its own.
+    pub fn plug_stream(&self, stream: tokio::net::UnixStream) -> PortId {
+        self.segment.attach_stream(stream)
+    }
+
     /// The lab host as a client of the guests: port checks and HTTP over this network.
     pub fn client(&self) -> HostClient {
         HostClient { host: self.host.clone() }
     }
 
-    /// Time since the network started, on the clock of its events' timestamps.
+    /// Time since the lab started, on the clock of its events' timestamps.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
@@ -335,7 +342,7 @@ mod test {
         std::fs::write(tftp.join("nixos/bzImage"), vec![7u8; 100_000]).unwrap();
         let nfs = dir.join("nfsroot");
         std::fs::create_dir_all(&nfs).unwrap();
-        Network::start(dir, PxeConfig::new(vec![tftp]).nfs_root("/srv/nixos/nfsroot", vec![nfs])).unwrap()
+        Network::start(dir, PxeConfig::new(vec![tftp]).nfs_root("/srv/nixos/nfsroot", vec![nfs]), Instant::now()).unwrap()
     }
 
     /// A guest on the segment with its own IP stack.

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A stage failed: which one, after how long, and why.
@@ -14,22 +15,53 @@ pub struct StageError {
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
+/// One stage as it ran, on its lab's clock (time since the lab started).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StageRecord {
+    pub name: String,
+    #[serde(serialize_with = "seconds")]
+    pub start: Duration,
+    #[serde(serialize_with = "seconds")]
+    pub end: Duration,
+    /// Why it failed (the whole error chain); `None` when it passed.
+    pub error: Option<String>,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// What a lab's runs recorded: every stage of every [`Stages`] made by the lab, and the facts
+/// the jobs read from the guests. The run report is written from it.
+#[derive(Debug, Default)]
+pub struct RunLog {
+    pub stages: Vec<StageRecord>,
+    pub facts: Vec<(String, String)>,
+}
+
 /// Times each stage of a run, in order.
 #[derive(Debug)]
 pub struct Stages {
+    epoch: Instant,
     started: Instant,
     done: Vec<(String, Duration)>,
+    log: Arc<Mutex<RunLog>>,
 }
 
 impl Default for Stages {
     fn default() -> Self {
-        Stages { started: Instant::now(), done: Vec::new() }
+        Stages::recording(Instant::now(), Arc::default())
     }
 }
 
 impl Stages {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Stages that also record into `log`, timed from `epoch` (see [`crate::lab::Lab::stages`]).
+    pub fn recording(epoch: Instant, log: Arc<Mutex<RunLog>>) -> Self {
+        Stages { epoch, started: Instant::now(), done: Vec::new(), log }
     }
 
     /// Run one stage; its error is wrapped with the stage's name.
@@ -41,13 +73,26 @@ impl Stages {
         let started = Instant::now();
         let result = work.await;
         let elapsed = started.elapsed();
-        match result {
+        let (start, end) = (started - self.epoch, started - self.epoch + elapsed);
+        let mut record = StageRecord { name: stage.to_owned(), start, end, error: None };
+        let outcome = match result {
             Ok(value) => {
                 self.done.push((stage.to_owned(), elapsed));
                 Ok(value)
             }
-            Err(e) => Err(StageError { stage: stage.to_owned(), elapsed, source: e.into() }),
-        }
+            Err(e) => {
+                let error = StageError { stage: stage.to_owned(), elapsed, source: e.into() };
+                record.error = Some(chain(error.source.as_ref()));
+                Err(error)
+            }
+        };
+        self.log.lock().expect("run log lock").stages.push(record);
+        outcome
+    }
+
+    /// Record what the run read from a guest (it goes into the run's report).
+    pub fn fact(&self, what: &str, value: &str) {
+        self.log.lock().expect("run log lock").facts.push((what.to_owned(), value.to_owned()));
     }
 
     /// Completed stages and their durations.
@@ -69,13 +114,25 @@ impl Stages {
     }
 }
 
+/// An error and its sources, one per line.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let _ = write!(text, "\n{e}");
+        source = e.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
 
     #[tokio::test]
     async fn failing_stage_is_named_and_table_lists_done_ones() {
-        let mut stages = Stages::new();
+        let log = Arc::new(Mutex::new(RunLog::default()));
+        let mut stages = Stages::recording(Instant::now(), log.clone());
         stages.run("firmware", async { Ok::<_, std::io::Error>(()) }).await.unwrap();
         let err = stages.run("kernel", async { Err::<(), _>(std::io::Error::other("no kernel")) }).await.unwrap_err();
         assert_eq!(err.stage, "kernel");
@@ -83,5 +140,9 @@ mod test {
         let table = stages.table();
         assert!(table.contains("firmware") && !table.contains("kernel"), "{table}");
         assert!(table.lines().last().unwrap().starts_with("total"));
+        let log = log.lock().unwrap();
+        let recorded: Vec<_> = log.stages.iter().map(|s| (s.name.as_str(), s.error.as_deref())).collect();
+        assert_eq!(recorded, [("firmware", None), ("kernel", Some("no kernel"))]);
+        assert!(log.stages[0].end <= log.stages[1].start);
     }
 }

@@ -49,6 +49,71 @@ impl Capture {
     }
 }
 
+/// What a capture holds, by protocol: for a run's report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub frames: u64,
+    pub bytes: u64,
+    /// Seconds from the first frame to the last.
+    pub seconds: u64,
+    /// Frames per protocol (`arp`, `dhcp`, `tftp`, `nfs`, `portmap`, `other udp`, ...), most first.
+    pub protocols: Vec<(String, u64)>,
+    /// How many frames were corrupt or cut short at the end of the file (a killed run).
+    pub unreadable: u64,
+}
+
+/// Count the frames of the pcap file at `path` by protocol.
+pub fn summarize(path: &Path) -> std::io::Result<Summary> {
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut reader = pcap_file::pcap::PcapReader::new(file).map_err(std::io::Error::other)?;
+    let mut summary = Summary::default();
+    let mut counts = std::collections::HashMap::<&'static str, u64>::new();
+    let (mut first, mut last) = (None, Duration::ZERO);
+    while let Some(packet) = reader.next_packet() {
+        let Ok(packet) = packet else {
+            summary.unreadable += 1;
+            break;
+        };
+        summary.frames += 1;
+        summary.bytes += packet.data.len() as u64;
+        first.get_or_insert(packet.timestamp);
+        last = packet.timestamp;
+        *counts.entry(protocol(&packet.data)).or_default() += 1;
+    }
+    summary.seconds = last.saturating_sub(first.unwrap_or(last)).as_secs();
+    let mut protocols: Vec<_> = counts.into_iter().map(|(p, n)| (p.to_owned(), n)).collect();
+    protocols.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    summary.protocols = protocols;
+    Ok(summary)
+}
+
+/// The protocol of an Ethernet frame, by EtherType, IP protocol and well-known port.
+fn protocol(frame: &[u8]) -> &'static str {
+    let ethertype = frame.get(12..14).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    match ethertype {
+        0x0806 => return "arp",
+        0x86dd => return "ipv6",
+        0x0800 => {}
+        _ => return "other",
+    }
+    let Some(ip) = frame.get(14..) else { return "other" };
+    let header = usize::from(ip.first().map_or(0, |b| b & 0x0f)) * 4;
+    let ports = |at: usize| ip.get(at..at + 4).map(|p| (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])));
+    let Some((source, destination)) = ports(header) else { return "other ipv4" };
+    let port = |p: u16| source == p || destination == p;
+    match ip.get(9) {
+        Some(17) if port(67) || port(68) => "dhcp",
+        Some(17) if port(111) => "portmap",
+        Some(17) if port(69) || source >= 1024 && destination >= 1024 => "tftp",
+        Some(17) => "other udp",
+        Some(6) if port(2049) => "nfs",
+        Some(6) if port(111) => "portmap",
+        Some(6) => "other tcp",
+        Some(1) => "icmp",
+        _ => "other ipv4",
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -70,5 +135,31 @@ mod test {
             lens.push(packet.unwrap().data.len());
         }
         assert_eq!(lens, [60, 1514]);
+    }
+
+    #[test]
+    fn a_summary_counts_frames_by_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment.pcap");
+        let mut capture = Capture::create(&path).unwrap();
+        let udp = |source: u16, destination: u16| {
+            let mut frame = vec![0u8; 12];
+            frame.extend([0x08, 0x00, 0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17]);
+            frame.extend([0u8; 10]);
+            frame.extend(source.to_be_bytes());
+            frame.extend(destination.to_be_bytes());
+            frame.extend([0u8; 8]);
+            frame
+        };
+        let mut arp = vec![0u8; 12];
+        arp.extend([0x08, 0x06, 0, 1]);
+        for frame in [udp(68, 67), udp(67, 68), udp(2000, 69), arp] {
+            capture.record(&frame);
+        }
+        drop(capture);
+        std::thread::sleep(Duration::from_millis(200));
+        let summary = summarize(&path).unwrap();
+        assert_eq!(summary.frames, 4);
+        assert_eq!(summary.protocols, [("dhcp".to_owned(), 2), ("arp".to_owned(), 1), ("tftp".to_owned(), 1)]);
     }
 }

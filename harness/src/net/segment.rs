@@ -186,7 +186,13 @@ impl Segment {
     pub fn attach_vm(&self) -> std::io::Result<(PortId, OwnedFd)> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         ours.set_nonblocking(true)?;
-        let (mut reader, mut writer) = tokio::net::UnixStream::from_std(ours)?.into_split();
+        let port = self.attach_stream(tokio::net::UnixStream::from_std(ours)?);
+        Ok((port, theirs.into()))
+    }
+
+    /// Plug a connected stream socket (QEMU's `-netdev stream` framing) into a new port.
+    pub fn attach_stream(&self, stream: tokio::net::UnixStream) -> PortId {
+        let (mut reader, mut writer) = stream.into_split();
         let (sender, mut frames) = self.attach();
         let port = sender.port();
         let reading = tokio::spawn(async move {
@@ -217,7 +223,7 @@ impl Segment {
             }
         });
         self.tasks.lock().expect("tasks lock").extend([reading, writing]);
-        Ok((port, theirs.into()))
+        port
     }
 }
 

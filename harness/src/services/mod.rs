@@ -11,6 +11,7 @@ pub mod tftp;
 pub enum ServiceEvent {
     Dhcp(dhcp::DhcpEvent),
     Tftp(tftp::TftpEvent),
+    Nfs(nfs::NfsEvent),
     /// The switch dropped frames or injected a fault.
     Segment(crate::net::segment::SegmentEvent),
     /// A server was stopped or started on purpose (fault injection).

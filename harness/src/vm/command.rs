@@ -17,14 +17,14 @@ pub struct VmSpec {
     pub firmware: Option<(PathBuf, PathBuf)>,
     pub disks: Vec<DiskSpec>,
     pub nics: Vec<NicSpec>,
-    /// Connected socket for the first serial port, and QEMU's raw log of it.
-    pub serial_fd: RawFd,
-    pub serial_log: PathBuf,
+    /// Connected socket for the first serial port, and QEMU's raw log of it; `None`: the
+    /// terminal QEMU runs in (`mon:stdio`, a client started by hand).
+    pub serial: Option<(RawFd, PathBuf)>,
     /// Connected socket for the second serial port (the command channel, `ttyS1` in the
     /// guest), and QEMU's raw log of it.
     pub commands: Option<(RawFd, PathBuf)>,
-    /// Connected socket for QMP.
-    pub qmp_fd: RawFd,
+    /// Connected socket for QMP, if the harness drives the VM.
+    pub qmp_fd: Option<RawFd>,
 }
 
 /// A disk on its own controller (virtio-blk, NVMe) or a port of the AHCI controller.
@@ -67,6 +67,8 @@ pub struct NicSpec {
 pub enum NetBackend {
     /// A connected stream socket to the lab's switch (4-byte length + frame).
     Switch { fd: RawFd },
+    /// The lab's switch socket that `pxelab serve` listens on, for a QEMU started by hand.
+    Unix { path: PathBuf },
     /// QEMU's own user-mode network with its built-in DHCP and TFTP server, restricted so
     /// nothing leaves the guest (a benchmark's reference peer).
     Slirp { tftp_root: PathBuf, bootfile: String },
@@ -164,14 +166,21 @@ impl VmSpec {
             arg("-drive", format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
             arg("-drive", format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
         }
-        arg("-chardev", format!("socket,id=serial0,fd={},logfile={},logappend=on", self.serial_fd, self.serial_log.display()));
-        arg("-serial", "chardev:serial0".into());
+        match &self.serial {
+            Some((fd, log)) => {
+                arg("-chardev", format!("socket,id=serial0,fd={fd},logfile={},logappend=on", log.display()));
+                arg("-serial", "chardev:serial0".into());
+            }
+            None => arg("-serial", "mon:stdio".into()),
+        }
         if let Some((fd, log)) = &self.commands {
             arg("-chardev", format!("socket,id=serial1,fd={fd},logfile={},logappend=on", log.display()));
             arg("-serial", "chardev:serial1".into());
         }
-        arg("-chardev", format!("socket,id=qmp,fd={}", self.qmp_fd));
-        arg("-mon", "chardev=qmp,mode=control".into());
+        if let Some(fd) = self.qmp_fd {
+            arg("-chardev", format!("socket,id=qmp,fd={fd}"));
+            arg("-mon", "chardev=qmp,mode=control".into());
+        }
         for (i, disk) in self.disks.iter().enumerate() {
             arg("-drive", format!("if=none,id=disk{i},format={},file={}", disk.format.as_str(), disk.path.display()));
             let mut device = match disk.bus {
@@ -192,6 +201,9 @@ impl VmSpec {
             match &nic.backend {
                 NetBackend::Switch { fd } => {
                     arg("-netdev", format!("stream,id=net{i},server=off,addr.type=fd,addr.str={fd}"))
+                }
+                NetBackend::Unix { path } => {
+                    arg("-netdev", format!("stream,id=net{i},server=off,addr.type=unix,addr.path={}", path.display()))
                 }
                 NetBackend::Slirp { tftp_root, bootfile } => arg(
                     "-netdev",
@@ -249,10 +261,9 @@ mod test {
                     backend: NetBackend::Slirp { tftp_root: "/run/t/tftp".into(), bootfile: "nixos/bootx64.efi".into() },
                 },
             ],
-            serial_fd: 5,
-            serial_log: "/run/t/client1/serial.raw.log".into(),
+            serial: Some((5, "/run/t/client1/serial.raw.log".into())),
             commands: Some((8, "/run/t/client1/commands.raw.log".into())),
-            qmp_fd: 6,
+            qmp_fd: Some(6),
         };
         insta::assert_snapshot!(spec.argv().join("\n"));
     }
@@ -269,10 +280,9 @@ mod test {
             firmware: None,
             disks: vec![disk(DiskBus::Nvme), disk(DiskBus::Sata), disk(DiskBus::Virtio)],
             nics: vec![nic(NicModel::E1000e), nic(NicModel::E1000)],
-            serial_fd: 3,
-            serial_log: "/s.log".into(),
+            serial: Some((3, "/s.log".into())),
             commands: None,
-            qmp_fd: 4,
+            qmp_fd: Some(4),
         };
         let devices: Vec<String> = spec.argv().windows(2).filter(|w| w[0] == "-device").map(|w| w[1].clone()).collect();
         assert_eq!(
@@ -297,10 +307,9 @@ mod test {
             firmware: None,
             disks: vec![],
             nics: vec![],
-            serial_fd: 3,
-            serial_log: "s.log".into(),
+            serial: Some((3, "s.log".into())),
             commands: None,
-            qmp_fd: 4,
+            qmp_fd: Some(4),
         };
         let argv = spec.argv().join(" ");
         assert!(argv.contains("-accel kvm -cpu host -m 512 -smp 2"), "{argv}");

@@ -18,12 +18,13 @@ pub use verbs::shell_quote;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pxelab_ovmf::{DiscoverError, Firmware, VarStore, VarStoreError};
 use tokio::time::Instant;
 
-use crate::console::{banner, Console, ConsoleError, Match};
+use crate::console::{banner, AttachServer, Console, ConsoleError, Match};
 use crate::supervise::FailureWatch;
 
 /// Why a VM could not be started or driven.
@@ -113,6 +114,31 @@ pub struct VmBuilder {
     nics: Vec<Nic>,
     services: Option<FailureWatch>,
     keep_nvram: bool,
+    epoch: Option<Instant>,
+    keeper: Option<Keeper>,
+}
+
+/// Where VMs go when their owner drops them in a kept lab (`pxelab run --keep`): they run on,
+/// their consoles still served to terminals, until the keeper drops.
+#[derive(Clone, Default)]
+pub struct Keeper(Arc<Mutex<Vec<Kept>>>);
+
+struct Kept {
+    name: String,
+    _process: QemuProcess,
+    _terminals: Option<AttachServer>,
+}
+
+impl Keeper {
+    /// The names of the VMs kept so far.
+    pub fn names(&self) -> Vec<String> {
+        self.0.lock().expect("keeper lock").iter().map(|k| k.name.clone()).collect()
+    }
+
+    /// Stop every kept VM (QEMU terminated and reaped, as a dropped [`Vm`]'s).
+    pub fn stop(&self) {
+        self.0.lock().expect("keeper lock").clear();
+    }
 }
 
 /// What it takes to boot a stopped VM again as it was: its hardware, disks and NICs.
@@ -134,6 +160,19 @@ impl VmBuilder {
     /// power cycle, instead of a fresh copy of the template.
     pub fn keep_nvram(mut self) -> Self {
         self.keep_nvram = true;
+        self
+    }
+
+    /// Stamp the console logs with the time since `epoch` (a lab's start) instead of since
+    /// this VM's start, so that a lab's logs share one clock.
+    pub fn epoch(mut self, epoch: Instant) -> Self {
+        self.epoch = Some(epoch);
+        self
+    }
+
+    /// Hand the VM to `keeper` instead of stopping it when it drops.
+    pub fn keep_with(mut self, keeper: Keeper) -> Self {
+        self.keeper = Some(keeper);
         self
     }
 
@@ -238,10 +277,9 @@ impl VmBuilder {
             firmware: Some((firmware.code.clone(), vars.path.clone())),
             disks,
             nics,
-            serial_fd: std::os::fd::AsRawFd::as_raw_fd(&pass[0]),
-            serial_log: self.dir.join("serial.raw.log"),
+            serial: Some((std::os::fd::AsRawFd::as_raw_fd(&pass[0]), self.dir.join("serial.raw.log"))),
             commands: Some((std::os::fd::AsRawFd::as_raw_fd(&pass[2]), self.dir.join("commands.raw.log"))),
-            qmp_fd: std::os::fd::AsRawFd::as_raw_fd(&pass[1]),
+            qmp_fd: Some(std::os::fd::AsRawFd::as_raw_fd(&pass[1])),
         };
         let argv = spec.argv();
         let cmdline = argv.join(" ");
@@ -250,9 +288,10 @@ impl VmBuilder {
         let qemu_log = self.dir.join("qemu.log");
         let started = Instant::now();
         let process = QemuProcess::spawn(&argv, pass, &qemu_log).map_err(io("cannot run qemu-system-x86_64 (install the Debian package qemu-system-x86)"))?;
-        let mut console = Console::attach(&self.name, serial_ours, &self.dir.join("console.log"), started)
+        let clock = self.epoch.unwrap_or(started);
+        let mut console = Console::attach(&self.name, serial_ours, &self.dir.join("console.log"), clock)
             .map_err(io("cannot write the console log"))?;
-        let mut commands = Console::attach(&format!("{} ttyS1", self.name), commands_ours, &self.dir.join("commands.log"), started)
+        let mut commands = Console::attach(&format!("{} ttyS1", self.name), commands_ours, &self.dir.join("commands.log"), clock)
             .map_err(io("cannot write the command channel's log"))?;
         if let Some(services) = self.services {
             console.fail_on(services.clone());
@@ -267,7 +306,23 @@ impl VmBuilder {
             }
         };
         let backdoor = false;
-        Ok(Vm { name: self.name, dir: self.dir, cmdline, process, console, commands, backdoor, qmp, var_store: vars, started, relaunch })
+        // A console a terminal cannot attach to is no reason to fail the run.
+        let terminals = console.serve_terminals(&self.dir.join("console.sock")).map_err(|e| tracing::warn!(vm = %self.name, "no console socket: {e}")).ok();
+        Ok(Vm {
+            name: self.name,
+            dir: self.dir,
+            cmdline,
+            process,
+            console,
+            commands,
+            backdoor,
+            qmp,
+            var_store: vars,
+            started,
+            relaunch,
+            terminals,
+            keeper: self.keeper,
+        })
     }
 }
 
@@ -278,7 +333,8 @@ fn socket_pair(what: &str) -> Result<(tokio::net::UnixStream, std::os::unix::net
     Ok((ours, theirs))
 }
 
-async fn make_disk(dir: &Path, index: usize, disk: Disk) -> Result<(PathBuf, DiskFormat), VmError> {
+/// Make disk `index` of a VM in `dir` (`disk<index>.qcow2`; an image is used as it is).
+pub async fn make_disk(dir: &Path, index: usize, disk: Disk) -> Result<(PathBuf, DiskFormat), VmError> {
     let path = dir.join(format!("disk{index}.qcow2"));
     let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into()];
     match disk {
@@ -315,6 +371,17 @@ pub struct Vm {
     var_store: VarStore,
     relaunch: Relaunch,
     started: Instant,
+    terminals: Option<AttachServer>,
+    keeper: Option<Keeper>,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(keeper) = self.keeper.take() {
+            let kept = Kept { name: self.name.clone(), _process: self.process.take(), _terminals: self.terminals.take() };
+            keeper.0.lock().expect("keeper lock").push(kept);
+        }
+    }
 }
 
 impl Vm {
@@ -331,6 +398,8 @@ impl Vm {
             nics: Vec::new(),
             services: None,
             keep_nvram: false,
+            epoch: None,
+            keeper: None,
         }
     }
 

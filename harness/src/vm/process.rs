@@ -65,6 +65,11 @@ impl QemuProcess {
         self.pid
     }
 
+    /// Move the process out, leaving an empty value whose drop does nothing.
+    pub fn take(&mut self) -> QemuProcess {
+        QemuProcess { child: self.child.take(), pid: self.pid }
+    }
+
     fn child(&mut self) -> &mut tokio::process::Child {
         self.child.as_mut().expect("only Drop takes the child")
     }

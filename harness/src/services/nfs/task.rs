@@ -22,7 +22,15 @@ use tokio_smoltcp::TcpStream;
 use super::rpc::{record, RecordDecoder};
 use super::{Portmap, StackedExport};
 use crate::net::host::IpHost;
-use crate::services::{recv_datagram, send_datagram};
+use crate::services::{recv_datagram, send_datagram, EventSink, ServiceEvent};
+
+/// An NFS client connected or its connection ended (for a run's timeline).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NfsEvent {
+    pub client: Ipv4Addr,
+    pub port: u16,
+    pub connected: bool,
+}
 
 /// Where NFS and MOUNT listen on the lab network.
 pub const NFS_PORT: u16 = 2049;
@@ -53,14 +61,19 @@ impl NfsConfig {
 }
 
 /// Serve the export until the host goes away (or the task is aborted: a server stop).
-pub async fn serve(host: Arc<IpHost>, config: NfsConfig) -> std::io::Result<()> {
+pub async fn serve(host: Arc<IpHost>, config: NfsConfig, events: Arc<dyn EventSink>) -> std::io::Result<()> {
     let nfs = Arc::new(NFSConnections::new(config.export.clone(), config.export_path.trim_start_matches('/')));
     let portmap = Portmap::nfs3_tcp(NFS_PORT);
     let idle = config.idle_timeout;
     let nfs_handler: Handler = Arc::new(move |stream, peer| {
-        let nfs = nfs.clone();
+        let (nfs, events) = (nfs.clone(), events.clone());
         Box::pin(async move {
             tracing::info!("nfs: connection from {peer}");
+            let SocketAddr::V4(client) = peer else { return };
+            let event = move |connected| ServiceEvent::Nfs(NfsEvent { client: *client.ip(), port: client.port(), connected });
+            events.publish(event(true));
+            // Published when the connection ends in any way, the idle timeout's included.
+            let _closed = Closed(Some(Box::new(move || events.publish(event(false)))));
             if let Err(e) = nfs.serve(stream, peer.to_string(), NFS_PORT).await {
                 tracing::debug!("nfs: connection from {peer} ended: {e}");
             }
@@ -74,6 +87,17 @@ pub async fn serve(host: Arc<IpHost>, config: NfsConfig) -> std::io::Result<()> 
         portmap_udp(&host, config.ip, &portmap),
     )
     .map(drop)
+}
+
+/// Runs its closure when dropped.
+struct Closed(Option<Box<dyn FnOnce() + Send>>);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 /// Serves one accepted connection.
