@@ -46,4 +46,30 @@ fn a_run_off_a_terminal_prints_the_table_and_no_colour_codes() {
     assert!(lines[0].starts_with("stage") && lines.iter().any(|l| l.starts_with("total")), "{stdout}");
     assert!(lines.iter().any(|l| l.starts_with("uname -r: ")), "{stdout}");
     assert!(lines.last().unwrap().starts_with("artifacts: "), "{stdout}");
+    let report = lines.iter().find_map(|l| l.strip_prefix("report: ")).unwrap_or_else(|| panic!("no report line: {stdout}"));
+    let json = std::fs::read_to_string(std::path::Path::new(report).with_file_name("report.json")).unwrap();
+    assert!(json.contains(r#""result": "passed""#) && json.contains(r#""name": "kernel → shell""#), "{json}");
+}
+
+/// A failed run ends with the line that reproduces it (artifacts, options, seed, `--keep`);
+/// that line, run as it is, fails the same way.
+#[test]
+fn a_failure_ends_with_a_repro_line_that_fails_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-artifacts");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pxelab")).args(args).env("PXELAB_RUNS_DIR", dir.path().join("runs")).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing_arg = missing.display().to_string();
+    let stderr = run(&["run", "install-default", "--artifacts", &missing_arg, "--seed", "7", "--loss", "5", "--nic", "e1000", "--disk-bus", "nvme"]);
+    let last = stderr.lines().last().unwrap();
+    let expected = format!("reproduce: pxelab run install-default --artifacts '{missing_arg}' --nic e1000 --disk-bus nvme --seed 7 --loss 5 --direction both --keep");
+    assert_eq!(last, expected, "{stderr}");
+    assert!(stderr.contains("stage 'build artifacts' failed"), "{stderr}");
+    let words: Vec<String> = last.trim_start_matches("reproduce: pxelab ").split(' ').map(|w| w.trim_matches('\'').to_owned()).collect();
+    let again = run(&words.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(again.contains("stage 'build artifacts' failed") && again.contains(&missing_arg), "{again}");
+    assert_eq!(again.lines().last().unwrap(), expected, "the same run again: {again}");
 }

@@ -34,8 +34,9 @@ fn artifacts_without(lab: &Lab, missing: &str) -> PathBuf {
     dir
 }
 
-/// The install's error, and how long after the server refused `nixos/<missing>` it came.
-async fn install_without(name: &str, missing: &str) -> (StageError, Duration) {
+/// The install's error, how long after the server refused `nixos/<missing>` it came, and
+/// the lab.
+async fn install_without(name: &str, missing: &str) -> (StageError, Duration, Lab) {
     let mut lab = Lab::new(name).unwrap();
     let options = InstallOptions { provider: Provider::Dir(artifacts_without(&lab, missing)), ..InstallOptions::default() };
     let err = match jobs::install(&mut lab, &options).await {
@@ -49,18 +50,19 @@ async fn install_without(name: &str, missing: &str) -> (StageError, Duration) {
         _ => None,
     });
     let refused = refused.unwrap_or_else(|| panic!("the server never refused {file}: {}", error_chain(&err)));
-    (err, ended - refused)
+    (err, ended - refused, lab)
 }
 
 /// Without `missing`, the install fails at `stage` within [`FAST`] of the server's refusal,
 /// naming the file and listing what the TFTP root holds instead.
-async fn fails_fast_without(name: &str, missing: &str, stage: &str, holds: &str) {
-    let (err, after) = install_without(name, missing).await;
+async fn fails_fast_without(name: &str, missing: &str, stage: &str, holds: &str) -> Lab {
+    let (err, after, lab) = install_without(name, missing).await;
     let text = error_chain(&err);
     assert_eq!(err.stage, stage, "{text}");
     assert!(after < FAST, "{after:?} after the refusal: {text}");
     assert!(text.contains(&format!(r#""nixos/{missing}" not found"#)), "{text}");
     assert!(text.contains(&format!("holds: {holds}")), "{text}");
+    lab
 }
 
 #[tokio::test]
@@ -72,5 +74,41 @@ async fn a_missing_boot_loader_fails_at_once_listing_the_tftp_root() {
 #[tokio::test]
 async fn a_missing_kernel_fails_at_once_listing_the_tftp_root() {
     let name = "a_missing_kernel_fails_at_once_listing_the_tftp_root";
-    fails_fast_without(name, "bzImage", "TFTP: kernel", "bootx64.efi, grub.cfg, load-kernel.cfg").await;
+    let mut lab = fails_fast_without(name, "bzImage", "TFTP: kernel", "bootx64.efi, grub.cfg, load-kernel.cfg").await;
+    the_report_shows_the_failure_in_a_browser(&mut lab);
+}
+
+/// The run's report names the failing stage in `report.json`, and a real browser (headless
+/// Chromium) renders the page with the stages, the failure and the events: checked in the
+/// DOM it renders; a screenshot is kept with the run.
+fn the_report_shows_the_failure_in_a_browser(lab: &mut Lab) {
+    let page = lab.write_report().unwrap();
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lab.dir().join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["result"], "failed");
+    assert_eq!(json["failure"]["stage"], "TFTP: kernel");
+    assert!(json["failure"]["cause"].as_str().unwrap().contains(r#""nixos/bzImage" not found"#), "{json}");
+    assert!(json["repro"].as_str().unwrap().starts_with("pxelab run install-default --artifacts "), "{json}");
+    let events = json["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["client"] == "52:54:00:1a:5e:01" && e["event"]["service"] == "tftp"), "TFTP events are tied to the client: {json}");
+    assert!(json["vms"][0]["boot_entries"].as_array().unwrap().iter().any(|e| e.as_str().unwrap().contains("IPv4")), "{json}");
+
+    let url = format!("file://{}", page.display());
+    let browser = |args: &[&str]| {
+        let out = Command::new("chromium").args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]).args(args).arg(&url).output().unwrap();
+        assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dom = browser(&["--dump-dom"]);
+    let failure = regex::Regex::new(r#"(?s)<div class="failure" id="failure">.*?</div>"#).unwrap().find(&dom).expect("the failure box").as_str();
+    assert!(failure.contains("failed in stage <span class=\"stage-name\">TFTP: kernel</span>"), "{failure}");
+    for stage in ["build artifacts", "firmware → DHCP", "TFTP: GRUB", "TFTP: kernel"] {
+        assert!(dom.contains(&format!("<span class=\"label\">{stage}</span>")), "{stage} is not on the timeline");
+    }
+    assert!(dom.contains(r#"<span class="bar failed""#), "the failed stage's bar");
+    assert!(dom.contains(r#"<details class="console failed" open=""><summary>TFTP: kernel"#), "the failing stage's console is open");
+    assert!(dom.contains(r#"<div class="row client"><span class="label">52:54:00:1a:5e:01</span>"#), "the client's events row");
+    let screenshot = lab.dir().join("report.png");
+    browser(&["--window-size=1280,1600", &format!("--screenshot={}", screenshot.display())]);
+    let png = std::fs::read(&screenshot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a screenshot with content: {} bytes", png.len());
 }
