@@ -130,6 +130,8 @@ pub struct InstallOptions {
     pub faults: InstallFaults,
     /// The client's hardware.
     pub hardware: Hardware,
+    /// Changes to the lab's configuration before it starts (to test bad DHCP setups).
+    pub configure_lab: Option<fn(&mut PxeConfig)>,
 }
 
 impl Default for InstallOptions {
@@ -139,6 +141,7 @@ impl Default for InstallOptions {
             installer_files: Vec::new(),
             faults: InstallFaults::default(),
             hardware: Hardware::default(),
+            configure_lab: None,
         }
     }
 }
@@ -178,6 +181,9 @@ impl InstallOptions {
     /// The `pxelab run` command that runs this install again, with `--keep`; `None` when the
     /// options have no command-line form (a service-stack image).
     pub fn repro_command(&self, installer_dir: &std::path::Path) -> Option<String> {
+        if self.configure_lab.is_some() {
+            return None;
+        }
         let path = |p: &std::path::Path| shell_quote(&std::path::absolute(p).unwrap_or_else(|_| p.to_owned()).display().to_string());
         let mut words = vec!["pxelab".to_owned(), "run".to_owned()];
         match &self.provider {
@@ -292,6 +298,17 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
         .nfs_root(NFS_EXPORT, layers);
     let faults = &options.faults;
     config.seed = faults.seed;
+    if let Some(configure) = options.configure_lab {
+        configure(&mut config);
+    }
+    stages
+        .run("check inputs", async {
+            check_disk(options.hardware.disk_bytes)?;
+            config.check_install()?;
+            crate::artifacts::check(&artifacts.tftp_root, &artifacts.nfs_layers).await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .await?;
     let vm = stages
         .run("start network and QEMU", async {
             lab.start_network(config)?;
@@ -466,6 +483,20 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
         ("DHCP requests after the reboot", dhcp_after_reboot.to_string()),
     ];
     Ok((Report::new(stages, facts), vm))
+}
+
+/// The protocol's layout: a 512 MiB ESP, and the last 4 GiB left unused.
+const LAYOUT_BYTES: u64 = (512 << 20) + (4 << 30);
+
+/// A disk the protocol's layout fits on.
+fn check_disk(bytes: u64) -> Result<(), String> {
+    match bytes > LAYOUT_BYTES {
+        true => Ok(()),
+        false => Err(format!(
+            "the client's disk of {:.1} GiB is too small for the protocol's layout: the ESP takes 512 MiB and the last 4 GiB stay unused, so it needs more than 4.5 GiB",
+            bytes as f64 / f64::from(1 << 30)
+        )),
+    }
 }
 
 /// A client for the user to start by hand against a served lab ([`serve`]).

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use pxelab::artifacts::Provider;
-use pxelab::jobs::{self, InstallOptions};
+use pxelab::jobs::{self, Hardware, InstallOptions};
 use pxelab::lab::{Lab, StageError};
 use pxelab_fixtures::{HostFiles, NixosShapeImage, NixosShapeInstaller, NixosShapeKernel};
 use pxelab::services::tftp::TftpOutcome;
@@ -17,8 +17,8 @@ use pxelab_scenarios::error_chain;
 /// Fast: from the server's refusal to the install's error (its stage waited minutes before).
 const FAST: Duration = Duration::from_secs(5);
 
-/// A user's artifact directory: the boot loader unpacked without `missing`, the rest linked.
-fn artifacts_without(lab: &Lab, missing: &str) -> PathBuf {
+/// A user's artifact directory: the boot loader unpacked, the rest linked; then `edit`.
+fn artifacts_with(lab: &Lab, edit: impl FnOnce(&std::path::Path)) -> PathBuf {
     let kernel = lab.cache().get_or_build(&NixosShapeKernel::find().unwrap()).unwrap().join(NixosShapeKernel::IMAGE);
     let host = HostFiles::find().unwrap();
     let installer = lab.cache().get_or_build(&NixosShapeInstaller { host: host.clone(), kernel: kernel.clone() }).unwrap();
@@ -27,11 +27,96 @@ fn artifacts_without(lab: &Lab, missing: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("boot-loader")).unwrap();
     let status = Command::new("tar").arg("-xf").arg(installer.join("boot-loader.tar.xz")).arg("-C").arg(dir.join("boot-loader")).status().unwrap();
     assert!(status.success());
-    std::fs::remove_file(dir.join("boot-loader").join(missing)).unwrap();
     for (from, name) in [(&installer, "nfsroot.tar.xz"), (&image, "nixos.tar.gz"), (&image, "config")] {
         std::os::unix::fs::symlink(from.join(name), dir.join(name)).unwrap();
     }
+    edit(&dir);
     dir
+}
+
+/// A user's artifact directory with `missing` taken out of the boot loader.
+fn artifacts_without(lab: &Lab, missing: &str) -> PathBuf {
+    artifacts_with(lab, |dir| std::fs::remove_file(dir.join("boot-loader").join(missing)).unwrap())
+}
+
+/// The install of `options` fails at "check inputs" within [`FAST`], before any VM starts,
+/// with an error that says `cause`.
+async fn refused_before_boot(name: &str, options: impl FnOnce(&Lab) -> InstallOptions, cause: &str) {
+    let mut lab = Lab::new(name).unwrap();
+    let options = options(&lab);
+    let err = match jobs::install(&mut lab, &options).await {
+        Ok(_) => panic!("{name}: installed"),
+        Err(e) => e,
+    };
+    let text = error_chain(&err);
+    assert_eq!(err.stage, "check inputs", "{text}");
+    assert!(err.elapsed < FAST, "{:?}: {text}", err.elapsed);
+    assert!(text.contains(cause), "{text}");
+    assert!(!lab.dir().join("client").exists(), "no VM was started");
+}
+
+#[tokio::test]
+async fn a_disk_too_small_for_the_layout_is_refused_before_boot() {
+    let name = "a_disk_too_small_for_the_layout_is_refused_before_boot";
+    let hardware = Hardware { disk_bytes: 4 << 30, ..Hardware::default() };
+    let cause = "disk of 4.0 GiB is too small for the protocol's layout";
+    refused_before_boot(name, |_| InstallOptions { hardware, ..InstallOptions::default() }, cause).await;
+}
+
+#[tokio::test]
+async fn dhcp_without_a_root_path_is_refused_before_boot() {
+    let name = "dhcp_without_a_root_path_is_refused_before_boot";
+    let options = InstallOptions { configure_lab: Some(|c| c.dhcp.root_path = None), ..InstallOptions::default() };
+    refused_before_boot(name, |_| options, "sends no root path (option 17)").await;
+}
+
+#[tokio::test]
+async fn a_root_path_the_lab_does_not_export_is_refused_before_boot() {
+    let name = "a_root_path_the_lab_does_not_export_is_refused_before_boot";
+    let options = InstallOptions { configure_lab: Some(|c| c.dhcp.root_path = Some("192.0.2.1:/srv/elsewhere,vers=3,tcp".into())), ..InstallOptions::default() };
+    refused_before_boot(name, |_| options, "names /srv/elsewhere, which the lab does not export (it exports /srv/nixos/nfsroot)").await;
+}
+
+#[tokio::test]
+async fn dhcp_without_a_router_is_refused_before_boot() {
+    let name = "dhcp_without_a_router_is_refused_before_boot";
+    let options = InstallOptions { configure_lab: Some(|c| c.dhcp.router = None), ..InstallOptions::default() };
+    refused_before_boot(name, |_| options, "sends no router (option 3): the installer finds its network interface by the default route").await;
+}
+
+#[tokio::test]
+async fn a_truncated_image_is_refused_before_boot() {
+    let name = "a_truncated_image_is_refused_before_boot";
+    let truncated = |dir: &std::path::Path| {
+        let image = std::fs::read(dir.join("nixos.tar.gz")).unwrap();
+        std::fs::remove_file(dir.join("nixos.tar.gz")).unwrap();
+        std::fs::write(dir.join("nixos.tar.gz"), &image[..image.len() / 3]).unwrap();
+    };
+    let options = |lab: &Lab| InstallOptions { provider: Provider::Dir(artifacts_with(lab, truncated)), ..InstallOptions::default() };
+    refused_before_boot(name, options, "nixos.tar.gz: the image is damaged or truncated (gzip -t: gzip:").await;
+}
+
+#[tokio::test]
+async fn a_grub_cfg_syntax_error_is_refused_before_boot() {
+    let name = "a_grub_cfg_syntax_error_is_refused_before_boot";
+    let broken = |dir: &std::path::Path| {
+        let grub = dir.join("boot-loader/grub.cfg");
+        let text = std::fs::read_to_string(&grub).unwrap();
+        std::fs::write(&grub, format!("{text}\nif [ -n \"$x\" ]; then\n  echo x\nfi fi\n")).unwrap();
+    };
+    let options = |lab: &Lab| InstallOptions { provider: Provider::Dir(artifacts_with(lab, broken)), ..InstallOptions::default() };
+    refused_before_boot(name, options, "grub.cfg: GRUB cannot parse it (grub-script-check: ").await;
+}
+
+#[tokio::test]
+async fn a_load_kernel_file_without_boot_is_refused_before_boot() {
+    let name = "a_load_kernel_file_without_boot_is_refused_before_boot";
+    let custom = |dir: &std::path::Path| {
+        let file = dir.join("boot-loader/load-kernel-52:54:00:1a:5e:01.cfg");
+        std::fs::write(file, "echo custom kernel\nlinux $prefix/bzImage console=ttyS0,115200n8 ip=::::::dhcp:: root=/dev/nfs\n").unwrap();
+    };
+    let options = |lab: &Lab| InstallOptions { provider: Provider::Dir(artifacts_with(lab, custom)), ..InstallOptions::default() };
+    refused_before_boot(name, options, "load-kernel-52:54:00:1a:5e:01.cfg: loads a kernel but has no `boot`").await;
 }
 
 /// The install's error, how long after the server refused `nixos/<missing>` it came, and

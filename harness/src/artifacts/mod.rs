@@ -2,9 +2,11 @@
 //! each only once.
 
 mod cache;
+mod check;
 mod provider;
 mod system;
 
 pub use cache::{Cache, CacheError};
+pub use check::{check, ArtifactError};
 pub use provider::{ArtifactSet, Provider, ProviderError};
 pub use system::{InstalledSystem, Login, SystemFileError, SYSTEM_FILE};

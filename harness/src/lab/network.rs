@@ -65,6 +65,27 @@ impl PxeConfig {
         self
     }
 
+    /// What an install needs of this lab that the protocol requires: a root path (option 17)
+    /// naming this lab's server and its export, and a router (option 3). `Err` says which is
+    /// missing or wrong, and what fails without it.
+    pub fn check_install(&self) -> Result<(), String> {
+        let Some(root_path) = &self.dhcp.root_path else {
+            return Err("the lab's DHCP sends no root path (option 17): the kernel has no NFS root to mount".into());
+        };
+        let export = self.nfs.as_ref().map(|e| e.path.as_str()).unwrap_or("nothing");
+        let (server, path) = root_path.split(',').next().unwrap_or_default().split_once(':').unwrap_or(("", root_path));
+        if server != self.dhcp.server.to_string() {
+            return Err(format!("option 17 {root_path:?} names the server {server:?}, not the lab's {}", self.dhcp.server));
+        }
+        if path != export {
+            return Err(format!("option 17 {root_path:?} names {path}, which the lab does not export (it exports {export}): the kernel's NFS mount would be refused"));
+        }
+        if self.dhcp.router.is_none() {
+            return Err("the lab's DHCP sends no router (option 3): the installer finds its network interface by the default route, and would find none".into());
+        }
+        Ok(())
+    }
+
     /// Declare a host: `mac` always gets `ip` and `hostname`.
     pub fn host(mut self, mac: [u8; 6], ip: Ipv4Addr, hostname: &str) -> Self {
         self.dhcp.hosts.push(HostDecl { mac, ip, hostname: Some(hostname.to_owned()) });
