@@ -108,11 +108,56 @@ pub async fn uefi_boot(lab: &Lab) -> Result<Report, StageError> {
 pub const INSTALL_CLIENT: ([u8; 6], &str, &str) = ([0x52, 0x54, 0x00, 0x1a, 0x5e, 0x01], "192.0.2.10", "nixos-pxe-1");
 /// Where the lab exports the installer's NFS root.
 pub const NFS_EXPORT: &str = "/srv/nixos/nfsroot";
-/// `n` minutes of an install stage's budget, times `PXELAB_TIMEOUT_SCALE` when set (as
-/// openQA's TIMEOUT_SCALE: for slow machines, or a run with injected delay).
-fn minutes(n: u32) -> Duration {
-    let scale = std::env::var("PXELAB_TIMEOUT_SCALE").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0);
-    Duration::from_secs(60 * u64::from(n)).mul_f64(scale.unwrap_or(1.0))
+/// Each install stage's budget under TCG, in seconds, before scaling: a stage that takes
+/// longer fails with its cause and the console's tail. Every budget stays below nextest's
+/// `terminate-after` for the tests that run installs (a test checks it against
+/// `.config/nextest.toml`), so a hung stage ends in pxelab's error, never a bare kill.
+pub const STAGE_BUDGETS: &[(&str, u64)] = &[
+    ("firmware → DHCP", 120),
+    ("TFTP: GRUB", 120),
+    ("TFTP: kernel", 180),
+    ("kernel → NFS root", 180),
+    ("installer: unpack image", 300),
+    // Every other installer marker.
+    ("installer: *", 180),
+    ("firmware → disk", 180),
+    ("installed system boots", 180),
+    ("login", 60),
+];
+
+/// How long the kernel may run without asking for an address before its NIC is suspected.
+const KERNEL_DHCP_BUDGET: u64 = 60;
+/// Budgets are multiplied by this under KVM, which boots several times faster than TCG.
+const KVM_SCALE: f64 = 0.5;
+/// And by this for an install with impaired traffic (loss, delay): lockstep TFTP and NFS
+/// over a lossy link take several times longer.
+const IMPAIRED_SCALE: f64 = 2.5;
+
+/// An install's stage budgets: [`STAGE_BUDGETS`] times `PXELAB_TIMEOUT_SCALE` (as openQA's
+/// TIMEOUT_SCALE, for a slow machine), times [`KVM_SCALE`] under KVM, times
+/// [`IMPAIRED_SCALE`] when traffic is impaired.
+#[derive(Debug, Clone, Copy)]
+pub struct Budgets {
+    scale: f64,
+}
+
+impl Budgets {
+    pub fn new(accel: crate::vm::Accel, faults: &InstallFaults) -> Self {
+        let user = std::env::var("PXELAB_TIMEOUT_SCALE").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0).unwrap_or(1.0);
+        let accel = if accel == crate::vm::Accel::Kvm { KVM_SCALE } else { 1.0 };
+        let impaired = if faults.impair.is_empty() { 1.0 } else { IMPAIRED_SCALE };
+        Budgets { scale: user * accel * impaired }
+    }
+
+    /// The budget of `stage` (an installer stage without its own uses `installer: *`).
+    pub fn of(&self, stage: &str) -> Duration {
+        let base = STAGE_BUDGETS.iter().find(|(s, _)| *s == stage).or_else(|| stage.starts_with("installer: ").then(|| &STAGE_BUDGETS[5]));
+        self.secs(base.map_or(180, |(_, secs)| *secs))
+    }
+
+    fn secs(&self, secs: u64) -> Duration {
+        Duration::from_secs(secs).mul_f64(self.scale)
+    }
 }
 
 fn stage_error(stage: &str, why: String) -> StageError {
@@ -355,16 +400,18 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
     let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
     let mac = INSTALL_CLIENT.0;
     let net = lab.network();
-    stages.run("firmware → DHCP", net.wait_for_dhcp_lease_after(mac, after, minutes(2))).await?;
+    let budgets = Budgets::new(vm.accel(), faults);
+    let budget = |stage: &str| budgets.of(stage);
+    stages.run("firmware → DHCP", net.wait_for_dhcp_lease_after(mac, after, budget("firmware → DHCP"))).await?;
     let listed = |e: EventWaitError| match e {
         EventWaitError::Refused { .. } => format!("{e}\n{}", tftp_listing(&artifacts.tftp_root)),
         other => other.to_string(),
     };
-    let grub = async { net.wait_for_tftp_transfer_after(mac, "nixos/bootx64.efi", after, minutes(2)).await.map_err(listed) };
+    let grub = async { net.wait_for_tftp_transfer_after(mac, "nixos/bootx64.efi", after, budget("TFTP: GRUB")).await.map_err(listed) };
     stages.run("TFTP: GRUB", grub).await?;
     let link_down = async {
         let Some(down_for) = faults.link_down_during_kernel else { return };
-        if vm.wait_for_console_text(LOADING_KERNEL, minutes(3)).await.is_ok() {
+        if vm.wait_for_console_text(LOADING_KERNEL, budget("TFTP: kernel")).await.is_ok() {
             tokio::time::sleep(Duration::from_millis(300)).await;
             net.block(mac);
             tokio::time::sleep(down_for).await;
@@ -373,7 +420,7 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
     };
     // The kernel, not the initrd: GRUB may boot before its ACK of the initrd's last block
     // leaves the wire, so the server cannot always see that last transfer complete.
-    let kernel = async { net.wait_for_tftp_transfer_after(mac, "nixos/bzImage", after, minutes(3)).await.map_err(listed) };
+    let kernel = async { net.wait_for_tftp_transfer_after(mac, "nixos/bzImage", after, budget("TFTP: kernel")).await.map_err(listed) };
     let kernel = stages.run("TFTP: kernel", kernel);
     let (kernel, ()) = tokio::join!(kernel, link_down);
     kernel?;
@@ -390,17 +437,17 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
         )
     };
     let kernel_dhcp = async {
-        if let Err(e) = vm.wait_for_console_text(KERNEL_STARTED, minutes(3)).await {
+        if let Err(e) = vm.wait_for_console_text(KERNEL_STARTED, budget("kernel → NFS root")).await {
             return Err(e.to_string());
         }
-        let why = match net.wait_for_dhcp_lease_after(mac, after_kernel, minutes(1)).await {
+        let why = match net.wait_for_dhcp_lease_after(mac, after_kernel, budgets.secs(KERNEL_DHCP_BUDGET)).await {
             Ok(_) => return std::future::pending().await,
             Err(EventWaitError::Timeout { waited, .. }) => no_lease(waited),
             Err(e) => e.to_string(),
         };
         Err(why)
     };
-    let setup = async { vm.wait_for_console_text(&regex::escape(NFS_SETUP_MARKER), minutes(3)).await.map_err(|e| e.to_string()) };
+    let setup = async { vm.wait_for_console_text(&regex::escape(NFS_SETUP_MARKER), budget("kernel → NFS root")).await.map_err(|e| e.to_string()) };
     let stage_started = tokio::time::Instant::now();
     stages
         .run("kernel → NFS root", async {
@@ -416,7 +463,7 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
         .await?;
     for (stage, marker) in INSTALL_STAGES {
         let (name, pattern) = (format!("installer: {stage}"), regex::escape(marker));
-        let wait = stages.run(&name, vm.wait_for_console_text(&pattern, minutes(10)));
+        let wait = stages.run(&name, vm.wait_for_console_text(&pattern, budget(&name)));
         match faults.nfs_restart_during_unpack.filter(|_| *stage == "unpack image") {
             Some(down_for) => {
                 // From the end of the previous stage: the installer mounts the disk and
@@ -432,15 +479,15 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
         }
     }
     let (dhcp_before_reboot, boot_before_reboot) = (dhcp_events(lab, mac), network_boot_events(lab, mac));
-    let booted = stages.run("firmware → disk", vm.wait_for_console_text(DISK_BOOT, minutes(3))).await?;
+    let booted = stages.run("firmware → disk", vm.wait_for_console_text(DISK_BOOT, budget("firmware → disk"))).await?;
     let login = &artifacts.system.login;
-    stages.run("installed system boots", vm.wait_for_console_text(&login.prompt, minutes(3))).await?;
+    stages.run("installed system boots", vm.wait_for_console_text(&login.prompt, budget("installed system boots"))).await?;
     stages
         .run("login", async {
             vm.send_line(&login.user).await?;
-            vm.wait_for_console_text(&login.password_prompt, minutes(1)).await?;
+            vm.wait_for_console_text(&login.password_prompt, budget("login")).await?;
             vm.send_line(&login.password).await?;
-            vm.wait_for_console_text(&login.shell_prompt, minutes(1)).await
+            vm.wait_for_console_text(&login.shell_prompt, budget("login")).await
         })
         .await?;
     // A root shell on ttyS1, if the system runs one, takes the commands from here on.
@@ -606,4 +653,38 @@ fn network_boot_events(lab: &Lab, mac: [u8; 6]) -> usize {
             _ => false,
         })
         .count()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// Time an install takes before its slowest stage starts, on a loaded 2-core machine.
+    const BEFORE_THE_STAGE: u64 = 180;
+
+    /// Every stage budget of an install, plus the time before it, stays below the
+    /// `terminate-after` that nextest gives the tests running installs, so a hung stage ends in
+    /// pxelab's error (stage, cause, console tail) and not in nextest's kill.
+    #[test]
+    fn stage_budgets_stay_below_nextests_terminate_after() {
+        let config: toml::Value = toml::from_str(include_str!("../../.config/nextest.toml")).unwrap();
+        let overrides = config["profile"]["default"]["overrides"].as_array().unwrap();
+        let vm_groups: Vec<_> = overrides.iter().filter(|o| o.get("test-group").and_then(|g| g.as_str()) == Some("vm")).collect();
+        assert!(vm_groups.len() >= 3, "{vm_groups:?}");
+        let longest = STAGE_BUDGETS.iter().map(|(_, secs)| *secs).max().unwrap();
+        for group in vm_groups {
+            let timeout = &group["slow-timeout"];
+            let period: u64 = timeout["period"].as_str().unwrap().trim_end_matches('s').parse().unwrap();
+            let kill = period * timeout["terminate-after"].as_integer().unwrap() as u64;
+            let filter = group["filter"].as_str().unwrap();
+            let scale = if filter.contains("binary(faults)") { IMPAIRED_SCALE } else { 1.0 };
+            let worst = (longest as f64 * scale) as u64 + BEFORE_THE_STAGE;
+            assert!(worst < kill, "{filter}: a {worst} s stage outlasts nextest's {kill} s");
+        }
+        let tcg = Budgets::new(crate::vm::Accel::Tcg, &InstallFaults::default());
+        assert_eq!(tcg.of("installer: file systems"), Duration::from_secs(180));
+        assert_eq!(tcg.of("installer: unpack image"), Duration::from_secs(300));
+        let kvm = Budgets::new(crate::vm::Accel::Kvm, &InstallFaults::default());
+        assert_eq!(kvm.of("login"), Duration::from_secs(30));
+    }
 }

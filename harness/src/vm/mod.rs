@@ -411,6 +411,11 @@ impl Vm {
         &self.dir
     }
 
+    /// The accelerator QEMU runs on.
+    pub fn accel(&self) -> Accel {
+        self.relaunch.accel
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }
