@@ -106,6 +106,24 @@ pub async fn uefi_boot(lab: &Lab) -> Result<Report, StageError> {
 
 /// The client `install-default` installs.
 pub const INSTALL_CLIENT: ([u8; 6], &str, &str) = ([0x52, 0x54, 0x00, 0x1a, 0x5e, 0x01], "192.0.2.10", "nixos-pxe-1");
+/// Who installs: the VM's name, and the MAC, address and host name the lab's DHCP declares
+/// for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub vm: String,
+    pub mac: [u8; 6],
+    pub ip: std::net::Ipv4Addr,
+    pub hostname: String,
+}
+
+impl Default for Client {
+    /// [`INSTALL_CLIENT`], as VM `client`.
+    fn default() -> Self {
+        let (mac, ip, hostname) = INSTALL_CLIENT;
+        Client { vm: "client".into(), mac, ip: ip.parse().expect("an address"), hostname: hostname.into() }
+    }
+}
+
 /// Where the lab exports the installer's NFS root.
 pub const NFS_EXPORT: &str = "/srv/nixos/nfsroot";
 /// Each install stage's budget under TCG, in seconds, before scaling: a stage that takes
@@ -177,6 +195,8 @@ pub struct InstallOptions {
     pub hardware: Hardware,
     /// Changes to the lab's configuration before it starts (to test bad DHCP setups).
     pub configure_lab: Option<fn(&mut PxeConfig)>,
+    /// Who installs.
+    pub client: Client,
 }
 
 impl Default for InstallOptions {
@@ -187,6 +207,7 @@ impl Default for InstallOptions {
             faults: InstallFaults::default(),
             hardware: Hardware::default(),
             configure_lab: None,
+            client: Client::default(),
         }
     }
 }
@@ -226,7 +247,7 @@ impl InstallOptions {
     /// The `pxelab run` command that runs this install again, with `--keep`; `None` when the
     /// options have no command-line form (a service-stack image).
     pub fn repro_command(&self, installer_dir: &std::path::Path) -> Option<String> {
-        if self.configure_lab.is_some() {
+        if self.configure_lab.is_some() || self.client != Client::default() {
             return None;
         }
         let path = |p: &std::path::Path| shell_quote(&std::path::absolute(p).unwrap_or_else(|_| p.to_owned()).display().to_string());
@@ -324,50 +345,85 @@ pub async fn install_default(lab: &mut Lab) -> Result<(Report, Vm), StageError> 
 /// logged-in VM.
 pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report, Vm), StageError> {
     let mut stages = lab.stages();
-    let (mac, ip, hostname) = INSTALL_CLIENT;
-    let top = lab.dir().join("nfs-top");
     if lab.repro().is_none() {
-        if let Some(command) = options.repro_command(&top.join("installer")) {
+        if let Some(command) = options.repro_command(&lab.dir().join("nfs-top/installer")) {
             lab.set_repro(command);
         }
     }
-    let artifacts = stages.run("build artifacts", async { options.provider.provide(lab.cache()) }).await?;
+    let (artifacts, config) = prepare(lab, &mut stages, std::slice::from_ref(options)).await?;
+    let vm = stages
+        .run("start network and QEMU", async {
+            lab.start_network(config)?;
+            start_client(lab, options, &artifacts).await
+        })
+        .await?;
+    network_install(lab, vm, stages, &artifacts, options, 0).await
+}
+
+/// Several clients install at once on one lab network, each as [`install`]'s client with its
+/// own [`Client`], hardware and faults; the artifacts, seed and lab configuration are the
+/// first's, the installer files everyone's. Each client's stages are named after its VM
+/// (`client-2: firmware → DHCP`). `Err`: a stage all share failed.
+pub async fn install_together(lab: &mut Lab, installs: &[InstallOptions]) -> Result<Vec<Result<(Report, Vm), StageError>>, StageError> {
+    let mut stages = lab.stages();
+    let (artifacts, config) = prepare(lab, &mut stages, installs).await?;
+    stages.run("start network", async { lab.start_network(config).map(drop) }).await?;
+    let lab: &Lab = lab;
+    let each = installs.iter().map(|options| {
+        let artifacts = &artifacts;
+        async move {
+            let mut stages = lab.stages_for(&options.client.vm);
+            let vm = stages.run("start QEMU", start_client(lab, options, artifacts)).await?;
+            network_install(lab, vm, stages, artifacts, options, 0).await
+        }
+    });
+    Ok(futures::future::join_all(each).await)
+}
+
+/// Build the artifacts, write the installer files into the export's top layer, configure the
+/// lab for `installs`' clients and check the inputs.
+async fn prepare(lab: &Lab, stages: &mut Stages, installs: &[InstallOptions]) -> Result<(ArtifactSet, PxeConfig), StageError> {
+    let first = &installs[0];
+    let top = lab.dir().join("nfs-top");
+    let artifacts = stages.run("build artifacts", async { first.provider.provide(lab.cache()) }).await?;
     // Per-test files (installer/config-<mac>, ...) go into the top layer of the export.
     let layers = [vec![top.clone()], artifacts.nfs_layers.clone()].concat();
     std::fs::create_dir_all(top.join("installer")).map_err(|e| stage_error("start network", e.to_string()))?;
-    for (name, contents) in &options.installer_files {
+    for (name, contents) in installs.iter().flat_map(|o| &o.installer_files) {
         std::fs::write(top.join("installer").join(name), contents).map_err(|e| stage_error("start network", e.to_string()))?;
     }
-    let mut config = PxeConfig::new(vec![artifacts.tftp_root.clone()])
-        .host(mac, ip.parse().expect("address"), hostname)
-        .nfs_root(NFS_EXPORT, layers);
-    let faults = &options.faults;
-    config.seed = faults.seed;
-    if let Some(configure) = options.configure_lab {
+    let mut config = PxeConfig::new(vec![artifacts.tftp_root.clone()]).nfs_root(NFS_EXPORT, layers);
+    for Client { mac, ip, hostname, .. } in installs.iter().map(|o| &o.client) {
+        config = config.host(*mac, *ip, hostname);
+    }
+    config.seed = first.faults.seed;
+    if let Some(configure) = first.configure_lab {
         configure(&mut config);
     }
     stages
         .run("check inputs", async {
-            check_disk(options.hardware.disk_bytes)?;
+            for options in installs {
+                check_disk(options.hardware.disk_bytes)?;
+            }
             config.check_install()?;
             crate::artifacts::check(&artifacts.tftp_root, &artifacts.nfs_layers).await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         })
         .await?;
-    let vm = stages
-        .run("start network and QEMU", async {
-            lab.start_network(config)?;
-            let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
-            let client = lab.pxe_client("client", mac, nic, nic.pxe_rom())?;
-            for &(direction, impairment) in &faults.impair {
-                lab.network().impair(mac, direction, impairment);
-            }
-            let hw = &options.hardware;
-            let client = client.memory_mib(hw.memory_mib).cpus(hw.cpus).disk_on(hw.disk_bus, Disk::Blank { bytes: hw.disk_bytes }, Some(1));
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.start().await?)
-        })
-        .await?;
-    network_install(lab, vm, stages, &artifacts, options, 0).await
+    Ok((artifacts, config))
+}
+
+/// Start `options`' client with a blank disk, its NIC on the lab's network, its faults set.
+async fn start_client(lab: &Lab, options: &InstallOptions, artifacts: &ArtifactSet) -> Result<Vm, Box<dyn std::error::Error + Send + Sync>> {
+    let Client { vm, mac, .. } = &options.client;
+    let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
+    let client = lab.pxe_client(vm, *mac, nic, nic.pxe_rom())?;
+    for &(direction, impairment) in &options.faults.impair {
+        lab.network().impair(*mac, direction, impairment);
+    }
+    let hw = &options.hardware;
+    let client = client.memory_mib(hw.memory_mib).cpus(hw.cpus).disk_on(hw.disk_bus, Disk::Blank { bytes: hw.disk_bytes }, Some(1));
+    Ok(client.start().await?)
 }
 
 /// The installed client installs again over its own disk, as an operator reinstalls a
@@ -375,7 +431,7 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Report,
 /// the firmware PXE-boots and the install runs as [`install`]'s, with the same checks.
 pub async fn reinstall(lab: &Lab, vm: Vm, options: &InstallOptions) -> Result<(Report, Vm), StageError> {
     let mut stages = lab.stages();
-    let mac = INSTALL_CLIENT.0;
+    let mac = options.client.mac;
     let artifacts = stages.run("build artifacts", async { options.provider.provide(lab.cache()) }).await?;
     let after = lab.network().events().count();
     stages
@@ -398,7 +454,7 @@ pub async fn reinstall(lab: &Lab, vm: Vm, options: &InstallOptions) -> Result<(R
 async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &ArtifactSet, options: &InstallOptions, after: usize) -> Result<(Report, Vm), StageError> {
     let faults = &options.faults;
     let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
-    let mac = INSTALL_CLIENT.0;
+    let mac = options.client.mac;
     let net = lab.network();
     let budgets = Budgets::new(vm.accel(), faults);
     let budget = |stage: &str| budgets.of(stage);

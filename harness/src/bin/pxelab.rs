@@ -369,7 +369,7 @@ fn dispatch(cli: Cli, spinner: &indicatif::ProgressBar) -> ExitCode {
                 installer_files,
                 faults: faults.install_faults(),
                 hardware: hardware.hardware(),
-                configure_lab: None,
+                ..InstallOptions::default()
             };
             let keep = match (keep, interactive) {
                 (_, true) => Keep::Attached,

@@ -112,6 +112,11 @@ impl Lab {
         Stages::recording(self.epoch, self.log.clone())
     }
 
+    /// Stages of one of several clients, logged as `<client>: <stage>`.
+    pub fn stages_for(&self, client: &str) -> Stages {
+        self.stages().prefixed(client)
+    }
+
     /// The command that reproduces this run (printed when it fails, and in its report).
     pub fn set_repro(&mut self, command: String) {
         self.repro = Some(command);

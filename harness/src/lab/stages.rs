@@ -46,6 +46,8 @@ pub struct Stages {
     started: Instant,
     done: Vec<(String, Duration)>,
     log: Arc<Mutex<RunLog>>,
+    /// Put before each stage's name in the log (`client-2: `), for runs of several clients.
+    prefix: String,
 }
 
 impl Default for Stages {
@@ -61,7 +63,13 @@ impl Stages {
 
     /// Stages that also record into `log`, timed from `epoch` (see [`crate::lab::Lab::stages`]).
     pub fn recording(epoch: Instant, log: Arc<Mutex<RunLog>>) -> Self {
-        Stages { epoch, started: Instant::now(), done: Vec::new(), log }
+        Stages { epoch, started: Instant::now(), done: Vec::new(), log, prefix: String::new() }
+    }
+
+    /// Log each stage as `<prefix>: <stage>`.
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        self.prefix = format!("{prefix}: ");
+        self
     }
 
     /// Run one stage; its error is wrapped with the stage's name.
@@ -69,19 +77,19 @@ impl Stages {
     where
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        tracing::info!(stage, "stage started");
+        tracing::info!(stage = %format!("{}{stage}", self.prefix), "stage started");
         let started = Instant::now();
         let result = work.await;
         let elapsed = started.elapsed();
         let (start, end) = (started - self.epoch, started - self.epoch + elapsed);
-        let mut record = StageRecord { name: stage.to_owned(), start, end, error: None };
+        let mut record = StageRecord { name: format!("{}{stage}", self.prefix), start, end, error: None };
         let outcome = match result {
             Ok(value) => {
                 self.done.push((stage.to_owned(), elapsed));
                 Ok(value)
             }
             Err(e) => {
-                let error = StageError { stage: stage.to_owned(), elapsed, source: e.into() };
+                let error = StageError { stage: format!("{}{stage}", self.prefix), elapsed, source: e.into() };
                 record.error = Some(chain(error.source.as_ref()));
                 Err(error)
             }
