@@ -517,9 +517,15 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
             })
         })
         .await?;
+    // An installer file as the client sees it: the export's top layer first.
+    let layers = [vec![lab.dir().join("nfs-top")], artifacts.nfs_layers.clone()].concat();
+    let installer_file = |name: &str| layers.iter().find_map(|l| std::fs::read_to_string(l.join("installer").join(name)).ok());
     for (stage, marker) in INSTALL_STAGES {
         let (name, pattern) = (format!("installer: {stage}"), regex::escape(marker));
-        let wait = stages.run(&name, vm.wait_for_console_text(&pattern, budget(&name)));
+        let wait = stages.run(&name, async {
+            let waited = vm.wait_for_console_text(&pattern, budget(&name)).await;
+            waited.map_err(|e| crate::diagnose::diagnose(Box::new(e), &vm.console().text(), installer_file))
+        });
         match faults.nfs_restart_during_unpack.filter(|_| *stage == "unpack image") {
             Some(down_for) => {
                 // From the end of the previous stage: the installer mounts the disk and
@@ -565,26 +571,38 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
         .await?;
     let dhcp_after_reboot = dhcp_events(lab, mac) - dhcp_before_reboot;
     let boot_after_reboot = network_boot_events(lab, mac) - boot_before_reboot;
-    let entries = vm.var_store().boot_entries().map_err(|e| stage_error("read NVRAM", e.to_string()))?;
-    let first = entries.first().map(|o| format!("Boot{:04X} {} {}", o.number, o.description, o.path)).unwrap_or_default();
-    let check = |e: crate::console::ConsoleError| stage_error("check the system", e.to_string());
-    let root = vm.succeed(ROOT_DEVICE).await.map_err(check)?;
-    let labelled = vm.succeed("findfs LABEL=nixos").await.map_err(check)?;
-    let version = vm.succeed(&system.version_command).await.map_err(check)?;
-    let hostname = vm.succeed("hostname").await.map_err(check)?;
-    let group = |i: usize| booted.groups.get(i).cloned().flatten().unwrap_or_default();
-    let facts = vec![
-        ("image version", version),
-        ("hostname", hostname),
-        ("system state", ready),
-        ("commands on", channel.into()),
-        ("root file system", root),
-        ("LABEL=nixos", labelled),
-        ("firmware booted", format!("{} {}", group(0), group(1))),
-        ("first boot entry", first),
-        ("network boot requests after the reboot", boot_after_reboot.to_string()),
-        ("DHCP requests after the reboot", dhcp_after_reboot.to_string()),
-    ];
+    let facts = stages
+        .run("check the system", async {
+            let entries = vm.var_store().boot_entries()?;
+            let first = entries.first().map(|o| format!("Boot{:04X} {} {}", o.number, o.description, o.path)).unwrap_or_default();
+            let root = vm.succeed(ROOT_DEVICE).await?;
+            let labelled = vm.succeed("findfs LABEL=nixos").await?;
+            let version = vm.succeed(&system.version_command).await?;
+            let hostname = vm.succeed("hostname").await?;
+            let modes = vm.succeed("stat -c %a / /tmp").await?.split_whitespace().collect::<Vec<_>>().join(" ");
+            if modes != "755 1777" {
+                return Err(format!(
+                    "the installed system's / and /tmp have modes {modes}, where the protocol has 755 and 1777: the installer \
+                     must set them after unpacking (`chmod 755 /mnt`, `chmod 1777 /mnt/tmp`), whatever modes the image carries"
+                )
+                .into());
+            }
+            let group = |i: usize| booted.groups.get(i).cloned().flatten().unwrap_or_default();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(vec![
+                ("image version", version),
+                ("hostname", hostname),
+                ("modes of / and /tmp", modes),
+                ("system state", ready),
+                ("commands on", channel.into()),
+                ("root file system", root),
+                ("LABEL=nixos", labelled),
+                ("firmware booted", format!("{} {}", group(0), group(1))),
+                ("first boot entry", first),
+                ("network boot requests after the reboot", boot_after_reboot.to_string()),
+                ("DHCP requests after the reboot", dhcp_after_reboot.to_string()),
+            ])
+        })
+        .await?;
     Ok((Report::new(stages, facts), vm))
 }
 

@@ -5,6 +5,7 @@
 //! - [`artifacts`]: the cache that builds fixtures once per set of inputs.
 //! - [`lab`]: what a test works in: its artifact directory and the VMs in it.
 //! - [`jobs`]: runnable scenarios behind `pxelab run`.
+//! - [`diagnose`]: known causes of install failures, recognised in the console.
 //! - [`mod@bench`]: side-by-side benchmarks behind `pxelab bench`.
 //! - [`net`]: the virtual L2 segment and the harness's userspace IP host.
 //! - [`services`]: DHCP, TFTP and NFS (protocol logic apart from sockets).
@@ -15,6 +16,7 @@ pub mod artifacts;
 pub mod fuzz;
 pub mod bench;
 pub mod console;
+pub mod diagnose;
 pub mod jobs;
 pub mod lab;
 pub mod net;

@@ -1,0 +1,91 @@
+//! Known causes of install failures, recognised in what the installer printed and the
+//! configuration files it read: each a sentence that says what went wrong and what fixes it,
+//! added to the failing stage's error.
+
+use regex::Regex;
+
+/// A failure with the known causes found for it.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}\n{}", crate::console::banner("known causes", &causes.join("\n")))]
+pub struct Diagnosed {
+    pub causes: Vec<String>,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// `error` with the known causes `console` shows, if any (else `error` as it is). `config`
+/// reads an installer file (`config`, `config-<mac>`, …) as the client sees it.
+pub fn diagnose(error: Box<dyn std::error::Error + Send + Sync>, console: &str, config: impl Fn(&str) -> Option<String>) -> Box<dyn std::error::Error + Send + Sync> {
+    let causes: Vec<String> = [partition_separator(console), config_precedence(console, &config)].into_iter().flatten().collect();
+    match causes.is_empty() {
+        true => error,
+        false => Box::new(Diagnosed { causes, source: error }),
+    }
+}
+
+/// Partitions of a disk whose name ends in a digit (NVMe, MMC) are `<disk>p<n>`; without
+/// `partitionSeparator=p` the installer looks for `<disk><n>`, which never appears.
+fn partition_separator(console: &str) -> Option<String> {
+    let wrong = Regex::new(r"(/dev/(?:nvme\d+n\d+|mmcblk\d+|loop\d+))(\d)\b").expect("valid pattern");
+    let failing = Regex::new(r"(?i)did not appear|not a block device|no such file|cannot open|unable to open|not found").expect("valid pattern");
+    console.lines().filter(|line| failing.is_match(line)).find_map(|line| wrong.captures(line)).map(|c| {
+        let (disk, n) = (&c[1], &c[2]);
+        format!(
+            "the installer looked for partition {disk}{n}, but the partitions of {disk} are named {disk}p{n}: set \
+             partitionSeparator=p in the install config (the protocol's rule for NVMe and MMC disks)"
+        )
+    })
+}
+
+/// The installer ran on a different disk than the most specific config file it loaded
+/// names, and the generic `config` names that disk: it read the generic file last, so the
+/// generic file's values override the per-host ones (upstream's order).
+fn config_precedence(console: &str, config: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let device = Regex::new(r"Installing NixOS on device (\S+)").expect("valid pattern").captures(console)?[1].to_owned();
+    let loaded: Vec<String> = Regex::new(r"Trying /installer/(\S+?)\.\.\.loading")
+        .expect("valid pattern")
+        .captures_iter(console)
+        .map(|c| c[1].to_owned())
+        .collect();
+    let root_device = |file: &str| {
+        let text = config(file)?;
+        text.lines().filter_map(|l| l.trim().strip_prefix("rootDevice=")).last().map(|v| v.trim_matches(['"', '\'']).to_owned())
+    };
+    let generic = root_device("config")?;
+    let (file, wanted) = loaded.iter().filter(|f| f.as_str() != "config").find_map(|f| root_device(f).map(|d| (f.clone(), d)))?;
+    (device == generic && wanted != generic).then(|| {
+        format!(
+            "the installer used rootDevice={device} from the generic config, although {file} sets rootDevice={wanted}: it read \
+             the generic config last, so it overrides per-host values (upstream's order: config-<ip>, config-<mac>, config); \
+             a per-host file must win, or the generic one must not set what hosts override"
+        )
+    })
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn a_missing_separator_on_nvme_is_named() {
+        let console = "Partitioning disk...\nfatal: /dev/nvme0n12 did not appear\nSomething went wrong, starting interactive shell...\n";
+        let cause = partition_separator(console).unwrap();
+        assert!(cause.contains("partitions of /dev/nvme0n1 are named /dev/nvme0n1p2"), "{cause}");
+        assert_eq!(partition_separator("mkfs.ext4 /dev/vda2 done\n/dev/vda2 not found\n"), None, "vda's partitions take no separator");
+    }
+
+    #[test]
+    fn a_generic_config_that_overrides_a_per_host_one_is_named() {
+        let console = "Trying /installer/config-52:54:00:1a:5e:01...loading\nTrying /installer/config-192.0.2.10...not present\n\
+                       Trying /installer/config...loading\nInstalling NixOS on device /dev/sdz\n";
+        let files = |name: &str| match name {
+            "config" => Some("rootDevice=/dev/sdz\n".to_owned()),
+            "config-52:54:00:1a:5e:01" => Some("rootDevice=/dev/vda\n".to_owned()),
+            _ => None,
+        };
+        let cause = config_precedence(console, files).unwrap();
+        assert!(cause.contains("rootDevice=/dev/sdz from the generic config, although config-52:54:00:1a:5e:01 sets rootDevice=/dev/vda"), "{cause}");
+        let honoured = console.replace("device /dev/sdz", "device /dev/vda");
+        assert_eq!(config_precedence(&honoured, files), None);
+    }
+}

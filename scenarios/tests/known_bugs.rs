@@ -1,0 +1,63 @@
+//! Known bugs of installers, each reproduced through a fixture switch and caught with its
+//! diagnosis; the same setup without the bug passes in `install.rs` (named with each).
+
+use pxelab::jobs::{self, Hardware, InstallOptions, INSTALL_CLIENT};
+use pxelab::lab::{Lab, StageError};
+use pxelab::vm::DiskBus;
+use pxelab_scenarios::error_chain;
+
+async fn fails(name: &str, options: InstallOptions) -> (StageError, String) {
+    let mut lab = Lab::new(name).unwrap();
+    match jobs::install(&mut lab, &options).await {
+        Ok(_) => panic!("{name}: installed"),
+        Err(e) => {
+            let text = error_chain(&e);
+            (e, text)
+        }
+    }
+}
+
+/// NVMe partitions are `nvme0n1p1`…; a config without `partitionSeparator=p` makes the
+/// installer wait for `nvme0n12`. (Fixed: `nvme_install_with_partition_separator_p`.)
+#[tokio::test]
+async fn nvme_without_the_partition_separator_is_diagnosed() {
+    let options = InstallOptions {
+        installer_files: vec![("config".into(), "rootDevice=/dev/nvme0n1\npartitionSeparator=\n".into())],
+        hardware: Hardware { disk_bus: DiskBus::Nvme, ..Hardware::default() },
+        ..InstallOptions::default()
+    };
+    let (err, text) = fails("nvme_without_the_partition_separator_is_diagnosed", options).await;
+    assert_eq!(err.stage, "installer: disk label and partitions", "{text}");
+    assert!(text.contains("the partitions of /dev/nvme0n1 are named /dev/nvme0n1p2: set partitionSeparator=p"), "{text}");
+}
+
+/// Upstream's installer reads the generic `config` after the per-host files, so the generic
+/// rootDevice wins over `config-<mac>`'s (the fixture's `pxelab-upstream-order` switch).
+/// (Fixed: `per_host_config_wins_over_generic_and_zstd_image_unpacks`.)
+#[tokio::test]
+async fn a_generic_config_read_last_overriding_a_per_host_one_is_diagnosed() {
+    let mac = pxelab::vm::mac_string(&INSTALL_CLIENT.0);
+    let options = InstallOptions {
+        installer_files: vec![
+            ("pxelab-upstream-order".into(), String::new()),
+            ("config".into(), "rootDevice=/dev/does-not-exist\npartitionSeparator=\n".into()),
+            (format!("config-{mac}"), "rootDevice=/dev/vda\n".into()),
+        ],
+        ..InstallOptions::default()
+    };
+    let (err, text) = fails("a_generic_config_read_last_overriding_a_per_host_one_is_diagnosed", options).await;
+    assert_eq!(err.stage, "installer: disk label and partitions", "{text}");
+    let cause = format!("used rootDevice=/dev/does-not-exist from the generic config, although config-{mac} sets rootDevice=/dev/vda");
+    assert!(text.contains(&cause), "{text}");
+}
+
+/// An installer that leaves the image's modes (`/` 700, `/tmp` 755: the fixture's
+/// `pxelab-keep-image-modes` switch) installs a system that boots, and is caught by the
+/// check of the installed system. (Fixed: every other install, which checks the same.)
+#[tokio::test]
+async fn root_and_tmp_modes_left_from_the_image_are_caught() {
+    let options = InstallOptions { installer_files: vec![("pxelab-keep-image-modes".into(), String::new())], ..InstallOptions::default() };
+    let (err, text) = fails("root_and_tmp_modes_left_from_the_image_are_caught", options).await;
+    assert_eq!(err.stage, "check the system", "{text}");
+    assert!(text.contains("/ and /tmp have modes 700 755, where the protocol has 755 and 1777"), "{text}");
+}
