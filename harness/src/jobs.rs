@@ -10,6 +10,7 @@ use crate::artifacts::{ArtifactSet, Provider};
 use crate::console::banner;
 use crate::lab::{addresses_of, lease_for, EventWaitError, Lab, PxeConfig, Server, StageError, Stages};
 use crate::net::fault::{Direction, Impairment};
+use crate::services::tftp::TftpEvent;
 use crate::services::ServiceEvent;
 use crate::vm::{shell_quote, Disk, DiskBus, DiskFormat, NicModel, Vm};
 
@@ -464,7 +465,31 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
         other => other.to_string(),
     };
     let grub = async { net.wait_for_tftp_transfer_after(mac, "nixos/bootx64.efi", after, budget("TFTP: GRUB")).await.map_err(listed) };
-    stages.run("TFTP: GRUB", grub).await?;
+    // The firmware's PXE says why it gives up (`PXE-E16: No valid offer received.`).
+    let pxe_error = async {
+        let Ok(line) = vm.wait_for_console_text(r"PXE-E[0-9A-F]{2}: [^\n]*\n", budget("TFTP: GRUB")).await else {
+            return std::future::pending().await;
+        };
+        let hint = match line.matched.contains("PXE-E16") {
+            true => {
+                let quirk = match net.dhcp_config().quirks.pxe_client_without_43 {
+                    true => "; this lab's DHCP sends option 60 `PXEClient` without option 43 (Quirks::pxe_client_without_43)",
+                    false => "",
+                };
+                format!(": OVMF's PXE takes an offer that carries option 60 `PXEClient` and no option 43 for no valid offer{quirk}")
+            }
+            false => String::new(),
+        };
+        Err::<TftpEvent, String>(format!("the firmware's PXE gave up: {:?}{hint}", line.matched.trim()))
+    };
+    stages
+        .run("TFTP: GRUB", async {
+            tokio::select! {
+                grub = grub => grub,
+                failed = pxe_error => failed,
+            }
+        })
+        .await?;
     let link_down = async {
         let Some(down_for) = faults.link_down_during_kernel else { return };
         if vm.wait_for_console_text(LOADING_KERNEL, budget("TFTP: kernel")).await.is_ok() {

@@ -280,6 +280,11 @@ impl Network {
         self.started.elapsed()
     }
 
+    /// The DHCP server's configuration.
+    pub fn dhcp_config(&self) -> DhcpConfig {
+        self.dhcp.lock().expect("dhcp lock").config().clone()
+    }
+
     /// The harness host's address.
     pub fn server_ip(&self) -> Ipv4Addr {
         self.host.addr.ip

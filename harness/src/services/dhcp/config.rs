@@ -30,6 +30,20 @@ pub struct DhcpConfig {
     /// NFS root path (17).
     pub root_path: Option<String>,
     pub lease_secs: u32,
+    /// Other servers' behaviours, to reproduce what they break (none by default).
+    pub quirks: Quirks,
+}
+
+/// Behaviours of other DHCP servers that break PXE clients, for scenarios that reproduce the
+/// breakage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quirks {
+    /// Offer option 60 `PXEClient` without option 43, as a proxy-less server configured for
+    /// PXE often does: OVMF's PXE rejects such offers (PXE-E16).
+    pub pxe_client_without_43: bool,
+    /// Answer a BOOTP request (GRUB's) with no options, as ISC dhcpd does for a request it
+    /// takes as not RFC 1048 unless `always-reply-rfc1048 on`.
+    pub bootp_without_options: bool,
 }
 
 /// Option 93 value of UEFI x86-64 firmware (RFC 4578 "EFI BC", as OVMF and iPXE send it).
@@ -57,6 +71,7 @@ impl DhcpConfig {
             ],
             root_path: None,
             lease_secs: 3600,
+            quirks: Quirks::default(),
         }
     }
 

@@ -7,6 +7,6 @@ mod config;
 mod server;
 mod task;
 
-pub use config::{ConfigError, DhcpConfig, HostDecl};
+pub use config::{ConfigError, DhcpConfig, HostDecl, Quirks};
 pub use server::{DhcpEvent, DhcpEventKind, DhcpServer, Ignored, Lease, Reply, BOOTP_MIN_LEN};
 pub use task::interceptor;

@@ -267,8 +267,15 @@ impl DhcpServer {
         if !boot_file.is_empty() {
             opts.insert(DhcpOption::BootfileName(boot_file.as_bytes().to_vec()));
         }
+        // No option 60 unless a quirk asks: OVMF's PXE rejects a `PXEClient` offer without
+        // option 43.
+        if c.quirks.pxe_client_without_43 && arch.is_some() {
+            opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+        }
+        if c.quirks.bootp_without_options && kind == DhcpEventKind::Bootp {
+            opts = DhcpOptions::new();
+        }
         reply.set_opts(opts);
-        // Deliberately no option 60: OVMF's PXE rejects a `PXEClient` offer without option 43.
         finish(reply, request, *mac)
     }
 
@@ -376,7 +383,7 @@ fn finish(message: Message, request: &Message, mac: [u8; 6]) -> Reply {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::services::dhcp::HostDecl;
+    use crate::services::dhcp::{HostDecl, Quirks};
     use dhcproto::v4::{Architecture, Flags};
     use std::fmt::Write;
 
@@ -495,6 +502,21 @@ mod test {
         assert_eq!(event.kind, DhcpEventKind::Bootp);
         assert_eq!(reply.message.opts().msg_type(), None, "a BOOTP reply has no message type");
         insta::assert_snapshot!("grub_bootp", describe(&reply));
+    }
+
+    #[test]
+    fn quirks_reproduce_other_servers_replies() {
+        let mut quirky = config();
+        quirky.quirks = Quirks { pxe_client_without_43: true, bootp_without_options: true };
+        let mut server = DhcpServer::new(quirky).unwrap();
+        let (offer, _) = reply(&mut server, 0, &ovmf(MessageType::Discover, vec![]));
+        let class = offer.message.opts().get(OptionCode::ClassIdentifier);
+        assert_eq!(class, Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec())), "option 60 PXEClient");
+        assert!(offer.message.opts().get(OptionCode::VendorExtensions).is_none(), "and no option 43");
+        let (bootp, event) = reply(&mut server, 0, &request(MAC, None, vec![], false));
+        assert_eq!(event.kind, DhcpEventKind::Bootp);
+        assert_eq!(bootp.message.opts().iter().count(), 0, "a BOOTP reply without options");
+        assert_eq!(bootp.message.yiaddr(), "192.0.2.10".parse::<Ipv4Addr>().unwrap(), "but with the address");
     }
 
     #[test]
