@@ -19,6 +19,7 @@ pub mod console;
 pub mod diagnose;
 pub mod jobs;
 pub mod lab;
+pub mod matrix;
 pub mod net;
 pub mod vm;
 pub mod services;

@@ -69,6 +69,14 @@ enum Command {
         #[command(flatten)]
         hardware: HardwareArgs,
     },
+    /// Run artifact sets (one per release) × scenarios from a TOML file: a table with each
+    /// cell's result and stage times against the baseline set; matrix.md, matrix.json and
+    /// junit.xml beside the runs. Fails when a cell fails or a stage is more than 20 % and
+    /// 2 s slower than the baseline's.
+    Matrix {
+        /// The matrix file (see README: "Regression-check releases").
+        file: PathBuf,
+    },
     /// List runnable scenarios.
     List,
     /// Check that QEMU, OVMF, the fixture inputs and an accelerator are available.
@@ -379,6 +387,7 @@ fn dispatch(cli: Cli, spinner: &indicatif::ProgressBar) -> ExitCode {
             runtime.block_on(run(&name, options, own, keep, spinner))
         }
         Command::Console { run, vm } => runtime.block_on(console(run, vm)),
+        Command::Matrix { file } => runtime.block_on(matrix(&file, spinner)),
         Command::Serve { artifacts, flavour, clients, hardware } => {
             let (provider, installer_files) = match artifacts.provider() {
                 Ok(found) => found,
@@ -505,6 +514,36 @@ async fn attach_when_started(link: PathBuf, run: String) {
     match pxelab::console::attach::attach_terminal(&link).await {
         Ok(how) => eprintln!("\r\npxelab: detached ({how:?})\r"),
         Err(e) => eprintln!("pxelab: cannot attach to {}: {e}", link.display()),
+    }
+}
+
+/// `pxelab matrix FILE`.
+async fn matrix(file: &std::path::Path, spinner: &indicatif::ProgressBar) -> ExitCode {
+    let outcome = async {
+        let matrix = pxelab::matrix::Matrix::load(file)?;
+        let runs = pxelab::lab::runs_root();
+        std::fs::create_dir_all(&runs).map_err(|source| pxelab::matrix::MatrixError::Write { path: runs.clone(), source })?;
+        let outcome = pxelab::matrix::run(&matrix, &runs).await?;
+        outcome.write(&runs)?;
+        Ok::<_, pxelab::matrix::MatrixError>((outcome, runs))
+    }
+    .await;
+    spinner.finish_and_clear();
+    match outcome {
+        Ok((outcome, runs)) => {
+            println!("{}", outcome.markdown());
+            println!("matrix: {} (and matrix.json, junit.xml)", runs.join("matrix.md").display());
+            if outcome.ok() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("pxelab: matrix: a cell failed or regressed");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("pxelab: {:#}", anyhow::Error::from(e));
+            ExitCode::FAILURE
+        }
     }
 }
 

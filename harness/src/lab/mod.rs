@@ -215,6 +215,11 @@ pub enum LabError {
     },
 }
 
+/// Whether `name` can name a lab (see [`Lab::new`]).
+pub fn valid_name(name: &str) -> bool {
+    run_dir(Path::new("/"), name).is_ok()
+}
+
 /// `root/name`, for a `name` that is one plain path component (so never `..`, `.`, `~`,
 /// an absolute path or a path with separators, which `join` would take out of `root`).
 fn run_dir(root: &Path, name: &str) -> Result<PathBuf, LabError> {
