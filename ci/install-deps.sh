@@ -21,6 +21,7 @@ $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 if ! qemu-img --version >/dev/null 2>&1; then
   $sudo apt-get install -y -qq --no-install-recommends --allow-downgrades qemu-utils/bookworm >/dev/null
 fi
-command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# SKIP_NEXTEST=1: a machine that only runs the pxelab binary.
+[ -n "${SKIP_NEXTEST:-}" ] || command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 qemu-system-x86_64 --version | head -n 1
 qemu-img --version | head -n 1

@@ -263,7 +263,9 @@ mod test {
             PANICKED.store(true, std::sync::atomic::Ordering::SeqCst);
             default_hook(info);
         }));
-        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        // At run time nextest names the crate's directory, also for an archive run elsewhere.
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from);
+        let corpus = manifest.join("../fuzz/corpus");
         let mut rng = fastrand::Rng::with_seed(0x5eed);
         for (name, target) in TARGETS {
             let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(corpus.join(name))

@@ -2,6 +2,12 @@
 
 use std::process::Command;
 
+/// The `pxelab` binary: where nextest says at run time (a test archive run elsewhere), else
+/// where Cargo built it.
+fn pxelab_bin() -> std::path::PathBuf {
+    std::env::var_os("NEXTEST_BIN_EXE_pxelab").map_or_else(|| env!("CARGO_BIN_EXE_pxelab").into(), Into::into)
+}
+
 #[test]
 fn run_with_a_path_or_an_unknown_job_leaves_every_directory_alone() {
     let dir = tempfile::tempdir().unwrap();
@@ -12,7 +18,7 @@ fn run_with_a_path_or_an_unknown_job_leaves_every_directory_alone() {
     std::fs::write(runs.join("canary"), "keep").unwrap();
     let victim_arg = victim.display().to_string();
     for name in [victim_arg.as_str(), "..", ".", "~", "no-such-job"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_pxelab"))
+        let out = Command::new(pxelab_bin())
             .args(["run", name])
             .env("PXELAB_RUNS_DIR", &runs)
             .current_dir(&runs)
@@ -32,7 +38,7 @@ fn run_with_a_path_or_an_unknown_job_leaves_every_directory_alone() {
 #[test]
 fn a_run_off_a_terminal_prints_the_table_and_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pxelab"))
+    let out = Command::new(pxelab_bin())
         .args(["run", "uefi-boot"])
         .env("PXELAB_RUNS_DIR", dir.path())
         .env_remove("RUST_LOG")
@@ -58,7 +64,7 @@ fn a_failure_ends_with_a_repro_line_that_fails_the_same_way() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-artifacts");
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_pxelab")).args(args).env("PXELAB_RUNS_DIR", dir.path().join("runs")).output().unwrap();
+        let out = Command::new(pxelab_bin()).args(args).env("PXELAB_RUNS_DIR", dir.path().join("runs")).output().unwrap();
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
     };

@@ -3,11 +3,18 @@
 
 use std::process::Command;
 
+/// The `pxelab` binary: where nextest says at run time (a test archive run elsewhere), else
+/// where Cargo built it.
+fn pxelab_bin() -> std::path::PathBuf {
+    std::env::var_os("NEXTEST_BIN_EXE_pxelab").map_or_else(|| env!("CARGO_BIN_EXE_pxelab").into(), Into::into)
+}
+
 #[test]
 fn the_example_matrix_runs_both_sets_and_flags_the_slower_stages() {
     let runs = tempfile::tempdir().unwrap();
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/matrix-example.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_pxelab")).args(["matrix", example]).env("PXELAB_RUNS_DIR", runs.path()).output().unwrap();
+    // The working directory is the crate's (nextest sets it, in an archive run too).
+    let example = std::path::Path::new("../ci/matrix-example.toml");
+    let out = Command::new(pxelab_bin()).arg("matrix").arg(example).env("PXELAB_RUNS_DIR", runs.path()).output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // The nixos-shape image is ten times the busybox one and boots systemd: some of its
     // stages are past the threshold, and a regression fails the matrix.

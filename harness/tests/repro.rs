@@ -6,6 +6,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+/// The `pxelab` binary: where nextest says at run time (a test archive run elsewhere), else
+/// where Cargo built it.
+fn pxelab_bin() -> std::path::PathBuf {
+    std::env::var_os("NEXTEST_BIN_EXE_pxelab").map_or_else(|| env!("CARGO_BIN_EXE_pxelab").into(), Into::into)
+}
+
 /// A child process killed (and so its QEMUs, by their parent-death signal) if the test ends
 /// without stopping it.
 struct Reaped(Child);
@@ -19,7 +25,7 @@ impl Drop for Reaped {
 
 /// `pxelab` with its runs under `runs`, stdout piped and read line by line.
 fn pxelab(runs: &std::path::Path, args: &[&str]) -> (Reaped, Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pxelab"))
+    let mut child = Command::new(pxelab_bin())
         .args(args)
         .env("PXELAB_RUNS_DIR", runs)
         .stdin(Stdio::null())
@@ -107,7 +113,7 @@ fn a_kept_run_is_attached_to_from_another_process_and_stopped_by_ctrl_c() {
     assert_eq!(qemu.len(), 1, "the kept VM runs on after its job");
 
     let mut console = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_pxelab"))
+        Command::new(pxelab_bin())
             .args(["console", "uefi-boot", "client"])
             .env("PXELAB_RUNS_DIR", runs.path())
             .stdin(Stdio::piped())
@@ -194,7 +200,7 @@ fn serve_boots_two_clients_started_from_its_printed_lines() {
 fn an_interactive_run_shows_the_boot_live_and_takes_input() {
     let runs = tempfile::tempdir().unwrap();
     let mut run = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_pxelab"))
+        Command::new(pxelab_bin())
             .args(["run", "uefi-boot", "--interactive"])
             .env("PXELAB_RUNS_DIR", runs.path())
             .stdin(Stdio::piped())

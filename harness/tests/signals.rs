@@ -4,6 +4,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `pxelab` binary: where nextest says at run time (a test archive run elsewhere), else
+/// where Cargo built it.
+fn pxelab_bin() -> std::path::PathBuf {
+    std::env::var_os("NEXTEST_BIN_EXE_pxelab").map_or_else(|| env!("CARGO_BIN_EXE_pxelab").into(), Into::into)
+}
+
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
@@ -31,7 +37,7 @@ fn gone(pid: u32) -> bool {
 
 fn killed_mid_boot_leaves_no_qemu(signal: libc::c_int) {
     let runs = tempfile::tempdir().unwrap();
-    let mut pxelab = Command::new(env!("CARGO_BIN_EXE_pxelab"))
+    let mut pxelab = Command::new(pxelab_bin())
         .args(["run", "uefi-boot"])
         .env("PXELAB_RUNS_DIR", runs.path())
         .stdout(Stdio::null())
