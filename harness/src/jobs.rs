@@ -198,6 +198,9 @@ pub struct InstallOptions {
     pub configure_lab: Option<fn(&mut PxeConfig)>,
     /// Who installs.
     pub client: Client,
+    /// Wait out GRUB's menu countdown as a machine would, instead of pressing Enter at it
+    /// (the default, which saves the countdown's seconds and changes nothing else).
+    pub wait_out_boot_menus: bool,
 }
 
 impl Default for InstallOptions {
@@ -209,6 +212,7 @@ impl Default for InstallOptions {
             hardware: Hardware::default(),
             configure_lab: None,
             client: Client::default(),
+            wait_out_boot_menus: false,
         }
     }
 }
@@ -318,10 +322,17 @@ impl InstallOptions {
         if let Some(d) = faults.nfs_restart_during_unpack {
             words.push(format!("--nfs-restart-during-unpack {}ms", d.as_millis()));
         }
+        if self.wait_out_boot_menus {
+            words.push("--wait-out-boot-menus".into());
+        }
         words.push("--keep".into());
         Some(words.join(" "))
     }
 }
+
+/// GRUB's menu countdown, at which the install presses Enter (see
+/// [`InstallOptions::wait_out_boot_menus`]).
+const GRUB_COUNTDOWN: &str = r"The highlighted entry will be executed automatically in \d+s";
 
 /// The kernel's first console line.
 const KERNEL_STARTED: &str = r"Linux version \S+";
@@ -503,7 +514,19 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
     // leaves the wire, so the server cannot always see that last transfer complete.
     let kernel = async { net.wait_for_tftp_transfer_after(mac, "nixos/bzImage", after, budget("TFTP: kernel")).await.map_err(listed) };
     let kernel = stages.run("TFTP: kernel", kernel);
-    let (kernel, ()) = tokio::join!(kernel, link_down);
+    // Enter at GRUB's menu, once: a GRUB without a countdown just boots.
+    let press_enter = async {
+        if !options.wait_out_boot_menus && vm.wait_for_console_text(GRUB_COUNTDOWN, budget("TFTP: kernel")).await.is_ok() {
+            if let Err(e) = vm.send_keys("\r").await {
+                tracing::warn!("cannot press Enter at GRUB's menu: {e}");
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    let kernel = tokio::select! {
+        (kernel, ()) = async { tokio::join!(kernel, link_down) } => kernel,
+        () = press_enter => unreachable!("pending"),
+    };
     kernel?;
     // A kernel with no driver for the NIC never asks for an address: it panics when its NFS
     // root fails, or waits. Either way, say why, within a minute of the kernel's start (GRUB

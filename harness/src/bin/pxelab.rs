@@ -39,6 +39,9 @@ enum Command {
         /// type into GRUB or the installer (implies --keep). Ctrl-] detaches.
         #[arg(long)]
         interactive: bool,
+        /// Wait out GRUB's menu countdown as a machine would, instead of pressing Enter at it.
+        #[arg(long)]
+        wait_out_boot_menus: bool,
         #[command(flatten)]
         hardware: HardwareArgs,
         #[command(flatten)]
@@ -263,10 +266,14 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
-    /// The full install cycle N times: min and median wall time, each stage's share.
+    /// The full install cycle N times: min and median wall time against the goal, each
+    /// stage's share.
     Install {
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Wait out GRUB's menu countdown instead of pressing Enter at it.
+        #[arg(long)]
+        wait_out_boot_menus: bool,
     },
     /// Sequential read throughput of a large file from the NFS root, inside the guest.
     Nfs {
@@ -363,7 +370,7 @@ fn dispatch(cli: Cli, spinner: &indicatif::ProgressBar) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Doctor => doctor(&runtime),
-        Command::Run { name, artifacts, keep, interactive, hardware, faults } => {
+        Command::Run { name, artifacts, keep, interactive, wait_out_boot_menus, hardware, faults } => {
             let (provider, installer_files) = match artifacts.provider() {
                 Ok(found) => found,
                 Err(why) => {
@@ -377,6 +384,7 @@ fn dispatch(cli: Cli, spinner: &indicatif::ProgressBar) -> ExitCode {
                 installer_files,
                 faults: faults.install_faults(),
                 hardware: hardware.hardware(),
+                wait_out_boot_menus,
                 ..InstallOptions::default()
             };
             let keep = match (keep, interactive) {
@@ -423,8 +431,9 @@ async fn bench(what: Bench) -> ExitCode {
                 let mut lab = pxelab::bench::lab(name)?;
                 (pxelab::bench::nfs(&mut lab, runs.max(1), size_mib.max(1)).await?.report(), lab.dir().display().to_string())
             }
-            Bench::Install { runs } => {
-                let bench = pxelab::bench::install(runs.max(1)).await?;
+            Bench::Install { runs, wait_out_boot_menus } => {
+                let options = InstallOptions { wait_out_boot_menus, ..InstallOptions::default() };
+                let bench = pxelab::bench::install(runs.max(1), &options).await?;
                 (bench.report(), "one bench-install-<run> directory per run beside the other runs".to_owned())
             }
         };

@@ -245,12 +245,13 @@ impl Console {
 
     /// Type a line into the console.
     pub async fn send_line(&self, line: &str) -> Result<(), ConsoleError> {
+        self.send_keys(&format!("{line}\n")).await
+    }
+
+    /// Type `keys` as they are (`"\r"`: Enter at a boot menu).
+    pub async fn send_keys(&self, keys: &str) -> Result<(), ConsoleError> {
         let mut writer = self.writer.lock().await;
-        let data = format!("{line}\n");
-        writer
-            .write_all(data.as_bytes())
-            .await
-            .map_err(|source| ConsoleError::Write { console: self.name.clone(), source })
+        writer.write_all(keys.as_bytes()).await.map_err(|source| ConsoleError::Write { console: self.name.clone(), source })
     }
 
     /// Run `command` in the root shell on the console; returns its exit status and output

@@ -483,6 +483,11 @@ impl Vm {
         if self.backdoor { &self.commands } else { &self.console }
     }
 
+    /// See [`Console::send_keys`].
+    pub async fn send_keys(&self, keys: &str) -> Result<(), ConsoleError> {
+        self.console.send_keys(keys).await
+    }
+
     /// See [`Console::send_line`].
     pub async fn send_line(&self, line: &str) -> Result<(), ConsoleError> {
         self.console.send_line(line).await
