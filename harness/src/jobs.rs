@@ -334,6 +334,11 @@ impl InstallOptions {
 /// [`InstallOptions::wait_out_boot_menus`]).
 const GRUB_COUNTDOWN: &str = r"The highlighted entry will be executed automatically in \d+s";
 
+/// How often, at most, Enter is pressed at GRUB's menu, and how long GRUB has to leave it
+/// after each.
+const ENTER_TRIES: usize = 4;
+const ENTER_AGAIN_AFTER: Duration = Duration::from_secs(5);
+
 /// The kernel's first console line.
 const KERNEL_STARTED: &str = r"Linux version \S+";
 /// The console line after which GRUB fetches the kernel.
@@ -514,11 +519,24 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
     // leaves the wire, so the server cannot always see that last transfer complete.
     let kernel = async { net.wait_for_tftp_transfer_after(mac, "nixos/bzImage", after, budget("TFTP: kernel")).await.map_err(listed) };
     let kernel = stages.run("TFTP: kernel", kernel);
-    // Enter at GRUB's menu, once: a GRUB without a countdown just boots.
+    // Enter at GRUB's menu (a GRUB without a countdown just boots). A loaded GRUB sometimes
+    // takes the key only as the end of its countdown and stays in the menu: Enter again
+    // until it asks the TFTP server for a file, the sign that it left the menu.
     let press_enter = async {
         if !options.wait_out_boot_menus && vm.wait_for_console_text(GRUB_COUNTDOWN, budget("TFTP: kernel")).await.is_ok() {
-            if let Err(e) = vm.send_keys("\r").await {
-                tracing::warn!("cannot press Enter at GRUB's menu: {e}");
+            let ip = net.lease_of(mac);
+            for _ in 0..ENTER_TRIES {
+                let seen = net.events().count();
+                if let Err(e) = vm.send_keys("\r").await {
+                    tracing::warn!("cannot press Enter at GRUB's menu: {e}");
+                    break;
+                }
+                let asked = |events: &[(Duration, ServiceEvent)]| {
+                    events.iter().skip(seen).any(|(_, e)| matches!(e, ServiceEvent::Tftp(t) if Some(t.client) == ip)).then_some(())
+                };
+                if !matches!(net.events().wait_for("GRUB to leave its menu", ENTER_AGAIN_AFTER, asked).await, Err(EventWaitError::Timeout { .. })) {
+                    break;
+                }
             }
         }
         std::future::pending::<()>().await
