@@ -170,7 +170,8 @@ impl Budgets {
 
     /// The budget of `stage` (an installer stage without its own uses `installer: *`).
     pub fn of(&self, stage: &str) -> Duration {
-        let base = STAGE_BUDGETS.iter().find(|(s, _)| *s == stage).or_else(|| stage.starts_with("installer: ").then(|| &STAGE_BUDGETS[5]));
+        let find = |name: &str| STAGE_BUDGETS.iter().find(|(s, _)| *s == name);
+        let base = find(stage).or_else(|| stage.starts_with("installer: ").then(|| find("installer: *")).flatten());
         self.secs(base.map_or(180, |(_, secs)| *secs))
     }
 

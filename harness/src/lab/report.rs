@@ -214,7 +214,6 @@ impl RunReport {
             );
         }
         let mut clients: Vec<&str> = self.events.iter().filter_map(|e| e.client.as_deref()).collect();
-        clients.dedup();
         clients.sort();
         clients.dedup();
         for client in clients {

@@ -77,19 +77,20 @@ impl Stages {
     where
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        tracing::info!(stage = %format!("{}{stage}", self.prefix), "stage started");
+        let name = format!("{}{stage}", self.prefix);
+        tracing::info!(stage = %name, "stage started");
         let started = Instant::now();
         let result = work.await;
         let elapsed = started.elapsed();
         let (start, end) = (started - self.epoch, started - self.epoch + elapsed);
-        let mut record = StageRecord { name: format!("{}{stage}", self.prefix), start, end, error: None };
+        let mut record = StageRecord { name: name.clone(), start, end, error: None };
         let outcome = match result {
             Ok(value) => {
                 self.done.push((stage.to_owned(), elapsed));
                 Ok(value)
             }
             Err(e) => {
-                let error = StageError { stage: format!("{}{stage}", self.prefix), elapsed, source: e.into() };
+                let error = StageError { stage: name, elapsed, source: e.into() };
                 record.error = Some(chain(error.source.as_ref()));
                 Err(error)
             }
