@@ -117,6 +117,14 @@ pub struct Client {
     pub hostname: String,
 }
 
+impl Client {
+    /// The `n`th of several clients (from 1): VM `client-<n>`, MAC `52:54:00:1a:5e:<n>`,
+    /// address `192.0.2.<9+n>`, host name `nixos-pxe-<n>`; the first has [`INSTALL_CLIENT`]'s.
+    pub fn nth(n: u8) -> Self {
+        Client { vm: format!("client-{n}"), mac: [0x52, 0x54, 0x00, 0x1a, 0x5e, n], ip: [192, 0, 2, 9 + n].into(), hostname: format!("nixos-pxe-{n}") }
+    }
+}
+
 impl Default for Client {
     /// [`INSTALL_CLIENT`], as VM `client`.
     fn default() -> Self {
@@ -398,9 +406,25 @@ pub async fn install_together(lab: &mut Lab, installs: &[InstallOptions]) -> Res
     Ok(futures::future::join_all(each).await)
 }
 
-/// Build the artifacts, write the installer files into the export's top layer, configure the
-/// lab for `installs`' clients and check the inputs.
+/// [`configure`] the lab for `installs`, then check the inputs.
 async fn prepare(lab: &Lab, stages: &mut Stages, installs: &[InstallOptions]) -> Result<(ArtifactSet, PxeConfig), StageError> {
+    let (artifacts, config) = configure(lab, stages, installs).await?;
+    stages
+        .run("check inputs", async {
+            for options in installs {
+                check_disk(options.hardware.disk_bytes)?;
+            }
+            config.check_install()?;
+            crate::artifacts::check(&artifacts.tftp_root, &artifacts.nfs_layers).await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .await?;
+    Ok((artifacts, config))
+}
+
+/// Build the artifacts, write the installer files into the export's top layer and configure
+/// the lab for `installs`' clients; the artifacts, seed and lab configuration are the first's.
+async fn configure(lab: &Lab, stages: &mut Stages, installs: &[InstallOptions]) -> Result<(ArtifactSet, PxeConfig), StageError> {
     let first = &installs[0];
     let top = lab.dir().join("nfs-top");
     let artifacts = stages.run("build artifacts", async { first.provider.provide(lab.cache()) }).await?;
@@ -418,16 +442,6 @@ async fn prepare(lab: &Lab, stages: &mut Stages, installs: &[InstallOptions]) ->
     if let Some(configure) = first.configure_lab {
         configure(&mut config);
     }
-    stages
-        .run("check inputs", async {
-            for options in installs {
-                check_disk(options.hardware.disk_bytes)?;
-            }
-            config.check_install()?;
-            crate::artifacts::check(&artifacts.tftp_root, &artifacts.nfs_layers).await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        })
-        .await?;
     Ok((artifacts, config))
 }
 
@@ -704,25 +718,9 @@ pub struct HandClient {
 /// caller listens on and plugs in with [`crate::lab::Network::plug_stream`]).
 pub async fn serve(lab: &mut Lab, options: &InstallOptions, clients: u8, socket: &std::path::Path) -> Result<Vec<HandClient>, StageError> {
     let mut stages = lab.stages();
-    let artifacts = stages.run("build artifacts", async { options.provider.provide(lab.cache()) }).await?;
-    let top = lab.dir().join("nfs-top");
-    let layers = [vec![top.clone()], artifacts.nfs_layers.clone()].concat();
-    let hosts: Vec<_> = (1..=clients).map(|i| ([0x52, 0x54, 0x00, 0x1a, 0x5e, i], std::net::Ipv4Addr::new(192, 0, 2, 9 + i), format!("nixos-pxe-{i}"))).collect();
-    stages
-        .run("start network", async {
-            std::fs::create_dir_all(top.join("installer"))?;
-            for (name, contents) in &options.installer_files {
-                std::fs::write(top.join("installer").join(name), contents)?;
-            }
-            let mut config = PxeConfig::new(vec![artifacts.tftp_root.clone()]).nfs_root(NFS_EXPORT, layers);
-            for (mac, ip, hostname) in &hosts {
-                config = config.host(*mac, *ip, hostname);
-            }
-            config.seed = options.faults.seed;
-            lab.start_network(config)?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        })
-        .await?;
+    let installs: Vec<InstallOptions> = (1..=clients).map(|n| InstallOptions { client: Client::nth(n), ..options.clone() }).collect();
+    let (artifacts, config) = configure(lab, &mut stages, &installs).await?;
+    stages.run("start network", async { lab.start_network(config).map(drop) }).await?;
     stages
         .run("prepare clients", async {
             let firmware = pxelab_ovmf::discover()?;
@@ -730,8 +728,7 @@ pub async fn serve(lab: &mut Lab, options: &InstallOptions, clients: u8, socket:
             let hw = &options.hardware;
             let nic = hw.nic.unwrap_or(artifacts.system.nic);
             let mut out = Vec::new();
-            for (i, (mac, ip, hostname)) in hosts.iter().enumerate() {
-                let name = format!("client-{}", i + 1);
+            for Client { vm: name, mac, ip, hostname } in installs.iter().map(|o| o.client.clone()) {
                 let dir = lab.dir().join(&name);
                 std::fs::create_dir_all(&dir)?;
                 let vars = firmware.new_var_store(&dir.join("OVMF_VARS.fd"))?;
@@ -743,7 +740,7 @@ pub async fn serve(lab: &mut Lab, options: &InstallOptions, clients: u8, socket:
                     cpus: hw.cpus,
                     firmware: Some((firmware.code.clone(), vars.path.clone())),
                     disks: vec![crate::vm::DiskSpec { path, format, bus: hw.disk_bus, bootindex: Some(1), serial: Some("pxelab0".into()) }],
-                    nics: vec![crate::vm::NicSpec { model: nic, mac: *mac, rom: nic.pxe_rom(), bootindex: Some(2), backend: crate::vm::NetBackend::Unix { path: socket.to_owned() } }],
+                    nics: vec![crate::vm::NicSpec { model: nic, mac, rom: nic.pxe_rom(), bootindex: Some(2), backend: crate::vm::NetBackend::Unix { path: socket.to_owned() } }],
                     serial: None,
                     commands: None,
                     qmp_fd: None,
@@ -751,7 +748,7 @@ pub async fn serve(lab: &mut Lab, options: &InstallOptions, clients: u8, socket:
                 let plain = |w: &str| w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./,=:@+".contains(&b));
                 let command = spec.argv().iter().map(|w| if plain(w) { w.clone() } else { shell_quote(w) }).collect::<Vec<_>>().join(" ");
                 std::fs::write(dir.join("qemu.cmdline"), format!("{command}\n"))?;
-                out.push(HandClient { name, mac: *mac, ip: *ip, hostname: hostname.clone(), command });
+                out.push(HandClient { name, mac, ip, hostname, command });
             }
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(out)
         })

@@ -13,10 +13,9 @@ fn fact<'a>(report: &'a Report, what: &str) -> &'a str {
 
 #[tokio::test]
 async fn two_clients_install_at_once_each_by_its_own_config() {
-    let client = |n: u8| Client { vm: format!("client-{n}"), mac: [0x52, 0x54, 0x00, 0x1a, 0x5e, n], ip: [192, 0, 2, 9 + n].into(), hostname: format!("nixos-pxe-{n}") };
     let installs = [
         InstallOptions {
-            client: client(1),
+            client: Client::nth(1),
             installer_files: vec![
                 ("config".into(), "rootDevice=/dev/does-not-exist\npartitionSeparator=\n".into()),
                 ("config-192.0.2.10".into(), "rootDevice=/dev/vda\n".into()),
@@ -24,7 +23,7 @@ async fn two_clients_install_at_once_each_by_its_own_config() {
             ..InstallOptions::default()
         },
         InstallOptions {
-            client: client(2),
+            client: Client::nth(2),
             installer_files: vec![("config-nixos-pxe-2".into(), "rootDevice=/dev/nvme0n1\npartitionSeparator=p\n".into())],
             hardware: Hardware { disk_bus: DiskBus::Nvme, ..Hardware::default() },
             ..InstallOptions::default()
