@@ -343,9 +343,7 @@ impl InstallOptions {
 /// [`InstallOptions::wait_out_boot_menus`]).
 const GRUB_COUNTDOWN: &str = r"The highlighted entry will be executed automatically in \d+s";
 
-/// How often, at most, Enter is pressed at GRUB's menu, and how long GRUB has to leave it
-/// after each.
-const ENTER_TRIES: usize = 4;
+/// How long GRUB has to leave its menu after an Enter before the next.
 const ENTER_AGAIN_AFTER: Duration = Duration::from_secs(5);
 
 /// The kernel's first console line.
@@ -482,8 +480,25 @@ pub async fn reinstall(lab: &Lab, vm: Vm, options: &InstallOptions) -> Result<(R
 }
 
 /// From a client's power-on or reboot into PXE to its login on the installed system: the
-/// lab's events count from the first `after`.
-async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &ArtifactSet, options: &InstallOptions, after: usize) -> Result<(Report, Vm), StageError> {
+/// lab's events count from the first `after`. A failure whose cause shows no console lines
+/// (a wait on the lab's events) gets the client's console tail.
+async fn network_install(lab: &Lab, mut vm: Vm, stages: Stages, artifacts: &ArtifactSet, options: &InstallOptions, after: usize) -> Result<(Report, Vm), StageError> {
+    match install_stages(lab, &mut vm, stages, artifacts, options, after).await {
+        Ok(report) => Ok((report, vm)),
+        Err(mut e) => {
+            let why = crate::lab::chain(e.source.as_ref());
+            if !why.contains(CONSOLE_BLOCK) {
+                e.source = format!("{why}\n{}", banner(&format!("{} {CONSOLE_BLOCK}", vm.name()), &vm.console().tail(40))).into();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// How a failure labels the console lines it shows.
+const CONSOLE_BLOCK: &str = "last console lines";
+
+async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &ArtifactSet, options: &InstallOptions, after: usize) -> Result<Report, StageError> {
     let faults = &options.faults;
     let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
     let mac = options.client.mac;
@@ -535,13 +550,15 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
     let kernel = async { net.wait_for_tftp_transfer_after(mac, "nixos/bzImage", after, budget("TFTP: kernel")).await.map_err(listed) };
     let kernel = stages.run("TFTP: kernel", kernel);
     // Enter at GRUB's menu (a GRUB without a countdown just boots). A loaded GRUB sometimes
-    // takes the key only as the end of its countdown and stays in the menu: Enter again
-    // until it asks the TFTP server for a file, the sign that it left the menu.
+    // takes the key only as the end of its countdown and stays in the menu: Enter again, for
+    // as long as the stage runs, until it asks the TFTP server for a file, the sign that it
+    // left the menu.
     let press_enter = async {
         if !options.wait_out_boot_menus && vm.wait_for_console_text(GRUB_COUNTDOWN, budget("TFTP: kernel")).await.is_ok() {
             let ip = net.lease_of(mac);
-            for _ in 0..ENTER_TRIES {
+            for press in 1.. {
                 let seen = net.events().count();
+                tracing::info!("Enter at GRUB's menu ({press})");
                 if let Err(e) = vm.send_keys("\r").await {
                     tracing::warn!("cannot press Enter at GRUB's menu: {e}");
                     break;
@@ -634,7 +651,6 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
         })
         .await?;
     // A root shell on ttyS1, if the system runs one, takes the commands from here on.
-    let mut vm = vm;
     let backdoor = stages.run("command channel", async { Ok::<_, std::convert::Infallible>(vm.connect_backdoor(Duration::from_secs(2)).await) }).await?;
     let channel = if backdoor { "ttyS1 (backdoor shell)" } else { "ttyS0 (console login)" };
     let system = &artifacts.system;
@@ -684,7 +700,7 @@ async fn network_install(lab: &Lab, vm: Vm, mut stages: Stages, artifacts: &Arti
             ])
         })
         .await?;
-    Ok((Report::new(stages, facts), vm))
+    Ok(Report::new(stages, facts))
 }
 
 /// The protocol's layout: a 512 MiB ESP, and the last 4 GiB left unused.

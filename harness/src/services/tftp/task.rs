@@ -86,9 +86,15 @@ pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn EventS
                 let (host, config, events) = (host.clone(), config.clone(), events.clone());
                 let task = tokio::spawn(async move {
                     let _slot = slot;
-                    let event = transfer(host.net(), &config, peer.into(), &filename, &options, started).await;
+                    let (event, last_sent) = transfer(host.net(), &config, peer.into(), &filename, &options, started).await;
                     tracing::info!("tftp: {} {} {:?} {} bytes in {} ms {}", event.client, event.file, event.outcome, event.bytes, event.millis, event.detail);
+                    // Published when the server decided, not after the linger: a client may
+                    // act on the answer (GRUB draws its menu) before the linger ends.
                     events.publish(ServiceEvent::Tftp(event));
+                    if let Some(socket) = last_sent {
+                        linger().await;
+                        drop(socket);
+                    }
                 });
                 if let Some(running) = transfers.lock().expect("transfers lock").get_mut(&peer).filter(|r| r.id == id) {
                     running.abort = Some(task.abort_handle());
@@ -154,7 +160,7 @@ async fn transfer(
     file: &str,
     options: &[(String, String)],
     started: Instant,
-) -> TftpEvent {
+) -> (TftpEvent, Option<UdpSocket>) {
     let begun = Instant::now();
     let client = match peer {
         SocketAddr::V4(v4) => *v4.ip(),
@@ -162,7 +168,7 @@ async fn transfer(
     };
     let socket = match net.udp_bind(SocketAddr::from((config.ip, 0))).await {
         Ok(socket) => socket,
-        Err(e) => return failed(client, file, format!("no socket: {e}"), 0),
+        Err(e) => return (failed(client, file, format!("no socket: {e}"), 0), None),
     };
     let opened = resolve_in(&config.roots, file).map_err(|e| (e.code(), e.to_string())).and_then(|path| {
         std::fs::File::open(&path).map_err(|e| (code::FILE_NOT_FOUND, format!("{}: {e}", path.display())))
@@ -172,8 +178,7 @@ async fn transfer(
         Err((code, message)) => {
             let _ = socket.send_to(&Packet::Error { code, message: message.clone() }.emit(), peer).await;
             let millis = begun.elapsed().as_millis() as u64;
-            linger().await;
-            return failed(client, file, message, millis);
+            return (failed(client, file, message, millis), Some(socket));
         }
     };
     let size = super::BlockSource::len(&source);
@@ -181,7 +186,8 @@ async fn transfer(
     let step = transfer.begin(started.elapsed(), &source);
     let outcome = run(&socket, peer, &mut transfer, &source, step, started).await;
     let millis = begun.elapsed().as_millis() as u64;
-    match outcome {
+    let last_sent = matches!(outcome, Ok((_, true))).then_some(socket);
+    let event = match outcome.map(|(outcome, _)| outcome) {
         Ok(TransferOutcome::Done { bytes }) => {
             TftpEvent { client, file: file.to_owned(), outcome: TftpOutcome::Done, bytes, millis, detail: String::new() }
         }
@@ -204,12 +210,13 @@ async fn transfer(
             millis,
         ),
         Err(e) => failed(client, file, e.to_string(), millis),
-    }
+    };
+    (event, last_sent)
 }
 
 /// `send_to` only queues the datagram in the userspace stack, which transmits it on its next
 /// poll (after ARP, if need be); a socket dropped before then takes its last packet with it.
-/// Keep a transfer's socket this long after its final packet.
+/// Keep a transfer's socket this long after its final packet (which [`run`] says it sent).
 async fn linger() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 }
@@ -221,7 +228,7 @@ async fn run(
     source: &std::fs::File,
     mut step: std::io::Result<Step>,
     started: Instant,
-) -> std::io::Result<TransferOutcome> {
+) -> std::io::Result<(TransferOutcome, bool)> {
     let mut buf = vec![0u8; 65536];
     loop {
         match step? {
@@ -232,11 +239,10 @@ async fn run(
             }
             Step::Wait => {}
             Step::Finish { outcome, send } => {
-                if let Some(packet) = send {
+                if let Some(packet) = &send {
                     socket.send_to(&packet.emit(), peer).await?;
-                    linger().await;
                 }
-                return Ok(outcome);
+                return Ok((outcome, send.is_some()));
             }
         }
         let deadline = started + transfer.deadline();
