@@ -139,7 +139,7 @@ async fn install_without(name: &str, missing: &str) -> (StageError, Duration, La
 }
 
 /// Without `missing`, the install fails at `stage` within [`FAST`] of the server's refusal,
-/// naming the file and listing what the TFTP root holds instead.
+/// naming the file, listing what the TFTP root holds instead and showing the console's tail.
 async fn fails_fast_without(name: &str, missing: &str, stage: &str, holds: &str) -> Lab {
     let (err, after, lab) = install_without(name, missing).await;
     let text = error_chain(&err);
@@ -147,6 +147,7 @@ async fn fails_fast_without(name: &str, missing: &str, stage: &str, holds: &str)
     assert!(after < FAST, "{after:?} after the refusal: {text}");
     assert!(text.contains(&format!(r#""nixos/{missing}" not found"#)), "{text}");
     assert!(text.contains(&format!("holds: {holds}")), "{text}");
+    assert!(text.contains("==== Start client last console lines ====\n") && text.contains("Filename: nixos/bootx64.efi"), "{text}");
     lab
 }
 
