@@ -487,16 +487,13 @@ async fn network_install(lab: &Lab, mut vm: Vm, stages: Stages, artifacts: &Arti
         Ok(report) => Ok((report, vm)),
         Err(mut e) => {
             let why = crate::lab::chain(e.source.as_ref());
-            if !why.contains(CONSOLE_BLOCK) {
-                e.source = format!("{why}\n{}", banner(&format!("{} {CONSOLE_BLOCK}", vm.name()), &vm.console().tail(40))).into();
+            if !why.contains(crate::console::TAIL_LABEL) {
+                e.source = format!("{why}\n{}", vm.console().tail_block()).into();
             }
             Err(e)
         }
     }
 }
-
-/// How a failure labels the console lines it shows.
-const CONSOLE_BLOCK: &str = "last console lines";
 
 async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &ArtifactSet, options: &InstallOptions, after: usize) -> Result<Report, StageError> {
     let faults = &options.faults;

@@ -39,7 +39,9 @@ pub const DEFAULT_FAIL_FAST: &[&str] = &[
 ];
 
 /// How many console lines an error quotes.
-const TAIL_LINES: usize = 40;
+pub const TAIL_LINES: usize = 40;
+/// How a failure labels the console lines it shows.
+pub const TAIL_LABEL: &str = "last console lines";
 
 /// Why a console wait or command failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,16 +52,16 @@ pub enum ConsoleError {
         #[source]
         source: regex::Error,
     },
-    #[error("{console}: timed out after {waited:.1?} waiting for {pattern:?}\n{}", banner("last console lines", tail))]
+    #[error("{console}: timed out after {waited:.1?} waiting for {pattern:?}\n{}", banner(TAIL_LABEL, tail))]
     Timeout { console: String, pattern: String, waited: Duration, tail: String },
     #[error(
         "{console}: failed fast after {waited:.1?} waiting for {pattern:?}: console printed {line:?} \
-         (fail-fast pattern {fail_fast:?})\n{}", banner("last console lines", tail)
+         (fail-fast pattern {fail_fast:?})\n{}", banner(TAIL_LABEL, tail)
     )]
     FailFast { console: String, pattern: String, fail_fast: String, line: String, waited: Duration, tail: String },
-    #[error("{console}: console closed (QEMU exited) while waiting for {pattern:?}\n{}", banner("last console lines", tail))]
+    #[error("{console}: console closed (QEMU exited) while waiting for {pattern:?}\n{}", banner(TAIL_LABEL, tail))]
     Closed { console: String, pattern: String, tail: String },
-    #[error("{console}: gave up waiting for {pattern:?} after {waited:.1?}\n{}", banner("last console lines", tail))]
+    #[error("{console}: gave up waiting for {pattern:?} after {waited:.1?}\n{}", banner(TAIL_LABEL, tail))]
     ServiceStopped {
         console: String,
         pattern: String,
@@ -174,6 +176,11 @@ impl Console {
     /// The last `n` lines the console printed.
     pub fn tail(&self, n: usize) -> String {
         self.shared.transcript.lock().expect("console lock").0.tail(n)
+    }
+
+    /// The last [`TAIL_LINES`] lines the console printed, as a labelled block for a failure.
+    pub fn tail_block(&self) -> String {
+        banner(&format!("{} {TAIL_LABEL}", self.name), &self.tail(TAIL_LINES))
     }
 
     /// Wait until `pattern` (a regex) appears in output not yet consumed by an earlier wait.

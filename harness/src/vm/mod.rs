@@ -24,7 +24,7 @@ use std::time::Duration;
 use pxelab_ovmf::{DiscoverError, Firmware, VarStore, VarStoreError};
 use tokio::time::Instant;
 
-use crate::console::{banner, AttachServer, Console, ConsoleError, Match};
+use crate::console::{banner, AttachServer, Console, ConsoleError, Match, TAIL_LABEL, TAIL_LINES};
 use crate::supervise::FailureWatch;
 
 /// Why a VM could not be started or driven.
@@ -57,7 +57,7 @@ pub enum VmError {
         #[source]
         source: QmpError,
     },
-    #[error("{name}: did not shut down within {waited:.1?}\n{}", banner("last console lines", tail))]
+    #[error("{name}: did not shut down within {waited:.1?}\n{}", banner(TAIL_LABEL, tail))]
     ShutdownTimeout { name: String, waited: Duration, tail: String },
     #[error("{name}: console")]
     Console {
@@ -519,7 +519,7 @@ impl Vm {
             Err(_) => Err(VmError::ShutdownTimeout {
                 name: self.name.clone(),
                 waited: timeout,
-                tail: self.console.tail(40),
+                tail: self.console.tail(TAIL_LINES),
             }),
         }
     }
@@ -530,7 +530,7 @@ impl Vm {
         [
             banner(&format!("{} QEMU command", self.name), &self.cmdline),
             banner(&format!("{} QEMU output", self.name), qemu_log.trim_end()),
-            banner(&format!("{} console (last 40 lines)", self.name), &self.console.tail(40)),
+            banner(&format!("{} console (last {TAIL_LINES} lines)", self.name), &self.console.tail(TAIL_LINES)),
         ]
         .join("\n")
     }
