@@ -6,7 +6,7 @@ use pxelab_fixtures::nfs_root::NFS_ROOT_MARKER;
 use pxelab_fixtures::{initramfs, HostFiles, NfsRoot, PxeTree};
 
 use crate::lab::{Lab, PxeConfig};
-use crate::vm::{Cable, Nic, NicModel, Rom, VmBuilder};
+use crate::vm::{Cable, Disk, DiskFormat, Nic, NicModel, Rom, VmBuilder};
 
 /// A GRUB configuration that only times loading the kernel over TFTP.
 const BENCH_GRUB_CFG: &str = "serial --speed=115200 --unit=0 --word=8 --parity=no --stop=1
@@ -189,6 +189,114 @@ pub async fn install(runs: usize, options: &crate::jobs::InstallOptions) -> Resu
     Ok(bench)
 }
 
+/// The install cycle beside what its parts cost without pxelab in the way, measured in one run.
+#[derive(Debug, Clone)]
+pub struct FloorBench {
+    /// The cycle's stages and durations (artifact building left out).
+    pub cycle: Vec<(String, Duration)>,
+    /// A slirp PXE boot of the same TFTP tree: power-on until GRUB has loaded the kernel.
+    pub network_boot: Duration,
+    /// A power-on of the installed disk with its NVRAM: until the login prompt.
+    pub disk_boot: Duration,
+}
+
+/// The cycle's parts: a name, the stages it spans (by prefix), and its floor's source.
+const FLOOR_PARTS: &[(&str, &[&str])] = &[
+    ("power-on → GRUB has the kernel", &["start network and QEMU", "firmware → DHCP", "TFTP: GRUB", "TFTP: kernel"]),
+    ("kernel → reboot (NFS root, installer)", &["kernel → NFS root", "installer: "]),
+    ("reboot → login prompt", &["firmware → disk", "installed system boots"]),
+];
+
+impl FloorBench {
+    fn span(&self, prefixes: &[&str]) -> Duration {
+        self.cycle.iter().filter(|(stage, _)| prefixes.iter().any(|p| stage.starts_with(p))).map(|(_, d)| *d).sum()
+    }
+
+    /// The report `pxelab bench floor` prints: each part's time in the cycle and its floor,
+    /// their ratio, and the cycle against the sum of the floors.
+    pub fn report(&self) -> String {
+        let secs = |d: Duration| d.as_secs_f64();
+        let total: Duration = self.cycle.iter().map(|(_, d)| *d).sum();
+        let floors = [
+            Some((self.network_boot, "a slirp PXE boot of the same TFTP tree (QEMU's TFTP, restrict=on; GRUB's timeout 0)")),
+            None,
+            Some((self.disk_boot, "a power-on of the installed disk with its NVRAM")),
+        ];
+        let mut out = format!("{:<40} {:>8} {:>8} {:>6}  floor measured by\n", "part", "cycle", "floor", "ratio");
+        let (mut parts, mut floor_total) = (Duration::ZERO, Duration::ZERO);
+        for ((part, prefixes), floor) in FLOOR_PARTS.iter().zip(floors) {
+            let took = self.span(prefixes);
+            parts += took;
+            let (floor, by) = floor.unwrap_or((took, "none: it runs on the lab's NFS root (the cycle's own time)"));
+            floor_total += floor;
+            out += &format!("{part:<40} {:>6.2} s {:>6.2} s {:>6.2}  {by}\n", secs(took), secs(floor), secs(took) / secs(floor));
+        }
+        let rest = total.saturating_sub(parts);
+        floor_total += rest;
+        out += &format!("{:<40} {:>6.2} s {:>6.2} s {:>6.2}  the cycle's own time\n", "the rest (login, command channel, ready)", secs(rest), secs(rest), 1.0);
+        out += &format!(
+            "cycle: {:.1} s\nfloor: {:.1} s\ncycle / floor: {:.2}\ngoal: {:.1} s (cycle / goal: {:.2})",
+            secs(total),
+            secs(floor_total),
+            secs(total) / secs(floor_total),
+            secs(INSTALL_GOAL),
+            secs(total) / secs(INSTALL_GOAL)
+        );
+        out
+    }
+}
+
+/// One install cycle of `options` in `lab`, then the floors of its network boot and of its
+/// installed system's boot, each in a client of its own.
+pub async fn floor(lab: &mut Lab, options: &crate::jobs::InstallOptions) -> Result<FloorBench, Box<dyn std::error::Error + Send + Sync>> {
+    let (report, mut vm) = crate::jobs::install(lab, options).await?;
+    let cycle = report.stages.durations().iter().filter(|(s, _)| !NOT_THE_CYCLE.contains(&s.as_str())).cloned().collect();
+    let installed = vm.dir().to_owned();
+    vm.shutdown(Duration::from_secs(120)).await?;
+    drop(vm);
+    let artifacts = options.provider.provide(lab.cache())?;
+
+    // The same TFTP tree, served by slirp, with GRUB's countdown at 0 (the cycle presses Enter
+    // at it) and a console line once `linux` has loaded the kernel.
+    let nixos = lab.dir().join("floor-tftp/nixos");
+    std::fs::create_dir_all(&nixos)?;
+    for entry in std::fs::read_dir(artifacts.tftp_root.join("nixos"))? {
+        let path = entry?.path();
+        if path.is_file() {
+            std::fs::copy(&path, nixos.join(path.file_name().expect("a file name")))?;
+        }
+    }
+    let grub = std::fs::read_to_string(nixos.join("grub.cfg"))?.replace("set timeout=5", "set timeout=0");
+    std::fs::write(nixos.join("grub.cfg"), grub)?;
+    std::fs::write(nixos.join("load-kernel.cfg"), "linux $prefix/bzImage\necho pxelab-bench: kernel loaded\n")?;
+    let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
+    let pxe = lab.vm("floor-pxe").nic(Nic {
+        model: nic,
+        mac: MAC,
+        rom: nic.pxe_rom(),
+        bootindex: Some(1),
+        cable: Cable::Slirp { tftp_root: nixos.parent().expect("a parent").to_owned(), bootfile: "nixos/bootx64.efi".into() },
+    });
+    let network_boot = time_to(pxe, "pxelab-bench: kernel loaded").await?;
+
+    // The installed disk and its NVRAM, powered on.
+    let disk_dir = lab.dir().join("floor-disk");
+    std::fs::create_dir_all(&disk_dir)?;
+    std::fs::copy(installed.join("OVMF_VARS.fd"), disk_dir.join("OVMF_VARS.fd"))?;
+    let base = Disk::Overlay { base: installed.join("disk0.qcow2"), format: DiskFormat::Qcow2 };
+    let disk = lab.vm("floor-disk").keep_nvram().disk_on(options.hardware.disk_bus, base, Some(1));
+    let disk_boot = time_to(disk, &artifacts.system.login.prompt).await?;
+    Ok(FloorBench { cycle, network_boot, disk_boot })
+}
+
+/// From QEMU's start to `pattern` on the console.
+async fn time_to(client: VmBuilder, pattern: &str) -> Result<Duration, Box<dyn std::error::Error + Send + Sync>> {
+    let started = Instant::now();
+    let vm = client.start().await?;
+    vm.wait_for_console_text(pattern, Duration::from_secs(300)).await?;
+    Ok(started.elapsed())
+}
+
 /// Where `pxelab bench` keeps its runs.
 pub fn lab(name: &str) -> Result<Lab, crate::lab::LabError> {
     Lab::new(&format!("bench-{name}"))
@@ -204,6 +312,26 @@ mod test {
         let report = InstallBench { runs: vec![run(6, 4), run(9, 1), run(3, 1)] }.report();
         assert!(report.contains("min: 4.0 s\nmedian: 10.0 s\ngoal: 45.0 s (median / goal: 0.22)"), "{report}");
         assert!(report.lines().any(|l| l.starts_with("firmware → DHCP") && l.ends_with("60.0%")), "{report}");
+    }
+
+    #[test]
+    fn floor_report_sets_each_part_against_its_floor() {
+        let stage = |s: &str, secs: u64| (s.to_owned(), Duration::from_secs(secs));
+        let cycle = vec![
+            stage("firmware → DHCP", 6),
+            stage("TFTP: kernel", 4),
+            stage("kernel → NFS root", 5),
+            stage("installer: unpack image", 15),
+            stage("firmware → disk", 5),
+            stage("installed system boots", 7),
+            stage("login", 3),
+        ];
+        let report = FloorBench { cycle, network_boot: Duration::from_secs(5), disk_boot: Duration::from_secs(8) }.report();
+        let line = |part: &str| report.lines().find(|l| l.starts_with(part)).unwrap_or_else(|| panic!("{report}")).to_owned();
+        assert!(line("power-on → GRUB has the kernel").contains(" 10.00 s   5.00 s   2.00  a slirp PXE boot"), "{report}");
+        assert!(line("kernel → reboot").contains(" 20.00 s  20.00 s   1.00  none"), "{report}");
+        assert!(line("reboot → login prompt").contains(" 12.00 s   8.00 s   1.50"), "{report}");
+        assert!(report.ends_with("cycle: 45.0 s\nfloor: 36.0 s\ncycle / floor: 1.25\ngoal: 45.0 s (cycle / goal: 1.00)"), "{report}");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use pxelab_fixtures::install::{INSTALL_STAGES, NFS_SETUP_MARKER};
-use pxelab_fixtures::{Compression, HostFiles, UefiDisk, UefiDiskInit};
+use pxelab_fixtures::{Compression, HostFiles, SerialConsole, UefiDisk, UefiDiskInit};
 
 use crate::artifacts::{ArtifactSet, Provider};
 use crate::console::banner;
@@ -64,7 +64,7 @@ pub async fn run(name: &str, lab: &mut Lab, options: InstallOptions, own_artifac
             Err(stage_error("select job", "install-nixos-shape builds its own artifacts; run install-default with --artifacts or --nix-*".into()))
         }
         "install-nixos-shape" => {
-            let options = InstallOptions { provider: Provider::NixosShape { services: None }, ..options };
+            let options = InstallOptions { provider: Provider::NixosShape { services: None, console: SerialConsole::UPSTREAM }, ..options };
             install(lab, &options).await.map(|(report, _vm)| report)
         }
         "uefi-boot" => {
@@ -273,8 +273,8 @@ impl InstallOptions {
                     words.push(format!("--compression {}", format!("{compression:?}").to_lowercase()));
                 }
             }
-            Provider::NixosShape { services: None } => words.push("install-nixos-shape".into()),
-            Provider::NixosShape { services: Some(_) } => return None,
+            Provider::NixosShape { services: None, console: SerialConsole::UPSTREAM } => words.push("install-nixos-shape".into()),
+            Provider::NixosShape { .. } => return None,
             Provider::Dir(dir) => words.extend(["install-default".into(), format!("--artifacts {}", path(dir))]),
             Provider::Nix { installer, image } => {
                 words.extend(["install-default".into(), format!("--nix-installer {}", path(installer)), format!("--nix-image {}", path(image))])
@@ -413,7 +413,7 @@ async fn prepare(lab: &Lab, stages: &mut Stages, installs: &[InstallOptions]) ->
                 check_disk(options.hardware.disk_bytes)?;
             }
             config.check_install()?;
-            crate::artifacts::check(&artifacts.tftp_root, &artifacts.nfs_layers).await?;
+            crate::artifacts::check(&artifacts.tftp_root, &artifacts.nfs_layers, artifacts.system.console).await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         })
         .await?;
@@ -452,7 +452,11 @@ async fn start_client(lab: &Lab, options: &InstallOptions, artifacts: &ArtifactS
         lab.network().impair(*mac, direction, impairment);
     }
     let hw = &options.hardware;
-    let client = client.memory_mib(hw.memory_mib).cpus(hw.cpus).disk_on(hw.disk_bus, Disk::Blank { bytes: hw.disk_bytes }, Some(1));
+    let client = client
+        .memory_mib(hw.memory_mib)
+        .cpus(hw.cpus)
+        .console_unit(artifacts.system.console.unit)
+        .disk_on(hw.disk_bus, Disk::Blank { bytes: hw.disk_bytes }, Some(1));
     Ok(client.start().await?)
 }
 
@@ -510,7 +514,7 @@ async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &
     let grub = async { net.wait_for_tftp_transfer_after(mac, "nixos/bootx64.efi", after, budget("TFTP: GRUB")).await.map_err(listed) };
     // The firmware's PXE says why it gives up (`PXE-E16: No valid offer received.`).
     let pxe_error = async {
-        let Ok(line) = vm.wait_for_console_text(r"PXE-E[0-9A-F]{2}: [^\n]*\n", budget("TFTP: GRUB")).await else {
+        let Ok(line) = vm.firmware_console().wait_for_console_text(r"PXE-E[0-9A-F]{2}: [^\n]*\n", budget("TFTP: GRUB")).await else {
             return std::future::pending().await;
         };
         let hint = match line.matched.contains("PXE-E16") {
@@ -636,7 +640,7 @@ async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &
         }
     }
     let (dhcp_before_reboot, boot_before_reboot) = (dhcp_events(lab, mac), network_boot_events(lab, mac));
-    let booted = stages.run("firmware → disk", vm.wait_for_console_text(DISK_BOOT, budget("firmware → disk"))).await?;
+    let booted = stages.run("firmware → disk", vm.firmware_console().wait_for_console_text(DISK_BOOT, budget("firmware → disk"))).await?;
     let login = &artifacts.system.login;
     stages.run("installed system boots", vm.wait_for_console_text(&login.prompt, budget("installed system boots"))).await?;
     stages
@@ -647,9 +651,12 @@ async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &
             vm.wait_for_console_text(&login.shell_prompt, budget("login")).await
         })
         .await?;
-    // A root shell on ttyS1, if the system runs one, takes the commands from here on.
+    // A root shell on the command port, if the system runs one, takes the commands from here on.
     let backdoor = stages.run("command channel", async { Ok::<_, std::convert::Infallible>(vm.connect_backdoor(Duration::from_secs(2)).await) }).await?;
-    let channel = if backdoor { "ttyS1 (backdoor shell)" } else { "ttyS0 (console login)" };
+    let channel = match backdoor {
+        true => format!("ttyS{} (backdoor shell)", vm.command_unit()),
+        false => format!("ttyS{} (console login)", vm.console_unit()),
+    };
     let system = &artifacts.system;
     let ready = stages
         .run("system ready", async {
@@ -754,8 +761,7 @@ pub async fn serve(lab: &mut Lab, options: &InstallOptions, clients: u8, socket:
                     firmware: Some((firmware.code.clone(), vars.path.clone())),
                     disks: vec![crate::vm::DiskSpec { path, format, bus: hw.disk_bus, bootindex: Some(1), serial: Some("pxelab0".into()) }],
                     nics: vec![crate::vm::NicSpec { model: nic, mac, rom: nic.pxe_rom(), bootindex: Some(2), backend: crate::vm::NetBackend::Unix { path: socket.to_owned() } }],
-                    serial: None,
-                    commands: None,
+                    serial: Vec::new(),
                     qmp_fd: None,
                 };
                 let plain = |w: &str| w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./,=:@+".contains(&b));

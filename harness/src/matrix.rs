@@ -23,7 +23,7 @@ use crate::artifacts::{Cache, Provider};
 use crate::jobs::{self, Hardware, InstallOptions};
 use crate::lab::Lab;
 use crate::vm::DiskBus;
-use pxelab_fixtures::Compression;
+use pxelab_fixtures::{Compression, SerialConsole};
 
 /// A stage is a regression when it is this much slower than the baseline's, relatively…
 pub const SLOWER_BY: f64 = 0.20;
@@ -167,7 +167,7 @@ impl ArtifactSetSpec {
         match (&self.flavour, &self.dir, &self.nix_installer, &self.nix_image) {
             (Some(f), None, None, None) => match f.as_str() {
                 "busybox" => Ok(Provider::Fixture { compression: Compression::Gzip }),
-                "nixos-shape" => Ok(Provider::NixosShape { services: None }),
+                "nixos-shape" => Ok(Provider::NixosShape { services: None, console: SerialConsole::UPSTREAM }),
                 other => Err(invalid(&format!("no flavour {other:?} (busybox, nixos-shape)"))),
             },
             (None, Some(dir), None, None) => Ok(Provider::Dir(dir.clone())),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use pxelab::artifacts::Provider;
 use pxelab::jobs::{self, Hardware, InstallOptions};
 use pxelab::lab::{Lab, StageError};
-use pxelab_fixtures::{HostFiles, NixosShapeImage, NixosShapeInstaller, NixosShapeKernel};
+use pxelab_fixtures::{HostFiles, NixosShapeImage, NixosShapeInstaller, NixosShapeKernel, SerialConsole};
 use pxelab::services::tftp::TftpOutcome;
 use pxelab::services::ServiceEvent;
 use pxelab_scenarios::error_chain;
@@ -21,8 +21,8 @@ const FAST: Duration = Duration::from_secs(5);
 fn artifacts_with(lab: &Lab, edit: impl FnOnce(&std::path::Path)) -> PathBuf {
     let kernel = lab.cache().get_or_build(&NixosShapeKernel::find().unwrap()).unwrap().join(NixosShapeKernel::IMAGE);
     let host = HostFiles::find().unwrap();
-    let installer = lab.cache().get_or_build(&NixosShapeInstaller { host: host.clone(), kernel: kernel.clone() }).unwrap();
-    let image = lab.cache().get_or_build(&NixosShapeImage { host, kernel, services: None }).unwrap();
+    let installer = lab.cache().get_or_build(&NixosShapeInstaller { host: host.clone(), kernel: kernel.clone(), console: SerialConsole::UPSTREAM }).unwrap();
+    let image = lab.cache().get_or_build(&NixosShapeImage { host, kernel, services: None, console: SerialConsole::UPSTREAM }).unwrap();
     let dir = lab.dir().join("artifacts");
     std::fs::create_dir_all(dir.join("boot-loader")).unwrap();
     let status = Command::new("tar").arg("-xf").arg(installer.join("boot-loader.tar.xz")).arg("-C").arg(dir.join("boot-loader")).status().unwrap();
@@ -117,6 +117,15 @@ async fn a_load_kernel_file_without_boot_is_refused_before_boot() {
     };
     let options = |lab: &Lab| InstallOptions { provider: Provider::Dir(artifacts_with(lab, custom)), ..InstallOptions::default() };
     refused_before_boot(name, options, "load-kernel-52:54:00:1a:5e:01.cfg: loads a kernel but has no `boot`").await;
+}
+
+#[tokio::test]
+async fn a_console_that_grubs_serial_line_is_not_on_is_refused_before_boot() {
+    let name = "a_console_that_grubs_serial_line_is_not_on_is_refused_before_boot";
+    let moved = |dir: &std::path::Path| std::fs::write(dir.join("pxelab.toml"), "console = \"ttyS1,57600\"\n").unwrap();
+    let options = |lab: &Lab| InstallOptions { provider: Provider::Dir(artifacts_with(lab, moved)), ..InstallOptions::default() };
+    let cause = "grub.cfg: `serial --speed=115200 --unit=0 --word=8 --parity=no --stop=1` is not on the artifact set's console ttyS1,57600";
+    refused_before_boot(name, options, cause).await;
 }
 
 /// The install's error, how long after the server refused `nixos/<missing>` it came, and

@@ -19,7 +19,7 @@ use pxelab::services::ServiceEvent;
 use pxelab::vm::NicModel;
 use pxelab_fixtures::nfs_root::NFS_ROOT_MARKER;
 use pxelab_fixtures::nixos_shape::VERSION;
-use pxelab_fixtures::{HostFiles, NfsRoot, NixosShapeKernel, PxeTree};
+use pxelab_fixtures::{HostFiles, NfsRoot, NixosShapeKernel, PxeTree, SerialConsole};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x6e, 0x78, 0x01];
@@ -68,7 +68,7 @@ async fn upstream_shaped_kernel_configures_its_ip_and_mounts_its_nfs_root_itself
 #[tokio::test]
 async fn nixos_shape_installs_through_upstreams_path_to_a_systemd_login() {
     let mut lab = Lab::new("nixos_shape_installs_through_upstreams_path_to_a_systemd_login").unwrap();
-    let options = InstallOptions { provider: Provider::NixosShape { services: None }, ..InstallOptions::default() };
+    let options = InstallOptions { provider: Provider::NixosShape { services: None, console: SerialConsole::UPSTREAM }, ..InstallOptions::default() };
     let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     let fact = |what: &str| report.facts.iter().find(|(w, _)| *w == what).map(|(_, v)| v.clone()).unwrap_or_default();
     let (mac, ip, hostname) = INSTALL_CLIENT;
@@ -115,7 +115,7 @@ async fn nixos_shape_installs_through_upstreams_path_to_a_systemd_login() {
 async fn a_virtio_client_with_upstreams_kernel_fails_fast_naming_its_nic() {
     let mut lab = Lab::new("a_virtio_client_with_upstreams_kernel_fails_fast_naming_its_nic").unwrap();
     let hardware = jobs::Hardware { nic: Some(NicModel::VirtioNet), ..jobs::Hardware::default() };
-    let options = InstallOptions { provider: Provider::NixosShape { services: None }, hardware, ..InstallOptions::default() };
+    let options = InstallOptions { provider: Provider::NixosShape { services: None, console: SerialConsole::UPSTREAM }, hardware, ..InstallOptions::default() };
     let err = match jobs::install(&mut lab, &options).await {
         Ok(_) => panic!("a kernel without virtio-net installed over a virtio NIC"),
         Err(e) => e,
@@ -124,4 +124,34 @@ async fn a_virtio_client_with_upstreams_kernel_fails_fast_naming_its_nic() {
     assert!(err.elapsed < Duration::from_secs(90), "{:?}", err.elapsed);
     let text = error_chain(&err);
     assert!(text.contains("virtio-net-pci NIC") && text.contains("e1000"), "{text}");
+}
+
+/// The serial console on another port and speed: grub.cfg's `serial --unit=1 --speed=57600`,
+/// the kernel's `console=ttyS1,57600n8` for the installer and the installed system, and a
+/// `pxelab.toml` that says so. The harness reads the console on ttyS1 and the firmware apart
+/// on ttyS0.
+#[tokio::test]
+async fn nixos_shape_installs_with_its_console_on_ttys1_at_57600() {
+    let mut lab = Lab::new("nixos_shape_installs_with_its_console_on_ttys1_at_57600").unwrap();
+    let console = SerialConsole { unit: 1, speed: 57_600 };
+    let options = InstallOptions { provider: Provider::NixosShape { services: None, console }, ..InstallOptions::default() };
+    let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let fact = |what: &str| report.facts.iter().find(|(w, _)| *w == what).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(fact("system state"), "running", "{:?}", report.facts);
+    assert_eq!(fact("commands on"), "ttyS1 (console login)");
+
+    // GRUB, the installer's kernel, the installer and the installed system's login all on
+    // ttyS1; the firmware alone on ttyS0.
+    let (text, firmware) = (vm.console().text(), vm.firmware_console().text());
+    for evidence in ["The highlighted entry will be executed automatically", "IP-Config: Complete:", "<<< NixOS fully automated install >>>", "login: "] {
+        assert!(text.contains(evidence), "ttyS1 lacks {evidence:?}; see {}", vm.console().log_path().display());
+    }
+    assert_eq!(text.matches("Linux version ").count(), 2, "the installer's kernel and the installed one, both on ttyS1");
+    assert!(firmware.contains("BdsDxe: starting"), "the firmware writes to ttyS0: {}", vm.firmware_console().log_path().display());
+    assert!(!firmware.contains("Linux version") && !firmware.contains("login: "), "no kernel or getty on ttyS0: {firmware}");
+
+    // The installed system's kernel console and its line speed.
+    assert!(vm.succeed("cat /proc/cmdline").await.unwrap().contains("console=ttyS1,57600n8"));
+    assert_eq!(vm.succeed("cat /sys/class/tty/console/active").await.unwrap(), "ttyS1");
+    assert_eq!(vm.succeed("stty -F /dev/ttyS1 speed").await.unwrap(), "57600");
 }

@@ -12,13 +12,13 @@ use pxelab::lab::Lab;
 use pxelab_fixtures::service_stack::{
     APP_PORT, APP_UNIT, MIGRATION_FAILED, MOSQUITTO_UNIT, MQTT_PORT, POSTGRES_PORT, POSTGRES_UNIT,
 };
-use pxelab_fixtures::ServiceStack;
+use pxelab_fixtures::{SerialConsole, ServiceStack};
 use pxelab_scenarios::error_chain;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 fn stack(ordered: bool) -> InstallOptions {
-    InstallOptions { provider: Provider::NixosShape { services: Some(ServiceStack { ordered }) }, ..InstallOptions::default() }
+    InstallOptions { provider: Provider::NixosShape { services: Some(ServiceStack { ordered }), console: SerialConsole::UPSTREAM }, ..InstallOptions::default() }
 }
 
 #[tokio::test]

@@ -1,8 +1,11 @@
 //! Checks of an artifact set before anything boots: what would fail minutes into an install
 //! (a GRUB script that does not parse, a custom `load-kernel-<x>.cfg` that lets a later file
-//! load another kernel, a truncated image) is refused at once, naming the file and the cause.
+//! load another kernel, a truncated image, a serial line other than the artifact set's
+//! console) is refused at once, naming the file and the cause.
 
 use std::path::{Path, PathBuf};
+
+use pxelab_fixtures::SerialConsole;
 
 /// An artifact that cannot work, found before the install.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +18,12 @@ pub enum ArtifactError {
         file.display()
     )]
     NoBoot { file: PathBuf },
+    #[error(
+        "{}: `{found}` is not on the artifact set's console {console} (`console` in pxelab.toml; upstream's is \
+         ttyS0,115200): pxelab reads the console on ttyS{}; make the two agree",
+        file.display(), console.unit
+    )]
+    Console { file: PathBuf, found: String, console: SerialConsole },
     #[error("{}: the image is damaged or truncated ({tool} -t: {output}); the installer would fail unpacking it", file.display())]
     Image { file: PathBuf, tool: &'static str, output: String },
     #[error("cannot check {}", path.display())]
@@ -25,18 +34,19 @@ pub enum ArtifactError {
     },
 }
 
-/// Check the boot scripts in the TFTP root's `nixos/` and the image the NFS layers hold.
-pub async fn check(tftp_root: &Path, nfs_layers: &[PathBuf]) -> Result<(), ArtifactError> {
-    boot_scripts(&tftp_root.join("nixos")).await?;
+/// Check the boot scripts in the TFTP root's `nixos/` against the artifact set's `console`,
+/// and the image the NFS layers hold.
+pub async fn check(tftp_root: &Path, nfs_layers: &[PathBuf], console: SerialConsole) -> Result<(), ArtifactError> {
+    boot_scripts(&tftp_root.join("nixos"), console).await?;
     if let Some(image) = image_of(nfs_layers) {
         image_intact(&image).await?;
     }
     Ok(())
 }
 
-/// Every `*.cfg` parses (`grub-script-check`), and every custom `load-kernel-<x>.cfg` that
-/// loads a kernel also boots it.
-async fn boot_scripts(dir: &Path) -> Result<(), ArtifactError> {
+/// Every `*.cfg` parses (`grub-script-check`), puts its serial line and kernel console on
+/// `console`, and every custom `load-kernel-<x>.cfg` that loads a kernel also boots it.
+async fn boot_scripts(dir: &Path, console: SerialConsole) -> Result<(), ArtifactError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| ArtifactError::Io { path, source }
@@ -54,9 +64,12 @@ async fn boot_scripts(dir: &Path) -> Result<(), ArtifactError> {
             let output = if text.is_empty() { format!("exit status {} (an unterminated block?)", out.status) } else { text };
             return Err(ArtifactError::GrubScript { file: script, output });
         }
+        let text = std::fs::read_to_string(&script).map_err(io(&script))?;
+        if let Some(found) = off_console(&text, console) {
+            return Err(ArtifactError::Console { file: script, found, console });
+        }
         let name = script.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if name.starts_with("load-kernel-") {
-            let text = std::fs::read_to_string(&script).map_err(io(&script))?;
             if loads_without_boot(&text) {
                 return Err(ArtifactError::NoBoot { file: script });
             }
@@ -75,6 +88,41 @@ fn loads_without_boot(script: &str) -> bool {
         .filter(|word| !word.starts_with('#'))
         .collect();
     commands.iter().any(|c| matches!(*c, "linux" | "linuxefi")) && !commands.contains(&"boot")
+}
+
+/// The first GRUB `serial` command or kernel `console=ttyS…` in a script whose port, or
+/// speed where it gives one, is not `console`'s. A `serial --port=` line names no unit and
+/// passes.
+fn off_console(script: &str, console: SerialConsole) -> Option<String> {
+    let agrees = |unit: Option<u8>, speed: Option<u32>| unit == Some(console.unit) && speed.is_none_or(|s| s == console.speed);
+    for command in script.lines().flat_map(|line| line.split(';')) {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let value = |word: &str, key: &str| word.strip_prefix(key).map(str::to_owned);
+        match words.first() {
+            Some(&"serial") if !words.iter().any(|w| w.starts_with("--port=")) => {
+                let unit = words.iter().find_map(|w| value(w, "--unit=")).map_or(Some(0), |u| u.parse().ok());
+                let speed = words.iter().find_map(|w| value(w, "--speed=")).map(|s| s.parse().unwrap_or(0));
+                if !agrees(unit, speed) {
+                    return Some(command.trim().to_owned());
+                }
+            }
+            Some(&("linux" | "linuxefi")) => {
+                // The kernel's /dev/console is the last console= it is given.
+                let Some(param) = words.iter().rev().find(|w| w.starts_with("console=ttyS")) else { continue };
+                let value = &param["console=".len()..];
+                let speed_given = value.contains(',');
+                let ok = match value.parse::<SerialConsole>() {
+                    Ok(c) => agrees(Some(c.unit), speed_given.then_some(c.speed)),
+                    Err(_) => false,
+                };
+                if !ok {
+                    return Some((*param).to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The image the installer unpacks: `installer/nixos-image` in the first layer that has it,
@@ -117,17 +165,37 @@ mod test {
         assert!(loads_without_boot("linux $prefix/bzImage\n# boot\n"));
     }
 
+    #[test]
+    fn a_serial_line_or_kernel_console_off_the_artifact_sets_console_is_named() {
+        let upstream = SerialConsole::UPSTREAM;
+        let moved = SerialConsole { unit: 1, speed: 57_600 };
+        let grub = "serial --speed=115200 --unit=0 --word=8 --parity=no --stop=1\nterminal_input serial\n";
+        assert_eq!(off_console(grub, upstream), None);
+        assert_eq!(off_console(grub, moved).as_deref(), Some("serial --speed=115200 --unit=0 --word=8 --parity=no --stop=1"));
+        assert_eq!(off_console(&moved.grub_serial(), moved), None);
+        assert_eq!(off_console("serial --unit=1", moved), None, "no speed given: GRUB's default is not checked");
+        assert_eq!(off_console("serial", upstream), None, "unit 0 by default");
+        assert_eq!(off_console("serial --port=0x3f8 --speed=9600", moved), None);
+        let linux = "linux  $prefix/bzImage console=tty0 console=ttyS0,115200n8 ip=::::::dhcp::\nboot\n";
+        assert_eq!(off_console(linux, upstream), None);
+        assert_eq!(off_console(linux, moved).as_deref(), Some("console=ttyS0,115200n8"));
+        assert_eq!(off_console("linux /bzImage console=ttyS1", moved), None);
+        assert_eq!(off_console("linux /bzImage console=ttyS1,9600", moved).as_deref(), Some("console=ttyS1,9600"));
+        assert_eq!(off_console("linux /bzImage root=/dev/nfs", moved), None, "no serial console named");
+        assert_eq!(off_console("echo 'serial --unit=3'", upstream), None);
+    }
+
     #[tokio::test]
     async fn bad_scripts_and_truncated_images_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let nixos = dir.path().join("tftp/nixos");
         std::fs::create_dir_all(&nixos).unwrap();
         std::fs::write(nixos.join("grub.cfg"), "set timeout=5\nif [ x ]; then\n echo\nfi fi\n").unwrap();
-        let err = boot_scripts(&nixos).await.unwrap_err();
+        let err = boot_scripts(&nixos, SerialConsole::UPSTREAM).await.unwrap_err();
         assert!(matches!(&err, ArtifactError::GrubScript { file, output } if file.ends_with("grub.cfg") && output.contains("line 4")), "{err}");
         std::fs::write(nixos.join("grub.cfg"), "set timeout=5\n").unwrap();
         std::fs::write(nixos.join("load-kernel-52:54:00:1a:5e:01.cfg"), "linux $prefix/bzImage\n").unwrap();
-        let err = boot_scripts(&nixos).await.unwrap_err();
+        let err = boot_scripts(&nixos, SerialConsole::UPSTREAM).await.unwrap_err();
         assert!(matches!(err, ArtifactError::NoBoot { .. }), "{err}");
 
         let layer = dir.path().join("layer/installer");

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use pxelab_fixtures::{
     Compression, FixtureError, HostFiles, Input, InstallImage, InstallerRoot, NixosShapeImage, NixosShapeInstaller, NixosShapeKernel, PxeTree,
-    Recipe, ServiceStack,
+    Recipe, SerialConsole, ServiceStack,
 };
 
 use super::{Cache, CacheError, InstalledSystem, SystemFileError};
@@ -35,8 +35,9 @@ pub enum Provider {
     Fixture { compression: Compression },
     /// The `nixos-shape` flavour, built here: upstream's kernel shape (no initrd, no
     /// virtio-net), unionfs-fuse, systemd and systemd-boot, under upstream's file names and
-    /// with no `pxelab.toml`, taken as a user's directory is; the image may add a service stack.
-    NixosShape { services: Option<ServiceStack> },
+    /// with no `pxelab.toml`, taken as a user's directory is; the image may add a service stack,
+    /// and the console may be on another serial port and speed (then named in a `pxelab.toml`).
+    NixosShape { services: Option<ServiceStack>, console: SerialConsole },
     /// A directory of prebuilt artifacts.
     Dir(PathBuf),
     /// `nix-build <installer>` (NFS root and boot loader) and `nix-build <image>` (image and
@@ -78,11 +79,11 @@ impl Provider {
                     system: InstalledSystem::read(&image.join(InstallImage::SYSTEM))?,
                 })
             }
-            Provider::NixosShape { services } => {
+            Provider::NixosShape { services, console } => {
                 let kernel = cache.get_or_build(&NixosShapeKernel::find()?)?.join(NixosShapeKernel::IMAGE);
                 let host = HostFiles::find()?;
-                let installer = cache.get_or_build(&NixosShapeInstaller { host: host.clone(), kernel: kernel.clone() })?;
-                let image = cache.get_or_build(&NixosShapeImage { host, kernel, services: *services })?;
+                let installer = cache.get_or_build(&NixosShapeInstaller { host: host.clone(), kernel: kernel.clone(), console: *console })?;
+                let image = cache.get_or_build(&NixosShapeImage { host, kernel, services: *services, console: *console })?;
                 let outputs = [installer, image];
                 from_files(cache, &Files::in_outputs(&outputs)?, InstalledSystem::find(&outputs)?)
             }

@@ -6,7 +6,7 @@
 //!
 //! ```toml
 //! nic = "e1000"                # virtio-net, e1000 or e1000e
-//! console = "ttyS0,115200"
+//! console = "ttyS0,115200"    # grub.cfg's serial line and the kernel's console=, install and installed
 //! version_command = "nixos-version"
 //! ready_command = "systemctl is-system-running --wait"
 //! diagnose_command = "systemctl --failed …"  # its output is quoted when the ready command fails
@@ -20,6 +20,8 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+
+use pxelab_fixtures::SerialConsole;
 
 use crate::vm::NicModel;
 
@@ -38,9 +40,11 @@ pub struct InstalledSystem {
     /// The client NIC model. Upstream's kernel has e1000, e1000e and igb built in and
     /// virtio-net only as a module it cannot load before its NFS root: e1000.
     pub nic: NicModel,
-    /// The serial console the system uses (the client's first serial port), as on the
-    /// kernel command line.
-    pub console: String,
+    /// The serial console of the artifact set, as on the kernel command line: where GRUB's
+    /// `serial` line and the kernel's `console=` put it, for the installer and the installed
+    /// system. The harness reads the console there; the firmware always writes to `ttyS0`.
+    #[serde(deserialize_with = "serial_console")]
+    pub console: SerialConsole,
     pub login: Login,
     /// A shell command whose output is the system's version.
     pub version_command: String,
@@ -69,13 +73,18 @@ impl Default for InstalledSystem {
     fn default() -> Self {
         InstalledSystem {
             nic: NicModel::E1000,
-            console: "ttyS0,115200".into(),
+            console: SerialConsole::UPSTREAM,
             login: Login::default(),
             version_command: "nixos-version".into(),
             ready_command: "systemctl is-system-running --wait".into(),
             diagnose_command: FAILED_UNITS.into(),
         }
     }
+}
+
+fn serial_console<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SerialConsole, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
 }
 
 impl Default for Login {
@@ -138,6 +147,9 @@ mod test {
         let system = InstalledSystem::find(&[dir.path().to_owned()]).unwrap();
         assert_eq!((system.nic, system.login.shell_prompt.as_str()), (NicModel::VirtioNet, "box# $"));
         assert_eq!((system.login.password.as_str(), system.version_command.as_str()), ("root", "nixos-version"));
+        assert_eq!(system.console, SerialConsole::UPSTREAM);
+        std::fs::write(dir.path().join(SYSTEM_FILE), "console = \"ttyS1,57600n8\"\n").unwrap();
+        assert_eq!(InstalledSystem::find(&[dir.path().to_owned()]).unwrap().console, SerialConsole { unit: 1, speed: 57_600 });
     }
 
     #[test]
@@ -158,5 +170,9 @@ mod test {
         std::fs::write(dir.path().join(SYSTEM_FILE), "[login]\npasword = \"x\"\n").unwrap();
         let err = InstalledSystem::find(&[dir.path().to_owned()]).unwrap_err();
         assert!(format!("{:?}", err).contains("pasword"), "{err:?}");
+        std::fs::write(dir.path().join(SYSTEM_FILE), "console = \"ttyUSB0\"\n").unwrap();
+        let err = InstalledSystem::find(&[dir.path().to_owned()]).unwrap_err();
+        let why = std::error::Error::source(&err).unwrap().to_string();
+        assert!(why.contains("\"ttyUSB0\" is not a serial console"), "{why}");
     }
 }

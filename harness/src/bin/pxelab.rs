@@ -7,7 +7,7 @@ use pxelab::artifacts::Provider;
 use std::time::Duration;
 
 use pxelab::jobs::{self, Hardware, InstallFaults, InstallOptions, JOBS};
-use pxelab_fixtures::Compression;
+use pxelab_fixtures::{Compression, SerialConsole};
 use std::path::PathBuf;
 use pxelab::vm::{DiskBus, NicModel};
 use pxelab::net::fault::{Direction, Impairment};
@@ -275,6 +275,9 @@ enum Bench {
         #[arg(long)]
         wait_out_boot_menus: bool,
     },
+    /// One install cycle beside its floors, measured in the same run: a slirp PXE boot of the
+    /// same TFTP tree and a power-on of the installed disk, without pxelab in the way.
+    Floor,
     /// Sequential read throughput of a large file from the NFS root, inside the guest.
     Nfs {
         /// Reads of the file; the median is reported.
@@ -405,7 +408,7 @@ fn dispatch(cli: Cli, spinner: &indicatif::ProgressBar) -> ExitCode {
                 }
             };
             let provider = provider.unwrap_or(match flavour.as_str() {
-                "nixos-shape" => Provider::NixosShape { services: None },
+                "nixos-shape" => Provider::NixosShape { services: None, console: SerialConsole::UPSTREAM },
                 _ => Provider::Fixture { compression: artifacts.compression() },
             });
             let options = InstallOptions { provider, installer_files, hardware: hardware.hardware(), ..InstallOptions::default() };
@@ -420,6 +423,7 @@ async fn bench(what: Bench) -> ExitCode {
         Bench::Tftp { .. } => "tftp",
         Bench::Nfs { .. } => "nfs",
         Bench::Install { .. } => "install",
+        Bench::Floor => "floor",
     };
     let result = async {
         let (report, artifacts) = match what {
@@ -430,6 +434,11 @@ async fn bench(what: Bench) -> ExitCode {
             Bench::Nfs { runs, size_mib } => {
                 let mut lab = pxelab::bench::lab(name)?;
                 (pxelab::bench::nfs(&mut lab, runs.max(1), size_mib.max(1)).await?.report(), lab.dir().display().to_string())
+            }
+            Bench::Floor => {
+                let mut lab = pxelab::bench::lab(name)?;
+                let bench = pxelab::bench::floor(&mut lab, &InstallOptions::default()).await?;
+                (bench.report(), lab.dir().display().to_string())
             }
             Bench::Install { runs, wait_out_boot_menus } => {
                 let options = InstallOptions { wait_out_boot_menus, ..InstallOptions::default() };

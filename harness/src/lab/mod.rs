@@ -151,7 +151,7 @@ impl Lab {
     /// `crash(); start()`). Its console log goes on in the same file.
     pub async fn restart(&self, vm: Vm) -> Result<Vm, VmError> {
         let was = vm.power_off().await?;
-        let mut builder = self.vm(&was.name).memory_mib(was.memory_mib).cpus(was.cpus).accel(was.accel).keep_nvram();
+        let mut builder = self.vm(&was.name).memory_mib(was.memory_mib).cpus(was.cpus).accel(was.accel).console_unit(was.console_unit).keep_nvram();
         for (path, format, bus, bootindex) in was.disks {
             builder = builder.disk_on(bus, Disk::Image { path, format }, bootindex);
         }

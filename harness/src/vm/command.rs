@@ -17,12 +17,10 @@ pub struct VmSpec {
     pub firmware: Option<(PathBuf, PathBuf)>,
     pub disks: Vec<DiskSpec>,
     pub nics: Vec<NicSpec>,
-    /// Connected socket for the first serial port, and QEMU's raw log of it; `None`: the
-    /// terminal QEMU runs in (`mon:stdio`, a client started by hand).
-    pub serial: Option<(RawFd, PathBuf)>,
-    /// Connected socket for the second serial port (the command channel, `ttyS1` in the
-    /// guest), and QEMU's raw log of it.
-    pub commands: Option<(RawFd, PathBuf)>,
+    /// Connected sockets for the serial ports COM1, COM2, … (`ttyS0`, `ttyS1`, … in the
+    /// guest), each with QEMU's raw log of it; none: the first port is the terminal QEMU runs
+    /// in (`mon:stdio`, a client started by hand).
+    pub serial: Vec<(RawFd, PathBuf)>,
     /// Connected socket for QMP, if the harness drives the VM.
     pub qmp_fd: Option<RawFd>,
 }
@@ -166,16 +164,12 @@ impl VmSpec {
             arg("-drive", format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
             arg("-drive", format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
         }
-        match &self.serial {
-            Some((fd, log)) => {
-                arg("-chardev", format!("socket,id=serial0,fd={fd},logfile={},logappend=on", log.display()));
-                arg("-serial", "chardev:serial0".into());
-            }
-            None => arg("-serial", "mon:stdio".into()),
+        for (i, (fd, log)) in self.serial.iter().enumerate() {
+            arg("-chardev", format!("socket,id=serial{i},fd={fd},logfile={},logappend=on", log.display()));
+            arg("-serial", format!("chardev:serial{i}"));
         }
-        if let Some((fd, log)) = &self.commands {
-            arg("-chardev", format!("socket,id=serial1,fd={fd},logfile={},logappend=on", log.display()));
-            arg("-serial", "chardev:serial1".into());
+        if self.serial.is_empty() {
+            arg("-serial", "mon:stdio".into());
         }
         if let Some(fd) = self.qmp_fd {
             arg("-chardev", format!("socket,id=qmp,fd={fd}"));
@@ -261,8 +255,7 @@ mod test {
                     backend: NetBackend::Slirp { tftp_root: "/run/t/tftp".into(), bootfile: "nixos/bootx64.efi".into() },
                 },
             ],
-            serial: Some((5, "/run/t/client1/serial.raw.log".into())),
-            commands: Some((8, "/run/t/client1/commands.raw.log".into())),
+            serial: vec![(5, "/run/t/client1/serial.raw.log".into()), (8, "/run/t/client1/commands.raw.log".into())],
             qmp_fd: Some(6),
         };
         insta::assert_snapshot!(spec.argv().join("\n"));
@@ -280,8 +273,7 @@ mod test {
             firmware: None,
             disks: vec![disk(DiskBus::Nvme), disk(DiskBus::Sata), disk(DiskBus::Virtio)],
             nics: vec![nic(NicModel::E1000e), nic(NicModel::E1000)],
-            serial: Some((3, "/s.log".into())),
-            commands: None,
+            serial: vec![(3, "/s.log".into())],
             qmp_fd: Some(4),
         };
         let devices: Vec<String> = spec.argv().windows(2).filter(|w| w[0] == "-device").map(|w| w[1].clone()).collect();
@@ -307,8 +299,7 @@ mod test {
             firmware: None,
             disks: vec![],
             nics: vec![],
-            serial: Some((3, "s.log".into())),
-            commands: None,
+            serial: vec![(3, "s.log".into())],
             qmp_fd: Some(4),
         };
         let argv = spec.argv().join(" ");

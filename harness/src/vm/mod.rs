@@ -59,6 +59,11 @@ pub enum VmError {
     },
     #[error("{name}: did not shut down within {waited:.1?}\n{}", banner(TAIL_LABEL, tail))]
     ShutdownTimeout { name: String, waited: Duration, tail: String },
+    #[error(
+        "{name}: no serial console on ttyS{unit}: a client's console can be ttyS0 to ttyS{MAX_CONSOLE_UNIT} \
+         (the firmware writes to ttyS0, the command channel is ttyS1, or ttyS2 when the console is on ttyS1)"
+    )]
+    ConsoleUnit { name: String, unit: u8 },
     #[error("{name}: console")]
     Console {
         name: String,
@@ -102,9 +107,19 @@ pub enum Cable {
     Slirp { tftp_root: PathBuf, bootfile: String },
 }
 
+/// The last serial port a client's console can be on (`ttyS2`).
+pub const MAX_CONSOLE_UNIT: u8 = 2;
+
+/// The serial port of the command channel beside a console on `console_unit`: `ttyS1`, or
+/// `ttyS2` when the console is on `ttyS1`.
+pub fn command_unit(console_unit: u8) -> u8 {
+    if console_unit == 1 { 2 } else { 1 }
+}
+
 /// Configure and start one QEMU client.
 pub struct VmBuilder {
     name: String,
+    console_unit: u8,
     dir: PathBuf,
     memory_mib: u32,
     cpus: u32,
@@ -148,6 +163,7 @@ pub struct Relaunch {
     pub memory_mib: u32,
     pub cpus: u32,
     pub accel: Accel,
+    pub console_unit: u8,
     /// The disk files as they are now, their buses and boot indexes.
     pub disks: Vec<(PathBuf, DiskFormat, DiskBus, Option<u32>)>,
     /// Each NIC's model, MAC, ROM and boot index, and its slirp network (`None`: a lab switch port).
@@ -183,6 +199,14 @@ impl VmBuilder {
 
     pub fn cpus(mut self, cpus: u32) -> Self {
         self.cpus = cpus;
+        self
+    }
+
+    /// Read the system's console on serial port `ttyS<unit>` (0 by default) instead of the
+    /// first; the firmware's output, always on the first, is then logged apart
+    /// (`firmware.log`). At most [`MAX_CONSOLE_UNIT`].
+    pub fn console_unit(mut self, unit: u8) -> Self {
+        self.console_unit = unit;
         self
     }
 
@@ -222,6 +246,9 @@ impl VmBuilder {
 
     /// Start QEMU under OVMF and connect its console and QMP.
     pub async fn start(self) -> Result<Vm, VmError> {
+        if self.console_unit > MAX_CONSOLE_UNIT {
+            return Err(VmError::ConsoleUnit { name: self.name, unit: self.console_unit });
+        }
         std::fs::create_dir_all(&self.dir).map_err(io(format!("cannot create {}", self.dir.display())))?;
         let firmware: Firmware = pxelab_ovmf::discover()?;
         let accel = match self.accel {
@@ -238,6 +265,7 @@ impl VmBuilder {
             memory_mib: self.memory_mib,
             cpus: self.cpus,
             accel,
+            console_unit: self.console_unit,
             disks: Vec::new(),
             nics: Vec::new(),
             services: self.services.clone(),
@@ -248,10 +276,21 @@ impl VmBuilder {
             relaunch.disks.push((path.clone(), format, bus, bootindex));
             disks.push(DiskSpec { path, format, bus, bootindex, serial: Some(format!("pxelab{i}")) });
         }
-        let (serial_ours, serial_theirs) = socket_pair("serial")?;
         let (qmp_ours, qmp_theirs) = socket_pair("QMP")?;
-        let (commands_ours, commands_theirs) = socket_pair("command channel")?;
-        let mut pass: Vec<OwnedFd> = vec![serial_theirs.into(), qmp_theirs.into(), commands_theirs.into()];
+        let mut pass: Vec<OwnedFd> = vec![qmp_theirs.into()];
+        // The serial ports in order, ttyS0 first, each with its role's log name.
+        let command_unit = command_unit(self.console_unit);
+        let mut ports = Vec::new();
+        for unit in 0..=self.console_unit.max(command_unit) {
+            let role = match unit {
+                _ if unit == self.console_unit => "serial",
+                _ if unit == command_unit => "commands",
+                _ => "firmware",
+            };
+            let (ours, theirs) = socket_pair(&format!("ttyS{unit}"))?;
+            ports.push((role, ours, std::os::fd::AsRawFd::as_raw_fd(&theirs), self.dir.join(format!("{role}.raw.log"))));
+            pass.push(theirs.into());
+        }
         let mut nics = Vec::new();
         for nic in self.nics {
             let slirp = match &nic.cable {
@@ -277,9 +316,8 @@ impl VmBuilder {
             firmware: Some((firmware.code.clone(), vars.path.clone())),
             disks,
             nics,
-            serial: Some((std::os::fd::AsRawFd::as_raw_fd(&pass[0]), self.dir.join("serial.raw.log"))),
-            commands: Some((std::os::fd::AsRawFd::as_raw_fd(&pass[2]), self.dir.join("commands.raw.log"))),
-            qmp_fd: Some(std::os::fd::AsRawFd::as_raw_fd(&pass[1])),
+            serial: ports.iter().map(|(_, _, fd, log)| (*fd, log.clone())).collect(),
+            qmp_fd: Some(std::os::fd::AsRawFd::as_raw_fd(&pass[0])),
         };
         let argv = spec.argv();
         let cmdline = argv.join(" ");
@@ -289,14 +327,20 @@ impl VmBuilder {
         let started = Instant::now();
         let process = QemuProcess::spawn(&argv, pass, &qemu_log).map_err(io("cannot run qemu-system-x86_64 (install the Debian package qemu-system-x86)"))?;
         let clock = self.epoch.unwrap_or(started);
-        let mut console = Console::attach(&self.name, serial_ours, &self.dir.join("console.log"), clock)
-            .map_err(io("cannot write the console log"))?;
-        let mut commands = Console::attach(&format!("{} ttyS1", self.name), commands_ours, &self.dir.join("commands.log"), clock)
-            .map_err(io("cannot write the command channel's log"))?;
-        if let Some(services) = self.services {
-            console.fail_on(services.clone());
-            commands.fail_on(services);
+        let (mut console, mut commands, mut firmware) = (None, None, None);
+        for (unit, (role, ours, _, _)) in ports.into_iter().enumerate() {
+            let (name, log, slot) = match role {
+                "serial" => (self.name.clone(), "console.log", &mut console),
+                "commands" => (format!("{} ttyS{unit}", self.name), "commands.log", &mut commands),
+                _ => (format!("{} firmware", self.name), "firmware.log", &mut firmware),
+            };
+            let mut port = Console::attach(&name, ours, &self.dir.join(log), clock).map_err(io(format!("cannot write {log}")))?;
+            if let Some(services) = &self.services {
+                port.fail_on(services.clone());
+            }
+            *slot = Some(port);
         }
+        let (console, commands) = (console.expect("a console port"), commands.expect("a command port"));
         let qmp = match Qmp::connect(qmp_ours).await {
             Ok(qmp) => qmp,
             Err(source) => {
@@ -315,6 +359,7 @@ impl VmBuilder {
             process,
             console,
             commands,
+            firmware,
             backdoor,
             qmp,
             var_store: vars,
@@ -364,8 +409,11 @@ pub struct Vm {
     cmdline: String,
     process: QemuProcess,
     console: Console,
-    /// The second serial port; commands go there once a shell answers on it.
+    /// The command channel's serial port ([`command_unit`]); commands go there once a shell
+    /// answers on it.
     commands: Console,
+    /// The first serial port, when the console is on another: the firmware's output.
+    firmware: Option<Console>,
     backdoor: bool,
     qmp: Qmp,
     var_store: VarStore,
@@ -389,6 +437,7 @@ impl Vm {
     pub fn builder(name: &str, dir: &Path) -> VmBuilder {
         VmBuilder {
             name: name.to_owned(),
+            console_unit: 0,
             dir: dir.to_owned(),
             memory_mib: 1024,
             cpus: 1,
@@ -438,6 +487,22 @@ impl Vm {
         &mut self.console
     }
 
+    /// The first serial port, where the firmware (OVMF, its PXE, the boot manager) writes: the
+    /// console, unless the system's console is on another port.
+    pub fn firmware_console(&self) -> &Console {
+        self.firmware.as_ref().unwrap_or(&self.console)
+    }
+
+    /// The serial port of the command channel.
+    pub fn command_unit(&self) -> u8 {
+        command_unit(self.relaunch.console_unit)
+    }
+
+    /// The serial port of the system's console.
+    pub fn console_unit(&self) -> u8 {
+        self.relaunch.console_unit
+    }
+
     pub fn qmp(&self) -> &Qmp {
         &self.qmp
     }
@@ -457,8 +522,8 @@ impl Vm {
         self.shell().execute(command).await
     }
 
-    /// Use the root shell a system runs on its second serial port (`ttyS1`, as the NixOS
-    /// driver's backdoor) for commands from now on, if one answers within `timeout`: kernel
+    /// Use the root shell a system runs on its command port ([`Vm::command_unit`], `ttyS1` as
+    /// the NixOS driver's backdoor) for commands from now on, if one answers within `timeout`: kernel
     /// and service messages on the console cannot garble them there. Returns whether it did;
     /// without one, commands stay on the console's login shell.
     pub async fn connect_backdoor(&mut self, timeout: Duration) -> bool {
