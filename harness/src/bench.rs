@@ -196,7 +196,7 @@ pub struct FloorBench {
     pub cycle: Vec<(String, Duration)>,
     /// A slirp PXE boot of the same TFTP tree: power-on until GRUB has loaded the kernel.
     pub network_boot: Duration,
-    /// A power-on of the installed disk with its NVRAM: until the login prompt.
+    /// A power-on of the installed disk with its NVRAM and NIC: until the login prompt.
     pub disk_boot: Duration,
 }
 
@@ -220,7 +220,7 @@ impl FloorBench {
         let floors = [
             Some((self.network_boot, "a slirp PXE boot of the same TFTP tree (QEMU's TFTP, restrict=on; GRUB's timeout 0)")),
             None,
-            Some((self.disk_boot, "a power-on of the installed disk with its NVRAM")),
+            Some((self.disk_boot, "a power-on of the installed disk with its NVRAM and NIC")),
         ];
         let mut out = format!("{:<40} {:>8} {:>8} {:>6}  floor measured by\n", "part", "cycle", "floor", "ratio");
         let (mut parts, mut floor_total) = (Duration::ZERO, Duration::ZERO);
@@ -279,12 +279,18 @@ pub async fn floor(lab: &mut Lab, options: &crate::jobs::InstallOptions) -> Resu
     });
     let network_boot = time_to(pxe, "pxelab-bench: kernel loaded").await?;
 
-    // The installed disk and its NVRAM, powered on.
+    // The installed disk and its NVRAM, powered on, with the same NIC (its firmware drivers
+    // load at boot) on a restricted slirp network.
     let disk_dir = lab.dir().join("floor-disk");
     std::fs::create_dir_all(&disk_dir)?;
     std::fs::copy(installed.join("OVMF_VARS.fd"), disk_dir.join("OVMF_VARS.fd"))?;
     let base = Disk::Overlay { base: installed.join("disk0.qcow2"), format: DiskFormat::Qcow2 };
-    let disk = lab.vm("floor-disk").keep_nvram().disk_on(options.hardware.disk_bus, base, Some(1));
+    let cable = Cable::Slirp { tftp_root: nixos.parent().expect("a parent").to_owned(), bootfile: String::new() };
+    let disk = lab
+        .vm("floor-disk")
+        .keep_nvram()
+        .disk_on(options.hardware.disk_bus, base, Some(1))
+        .nic(Nic { model: nic, mac: options.client.mac, rom: nic.pxe_rom(), bootindex: Some(2), cable });
     let disk_boot = time_to(disk, &artifacts.system.login.prompt).await?;
     Ok(FloorBench { cycle, network_boot, disk_boot })
 }

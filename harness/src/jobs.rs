@@ -343,8 +343,12 @@ impl InstallOptions {
 /// [`InstallOptions::wait_out_boot_menus`]).
 const GRUB_COUNTDOWN: &str = r"The highlighted entry will be executed automatically in \d+s";
 
-/// How long GRUB has to leave its menu after an Enter before the next.
-const ENTER_AGAIN_AFTER: Duration = Duration::from_secs(5);
+/// How long GRUB has to leave its menu after an Enter before the next. GRUB reads the UART
+/// itself while OVMF's terminal driver polls it too, every 20 ms: whichever reads first takes
+/// the key, so a press is often lost (GRUB then waited out its whole countdown). A press a
+/// quarter second is many tries within the countdown; GRUB asks the TFTP server for its first
+/// `load-kernel` file within milliseconds of taking one.
+const ENTER_AGAIN_AFTER: Duration = Duration::from_millis(250);
 
 /// The kernel's first console line.
 const KERNEL_STARTED: &str = r"Linux version \S+";
@@ -550,10 +554,10 @@ async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &
     // leaves the wire, so the server cannot always see that last transfer complete.
     let kernel = async { net.wait_for_tftp_transfer_after(mac, "nixos/bzImage", after, budget("TFTP: kernel")).await.map_err(listed) };
     let kernel = stages.run("TFTP: kernel", kernel);
-    // Enter at GRUB's menu (a GRUB without a countdown just boots). A loaded GRUB sometimes
-    // takes the key only as the end of its countdown and stays in the menu: Enter again, for
-    // as long as the stage runs, until it asks the TFTP server for a file, the sign that it
-    // left the menu.
+    // Enter at GRUB's menu (a GRUB without a countdown just boots). The firmware may take the
+    // key before GRUB does ([`ENTER_AGAIN_AFTER`]), and a GRUB sometimes takes it only as the
+    // end of its countdown and stays in the menu: Enter again, for as long as the stage runs,
+    // until it asks the TFTP server for a file, the sign that it left the menu.
     let press_enter = async {
         if !options.wait_out_boot_menus && vm.wait_for_console_text(GRUB_COUNTDOWN, budget("TFTP: kernel")).await.is_ok() {
             let ip = net.lease_of(mac);
