@@ -69,10 +69,8 @@ async fn boot_scripts(dir: &Path, console: SerialConsole) -> Result<(), Artifact
             return Err(ArtifactError::Console { file: script, found, console });
         }
         let name = script.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.starts_with("load-kernel-") {
-            if loads_without_boot(&text) {
-                return Err(ArtifactError::NoBoot { file: script });
-            }
+        if name.starts_with("load-kernel-") && loads_without_boot(&text) {
+            return Err(ArtifactError::NoBoot { file: script });
         }
     }
     Ok(())
