@@ -41,8 +41,8 @@ pub struct Quirks {
     /// Offer option 60 `PXEClient` without option 43, as a proxy-less server configured for
     /// PXE often does: OVMF's PXE rejects such offers (PXE-E16).
     pub pxe_client_without_43: bool,
-    /// Answer a BOOTP request (GRUB's) with no options, as ISC dhcpd does for a request it
-    /// takes as not RFC 1048 unless `always-reply-rfc1048 on`.
+    /// Answer a BOOTP request without the RFC 1048 cookie (as GRUBs before 2.04 sent) with no
+    /// options, as ISC dhcpd does unless `always-reply-rfc1048 on`.
     pub bootp_without_options: bool,
 }
 

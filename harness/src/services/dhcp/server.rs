@@ -105,7 +105,13 @@ impl DhcpServer {
 
     /// Handle one UDP payload sent to port 67 at time `now`.
     pub fn handle(&mut self, now: Duration, payload: &[u8]) -> Result<(Option<Reply>, DhcpEvent), Ignored> {
-        let request = decode(payload)?;
+        let mut request = decode(payload)?;
+        // A request whose vendor area does not start with the RFC 1048 cookie is plain BOOTP
+        // (RFC 951): that area is not options.
+        let rfc1048 = payload.get(236..240) == Some(&dhcproto::v4::MAGIC[..]);
+        if !rfc1048 {
+            request.set_opts(DhcpOptions::new());
+        }
         if request.opcode() != Opcode::BootRequest {
             return Err(Ignored::NotRequest);
         }
@@ -143,8 +149,9 @@ impl DhcpServer {
         };
         let (kind, ip) = match opts.msg_type() {
             None => {
-                // BOOTP (GRUB and old clients): answer with options anyway, like ISC
-                // dhcpd's always-reply-rfc1048, and keep the address for the lease time.
+                // BOOTP (old GRUBs and other old clients): answer with options even when the
+                // request is not RFC 1048 (no cookie), like ISC dhcpd's always-reply-rfc1048,
+                // and keep the address for the lease time.
                 let ip = self.allocate(&mac, None)?;
                 self.bind(mac, ip, now);
                 (DhcpEventKind::Bootp, ip)
@@ -189,7 +196,7 @@ impl DhcpServer {
             }
             Some(other) => return Err(Ignored::NoReply(other)),
         };
-        let reply = self.answer(&request, &mac, kind, ip, arch);
+        let reply = self.answer(&request, &mac, kind, ip, arch, rfc1048);
         let hostname = self.hostname(&mac).map(str::to_owned);
         let boot_file = self.config.boot_file(arch).to_owned();
         Ok((Some(reply), event(kind, ip, hostname, &boot_file)))
@@ -228,7 +235,7 @@ impl DhcpServer {
         (first..=last).map(Ipv4Addr::from).find(|ip| free(*ip)).ok_or(Ignored::PoolExhausted)
     }
 
-    fn answer(&self, request: &Message, mac: &[u8; 6], kind: DhcpEventKind, ip: Ipv4Addr, arch: Option<u16>) -> Reply {
+    fn answer(&self, request: &Message, mac: &[u8; 6], kind: DhcpEventKind, ip: Ipv4Addr, arch: Option<u16>, rfc1048: bool) -> Reply {
         let c = &self.config;
         let boot_file = c.boot_file(arch);
         let mut reply = base_reply(request);
@@ -272,7 +279,7 @@ impl DhcpServer {
         if c.quirks.pxe_client_without_43 && arch.is_some() {
             opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
         }
-        if c.quirks.bootp_without_options && kind == DhcpEventKind::Bootp {
+        if c.quirks.bootp_without_options && !rfc1048 {
             opts = DhcpOptions::new();
         }
         reply.set_opts(opts);
@@ -495,6 +502,23 @@ mod test {
         insta::assert_snapshot!("ipxe_offer", describe(&offer));
     }
 
+    /// `bytes` with its RFC 1048 cookie zeroed, as a GRUB that sends no cookie: plain BOOTP.
+    fn non_rfc1048(mut bytes: Vec<u8>) -> Vec<u8> {
+        bytes[236..240].fill(0);
+        bytes
+    }
+
+    #[test]
+    fn a_bootp_request_without_the_rfc1048_cookie_is_answered_with_options() {
+        let mut server = DhcpServer::new(config()).unwrap();
+        // Its vendor area is opaque, even where it holds what would read as a DHCP Discover.
+        let plain = non_rfc1048(request(MAC, Some(MessageType::Discover), vec![], false));
+        let (reply, event) = reply(&mut server, 0, &plain);
+        assert_eq!(event.kind, DhcpEventKind::Bootp);
+        assert_eq!(reply.message.opts().msg_type(), None);
+        assert!(reply.message.opts().get(OptionCode::RootPath).is_some(), "options all the same");
+    }
+
     #[test]
     fn grub_bootp_request_is_answered_with_options() {
         let mut server = DhcpServer::new(config()).unwrap();
@@ -513,10 +537,12 @@ mod test {
         let class = offer.message.opts().get(OptionCode::ClassIdentifier);
         assert_eq!(class, Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec())), "option 60 PXEClient");
         assert!(offer.message.opts().get(OptionCode::VendorExtensions).is_none(), "and no option 43");
-        let (bootp, event) = reply(&mut server, 0, &request(MAC, None, vec![], false));
+        let (bootp, event) = reply(&mut server, 0, &non_rfc1048(request(MAC, None, vec![], false)));
         assert_eq!(event.kind, DhcpEventKind::Bootp);
         assert_eq!(bootp.message.opts().iter().count(), 0, "a BOOTP reply without options");
         assert_eq!(bootp.message.yiaddr(), "192.0.2.10".parse::<Ipv4Addr>().unwrap(), "but with the address");
+        let (rfc1048, _) = reply(&mut server, 0, &request(MAC, None, vec![], false));
+        assert!(rfc1048.message.opts().get(OptionCode::SubnetMask).is_some(), "an RFC 1048 BOOTP request gets options from ISC too");
     }
 
     #[test]
