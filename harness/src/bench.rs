@@ -183,8 +183,7 @@ pub async fn install(runs: usize, options: &crate::jobs::InstallOptions) -> Resu
         let mut lab = lab(&format!("install-{run}"))?;
         let (report, vm) = crate::jobs::install(&mut lab, options).await?;
         drop(vm);
-        let cycle = report.stages.durations().iter().filter(|(s, _)| !NOT_THE_CYCLE.contains(&s.as_str())).cloned().collect();
-        bench.runs.push(cycle);
+        bench.runs.push(cycle_of(&report));
     }
     Ok(bench)
 }
@@ -250,7 +249,7 @@ impl FloorBench {
 /// installed system's boot, each in a client of its own.
 pub async fn floor(lab: &mut Lab, options: &crate::jobs::InstallOptions) -> Result<FloorBench, Box<dyn std::error::Error + Send + Sync>> {
     let (report, mut vm) = crate::jobs::install(lab, options).await?;
-    let cycle = report.stages.durations().iter().filter(|(s, _)| !NOT_THE_CYCLE.contains(&s.as_str())).cloned().collect();
+    let cycle = cycle_of(&report);
     let installed = vm.dir().to_owned();
     vm.shutdown(Duration::from_secs(120)).await?;
     drop(vm);
@@ -258,7 +257,8 @@ pub async fn floor(lab: &mut Lab, options: &crate::jobs::InstallOptions) -> Resu
 
     // The same TFTP tree, served by slirp, with GRUB's countdown at 0 (the cycle presses Enter
     // at it) and a console line once `linux` has loaded the kernel.
-    let nixos = lab.dir().join("floor-tftp/nixos");
+    let tftp_root = lab.dir().join("floor-tftp");
+    let nixos = tftp_root.join("nixos");
     std::fs::create_dir_all(&nixos)?;
     for entry in std::fs::read_dir(artifacts.tftp_root.join("nixos"))? {
         let path = entry?.path();
@@ -275,7 +275,7 @@ pub async fn floor(lab: &mut Lab, options: &crate::jobs::InstallOptions) -> Resu
         mac: MAC,
         rom: nic.pxe_rom(),
         bootindex: Some(1),
-        cable: Cable::Slirp { tftp_root: nixos.parent().expect("a parent").to_owned(), bootfile: "nixos/bootx64.efi".into() },
+        cable: Cable::Slirp { tftp_root: tftp_root.clone(), bootfile: "nixos/bootx64.efi".into() },
     });
     let network_boot = time_to(pxe, "pxelab-bench: kernel loaded").await?;
 
@@ -285,7 +285,7 @@ pub async fn floor(lab: &mut Lab, options: &crate::jobs::InstallOptions) -> Resu
     std::fs::create_dir_all(&disk_dir)?;
     std::fs::copy(installed.join("OVMF_VARS.fd"), disk_dir.join("OVMF_VARS.fd"))?;
     let base = Disk::Overlay { base: installed.join("disk0.qcow2"), format: DiskFormat::Qcow2 };
-    let cable = Cable::Slirp { tftp_root: nixos.parent().expect("a parent").to_owned(), bootfile: String::new() };
+    let cable = Cable::Slirp { tftp_root, bootfile: String::new() };
     let disk = lab
         .vm("floor-disk")
         .keep_nvram()
@@ -301,6 +301,11 @@ async fn time_to(client: VmBuilder, pattern: &str) -> Result<Duration, Box<dyn s
     let vm = client.start().await?;
     vm.wait_for_console_text(pattern, Duration::from_secs(300)).await?;
     Ok(started.elapsed())
+}
+
+/// An install's stages and durations, the ones that prepare it left out ([`NOT_THE_CYCLE`]).
+fn cycle_of(report: &crate::jobs::Report) -> Vec<(String, Duration)> {
+    report.stages.durations().iter().filter(|(s, _)| !NOT_THE_CYCLE.contains(&s.as_str())).cloned().collect()
 }
 
 /// Where `pxelab bench` keeps its runs.

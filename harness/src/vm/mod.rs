@@ -116,6 +116,28 @@ pub fn command_unit(console_unit: u8) -> u8 {
     if console_unit == 1 { 2 } else { 1 }
 }
 
+/// What a client's serial port carries.
+#[derive(Debug, Clone, Copy)]
+enum Port {
+    /// The system's console.
+    Console,
+    /// The command channel ([`command_unit`]).
+    Commands,
+    /// The first port, when the console is on another: the firmware's output.
+    Firmware,
+}
+
+impl Port {
+    /// QEMU's raw log of the port and the harness's, in the VM's directory.
+    fn logs(self) -> (&'static str, &'static str) {
+        match self {
+            Port::Console => ("serial.raw.log", "console.log"),
+            Port::Commands => ("commands.raw.log", "commands.log"),
+            Port::Firmware => ("firmware.raw.log", "firmware.log"),
+        }
+    }
+}
+
 /// Configure and start one QEMU client.
 pub struct VmBuilder {
     name: String,
@@ -278,17 +300,17 @@ impl VmBuilder {
         }
         let (qmp_ours, qmp_theirs) = socket_pair("QMP")?;
         let mut pass: Vec<OwnedFd> = vec![qmp_theirs.into()];
-        // The serial ports in order, ttyS0 first, each with its role's log name.
+        // The serial ports in order, ttyS0 first.
         let command_unit = command_unit(self.console_unit);
         let mut ports = Vec::new();
         for unit in 0..=self.console_unit.max(command_unit) {
             let role = match unit {
-                _ if unit == self.console_unit => "serial",
-                _ if unit == command_unit => "commands",
-                _ => "firmware",
+                _ if unit == self.console_unit => Port::Console,
+                _ if unit == command_unit => Port::Commands,
+                _ => Port::Firmware,
             };
             let (ours, theirs) = socket_pair(&format!("ttyS{unit}"))?;
-            ports.push((role, ours, std::os::fd::AsRawFd::as_raw_fd(&theirs), self.dir.join(format!("{role}.raw.log"))));
+            ports.push((role, ours, std::os::fd::AsRawFd::as_raw_fd(&theirs), self.dir.join(role.logs().0)));
             pass.push(theirs.into());
         }
         let mut nics = Vec::new();
@@ -329,11 +351,12 @@ impl VmBuilder {
         let clock = self.epoch.unwrap_or(started);
         let (mut console, mut commands, mut firmware) = (None, None, None);
         for (unit, (role, ours, _, _)) in ports.into_iter().enumerate() {
-            let (name, log, slot) = match role {
-                "serial" => (self.name.clone(), "console.log", &mut console),
-                "commands" => (format!("{} ttyS{unit}", self.name), "commands.log", &mut commands),
-                _ => (format!("{} firmware", self.name), "firmware.log", &mut firmware),
+            let (name, slot) = match role {
+                Port::Console => (self.name.clone(), &mut console),
+                Port::Commands => (format!("{} ttyS{unit}", self.name), &mut commands),
+                Port::Firmware => (format!("{} firmware", self.name), &mut firmware),
             };
+            let log = role.logs().1;
             let mut port = Console::attach(&name, ours, &self.dir.join(log), clock).map_err(io(format!("cannot write {log}")))?;
             if let Some(services) = &self.services {
                 port.fail_on(services.clone());
