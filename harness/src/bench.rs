@@ -23,8 +23,13 @@ const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xbe, 0x4c, 0x01];
 #[derive(Debug, Clone)]
 pub struct TftpBench {
     pub file_bytes: u64,
+    /// GRUB's `linux`: blksize 1024, lockstep.
     pub ours: Vec<Duration>,
     pub slirp: Vec<Duration>,
+    /// OVMF's own download of the same file as its NBP: pxelab grants its windowsize 4 with
+    /// blksize 1468; slirp has no windowsize and sends lockstep.
+    pub ours_windowed: Vec<Duration>,
+    pub slirp_windowed: Vec<Duration>,
 }
 
 impl TftpBench {
@@ -36,12 +41,18 @@ impl TftpBench {
             let all: Vec<String> = times.iter().map(|t| format!("{:.2}", t.as_secs_f64())).collect();
             format!("{name:<12} median {m:>6.2} s  {:>6.2} MB/s  (runs: {} s)", mb / m, all.join(", "))
         };
-        let ratio = median(&self.slirp).as_secs_f64() / median(&self.ours).as_secs_f64();
+        let ratio = |slirp: &[Duration], ours: &[Duration]| median(slirp).as_secs_f64() / median(ours).as_secs_f64();
         format!(
-            "file: nixos/bzImage, {} bytes, loaded by GRUB's `linux` (blksize 1024, no window)\n{}\n{}\nratio: {ratio:.2}",
+            "file: nixos/bzImage, {} bytes\n\
+             loaded by GRUB's `linux` (blksize 1024, lockstep)\n{}\n{}\nratio: {:.2}\n\
+             loaded by OVMF as its NBP (blksize 1468; windowsize 4 from pxelab, lockstep from slirp)\n{}\n{}\nratio: {:.2}",
             self.file_bytes,
             line("pxelab TFTP", &self.ours),
-            line("slirp TFTP", &self.slirp)
+            line("slirp TFTP", &self.slirp),
+            ratio(&self.slirp, &self.ours),
+            line("pxelab TFTP", &self.ours_windowed),
+            line("slirp TFTP", &self.slirp_windowed),
+            ratio(&self.slirp_windowed, &self.ours_windowed),
         )
     }
 }
@@ -64,18 +75,33 @@ pub async fn tftp(lab: &mut Lab, runs: usize) -> Result<TftpBench, Box<dyn std::
     std::fs::copy(&host.kernel, nixos.join("bzImage"))?;
     std::fs::write(nixos.join("grub.cfg"), BENCH_GRUB_CFG)?;
     lab.start_network(PxeConfig::new(vec![root.clone()]))?;
-    let mut bench = TftpBench { file_bytes: std::fs::metadata(&host.kernel)?.len(), ours: vec![], slirp: vec![] };
-    for run in 0..runs {
-        let ours = lab.pxe_client(&format!("ours-{run}"), MAC, NicModel::VirtioNet, Rom::OvmfNative)?;
-        bench.ours.push(time_fetch(ours).await?);
-        let slirp = lab.vm(&format!("slirp-{run}")).nic(Nic {
+    let mut bench = TftpBench {
+        file_bytes: std::fs::metadata(&host.kernel)?.len(),
+        ours: vec![],
+        slirp: vec![],
+        ours_windowed: vec![],
+        slirp_windowed: vec![],
+    };
+    let slirp = |lab: &Lab, name: &str| {
+        lab.vm(name).nic(Nic {
             model: NicModel::VirtioNet,
             mac: MAC,
             rom: Rom::OvmfNative,
             bootindex: Some(2),
             cable: Cable::Slirp { tftp_root: root.clone(), bootfile: "nixos/bootx64.efi".into() },
-        });
-        bench.slirp.push(time_fetch(slirp).await?);
+        })
+    };
+    for run in 0..runs {
+        let ours = lab.pxe_client(&format!("ours-{run}"), MAC, NicModel::VirtioNet, Rom::OvmfNative)?;
+        bench.ours.push(time_fetch(ours).await?);
+        bench.slirp.push(time_fetch(slirp(lab, &format!("slirp-{run}"))).await?);
+    }
+    // The kernel is an EFI application: OVMF downloads it as the NBP (and starts it).
+    std::fs::copy(&host.kernel, nixos.join("bootx64.efi"))?;
+    for run in 0..runs {
+        let ours = lab.pxe_client(&format!("ours-windowed-{run}"), MAC, NicModel::VirtioNet, Rom::OvmfNative)?;
+        bench.ours_windowed.push(time_nbp(ours).await?);
+        bench.slirp_windowed.push(time_nbp(slirp(lab, &format!("slirp-windowed-{run}"))).await?);
     }
     Ok(bench)
 }
@@ -85,6 +111,15 @@ async fn time_fetch(client: VmBuilder) -> Result<Duration, Box<dyn std::error::E
     vm.wait_for_console_text("pxelab-bench: fetching", Duration::from_secs(180)).await?;
     let started = Instant::now();
     vm.wait_for_console_text("pxelab-bench: fetched", Duration::from_secs(600)).await?;
+    Ok(started.elapsed())
+}
+
+/// From OVMF's "Downloading NBP file" to its "downloaded successfully".
+async fn time_nbp(client: VmBuilder) -> Result<Duration, Box<dyn std::error::Error + Send + Sync>> {
+    let vm = client.start().await?;
+    vm.firmware_console().wait_for_console_text("Downloading NBP file", Duration::from_secs(180)).await?;
+    let started = Instant::now();
+    vm.firmware_console().wait_for_console_text("NBP file downloaded successfully", Duration::from_secs(600)).await?;
     Ok(started.elapsed())
 }
 
@@ -346,14 +381,17 @@ mod test {
     }
 
     #[test]
-    fn report_has_the_ratio_line() {
+    fn report_has_a_ratio_line_for_each_path() {
         let bench = TftpBench {
             file_bytes: 8_000_000,
             ours: vec![Duration::from_secs(4), Duration::from_secs(2), Duration::from_secs(3)],
             slirp: vec![Duration::from_secs(6)],
+            ours_windowed: vec![Duration::from_secs(2)],
+            slirp_windowed: vec![Duration::from_secs(1)],
         };
         let report = bench.report();
-        assert!(report.lines().any(|l| l == "ratio: 2.00"), "{report}");
+        let ratios: Vec<&str> = report.lines().filter(|l| l.starts_with("ratio: ")).collect();
+        assert_eq!(ratios, ["ratio: 2.00", "ratio: 0.50"], "{report}");
         assert!(report.contains("median   3.00 s"), "{report}");
     }
 }

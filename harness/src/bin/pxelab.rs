@@ -260,7 +260,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// GRUB loads the 8 MB kernel from pxelab's TFTP server and from QEMU's slirp TFTP.
+    /// The 8 MB kernel from pxelab's TFTP server and from QEMU's slirp TFTP: loaded by GRUB (lockstep), and by OVMF as its NBP (windowed)
     Tftp {
         /// Runs of each server (alternating); the median is reported.
         #[arg(long, default_value_t = 3)]
