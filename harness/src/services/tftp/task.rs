@@ -33,6 +33,9 @@ pub enum TftpOutcome {
     Done,
     /// The client stopped the transfer (OVMF's `tsize` probe does).
     Aborted,
+    /// Every block was sent and all but the last acknowledged: the client may have quit on
+    /// its final ACK, which was lost ([`TransferOutcome::LastAckMissing`]).
+    Unconfirmed,
     /// Refused (missing file, escape attempt, write request) or timed out.
     Failed,
 }
@@ -204,11 +207,21 @@ async fn transfer(
             file,
             format!(
                 "no ACK for block {unacked_block} (blksize {blksize}) after {retries} retransmissions: the client \
-                 stopped answering or cannot receive these datagrams (a boot loader that boots right after the \
-                 last block may never ACK it)"
+                 stopped answering or cannot receive these datagrams"
             ),
             millis,
         ),
+        Ok(TransferOutcome::LastAckMissing { bytes, retries }) => TftpEvent {
+            client,
+            file: file.to_owned(),
+            outcome: TftpOutcome::Unconfirmed,
+            bytes,
+            millis,
+            detail: format!(
+                "every block sent, the last one never acknowledged after {retries} retransmissions: a client that \
+                 quits on its final ACK (GRUB boots on it) has the file if that ACK was lost"
+            ),
+        },
         Err(e) => failed(client, file, e.to_string(), millis),
     };
     (event, last_sent)

@@ -85,6 +85,10 @@ pub enum TransferOutcome {
     /// No answer after the last retransmission: the first block not acknowledged (0 for
     /// the OACK), the block size, the retransmissions made.
     TimedOut { unacked_block: u64, blksize: u64, retries: u32 },
+    /// Every block but the last was acknowledged, and the last one never was. RFC 1350 lets
+    /// a client quit on sending its final ACK, and GRUB boots on it, so a lost final ACK is
+    /// never repeated: the client most likely has the whole file.
+    LastAckMissing { bytes: u64, retries: u32 },
 }
 
 /// What the transfer wants done next.
@@ -252,7 +256,10 @@ impl Transfer {
         if self.retries > self.max_retries {
             let error = Packet::Error { code: code::NOT_DEFINED, message: "timed out".into() };
             let unacked_block = if self.oack.is_some() { 0 } else { self.acked + 1 }; // 0: the OACK
-            let outcome = TransferOutcome::TimedOut { unacked_block, blksize: self.blksize, retries: self.max_retries };
+            let outcome = match self.acked > 0 && unacked_block == self.total_blocks() {
+                true => TransferOutcome::LastAckMissing { bytes: self.size, retries: self.max_retries },
+                false => TransferOutcome::TimedOut { unacked_block, blksize: self.blksize, retries: self.max_retries },
+            };
             return Ok(Step::Finish { outcome, send: Some(error) });
         }
         self.begin(now, src)
@@ -403,6 +410,29 @@ mod test {
             Step::Finish { outcome: TransferOutcome::TimedOut { unacked_block: 0, .. }, send: Some(Packet::Error { .. }) } => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A client that quits on its final ACK, which is lost: the transfer says so, not that
+    /// the client stopped answering somewhere in the file.
+    #[test]
+    fn a_missing_last_ack_is_told_apart_from_a_client_gone_mid_file() {
+        let file = vec![1u8; 1200];
+        let limits = TransferLimits { max_retries: 1, ..Default::default() };
+        let give_up = |acks: &[u16]| {
+            let mut t = Transfer::new(1200, &[], limits);
+            t.begin(ms(0), &file).unwrap();
+            for (i, &block) in acks.iter().enumerate() {
+                t.on_packet(ms(i as u64 + 1), &Packet::Ack { block }, &file).unwrap();
+            }
+            t.on_timeout(t.deadline(), &file).unwrap();
+            match t.on_timeout(t.deadline(), &file).unwrap() {
+                Step::Finish { outcome, send: Some(Packet::Error { .. }) } => outcome,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(give_up(&[1, 2]), TransferOutcome::LastAckMissing { bytes: 1200, retries: 1 });
+        assert_eq!(give_up(&[1]), TransferOutcome::TimedOut { unacked_block: 2, blksize: 512, retries: 1 });
+        assert_eq!(give_up(&[]), TransferOutcome::TimedOut { unacked_block: 1, blksize: 512, retries: 1 }, "nothing heard");
     }
 
     /// A file over 32 MiB at 512-byte blocks passes block 65535 and wraps to 0.
