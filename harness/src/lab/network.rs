@@ -14,11 +14,12 @@ use tokio::time::Instant;
 use super::client::HostClient;
 use super::events::{addresses_of, lease_for, EventWaitError, Events};
 use crate::net::fault::{Direction, Faults, Impairment};
-use crate::net::host::{HostAddr, IpHost};
+use crate::net::host::{HostAddr, Interceptor, IpHost};
 use crate::net::segment::SegmentEvent;
 use crate::net::switch::PortId;
 use crate::net::Segment;
 use crate::services::dhcp::{self, DhcpConfig, DhcpEvent, DhcpServer, HostDecl};
+use crate::services::ndp;
 use crate::services::nfs::{self, NfsConfig};
 use crate::services::tftp::{self, TftpConfig, TftpEvent, TftpOutcome, TransferLimits};
 use crate::services::{EventSink, ServiceEvent};
@@ -154,7 +155,11 @@ impl Network {
         let prefix_len = u32::from(config.dhcp.netmask).leading_ones() as u8;
         let dhcp = Arc::new(Mutex::new(DhcpServer::new(config.dhcp)?));
         let dhcp_on = Arc::new(AtomicBool::new(true));
-        let intercept = dhcp::interceptor(dhcp.clone(), dhcp_on.clone(), HOST_MAC, sink, started);
+        let mut dhcp_intercept = dhcp::interceptor(dhcp.clone(), dhcp_on.clone(), HOST_MAC, sink, started);
+        let intercept: Interceptor = Box::new(move |frame| match ndp::answer_router_solicitation(frame, HOST_MAC) {
+            Some(advert) => Some(vec![advert]),
+            None => dhcp_intercept(frame),
+        });
         let addr = HostAddr { mac: HOST_MAC, ip: server_ip, prefix_len };
         let host = Arc::new(IpHost::start(&segment, addr, intercept, &supervisor));
         let tftp = TftpConfig { ip: server_ip, roots: config.tftp_roots, limits: config.tftp_limits };

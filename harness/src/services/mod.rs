@@ -2,6 +2,7 @@
 //! and sits apart from the thin task that binds it to the lab's network.
 
 pub mod dhcp;
+pub mod ndp;
 pub mod nfs;
 pub mod tftp;
 
