@@ -150,6 +150,7 @@ pub const STAGE_BUDGETS: &[(&str, u64)] = &[
     ("firmware → disk", 180),
     ("installed system boots", 180),
     ("login", 60),
+    ("command channel", 60),
 ];
 
 /// How long the kernel may run without asking for an address before its NIC is suspected.
@@ -672,7 +673,23 @@ async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &
         })
         .await?;
     // A root shell on the command port, if the system runs one, takes the commands from here on.
-    let backdoor = stages.run("command channel", async { Ok::<_, std::convert::Infallible>(vm.connect_backdoor(Duration::from_secs(2)).await) }).await?;
+    let backdoor = stages
+        .run("command channel", async {
+            match artifacts.system.backdoor {
+                Some(false) => Ok(false),
+                None => Ok(vm.connect_backdoor(Duration::from_secs(2)).await),
+                Some(true) => match vm.connect_backdoor(budget("command channel")).await {
+                    true => Ok(true),
+                    false => Err(format!(
+                        "no root shell answered on ttyS{} (the command port) in {:.0?}, and the artifact set says its system runs \
+                         one (`backdoor = true` in pxelab.toml)",
+                        vm.command_unit(),
+                        budget("command channel")
+                    )),
+                },
+            }
+        })
+        .await?;
     let channel = match backdoor {
         true => format!("ttyS{} (backdoor shell)", vm.command_unit()),
         false => format!("ttyS{} (console login)", vm.console_unit()),

@@ -10,6 +10,7 @@
 //! version_command = "nixos-version"
 //! ready_command = "systemctl is-system-running --wait"
 //! diagnose_command = "systemctl --failed …"  # its output is quoted when the ready command fails
+//! backdoor = false  # a root shell on the command port; left out: looked for for 2 s after login
 //!
 //! [login]
 //! prompt = '(?m)^(\S+ )?login: $'  # regexes, matched on the ANSI-stripped console
@@ -54,6 +55,11 @@ pub struct InstalledSystem {
     /// A shell command whose output explains a failed ready command (systemd's: the failed
     /// units and the end of each one's journal).
     pub diagnose_command: String,
+    /// Whether the system runs a root shell on its command port (`ttyS1`, `ttyS2` when the
+    /// console is on `ttyS1`), as the NixOS test driver's backdoor: `true`, the harness waits
+    /// for it and fails without it; `false`, commands go to the console's login shell at
+    /// once; `None`, the harness looks for one for 2 s.
+    pub backdoor: Option<bool>,
 }
 
 /// How to log in on the serial console.
@@ -78,6 +84,7 @@ impl Default for InstalledSystem {
             version_command: "nixos-version".into(),
             ready_command: "systemctl is-system-running --wait".into(),
             diagnose_command: FAILED_UNITS.into(),
+            backdoor: None,
         }
     }
 }
@@ -150,6 +157,9 @@ mod test {
         assert_eq!(system.console, SerialConsole::UPSTREAM);
         std::fs::write(dir.path().join(SYSTEM_FILE), "console = \"ttyS1,57600n8\"\n").unwrap();
         assert_eq!(InstalledSystem::find(&[dir.path().to_owned()]).unwrap().console, SerialConsole { unit: 1, speed: 57_600 });
+        assert_eq!(system.backdoor, None, "looked for unless the file says");
+        std::fs::write(dir.path().join(SYSTEM_FILE), "backdoor = false\n").unwrap();
+        assert_eq!(InstalledSystem::find(&[dir.path().to_owned()]).unwrap().backdoor, Some(false));
     }
 
     #[test]
