@@ -42,6 +42,9 @@ enum Command {
         /// Wait out GRUB's menu countdown as a machine would, instead of pressing Enter at it.
         #[arg(long)]
         wait_out_boot_menus: bool,
+        /// Power the firmware on from reset instead of from its snapshot.
+        #[arg(long)]
+        cold_firmware: bool,
         #[command(flatten)]
         hardware: HardwareArgs,
         #[command(flatten)]
@@ -274,6 +277,9 @@ enum Bench {
         /// Wait out GRUB's menu countdown instead of pressing Enter at it.
         #[arg(long)]
         wait_out_boot_menus: bool,
+        /// Power the firmware on from reset instead of from its snapshot.
+        #[arg(long)]
+        cold_firmware: bool,
     },
     /// One install cycle beside its floors, measured in the same run: a slirp PXE boot of the
     /// same TFTP tree and a power-on of the installed disk, without pxelab in the way.
@@ -373,7 +379,7 @@ fn dispatch(cli: Cli, spinner: &indicatif::ProgressBar) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Doctor => doctor(&runtime),
-        Command::Run { name, artifacts, keep, interactive, wait_out_boot_menus, hardware, faults } => {
+        Command::Run { name, artifacts, keep, interactive, wait_out_boot_menus, cold_firmware, hardware, faults } => {
             let (provider, installer_files) = match artifacts.provider() {
                 Ok(found) => found,
                 Err(why) => {
@@ -388,6 +394,7 @@ fn dispatch(cli: Cli, spinner: &indicatif::ProgressBar) -> ExitCode {
                 faults: faults.install_faults(),
                 hardware: hardware.hardware(),
                 wait_out_boot_menus,
+                cold_firmware,
                 ..InstallOptions::default()
             };
             let keep = match (keep, interactive) {
@@ -440,8 +447,8 @@ async fn bench(what: Bench) -> ExitCode {
                 let bench = pxelab::bench::floor(&mut lab, &InstallOptions::default()).await?;
                 (bench.report(), lab.dir().display().to_string())
             }
-            Bench::Install { runs, wait_out_boot_menus } => {
-                let options = InstallOptions { wait_out_boot_menus, ..InstallOptions::default() };
+            Bench::Install { runs, wait_out_boot_menus, cold_firmware } => {
+                let options = InstallOptions { wait_out_boot_menus, cold_firmware, ..InstallOptions::default() };
                 let bench = pxelab::bench::install(runs.max(1), &options).await?;
                 (bench.report(), "one bench-install-<run> directory per run beside the other runs".to_owned())
             }

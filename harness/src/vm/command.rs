@@ -23,6 +23,8 @@ pub struct VmSpec {
     pub serial: Vec<(RawFd, PathBuf)>,
     /// Connected socket for QMP, if the harness drives the VM.
     pub qmp_fd: Option<RawFd>,
+    /// A saved machine state to start from instead of power-on ([`super::snapshot`]).
+    pub incoming: Option<PathBuf>,
 }
 
 /// A disk on its own controller (virtio-blk, NVMe) or a port of the AHCI controller.
@@ -215,6 +217,9 @@ impl VmSpec {
             }
             arg("-device", device);
         }
+        if let Some(state) = &self.incoming {
+            arg("-incoming", format!("exec:cat {}", super::shell_quote(&state.display().to_string())));
+        }
         a.extend(["-nodefaults", "-no-user-config", "-display", "none"].map(String::from));
         a
     }
@@ -257,6 +262,7 @@ mod test {
             ],
             serial: vec![(5, "/run/t/client1/serial.raw.log".into()), (8, "/run/t/client1/commands.raw.log".into())],
             qmp_fd: Some(6),
+            incoming: None,
         };
         insta::assert_snapshot!(spec.argv().join("\n"));
     }
@@ -275,6 +281,7 @@ mod test {
             nics: vec![nic(NicModel::E1000e), nic(NicModel::E1000)],
             serial: vec![(3, "/s.log".into())],
             qmp_fd: Some(4),
+            incoming: None,
         };
         let devices: Vec<String> = spec.argv().windows(2).filter(|w| w[0] == "-device").map(|w| w[1].clone()).collect();
         assert_eq!(
@@ -301,6 +308,7 @@ mod test {
             nics: vec![],
             serial: vec![(3, "s.log".into())],
             qmp_fd: Some(4),
+            incoming: None,
         };
         let argv = spec.argv().join(" ");
         assert!(argv.contains("-accel kvm -cpu host -m 512 -smp 2"), "{argv}");

@@ -7,12 +7,14 @@ mod accel;
 mod command;
 mod process;
 mod qmp;
+mod snapshot;
 mod verbs;
 
 pub use accel::{probe as probe_accel, select as select_accel, Accel, AccelError};
 pub use command::{mac_string, DiskBus, DiskFormat, DiskSpec, NetBackend, NicModel, NicSpec, Rom, VmSpec};
 pub use process::QemuProcess;
 pub use qmp::{Qmp, QmpError, QmpEvent};
+pub use snapshot::{FirmwareStart, Snapshot, SnapshotError};
 pub use verbs::shell_quote;
 
 use std::os::fd::OwnedFd;
@@ -151,6 +153,7 @@ pub struct VmBuilder {
     nics: Vec<Nic>,
     services: Option<FailureWatch>,
     keep_nvram: bool,
+    firmware_snapshot: bool,
     epoch: Option<Instant>,
     keeper: Option<Keeper>,
 }
@@ -199,6 +202,33 @@ impl VmBuilder {
     pub fn keep_nvram(mut self) -> Self {
         self.keep_nvram = true;
         self
+    }
+
+    /// Start a fresh client's firmware from its snapshot ([`snapshot`]), saving one first if
+    /// the cache has none; a VM that is not fresh (a kept NVRAM, a disk with data, a disk not
+    /// first in the boot order, a slirp NIC) boots as usual.
+    pub fn from_firmware_snapshot(mut self) -> Self {
+        self.firmware_snapshot = true;
+        self
+    }
+
+    /// What a firmware snapshot of this VM depends on, if it can have one.
+    fn snapshot_machine(&self, accel: Accel) -> Option<String> {
+        let fresh = self.firmware_snapshot
+            && !self.keep_nvram
+            && self.disks.iter().any(|(_, _, bootindex)| *bootindex == Some(1))
+            && self.nics.iter().all(|nic| matches!(nic.cable, Cable::Switch(_)));
+        let disks: Option<Vec<String>> = self
+            .disks
+            .iter()
+            .map(|(disk, bus, bootindex)| match disk {
+                Disk::Blank { bytes } => Some(format!("{bus:?} {bytes} {bootindex:?}")),
+                _ => None,
+            })
+            .collect();
+        let nics: Vec<String> = self.nics.iter().map(|n| format!("{:?} {} {:?} {:?}", n.model, mac_string(&n.mac), n.rom, n.bootindex)).collect();
+        let machine = format!("{accel:?} {} MiB {} CPUs console ttyS{} disks {:?} nics {nics:?}", self.memory_mib, self.cpus, self.console_unit, disks?);
+        fresh.then_some(machine)
     }
 
     /// Stamp the console logs with the time since `epoch` (a lab's start) instead of since
@@ -278,9 +308,15 @@ impl VmBuilder {
             None => select_accel(&firmware, &self.cache_dir).await?,
         };
         let vars_path = self.dir.join("OVMF_VARS.fd");
-        let vars = match self.keep_nvram && vars_path.is_file() {
-            true => VarStore { path: vars_path },
-            false => firmware.new_var_store(&vars_path)?,
+        let snapshot = self.snapshot_machine(accel).map(|machine| Snapshot::of(&self.cache_dir, &machine, &[&firmware.code, &firmware.vars_template]));
+        let restore = snapshot.as_ref().filter(|s| s.exists()).cloned();
+        let vars = match &restore {
+            Some(snapshot) => {
+                std::fs::copy(snapshot.nvram(), &vars_path).map_err(io(format!("cannot copy {}", snapshot.nvram().display())))?;
+                VarStore { path: vars_path }
+            }
+            None if self.keep_nvram && vars_path.is_file() => VarStore { path: vars_path },
+            None => firmware.new_var_store(&vars_path)?,
         };
         let mut relaunch = Relaunch {
             name: self.name.clone(),
@@ -340,6 +376,7 @@ impl VmBuilder {
             nics,
             serial: ports.iter().map(|(_, _, fd, log)| (*fd, log.clone())).collect(),
             qmp_fd: Some(std::os::fd::AsRawFd::as_raw_fd(&pass[0])),
+            incoming: restore.as_ref().map(Snapshot::state),
         };
         let argv = spec.argv();
         let cmdline = argv.join(" ");
@@ -372,6 +409,23 @@ impl VmBuilder {
                 return Err(VmError::Start { name: self.name, log, source });
             }
         };
+        if let Some(snapshot) = &restore {
+            // The state was saved paused, and loads paused.
+            if let Err(source) = resume_when_loaded(&qmp).await {
+                drop(process);
+                let log = std::fs::read_to_string(&qemu_log).unwrap_or_default();
+                let log = format!("{log}(starting from the firmware snapshot {}; remove it to save another)", snapshot.state().display());
+                return Err(VmError::Start { name: self.name, log, source });
+            }
+        }
+        let firmware_start = match (snapshot, restore) {
+            (_, Some(snapshot)) => FirmwareStart::Restored(snapshot),
+            (Some(snapshot), None) => match save_at_point(&snapshot, &qmp, firmware.as_ref().unwrap_or(&console), &vars.path, &self.name).await {
+                true => FirmwareStart::Saved(snapshot),
+                false => FirmwareStart::PowerOn,
+            },
+            (None, None) => FirmwareStart::PowerOn,
+        };
         let backdoor = false;
         // A console a terminal cannot attach to is no reason to fail the run.
         let terminals = console.serve_terminals(&self.dir.join("console.sock")).map_err(|e| tracing::warn!(vm = %self.name, "no console socket: {e}")).ok();
@@ -390,8 +444,56 @@ impl VmBuilder {
             relaunch,
             terminals,
             keeper: self.keeper,
+            firmware_start,
         })
     }
+}
+
+/// Resume a VM started from a snapshot once QEMU has loaded it.
+async fn resume_when_loaded(qmp: &Qmp) -> Result<(), QmpError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match qmp.status().await?.as_str() {
+            "inmigrate" if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(5)).await,
+            "paused" | "postmigrate" | "prelaunch" => return qmp.cont().await,
+            "running" => return Ok(()),
+            other => return Err(QmpError::Command { command: "query-status", message: format!("the snapshot left the VM {other:?}") }),
+        }
+    }
+}
+
+/// Save `snapshot` when the firmware reaches [`snapshot::POINT`], unless it has gone past it
+/// by the time the guest is paused; the VM boots on either way.
+async fn save_at_point(snapshot: &Snapshot, qmp: &Qmp, firmware: &Console, nvram: &Path, name: &str) -> bool {
+    if firmware.wait_for_console_text(&regex::escape(snapshot::POINT), Duration::from_secs(120)).await.is_err() {
+        tracing::info!(vm = %name, "no firmware snapshot: the firmware never printed {:?}", snapshot::POINT);
+        return false;
+    }
+    if let Err(e) = qmp.stop().await {
+        tracing::warn!(vm = %name, "no firmware snapshot: {e}");
+        return false;
+    }
+    let text = firmware.text();
+    let after = text.rfind(snapshot::POINT).map_or("", |at| &text[at..]);
+    let went_on = after.split_once('\n').is_some_and(|(_, rest)| !rest.trim().is_empty());
+    let saved = match went_on {
+        true => {
+            tracing::info!(vm = %name, "no firmware snapshot: the firmware went on before it paused");
+            false
+        }
+        false => match snapshot.save(qmp, nvram).await {
+            Ok(()) => true,
+            Err(e) => {
+                let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+                tracing::warn!(vm = %name, "no firmware snapshot: {e}{cause}");
+                false
+            }
+        },
+    };
+    if let Err(e) = qmp.cont().await {
+        tracing::warn!(vm = %name, "cannot resume after the firmware snapshot: {e}");
+    }
+    saved
 }
 
 fn socket_pair(what: &str) -> Result<(tokio::net::UnixStream, std::os::unix::net::UnixStream), VmError> {
@@ -444,6 +546,7 @@ pub struct Vm {
     started: Instant,
     terminals: Option<AttachServer>,
     keeper: Option<Keeper>,
+    firmware_start: FirmwareStart,
 }
 
 impl Drop for Vm {
@@ -470,6 +573,7 @@ impl Vm {
             nics: Vec::new(),
             services: None,
             keep_nvram: false,
+            firmware_snapshot: false,
             epoch: None,
             keeper: None,
         }
@@ -498,6 +602,11 @@ impl Vm {
     }
 
     /// This VM's UEFI variable store (its NVRAM).
+    /// Whether the firmware started from reset or from a snapshot ([`VmBuilder::from_firmware_snapshot`]).
+    pub fn firmware_start(&self) -> &FirmwareStart {
+        &self.firmware_start
+    }
+
     pub fn var_store(&self) -> &VarStore {
         &self.var_store
     }

@@ -91,6 +91,39 @@ impl Qmp {
         Ok(())
     }
 
+    /// Pause the guest.
+    pub async fn stop(&self) -> Result<(), QmpError> {
+        self.service.execute(qmp::stop {}).await.map_err(|e| command_error("stop", e))?;
+        Ok(())
+    }
+
+    /// Resume a paused guest (after an outgoing migration too).
+    pub async fn cont(&self) -> Result<(), QmpError> {
+        self.service.execute(qmp::cont {}).await.map_err(|e| command_error("cont", e))?;
+        Ok(())
+    }
+
+    /// Migrate the machine's state to `uri` (`exec:cat > file`) and wait until it is written.
+    pub async fn migrate(&self, uri: &str, timeout: Duration) -> Result<(), QmpError> {
+        let migrate = qmp::migrate { uri: Some(uri.to_owned()), channels: None, detach: None, resume: None };
+        self.service.execute(migrate).await.map_err(|e| command_error("migrate", e))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let info = self.service.execute(qmp::query_migrate {}).await.map_err(|e| command_error("query-migrate", e))?;
+            match info.status {
+                Some(qmp::MigrationStatus::completed) => return Ok(()),
+                Some(qmp::MigrationStatus::failed | qmp::MigrationStatus::cancelled) => {
+                    let message = info.error_desc.unwrap_or_else(|| "no reason given".into());
+                    return Err(QmpError::Command { command: "migrate", message });
+                }
+                _ if Instant::now() > deadline => {
+                    return Err(QmpError::Command { command: "migrate", message: format!("not done after {timeout:?}") })
+                }
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
     /// How many times `event` has been seen since QEMU started.
     pub fn count(&self, event: QmpEvent) -> usize {
         self.events.seen.lock().expect("events lock").iter().filter(|&&e| e == event).count()
