@@ -173,6 +173,29 @@ impl Console {
         self.shared.transcript.lock().expect("console lock").0.text().to_owned()
     }
 
+    /// Wait until the console has received any byte at all (a terminal control sequence
+    /// too, which the transcript leaves out). False: none within `timeout`, or it closed.
+    pub async fn wait_for_output(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let guard = self.shared.transcript.lock().expect("console lock");
+                if guard.0.received() > 0 {
+                    return true;
+                }
+                if guard.1 {
+                    return false;
+                }
+            }
+            if tokio::time::timeout_at(deadline.into(), changed).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// The last `n` lines the console printed.
     pub fn tail(&self, n: usize) -> String {
         self.shared.transcript.lock().expect("console lock").0.tail(n)

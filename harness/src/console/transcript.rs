@@ -31,11 +31,14 @@ pub struct Transcript {
     decoder: PlainText,
     text: String,
     cursor: usize,
+    /// Raw bytes received, control sequences included.
+    received: u64,
 }
 
 impl Transcript {
     /// Append raw console bytes; returns the plain text they added.
     pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.received += bytes.len() as u64;
         let added = self.decoder.push(bytes);
         self.text.push_str(&added);
         added
@@ -72,6 +75,11 @@ impl Transcript {
     pub fn tail(&self, n: usize) -> String {
         let lines: Vec<&str> = self.text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// How many raw bytes the console has received.
+    pub fn received(&self) -> u64 {
+        self.received
     }
 
     /// The whole plain-text transcript.

@@ -462,20 +462,18 @@ async fn resume_when_loaded(qmp: &Qmp) -> Result<(), QmpError> {
     }
 }
 
-/// Save `snapshot` when the firmware reaches [`snapshot::POINT`], unless it has gone past it
-/// by the time the guest is paused; the VM boots on either way.
+/// Save `snapshot` at the firmware's first output, unless it has gone on
+/// to the network by the time the guest is paused; the VM boots on either way.
 async fn save_at_point(snapshot: &Snapshot, qmp: &Qmp, firmware: &Console, nvram: &Path, name: &str) -> bool {
-    if firmware.wait_for_console_text(&regex::escape(snapshot::POINT), Duration::from_secs(120)).await.is_err() {
-        tracing::info!(vm = %name, "no firmware snapshot: the firmware never printed {:?}", snapshot::POINT);
+    if !firmware.wait_for_output(Duration::from_secs(120)).await {
+        tracing::info!(vm = %name, "no firmware snapshot: the firmware printed nothing");
         return false;
     }
     if let Err(e) = qmp.stop().await {
         tracing::warn!(vm = %name, "no firmware snapshot: {e}");
         return false;
     }
-    let text = firmware.text();
-    let after = text.rfind(snapshot::POINT).map_or("", |at| &text[at..]);
-    let went_on = after.split_once('\n').is_some_and(|(_, rest)| !rest.trim().is_empty());
+    let went_on = regex::Regex::new(snapshot::DISK_FAILED).expect("a valid pattern").is_match(&firmware.text());
     let saved = match went_on {
         true => {
             tracing::info!(vm = %name, "no firmware snapshot: the firmware went on before it paused");
@@ -485,7 +483,8 @@ async fn save_at_point(snapshot: &Snapshot, qmp: &Qmp, firmware: &Console, nvram
             Ok(()) => true,
             Err(e) => {
                 let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
-                tracing::warn!(vm = %name, "no firmware snapshot: {e}{cause}");
+                // QEMU 7.2 cannot migrate an NVMe controller, for one.
+                tracing::info!(vm = %name, "no firmware snapshot: {e}{cause}");
                 false
             }
         },

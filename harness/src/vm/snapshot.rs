@@ -2,10 +2,11 @@
 //!
 //! A client with a new NVRAM, blank disks and a disk first in its boot order boots its
 //! firmware the same way every time, up to where OVMF gives up on the blank disk and turns to
-//! the network: ~4 s under TCG before its first DHCP DISCOVER. The first such VM of a
-//! machine saves its state there ([`POINT`]: QEMU migration to a file, with its NVRAM; the
-//! guest pauses ~0.2 s) and boots on; later ones start from that state (`-incoming`) and send
-//! their DISCOVER ~0.1 s after QEMU starts. Their console logs begin at that point.
+//! the network: ~4.1 s under TCG before its first DHCP DISCOVER. The first such VM of a
+//! machine saves its state at its first console output, 3.6 s in (terminal control sequences:
+//! OVMF has set up its console and is enumerating devices), with QEMU migration to a file
+//! and its NVRAM (the guest pauses ~0.2 s), and boots on; later ones start from
+//! that state (`-incoming`) and send their DISCOVER ~0.5 s after QEMU starts.
 //!
 //! Snapshots live in the artifact cache, keyed by all the state depends on: QEMU's binary,
 //! OVMF's files, the accelerator and the machine's devices, MACs and boot order.
@@ -17,9 +18,9 @@ use sha2::{Digest, Sha256};
 
 use super::{shell_quote, Qmp, QmpError};
 
-/// Where the firmware has given up on the first boot entry (the blank disk) and is about to
-/// start the next (the network), ~0.2 s before its first packet under TCG.
-pub const POINT: &str = "BdsDxe: failed to load Boot0001 ";
+/// What the firmware prints when the blank disk fails, ~10 ms before its first packet: a
+/// guest paused after it may already have sent that packet, and is not saved.
+pub const DISK_FAILED: &str = "BdsDxe: failed to load Boot[0-9A-F]{4} ";
 
 /// How long a machine's state may take to write.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -27,7 +28,7 @@ const SAVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How a VM's firmware started.
 #[derive(Debug, Clone)]
 pub enum FirmwareStart {
-    /// From reset (a VM that is not fresh, or [`POINT`] passed before the guest paused).
+    /// From reset (a VM that is not fresh, or one whose disk had failed before it paused).
     PowerOn,
     /// From reset, and this VM saved the snapshot on its way.
     Saved(Snapshot),
@@ -60,6 +61,7 @@ impl Snapshot {
     /// template), and QEMU's binary is added.
     pub fn of(cache_root: &Path, machine: &str, files: &[&Path]) -> Self {
         let mut hash = Sha256::new();
+        hash.update(b"saved at the firmware's first output\n");
         hash.update(machine.as_bytes());
         let qemu = std::env::var_os("PATH")
             .and_then(|path| std::env::split_paths(&path).map(|d| d.join("qemu-system-x86_64")).find(|p| p.is_file()));
