@@ -37,7 +37,6 @@ pub fn answer_router_solicitation(frame: &[u8], host_mac: [u8; 6]) -> Option<Vec
         true => (Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 1), EthernetAddress([0x33, 0x33, 0, 0, 0, 1])),
         false => (src, eth.src_addr()),
     };
-    let from_ip = link_local(host_mac);
     let advert = Icmpv6Repr::Ndisc(NdiscRepr::RouterAdvert {
         hop_limit: 0,
         flags: NdiscRouterFlags::empty(),
@@ -48,21 +47,26 @@ pub fn answer_router_solicitation(frame: &[u8], host_mac: [u8; 6]) -> Option<Vec
         mtu: None,
         prefix_info: None,
     });
+    Some(emit((EthernetAddress(host_mac), link_local(host_mac)), (to_mac, to_ip), &advert))
+}
+
+/// An NDISC message in IPv6 in Ethernet, `from` and `to` a MAC and an address each.
+fn emit(from: (EthernetAddress, Ipv6Address), to: (EthernetAddress, Ipv6Address), message: &Icmpv6Repr) -> Vec<u8> {
     let ip_repr = Ipv6Repr {
-        src_addr: from_ip,
-        dst_addr: to_ip,
+        src_addr: from.1,
+        dst_addr: to.1,
         next_header: IpProtocol::Icmpv6,
-        payload_len: advert.buffer_len(),
+        payload_len: message.buffer_len(),
         hop_limit: NDISC_HOP_LIMIT,
     };
-    let eth_repr = EthernetRepr { src_addr: EthernetAddress(host_mac), dst_addr: to_mac, ethertype: EthernetProtocol::Ipv6 };
+    let eth_repr = EthernetRepr { src_addr: from.0, dst_addr: to.0, ethertype: EthernetProtocol::Ipv6 };
     let mut out = vec![0u8; eth_repr.buffer_len() + ip_repr.buffer_len() + ip_repr.payload_len];
     let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
     eth_repr.emit(&mut eth);
     let mut ip = Ipv6Packet::new_unchecked(eth.payload_mut());
     ip_repr.emit(&mut ip);
-    advert.emit(&from_ip, &to_ip, &mut Icmpv6Packet::new_unchecked(ip.payload_mut()), &caps);
-    Some(out)
+    message.emit(&from.1, &to.1, &mut Icmpv6Packet::new_unchecked(ip.payload_mut()), &ChecksumCapabilities::default());
+    out
 }
 
 /// The modified EUI-64 link-local address of `mac` (RFC 4291).
@@ -81,18 +85,13 @@ mod test {
 
     /// A Router Solicitation as a client sends it, from `src` (`::` before it has an address).
     fn solicitation(src: Ipv6Address, hop_limit: u8) -> Vec<u8> {
-        let caps = ChecksumCapabilities::default();
-        let all_routers = Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
-        let rs = Icmpv6Repr::Ndisc(NdiscRepr::RouterSolicit { lladdr: None });
-        let ip_repr = Ipv6Repr { src_addr: src, dst_addr: all_routers, next_header: IpProtocol::Icmpv6, payload_len: rs.buffer_len(), hop_limit };
-        let eth_repr = EthernetRepr { src_addr: EthernetAddress(CLIENT), dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 2]), ethertype: EthernetProtocol::Ipv6 };
-        let mut out = vec![0u8; eth_repr.buffer_len() + ip_repr.buffer_len() + ip_repr.payload_len];
-        let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
-        eth_repr.emit(&mut eth);
-        let mut ip = Ipv6Packet::new_unchecked(eth.payload_mut());
-        ip_repr.emit(&mut ip);
-        rs.emit(&src, &all_routers, &mut Icmpv6Packet::new_unchecked(ip.payload_mut()), &caps);
-        out
+        let all_routers = (EthernetAddress([0x33, 0x33, 0, 0, 0, 2]), Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 2));
+        let mut frame = emit((EthernetAddress(CLIENT), src), all_routers, &Icmpv6Repr::Ndisc(NdiscRepr::RouterSolicit { lladdr: None }));
+        if hop_limit != NDISC_HOP_LIMIT {
+            // The hop limit is outside the ICMPv6 checksum's pseudo-header.
+            Ipv6Packet::new_unchecked(&mut frame[14..]).set_hop_limit(hop_limit);
+        }
+        frame
     }
 
     #[test]
