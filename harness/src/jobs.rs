@@ -10,7 +10,6 @@ use crate::artifacts::{ArtifactSet, Provider};
 use crate::console::banner;
 use crate::lab::{addresses_of, lease_for, EventWaitError, Lab, PxeConfig, Server, StageError, Stages};
 use crate::net::fault::{Direction, Impairment};
-use crate::services::tftp::TftpEvent;
 use crate::services::ServiceEvent;
 use crate::vm::{shell_quote, Disk, DiskBus, DiskFormat, FirmwareStart, NicModel, Vm};
 
@@ -528,7 +527,20 @@ async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &
         EventWaitError::Refused { .. } => format!("{e}\n{}", tftp_listing(&artifacts.tftp_root)),
         other => other.to_string(),
     };
-    let grub = async { net.wait_for_tftp_transfer_after(mac, "nixos/bootx64.efi", after, budget("TFTP: GRUB")).await.map_err(listed) };
+    // The firmware may start GRUB before its ACK of the last block reaches the server (a lost
+    // ACK under loss): GRUB's first request, for its configuration, then says it runs.
+    let grub = async {
+        let fetched = net.wait_for_tftp_transfer_after(mac, "nixos/bootx64.efi", after, budget("TFTP: GRUB"));
+        let ip = net.lease_of(mac);
+        let grub_asks = |events: &[(Duration, ServiceEvent)]| {
+            let asked = |e: &ServiceEvent| matches!(e, ServiceEvent::Tftp(t) if Some(t.client) == ip && t.file.trim_start_matches('/') != "nixos/bootx64.efi");
+            events.iter().skip(after).any(|(_, e)| asked(e)).then_some(())
+        };
+        tokio::select! {
+            fetched = fetched => fetched.map(drop).map_err(listed),
+            Ok(()) = net.events().wait_for("GRUB's first request", budget("TFTP: GRUB"), grub_asks) => Ok(()),
+        }
+    };
     // The firmware's PXE says why it gives up (`PXE-E16: No valid offer received.`).
     let pxe_error = async {
         let Ok(line) = vm.firmware_console().wait_for_console_text(r"PXE-E[0-9A-F]{2}: [^\n]*\n", budget("TFTP: GRUB")).await else {
@@ -544,7 +556,7 @@ async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &
             }
             false => String::new(),
         };
-        Err::<TftpEvent, String>(format!("the firmware's PXE gave up: {:?}{hint}", line.matched.trim()))
+        Err::<(), String>(format!("the firmware's PXE gave up: {:?}{hint}", line.matched.trim()))
     };
     stages
         .run("TFTP: GRUB", async {
