@@ -218,6 +218,9 @@ impl VmBuilder {
             && !self.keep_nvram
             && self.disks.iter().any(|(_, _, bootindex)| *bootindex == Some(1))
             && self.nics.iter().all(|nic| matches!(nic.cable, Cable::Switch(_)));
+        if !fresh {
+            return None;
+        }
         let disks: Option<Vec<String>> = self
             .disks
             .iter()
@@ -227,8 +230,7 @@ impl VmBuilder {
             })
             .collect();
         let nics: Vec<String> = self.nics.iter().map(|n| format!("{:?} {} {:?} {:?}", n.model, mac_string(&n.mac), n.rom, n.bootindex)).collect();
-        let machine = format!("{accel:?} {} MiB {} CPUs console ttyS{} disks {:?} nics {nics:?}", self.memory_mib, self.cpus, self.console_unit, disks?);
-        fresh.then_some(machine)
+        Some(format!("{accel:?} {} MiB {} CPUs console ttyS{} disks {:?} nics {nics:?}", self.memory_mib, self.cpus, self.console_unit, disks?))
     }
 
     /// Stamp the console logs with the time since `epoch` (a lab's start) instead of since
@@ -600,12 +602,12 @@ impl Vm {
         self.started.elapsed()
     }
 
-    /// This VM's UEFI variable store (its NVRAM).
     /// Whether the firmware started from reset or from a snapshot ([`VmBuilder::from_firmware_snapshot`]).
     pub fn firmware_start(&self) -> &FirmwareStart {
         &self.firmware_start
     }
 
+    /// This VM's UEFI variable store (its NVRAM).
     pub fn var_store(&self) -> &VarStore {
         &self.var_store
     }
