@@ -7,7 +7,7 @@ use pxelab_fixtures::install::{INSTALL_STAGES, NFS_SETUP_MARKER};
 use pxelab_fixtures::{Compression, HostFiles, SerialConsole, UefiDisk, UefiDiskInit};
 
 use crate::artifacts::{ArtifactSet, Provider};
-use crate::console::banner;
+use crate::console::{banner, ConsoleError};
 use crate::lab::{addresses_of, lease_for, EventWaitError, Lab, PxeConfig, Server, StageError, Stages};
 use crate::net::fault::{Direction, Impairment};
 use crate::services::ServiceEvent;
@@ -358,6 +358,20 @@ const GRUB_COUNTDOWN: &str = r"The highlighted entry will be executed automatica
 /// `load-kernel` file within milliseconds of taking one.
 const ENTER_AGAIN_AFTER: Duration = Duration::from_millis(250);
 
+/// The console pattern of an installer marker. A marker of the form `<step>...<result>` is
+/// printed in two writes, the step before its work and the result after it (`Unpacking
+/// image …...`, 20 s of `tar`, `done`): kernel lines the work brings (`random: crng init
+/// done`, `EXT4-fs …`) land between the two, and the result then starts a line of its own.
+fn marker_pattern(marker: &str) -> String {
+    match marker.split_once("...") {
+        Some((step, result)) if !step.is_empty() && !result.is_empty() => {
+            let (step, result) = (regex::escape(step), regex::escape(result));
+            format!(r"{step}\.\.\.(?:{result}|[^\n]*\n(?:[^\n]*\n)*?{result})")
+        }
+        _ => regex::escape(marker),
+    }
+}
+
 /// The kernel's first console line.
 const KERNEL_STARTED: &str = r"Linux version \S+";
 /// The console line after which GRUB fetches the kernel.
@@ -664,11 +678,20 @@ async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &
     // An installer file as the client sees it: the export's top layer first.
     let layers = [vec![lab.dir().join("nfs-top")], artifacts.nfs_layers.clone()].concat();
     let installer_file = |name: &str| layers.iter().find_map(|l| std::fs::read_to_string(l.join("installer").join(name)).ok());
-    for (stage, marker) in INSTALL_STAGES {
-        let (name, pattern) = (format!("installer: {stage}"), regex::escape(marker));
+    for (i, (stage, marker)) in INSTALL_STAGES.iter().enumerate() {
+        let (name, pattern) = (format!("installer: {stage}"), marker_pattern(marker));
+        // A later step's marker first: this one's text changed or was broken up.
+        let later: Vec<String> = INSTALL_STAGES[i + 1..].iter().map(|(_, m)| marker_pattern(m)).collect();
         let wait = stages.run(&name, async {
-            let waited = vm.wait_for_console_text(&pattern, budget(&name)).await;
-            waited.map_err(|e| crate::diagnose::diagnose(Box::new(e), &vm.console().text(), installer_file))
+            let waited = vm.wait_for_console_text_before(&pattern, &later, budget(&name)).await;
+            waited.map_err(|e| match e {
+                ConsoleError::FailFast { ref fail_fast, .. } if later.contains(fail_fast) => format!(
+                    "the installer went on to a later step without printing {marker:?}, the protocol's marker of this one \
+                     (§3): a changed or broken-up message\n{e}"
+                )
+                .into(),
+                e => crate::diagnose::diagnose(Box::new(e), &vm.console().text(), installer_file),
+            })
         });
         match faults.nfs_restart_during_unpack.filter(|_| *stage == "unpack image") {
             Some(down_for) => {
@@ -883,6 +906,29 @@ fn network_boot_events(lab: &Lab, mac: [u8; 6]) -> usize {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn a_two_part_marker_is_found_around_kernel_lines_between_its_parts() {
+        let unpack = regex::Regex::new(&marker_pattern("Unpacking image /installer/nixos-image...done")).unwrap();
+        for console in [
+            "Unpacking image /installer/nixos-image...done\r\n",
+            "Unpacking image /installer/nixos-image...random: crng init done\r\ndone\r\n",
+            "Unpacking image /installer/nixos-image...clocksource: timekeeping watchdog\r\nclocksource: 'hpet' wd_now\r\ndone\r\n",
+        ] {
+            let found = unpack.find(console).unwrap_or_else(|| panic!("not in {console:?}"));
+            assert!(found.as_str().ends_with("\ndone") || found.as_str().ends_with("...done"), "{:?}", found.as_str());
+        }
+        // The result belongs to the step: not another step's, and not a kernel line's.
+        for console in [
+            "Unpacking image /installer/nixos-image...\r\n...activation done\r\n",
+            "Unpacking image /installer/nixos-image...random: crng init done\r\n",
+            "Unpacking image /installer/nixos-image/other...done\r\n",
+        ] {
+            assert!(!unpack.is_match(console), "{console:?}");
+        }
+        // A marker printed in one write stays literal.
+        assert_eq!(marker_pattern("...udev done"), regex::escape("...udev done"));
+    }
 
     /// Time an install takes before its slowest stage starts, on a loaded 2-core machine.
     const BEFORE_THE_STAGE: u64 = 180;

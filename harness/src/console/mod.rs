@@ -211,7 +211,14 @@ impl Console {
     /// Output arrives in pieces, and a match is taken as soon as it exists: a pattern that
     /// ends in a variable-length part (`(\S+)`) must end with `\n` to see the whole line.
     pub async fn wait_for_console_text(&self, pattern: &str, timeout: Duration) -> Result<Match, ConsoleError> {
+        self.wait_for_console_text_before(pattern, &[], timeout).await
+    }
+
+    /// [`Console::wait_for_console_text`], failing fast as well if one of the `later`
+    /// patterns appears first: output that says the awaited text was missed.
+    pub async fn wait_for_console_text_before(&self, pattern: &str, later: &[String], timeout: Duration) -> Result<Match, ConsoleError> {
         let want = compile(pattern)?;
+        let fail_fast: Vec<Regex> = self.fail_fast.iter().cloned().map(Ok).chain(later.iter().map(|p| compile(p))).collect::<Result<_, _>>()?;
         let started = Instant::now();
         let deadline = started + timeout;
         let mut services = self.services.clone();
@@ -222,7 +229,7 @@ impl Console {
             {
                 let mut guard = self.shared.transcript.lock().expect("console lock");
                 let (transcript, closed) = &mut *guard;
-                match transcript.find(&want, &self.fail_fast) {
+                match transcript.find(&want, &fail_fast) {
                     Some(Ok(found)) => return Ok(found),
                     Some(Err(FailFast { pattern: fail_fast, line })) => {
                         return Err(ConsoleError::FailFast {
@@ -406,6 +413,22 @@ mod test {
         assert!(started.elapsed() < Duration::from_secs(5));
         match err {
             ConsoleError::FailFast { line, .. } => assert!(line.contains("Attempted to kill init"), "{line}"),
+            other => panic!("expected fail-fast, got {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_later_text_first_ends_the_wait_and_an_earlier_one_is_still_found() {
+        let (console, mut guest, _dir) = pair().await;
+        guest.write_all(b"step one...done\r\nstep two...done\r\n").await.unwrap();
+        let later = vec!["step two".to_owned()];
+        let first = console.wait_for_console_text_before("step one\\.\\.\\.done", &later, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(first.matched, "step one...done");
+        guest.write_all(b"step four...done\r\n").await.unwrap();
+        let later = vec!["step four".to_owned()];
+        let err = console.wait_for_console_text_before("step three", &later, Duration::from_secs(30)).await.unwrap_err();
+        match err {
+            ConsoleError::FailFast { line, fail_fast, .. } => assert_eq!((line.trim_end(), fail_fast.as_str()), ("step four...done", "step four")),
             other => panic!("expected fail-fast, got {other}"),
         }
     }

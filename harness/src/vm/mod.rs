@@ -645,6 +645,11 @@ impl Vm {
         self.console.wait_for_console_text(pattern, timeout).await
     }
 
+    /// See [`Console::wait_for_console_text_before`].
+    pub async fn wait_for_console_text_before(&self, pattern: &str, later: &[String], timeout: Duration) -> Result<Match, ConsoleError> {
+        self.console.wait_for_console_text_before(pattern, later, timeout).await
+    }
+
     /// See [`Console::succeed`]; on the command channel once [`Vm::connect_backdoor`] found it.
     pub async fn succeed(&self, command: &str) -> Result<String, ConsoleError> {
         self.shell().succeed(command).await
