@@ -851,7 +851,7 @@ pub async fn serve(lab: &mut Lab, options: &InstallOptions, clients: u8, socket:
                     firmware: Some((firmware.code.clone(), vars.path.clone())),
                     disks: vec![crate::vm::DiskSpec { path, format, bus: hw.disk_bus, bootindex: Some(1), serial: Some("pxelab0".into()) }],
                     nics: vec![crate::vm::NicSpec { model: nic, mac, rom: nic.pxe_rom(), bootindex: Some(2), backend: crate::vm::NetBackend::Unix { path: socket.to_owned() } }],
-                    serial: Vec::new(),
+                    serial: hand_serial(artifacts.system.console.unit, &dir),
                     qmp_fd: None,
                     incoming: None,
                 };
@@ -863,6 +863,13 @@ pub async fn serve(lab: &mut Lab, options: &InstallOptions, clients: u8, socket:
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(out)
         })
         .await
+}
+
+/// A hand-started client's serial ports: the system's console in the user's terminal, each
+/// port before it (COM1 holds the firmware's output) in a file in the client's directory.
+fn hand_serial(console_unit: u8, dir: &std::path::Path) -> Vec<crate::vm::Serial> {
+    let before = (0..console_unit).map(|unit| crate::vm::Serial::File(dir.join(format!("ttyS{unit}.log"))));
+    before.chain([crate::vm::Serial::Stdio]).collect()
 }
 
 /// What the TFTP root's `nixos/` holds, for an error about a file it lacks.
@@ -906,6 +913,13 @@ fn network_boot_events(lab: &Lab, mac: [u8; 6]) -> usize {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn a_hand_client_has_its_systems_console_in_the_terminal() {
+        use crate::vm::Serial;
+        assert_eq!(hand_serial(0, "/c".as_ref()), [Serial::Stdio]);
+        assert_eq!(hand_serial(2, "/c".as_ref()), [Serial::File("/c/ttyS0.log".into()), Serial::File("/c/ttyS1.log".into()), Serial::Stdio]);
+    }
 
     #[test]
     fn a_two_part_marker_is_found_around_kernel_lines_between_its_parts() {

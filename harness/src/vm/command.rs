@@ -17,14 +17,23 @@ pub struct VmSpec {
     pub firmware: Option<(PathBuf, PathBuf)>,
     pub disks: Vec<DiskSpec>,
     pub nics: Vec<NicSpec>,
-    /// Connected sockets for the serial ports COM1, COM2, … (`ttyS0`, `ttyS1`, … in the
-    /// guest), each with QEMU's raw log of it; none: the first port is the terminal QEMU runs
-    /// in (`mon:stdio`, a client started by hand).
-    pub serial: Vec<(RawFd, PathBuf)>,
+    /// The serial ports COM1, COM2, … (`ttyS0`, `ttyS1`, … in the guest), in order.
+    pub serial: Vec<Serial>,
     /// Connected socket for QMP, if the harness drives the VM.
     pub qmp_fd: Option<RawFd>,
     /// A saved machine state to start from instead of power-on ([`super::snapshot`]).
     pub incoming: Option<PathBuf>,
+}
+
+/// What a serial port is connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Serial {
+    /// A connected socket the harness reads, with QEMU's raw log of the port.
+    Socket { fd: RawFd, log: PathBuf },
+    /// The terminal QEMU runs in, with QEMU's monitor on Ctrl-A C (a client started by hand).
+    Stdio,
+    /// A file QEMU writes the port's output to.
+    File(PathBuf),
 }
 
 /// A disk on its own controller (virtio-blk, NVMe) or a port of the AHCI controller.
@@ -166,12 +175,15 @@ impl VmSpec {
             arg("-drive", format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
             arg("-drive", format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
         }
-        for (i, (fd, log)) in self.serial.iter().enumerate() {
-            arg("-chardev", format!("socket,id=serial{i},fd={fd},logfile={},logappend=on", log.display()));
-            arg("-serial", format!("chardev:serial{i}"));
-        }
-        if self.serial.is_empty() {
-            arg("-serial", "mon:stdio".into());
+        for (i, port) in self.serial.iter().enumerate() {
+            match port {
+                Serial::Socket { fd, log } => {
+                    arg("-chardev", format!("socket,id=serial{i},fd={fd},logfile={},logappend=on", log.display()));
+                    arg("-serial", format!("chardev:serial{i}"));
+                }
+                Serial::Stdio => arg("-serial", "mon:stdio".into()),
+                Serial::File(path) => arg("-serial", format!("file:{}", path.display())),
+            }
         }
         if let Some(fd) = self.qmp_fd {
             arg("-chardev", format!("socket,id=qmp,fd={fd}"));
@@ -260,7 +272,10 @@ mod test {
                     backend: NetBackend::Slirp { tftp_root: "/run/t/tftp".into(), bootfile: "nixos/bootx64.efi".into() },
                 },
             ],
-            serial: vec![(5, "/run/t/client1/serial.raw.log".into()), (8, "/run/t/client1/commands.raw.log".into())],
+            serial: vec![
+                Serial::Socket { fd: 5, log: "/run/t/client1/serial.raw.log".into() },
+                Serial::Socket { fd: 8, log: "/run/t/client1/commands.raw.log".into() },
+            ],
             qmp_fd: Some(6),
             incoming: None,
         };
@@ -279,7 +294,7 @@ mod test {
             firmware: None,
             disks: vec![disk(DiskBus::Nvme), disk(DiskBus::Sata), disk(DiskBus::Virtio)],
             nics: vec![nic(NicModel::E1000e), nic(NicModel::E1000)],
-            serial: vec![(3, "/s.log".into())],
+            serial: vec![Serial::Socket { fd: 3, log: "/s.log".into() }],
             qmp_fd: Some(4),
             incoming: None,
         };
@@ -306,7 +321,7 @@ mod test {
             firmware: None,
             disks: vec![],
             nics: vec![],
-            serial: vec![(3, "s.log".into())],
+            serial: vec![Serial::Socket { fd: 3, log: "s.log".into() }],
             qmp_fd: Some(4),
             incoming: None,
         };

@@ -11,7 +11,7 @@ mod snapshot;
 mod verbs;
 
 pub use accel::{probe as probe_accel, select as select_accel, Accel, AccelError};
-pub use command::{mac_string, DiskBus, DiskFormat, DiskSpec, NetBackend, NicModel, NicSpec, Rom, VmSpec};
+pub use command::{mac_string, DiskBus, DiskFormat, DiskSpec, NetBackend, NicModel, NicSpec, Rom, Serial, VmSpec};
 pub use process::QemuProcess;
 pub use qmp::{Qmp, QmpError, QmpEvent};
 pub use snapshot::{FirmwareStart, Snapshot, SnapshotError};
@@ -376,7 +376,7 @@ impl VmBuilder {
             firmware: Some((firmware.code.clone(), vars.path.clone())),
             disks,
             nics,
-            serial: ports.iter().map(|(_, _, fd, log)| (*fd, log.clone())).collect(),
+            serial: ports.iter().map(|(_, _, fd, log)| Serial::Socket { fd: *fd, log: log.clone() }).collect(),
             qmp_fd: Some(std::os::fd::AsRawFd::as_raw_fd(&pass[0])),
             incoming: restore.as_ref().map(Snapshot::state),
         };
