@@ -545,11 +545,7 @@ async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &
     // ACK under loss): GRUB's first request, for its configuration, then says it runs.
     let grub = async {
         let fetched = net.wait_for_tftp_transfer_after(mac, "nixos/bootx64.efi", after, budget("TFTP: GRUB"));
-        let ip = net.lease_of(mac);
-        let grub_asks = |events: &[(Duration, ServiceEvent)]| {
-            let asked = |e: &ServiceEvent| matches!(e, ServiceEvent::Tftp(t) if Some(t.client) == ip && t.file.trim_start_matches('/') != "nixos/bootx64.efi");
-            events.iter().skip(after).any(|(_, e)| asked(e)).then_some(())
-        };
+        let grub_asks = tftp_request(net.lease_of(mac), after, Some("nixos/bootx64.efi"));
         tokio::select! {
             fetched = fetched => fetched.map(drop).map_err(listed),
             Ok(()) = net.events().wait_for("GRUB's first request", budget("TFTP: GRUB"), grub_asks) => Ok(()),
@@ -621,9 +617,7 @@ async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &
                     tracing::warn!("cannot press Enter at GRUB's menu: {e}");
                     break;
                 }
-                let asked = |events: &[(Duration, ServiceEvent)]| {
-                    events.iter().skip(seen).any(|(_, e)| matches!(e, ServiceEvent::Tftp(t) if Some(t.client) == ip)).then_some(())
-                };
+                let asked = tftp_request(ip, seen, None);
                 if !matches!(net.events().wait_for("GRUB to leave its menu", ENTER_AGAIN_AFTER, asked).await, Err(EventWaitError::Timeout { .. })) {
                     break;
                 }
@@ -870,6 +864,15 @@ pub async fn serve(lab: &mut Lab, options: &InstallOptions, clients: u8, socket:
 fn hand_serial(console_unit: u8, dir: &std::path::Path) -> Vec<crate::vm::Serial> {
     let before = (0..console_unit).map(|unit| crate::vm::Serial::File(dir.join(format!("ttyS{unit}.log"))));
     before.chain([crate::vm::Serial::Stdio]).collect()
+}
+
+/// An event check: the client at `ip` asked the TFTP server for a file (other than `except`)
+/// after the first `after` events.
+fn tftp_request(ip: Option<std::net::Ipv4Addr>, after: usize, except: Option<&str>) -> impl Fn(&[(Duration, ServiceEvent)]) -> Option<()> + '_ {
+    move |events| {
+        let asked = |e: &ServiceEvent| matches!(e, ServiceEvent::Tftp(t) if Some(t.client) == ip && Some(t.file.trim_start_matches('/')) != except);
+        events.iter().skip(after).any(|(_, e)| asked(e)).then_some(())
+    }
 }
 
 /// What the TFTP root's `nixos/` holds, for an error about a file it lacks.

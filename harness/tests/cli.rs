@@ -79,3 +79,33 @@ fn a_failure_ends_with_a_repro_line_that_fails_the_same_way() {
     assert!(again.contains("stage 'build artifacts' failed") && again.contains(&missing_arg), "{again}");
     assert_eq!(again.lines().last().unwrap(), expected, "the same run again: {again}");
 }
+
+/// `pxelab cache` lists `PXELAB_CACHE_DIR`'s entries least recently used first; `prune
+/// --dry-run` names the stale ones and removes nothing; `prune` removes only them.
+#[test]
+fn cache_lists_by_last_use_and_prunes_only_what_went_unused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    for name in ["old-0123456789abcdef", "new-0123456789abcdef"] {
+        std::fs::create_dir_all(cache.join(name)).unwrap();
+        std::fs::write(cache.join(name).join("file"), vec![1u8; 100_000]).unwrap();
+    }
+    let forty_days = std::time::Duration::from_secs(40 * 86_400);
+    std::fs::File::open(cache.join("old-0123456789abcdef")).unwrap().set_modified(std::time::SystemTime::now() - forty_days).unwrap();
+    let pxelab = |args: &[&str]| {
+        let out = Command::new(pxelab_bin()).args(args).env("PXELAB_CACHE_DIR", &cache).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = pxelab(&["cache"]);
+    let (old, new) = (listed.find("old-0123456789abcdef").unwrap(), listed.find("new-0123456789abcdef").unwrap());
+    assert!(old < new, "least recently used first:\n{listed}");
+    assert!(listed.contains("40 d ago") && listed.contains("in 2 entries"), "{listed}");
+    let dry = pxelab(&["cache", "prune", "--dry-run"]);
+    assert!(dry.contains("would remove 1 entry unused for over 30 days") && dry.contains("old-0123456789abcdef") && !dry.contains("new-"), "{dry}");
+    assert!(cache.join("old-0123456789abcdef").exists(), "a dry run removes nothing");
+    let pruned = pxelab(&["cache", "prune", "--unused-for-days", "30"]);
+    assert!(pruned.contains("removed 1 entry"), "{pruned}");
+    let left: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["new-0123456789abcdef"]);
+}

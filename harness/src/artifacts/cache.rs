@@ -4,7 +4,8 @@
 //! directories by the names and contents of their files, text as is), so a changed kernel,
 //! script or recipe source builds a new entry. Entries are built in a temporary directory
 //! beside their final place and renamed into it; an exclusive `flock` per entry lets two test
-//! processes that want the same entry build it once.
+//! processes that want the same entry build it once. Each use marks the entry used
+//! ([`super::mark_used`]), so what goes unused can be pruned ([`Cache::prune`]).
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -70,6 +71,7 @@ impl Cache {
         let key = key(&name, &recipe.inputs())?;
         let entry = self.root.join(format!("{name}-{}", &key[..16]));
         if entry.is_dir() {
+            super::mark_used(&entry);
             return Ok(entry);
         }
         let io = |path: &Path| {

@@ -83,6 +83,11 @@ enum Command {
         /// The matrix file (see README: "Regression-check releases").
         file: PathBuf,
     },
+    /// Show the artifact cache (entries by last use, sizes), or prune what went unused.
+    Cache {
+        #[command(subcommand)]
+        what: Option<CacheCommand>,
+    },
     /// List runnable scenarios.
     List,
     /// Check that QEMU, OVMF, the fixture inputs and an accelerator are available.
@@ -262,6 +267,20 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 #[derive(Subcommand)]
+enum CacheCommand {
+    /// Entries, least recently used first, with their sizes (the default).
+    List,
+    /// Remove entries unused for longer than --unused-for-days; an entry being built stays.
+    Prune {
+        #[arg(long, default_value_t = 30)]
+        unused_for_days: u64,
+        /// Say what would go, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Bench {
     /// The 8 MB kernel from pxelab's TFTP server and from QEMU's slirp TFTP: loaded by GRUB (lockstep), and by OVMF as its NBP (windowed)
     Tftp {
@@ -379,6 +398,7 @@ fn dispatch(cli: Cli, spinner: &indicatif::ProgressBar) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Doctor => doctor(&runtime),
+        Command::Cache { what } => cache(what.unwrap_or(CacheCommand::List)),
         Command::Run { name, artifacts, keep, interactive, wait_out_boot_menus, cold_firmware, hardware, faults } => {
             let (provider, installer_files) = match artifacts.provider() {
                 Ok(found) => found,
@@ -572,6 +592,83 @@ async fn matrix(file: &std::path::Path, spinner: &indicatif::ProgressBar) -> Exi
     }
 }
 
+/// `pxelab cache`: list the artifact cache, or prune it.
+fn cache(what: CacheCommand) -> ExitCode {
+    let cache = pxelab::artifacts::Cache::new(&pxelab::artifacts::Cache::default_root());
+    let listing = match cache.list() {
+        Ok(listing) => listing,
+        Err(e) => {
+            eprintln!("pxelab: cache: {:#}", anyhow::Error::from(e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = std::time::SystemTime::now();
+    let line = |e: &pxelab::artifacts::CacheEntry| format!("{:>9}  {:>10}  {}", size(e.bytes), ago(now, e.last_used), e.name);
+    match what {
+        CacheCommand::List => {
+            let entries = plural(listing.entries.len() as u64, "entry", "entries");
+            println!("{} ({} in {entries}, hard-linked files counted once)", cache.root().display(), size(listing.bytes));
+            println!("{:>9}  {:>10}  entry", "size", "last used");
+            for entry in &listing.entries {
+                println!("{}", line(entry));
+            }
+            ExitCode::SUCCESS
+        }
+        CacheCommand::Prune { unused_for_days, dry_run } => {
+            let unused_for = Duration::from_secs(unused_for_days * 86_400);
+            let gone = match dry_run {
+                true => pxelab::artifacts::stale(&listing.entries, unused_for, now),
+                false => match cache.prune(unused_for) {
+                    Ok(gone) => gone,
+                    Err(e) => {
+                        eprintln!("pxelab: cache prune: {:#}", anyhow::Error::from(e));
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            for entry in &gone {
+                println!("{}", line(entry));
+            }
+            let verb = if dry_run { "would remove" } else { "removed" };
+            let freed: u64 = gone.iter().map(|e| e.bytes).sum();
+            let (entries, days) = (plural(gone.len() as u64, "entry", "entries"), plural(unused_for_days, "day", "days"));
+            println!("{verb} {entries} unused for over {days} ({}) from {}", size(freed), cache.root().display());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `1 entry`, `2 entries`.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Bytes for people: `512 B`, `1.5 MB`, `6.5 GB`.
+fn size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ => format!("{value:.1} {}", units[unit]),
+    }
+}
+
+/// How long ago `then` was: `40 s ago`, `12 min ago`, `3 h ago`, `2 d ago`.
+fn ago(now: std::time::SystemTime, then: std::time::SystemTime) -> String {
+    let secs = now.duration_since(then).unwrap_or_default().as_secs();
+    match secs {
+        0..=119 => format!("{secs} s ago"),
+        120..=7199 => format!("{} min ago", secs / 60),
+        7200..=172_799 => format!("{} h ago", secs / 3600),
+        _ => format!("{} d ago", secs / 86_400),
+    }
+}
+
 /// `pxelab serve`: the lab on `<run dir>/switch.sock` until Ctrl-C.
 async fn serve(options: InstallOptions, clients: u8, spinner: &indicatif::ProgressBar) -> ExitCode {
     let mut lab = match Lab::new("serve") {
@@ -731,6 +828,14 @@ fn doctor(runtime: &tokio::runtime::Runtime) -> ExitCode {
                 .map_err(|e| e.to_string()),
         );
     }
+    let cache = pxelab::artifacts::Cache::new(&pxelab::artifacts::Cache::default_root());
+    check(
+        "artifact cache",
+        cache
+            .list()
+            .map(|l| format!("{}: {} in {} (`pxelab cache` lists them)", cache.root().display(), size(l.bytes), plural(l.entries.len() as u64, "entry", "entries")))
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e))),
+    );
     if ok {
         ExitCode::SUCCESS
     } else {

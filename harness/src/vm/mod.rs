@@ -312,6 +312,9 @@ impl VmBuilder {
         let vars_path = self.dir.join("OVMF_VARS.fd");
         let snapshot = self.snapshot_machine(accel).map(|machine| Snapshot::of(&self.cache_dir, &machine, &[&firmware.code, &firmware.vars_template]));
         let restore = snapshot.as_ref().filter(|s| s.exists()).cloned();
+        if let Some(snapshot) = &restore {
+            crate::artifacts::mark_used(snapshot.dir());
+        }
         let vars = match &restore {
             Some(snapshot) => {
                 std::fs::copy(snapshot.nvram(), &vars_path).map_err(io(format!("cannot copy {}", snapshot.nvram().display())))?;

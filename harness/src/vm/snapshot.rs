@@ -75,6 +75,11 @@ impl Snapshot {
         Snapshot { dir: cache_root.join(format!("firmware-snapshot-{}", &key[..16])) }
     }
 
+    /// Its directory in the cache.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn state(&self) -> PathBuf {
         self.dir.join("state")
     }
