@@ -90,6 +90,7 @@ fn cache_lists_by_last_use_and_prunes_only_what_went_unused() {
         std::fs::create_dir_all(cache.join(name)).unwrap();
         std::fs::write(cache.join(name).join("file"), vec![1u8; 100_000]).unwrap();
     }
+    std::fs::write(cache.join("CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55\n").unwrap();
     let forty_days = std::time::Duration::from_secs(40 * 86_400);
     std::fs::File::open(cache.join("old-0123456789abcdef")).unwrap().set_modified(std::time::SystemTime::now() - forty_days).unwrap();
     let pxelab = |args: &[&str]| {
@@ -106,6 +107,7 @@ fn cache_lists_by_last_use_and_prunes_only_what_went_unused() {
     assert!(cache.join("old-0123456789abcdef").exists(), "a dry run removes nothing");
     let pruned = pxelab(&["cache", "prune", "--unused-for-days", "30"]);
     assert!(pruned.contains("removed 1 entry"), "{pruned}");
-    let left: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(left, ["new-0123456789abcdef"]);
+    let mut left: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name()).collect();
+    left.sort();
+    assert_eq!(left, ["CACHEDIR.TAG", "new-0123456789abcdef"]);
 }

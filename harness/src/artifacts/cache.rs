@@ -30,6 +30,8 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path} is not pxelab's cache: it has no CACHEDIR.TAG, which pxelab writes into its cache; nothing was removed")]
+    Untagged { path: PathBuf },
     #[error("Building {recipe} failed")]
     Build {
         recipe: String,
@@ -72,6 +74,7 @@ impl Cache {
         let entry = self.root.join(format!("{name}-{}", &key[..16]));
         if entry.is_dir() {
             super::mark_used(&entry);
+            super::prune::tag(&self.root);
             return Ok(entry);
         }
         let io = |path: &Path| {
@@ -79,6 +82,7 @@ impl Cache {
             move |source| CacheError::Io { path, source }
         };
         std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        super::prune::tag(&self.root);
         let lock_path = self.root.join(format!("{name}-{}.lock", &key[..16]));
         let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
         // SAFETY: flock on a file we own; released when `lock` closes.

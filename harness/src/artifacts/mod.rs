@@ -10,5 +10,5 @@ mod system;
 pub use cache::{Cache, CacheError};
 pub use check::{check, ArtifactError};
 pub use provider::{ArtifactSet, Provider, ProviderError};
-pub use prune::{mark_used, stale, CacheEntry, CacheListing};
+pub use prune::{mark_used, CacheEntry, CacheListing};
 pub use system::{InstalledSystem, Login, SystemFileError, SYSTEM_FILE};

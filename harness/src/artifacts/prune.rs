@@ -4,7 +4,10 @@
 //! snapshot's restore set it ([`mark_used`]), as cargo tracks its cache's last use to clean
 //! it. Pruning never waits: an entry whose build lock is held (a build under way) stays; any
 //! other is renamed out of its name before it is removed, so a reader sees all of an entry or
-//! none. Only the cache's own directory is touched.
+//! none. Only the cache's own directory is touched: pruning needs the `CACHEDIR.TAG` that
+//! pxelab writes into its cache (the Cache Directory Tagging convention, which backup tools
+//! honour), and lists and removes only names pxelab gives, so a `PXELAB_CACHE_DIR` that
+//! names another directory loses nothing.
 
 use std::collections::HashSet;
 use std::os::fd::AsRawFd;
@@ -13,6 +16,30 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::{Cache, CacheError};
+
+/// The file that marks a directory as pxelab's cache.
+pub const TAG: &str = "CACHEDIR.TAG";
+const TAG_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file is a cache directory tag created by pxelab: its artifact cache.\n\
+# For information about cache directory tags see https://bford.info/cachedir/\n";
+
+/// The names pxelab gives what it puts in its cache: `<recipe>-<16 hex>` entries and
+/// snapshots, `accel-<boot id>` verdicts, and the scratch directories of builds, saves,
+/// probes and prunes (`.<recipe>-XXXXXX`, `accel-probeXXXXXX`, `.pruning-<entry>`).
+static OURS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(
+        r"^(?:[A-Za-z0-9][A-Za-z0-9_-]*-[0-9a-f]{16}|accel-[0-9a-f-]{36}|accel-probe[A-Za-z0-9]{6}|\.[A-Za-z0-9][A-Za-z0-9_-]*-[A-Za-z0-9]{6}|\.pruning-.+)$",
+    )
+    .expect("valid pattern")
+});
+
+/// Write the cache's tag into `root` if it has none. Best effort, as [`mark_used`].
+pub(crate) fn tag(root: &Path) {
+    let path = root.join(TAG);
+    if !path.exists() {
+        let _ = std::fs::write(path, TAG_TEXT);
+    }
+}
 
 /// One entry of the cache: a built or unpacked directory, a firmware snapshot, a verdict
 /// file, or a build's scratch directory (its name starts with `.`).
@@ -39,7 +66,7 @@ pub fn mark_used(entry: &Path) {
 }
 
 /// The entries unused for longer than `unused_for` at `now`, which pruning removes.
-pub fn stale(entries: &[CacheEntry], unused_for: Duration, now: SystemTime) -> Vec<CacheEntry> {
+fn stale(entries: &[CacheEntry], unused_for: Duration, now: SystemTime) -> Vec<CacheEntry> {
     let cutoff = now.checked_sub(unused_for).unwrap_or(SystemTime::UNIX_EPOCH);
     entries.iter().filter(|e| e.last_used < cutoff).cloned().collect()
 }
@@ -56,7 +83,7 @@ impl Cache {
         let mut names: Vec<String> = Vec::new();
         for item in dir {
             let name = item.map_err(io)?.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".lock") {
+            if OURS.is_match(&name) {
                 names.push(name);
             }
         }
@@ -74,12 +101,20 @@ impl Cache {
         Ok(listing)
     }
 
+    /// The entries [`Cache::prune`] would remove now.
+    pub fn prunable(&self, unused_for: Duration) -> Result<Vec<CacheEntry>, CacheError> {
+        let listing = self.list()?;
+        if !listing.entries.is_empty() && !self.root().join(TAG).is_file() {
+            return Err(CacheError::Untagged { path: self.root().to_owned() });
+        }
+        Ok(stale(&listing.entries, unused_for, SystemTime::now()))
+    }
+
     /// Remove the entries unused for longer than `unused_for`; returns those removed. An
     /// entry being built, or used again since it was listed, stays.
     pub fn prune(&self, unused_for: Duration) -> Result<Vec<CacheEntry>, CacheError> {
-        let listing = self.list()?;
         let mut removed = Vec::new();
-        for entry in stale(&listing.entries, unused_for, SystemTime::now()) {
+        for entry in self.prunable(unused_for)? {
             let path = self.root().join(&entry.name);
             let lock_path = self.root().join(format!("{}.lock", entry.name));
             let lock = match std::fs::OpenOptions::new().write(true).open(&lock_path) {
@@ -155,38 +190,54 @@ mod test {
     fn prune_removes_what_went_unused_and_keeps_what_is_used_or_being_built() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("cache");
-        for name in ["old-1111", "building-2222", "used-3333", ".old-scratch-x"] {
+        for name in ["old-1111111111111111", "building-2222222222222222", "used-3333333333333333", ".old-scratch-x0Xx0X"] {
             std::fs::create_dir_all(root.join(name).join("sub")).unwrap();
             std::fs::write(root.join(name).join("sub/file"), vec![7u8; 10_000]).unwrap();
             std::fs::write(root.join(format!("{name}.lock")), "").unwrap();
         }
-        std::fs::hard_link(root.join("old-1111/sub/file"), root.join("used-3333/linked")).unwrap();
-        std::fs::write(root.join("accel-boot"), "tcg").unwrap();
-        for name in ["old-1111", "building-2222", "used-3333", ".old-scratch-x", "accel-boot"] {
+        std::fs::hard_link(root.join("old-1111111111111111/sub/file"), root.join("used-3333333333333333/linked")).unwrap();
+        let accel = "accel-29cb4706-93e1-48ae-8244-03e42807c641";
+        std::fs::write(root.join(accel), "tcg").unwrap();
+        for name in ["old-1111111111111111", "building-2222222222222222", "used-3333333333333333", ".old-scratch-x0Xx0X", accel] {
             age(&root.join(name), 40);
         }
         let cache = Cache::new(&root);
-        mark_used(&root.join("used-3333"));
-        let building = std::fs::File::open(root.join("building-2222.lock")).unwrap();
+        tag(&root);
+        std::fs::write(root.join("notes.txt"), "a file not pxelab's").unwrap();
+        age(&root.join("notes.txt"), 40);
+        mark_used(&root.join("used-3333333333333333"));
+        let building = std::fs::File::open(root.join("building-2222222222222222.lock")).unwrap();
         // SAFETY: flock on a file we opened.
         assert_eq!(unsafe { libc::flock(building.as_raw_fd(), libc::LOCK_EX) }, 0);
 
         let listing = cache.list().unwrap();
         let names: Vec<&str> = listing.entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names.len(), 5, "{names:?}");
-        assert_eq!(names.last(), Some(&"used-3333"), "least recently used first");
-        let file_bytes = listing.entries.iter().find(|e| e.name == "old-1111").unwrap().bytes;
+        assert_eq!(names.last(), Some(&"used-3333333333333333"), "least recently used first");
+        let file_bytes = listing.entries.iter().find(|e| e.name == "old-1111111111111111").unwrap().bytes;
         assert!(listing.bytes < 5 * file_bytes, "the hard link is counted once: {listing:?}");
 
         let mut removed: Vec<String> = cache.prune(DAY * 30).unwrap().into_iter().map(|e| e.name).collect();
         removed.sort();
-        assert_eq!(removed, [".old-scratch-x", "accel-boot", "old-1111"]);
+        assert_eq!(removed, [".old-scratch-x0Xx0X", accel, "old-1111111111111111"]);
         let mut left: Vec<String> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         left.sort();
-        assert_eq!(left, ["building-2222", "building-2222.lock", "used-3333", "used-3333.lock"]);
-        assert_eq!(std::fs::read(root.join("used-3333/linked")).unwrap().len(), 10_000, "a file linked from a pruned entry stays");
+        let kept = ["CACHEDIR.TAG", "building-2222222222222222", "building-2222222222222222.lock", "notes.txt", "used-3333333333333333", "used-3333333333333333.lock"];
+        assert_eq!(left, kept);
+        assert_eq!(std::fs::read(root.join("used-3333333333333333/linked")).unwrap().len(), 10_000, "a file linked from a pruned entry stays");
         drop(building);
         assert_eq!(cache.prune(DAY * 30).unwrap().len(), 1, "the finished build is pruned next time");
+    }
+
+    #[test]
+    fn a_directory_without_the_tag_is_not_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("photos-0123456789abcdef")).unwrap();
+        age(&dir.path().join("photos-0123456789abcdef"), 400);
+        assert!(matches!(Cache::new(dir.path()).prunable(DAY), Err(CacheError::Untagged { .. })));
+        let err = Cache::new(dir.path()).prune(DAY).unwrap_err();
+        assert!(matches!(err, CacheError::Untagged { .. }) && err.to_string().contains("CACHEDIR.TAG"), "{err}");
+        assert!(dir.path().join("photos-0123456789abcdef").exists());
     }
 
     #[test]

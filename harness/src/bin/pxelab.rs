@@ -594,46 +594,41 @@ async fn matrix(file: &std::path::Path, spinner: &indicatif::ProgressBar) -> Exi
 
 /// `pxelab cache`: list the artifact cache, or prune it.
 fn cache(what: CacheCommand) -> ExitCode {
+    use std::io::Write;
     let cache = pxelab::artifacts::Cache::new(&pxelab::artifacts::Cache::default_root());
-    let listing = match cache.list() {
-        Ok(listing) => listing,
-        Err(e) => {
-            eprintln!("pxelab: cache: {:#}", anyhow::Error::from(e));
-            return ExitCode::FAILURE;
-        }
-    };
     let now = std::time::SystemTime::now();
     let line = |e: &pxelab::artifacts::CacheEntry| format!("{:>9}  {:>10}  {}", size(e.bytes), ago(now, e.last_used), e.name);
-    match what {
+    let (lines, result) = match what {
         CacheCommand::List => {
-            let entries = plural(listing.entries.len() as u64, "entry", "entries");
-            println!("{} ({} in {entries}, hard-linked files counted once)", cache.root().display(), size(listing.bytes));
-            println!("{:>9}  {:>10}  entry", "size", "last used");
-            for entry in &listing.entries {
-                println!("{}", line(entry));
-            }
-            ExitCode::SUCCESS
+            let listing = cache.list();
+            let lines = listing.as_ref().map_or_else(|_| vec![], |l| {
+                let entries = plural(l.entries.len() as u64, "entry", "entries");
+                let head = format!("{} ({} in {entries}, hard-linked files counted once)", cache.root().display(), size(l.bytes));
+                [head, format!("{:>9}  {:>10}  entry", "size", "last used")].into_iter().chain(l.entries.iter().map(line)).collect()
+            });
+            (lines, listing.map(drop))
         }
         CacheCommand::Prune { unused_for_days, dry_run } => {
             let unused_for = Duration::from_secs(unused_for_days * 86_400);
-            let gone = match dry_run {
-                true => pxelab::artifacts::stale(&listing.entries, unused_for, now),
-                false => match cache.prune(unused_for) {
-                    Ok(gone) => gone,
-                    Err(e) => {
-                        eprintln!("pxelab: cache prune: {:#}", anyhow::Error::from(e));
-                        return ExitCode::FAILURE;
-                    }
-                },
-            };
-            for entry in &gone {
-                println!("{}", line(entry));
-            }
-            let verb = if dry_run { "would remove" } else { "removed" };
-            let freed: u64 = gone.iter().map(|e| e.bytes).sum();
-            let (entries, days) = (plural(gone.len() as u64, "entry", "entries"), plural(unused_for_days, "day", "days"));
-            println!("{verb} {entries} unused for over {days} ({}) from {}", size(freed), cache.root().display());
-            ExitCode::SUCCESS
+            let gone = if dry_run { cache.prunable(unused_for) } else { cache.prune(unused_for) };
+            let lines = gone.as_ref().map_or_else(|_| vec![], |gone| {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                let freed: u64 = gone.iter().map(|e| e.bytes).sum();
+                let (entries, days) = (plural(gone.len() as u64, "entry", "entries"), plural(unused_for_days, "day", "days"));
+                let total = format!("{verb} {entries} unused for over {days} ({}) from {}", size(freed), cache.root().display());
+                gone.iter().map(line).chain([total]).collect()
+            });
+            (lines, gone.map(drop))
+        }
+    };
+    // A reader that stops early (`| head`) ends the output, not with a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = lines.iter().try_for_each(|l| writeln!(out, "{l}"));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pxelab: cache: {:#}", anyhow::Error::from(e));
+            ExitCode::FAILURE
         }
     }
 }
