@@ -75,3 +75,17 @@ async fn ovmf_ignoring_pxeclient_offers_without_option_43_is_diagnosed() {
     assert!(text.contains("this lab's DHCP sends option 60 `PXEClient` without option 43"), "{text}");
     assert!(err.elapsed < std::time::Duration::from_secs(90), "{:?}", err.elapsed);
 }
+
+/// An installer whose step message changed (`Extracting …` for `Unpacking image …`: the
+/// fixture's `pxelab-reworded-unpack` switch, as a new release might word it) fails that
+/// stage when the next step's marker appears, naming the marker it missed, instead of after
+/// the stage's 300 s budget. (Fixed: every other install prints the protocol's marker.)
+#[tokio::test]
+async fn a_reworded_installer_marker_fails_its_stage_at_the_next_step() {
+    let options = InstallOptions { installer_files: vec![("pxelab-reworded-unpack".into(), String::new())], ..InstallOptions::default() };
+    let (err, text) = fails("a_reworded_installer_marker_fails_its_stage_at_the_next_step", options).await;
+    assert_eq!(err.stage, "installer: unpack image", "{text}");
+    let missed = "the installer went on to a later step without printing \"Unpacking image /installer/nixos-image...done\"";
+    assert!(text.contains(missed) && text.contains("...system configuration done"), "{text}");
+    assert!(err.elapsed < std::time::Duration::from_secs(120), "failed at the next step, not at the budget: {:?}", err.elapsed);
+}
