@@ -49,7 +49,7 @@ fn config_precedence(console: &str, config: impl Fn(&str) -> Option<String>) -> 
         .collect();
     let root_device = |file: &str| {
         let text = config(file)?;
-        text.lines().filter_map(|l| l.trim().strip_prefix("rootDevice=")).last().map(|v| v.trim_matches(['"', '\'']).to_owned())
+        text.lines().filter_map(|l| l.trim().strip_prefix("rootDevice=")).next_back().map(|v| v.trim_matches(['"', '\'']).to_owned())
     };
     let generic = root_device("config")?;
     let (file, wanted) = loaded.iter().filter(|f| f.as_str() != "config").find_map(|f| root_device(f).map(|d| (f.clone(), d)))?;

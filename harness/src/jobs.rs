@@ -778,7 +778,7 @@ async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &
                 ("hostname", hostname),
                 ("modes of / and /tmp", modes),
                 ("system state", ready),
-                ("commands on", channel.into()),
+                ("commands on", channel),
                 ("root file system", root),
                 ("LABEL=nixos", labelled),
                 ("firmware booted", format!("{} {}", group(0), group(1))),

@@ -87,7 +87,7 @@ impl Provider {
                 let outputs = [installer, image];
                 from_files(cache, &Files::in_outputs(&outputs)?, InstalledSystem::find(&outputs)?)
             }
-            Provider::Dir(dir) => from_files(cache, &Files::in_dir(dir)?, InstalledSystem::find(&[dir.clone()])?),
+            Provider::Dir(dir) => from_files(cache, &Files::in_dir(dir)?, InstalledSystem::find(std::slice::from_ref(dir))?),
             Provider::Nix { installer, image } => {
                 let mut outputs = nix_build(installer)?;
                 outputs.extend(nix_build(image)?);

@@ -190,7 +190,7 @@ impl Console {
                     return false;
                 }
             }
-            if tokio::time::timeout_at(deadline.into(), changed).await.is_err() {
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return false;
             }
         }

@@ -150,15 +150,15 @@ impl RunReport {
         let mut page = String::new();
         let title = format!("pxelab: {} {}", self.name, if self.failure.is_some() { "failed" } else { "passed" });
         let _ = write!(page, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n", esc(&title));
-        let _ = write!(page, "<h1>{}</h1>\n", esc(&title));
+        let _ = writeln!(page, "<h1>{}</h1>", esc(&title));
         match &self.failure {
             Some(failure) => {
-                let _ = write!(page, "<div class=\"failure\" id=\"failure\"><b>failed in stage <span class=\"stage-name\">{}</span></b><pre>{}</pre></div>\n", esc(&failure.stage), esc(&failure.cause));
+                let _ = writeln!(page, "<div class=\"failure\" id=\"failure\"><b>failed in stage <span class=\"stage-name\">{}</span></b><pre>{}</pre></div>", esc(&failure.stage), esc(&failure.cause));
             }
             None => page.push_str("<div class=\"passed\" id=\"passed\">every stage passed</div>\n"),
         }
         if let Some(repro) = &self.repro {
-            let _ = write!(page, "<p>Reproduce: <code id=\"repro\">{}</code></p>\n", esc(repro));
+            let _ = writeln!(page, "<p>Reproduce: <code id=\"repro\">{}</code></p>", esc(repro));
         }
         self.timeline(&mut page);
         self.facts_table(&mut page);
@@ -202,9 +202,9 @@ impl RunReport {
         for stage in &self.stages {
             let (start, end) = (stage.start.as_secs_f64(), stage.end.as_secs_f64());
             let class = if stage.error.is_some() { "bar failed" } else { "bar" };
-            let _ = write!(
+            let _ = writeln!(
                 page,
-                "<div class=\"row stage\"><span class=\"label\">{}</span><span class=\"track\"><span class=\"{class}\" style=\"left:{:.2}%;width:{:.2}%\" title=\"{:.2}s → {:.2}s\"></span></span><span class=\"took\">{:.2}s</span></div>\n",
+                "<div class=\"row stage\"><span class=\"label\">{}</span><span class=\"track\"><span class=\"{class}\" style=\"left:{:.2}%;width:{:.2}%\" title=\"{:.2}s → {:.2}s\"></span></span><span class=\"took\">{:.2}s</span></div>",
                 esc(&stage.name),
                 pos(start),
                 (pos(end) - pos(start)).max(0.3),
@@ -224,7 +224,7 @@ impl RunReport {
             }
             page.push_str("</span><span class=\"took\"></span></div>\n");
         }
-        let _ = write!(page, "<div class=\"row axis\"><span class=\"label\"></span><span class=\"track\">0 s … {span:.1} s</span></div></div>\n");
+        let _ = writeln!(page, "<div class=\"row axis\"><span class=\"label\"></span><span class=\"track\">0 s … {span:.1} s</span></div></div>");
     }
 
     fn facts_table(&self, page: &mut String) {
@@ -248,7 +248,7 @@ impl RunReport {
     }
 
     fn vm_section(&self, page: &mut String, vm: &VmRecord) {
-        let _ = write!(page, "<h2>VM {}</h2>\n", esc(&vm.name));
+        let _ = writeln!(page, "<h2>VM {}</h2>", esc(&vm.name));
         if !vm.boot_entries.is_empty() {
             page.push_str("<h3>NVRAM boot entries (BootOrder first)</h3><ol class=\"boot\">");
             for entry in &vm.boot_entries {
@@ -256,7 +256,7 @@ impl RunReport {
             }
             page.push_str("</ol>\n");
         }
-        let _ = write!(page, "<h3>Console by stage (<a href=\"{}/console.log\">console.log</a>)</h3>\n", esc(&href(&vm.name)));
+        let _ = writeln!(page, "<h3>Console by stage (<a href=\"{}/console.log\">console.log</a>)</h3>", esc(&href(&vm.name)));
         let failing = Regex::new(&format!("{}|{}", crate::console::DEFAULT_FAIL_FAST.join("|"), FAILING_LINE)).expect("valid patterns");
         let failed_stage = self.failure.as_ref().map(|f| f.stage.as_str());
         let stage_of = |at: f64| self.stages.iter().rposition(|s| s.start.as_secs_f64() <= at);

@@ -427,14 +427,15 @@ mod test {
             queued += 1;
         }
         assert_eq!(queued, PORT_QUEUE, "the queue holds at most its bound");
-        let events = log.0.lock().unwrap();
-        let total = events.iter().filter_map(|e| match e {
-            ServiceEvent::Segment(SegmentEvent::Dropped { port: 1, reason: DropReason::QueueFull, total }) => Some(*total),
-            _ => None,
-        }).max();
-        assert_eq!(total, Some(2 * PORT_QUEUE as u64 + 1), "every dropped frame is counted: {events:?}");
-        let reports = events.iter().filter(|e| matches!(e, ServiceEvent::Segment(SegmentEvent::Dropped { .. }))).count();
-        drop(events);
+        let reports = {
+            let events = log.0.lock().unwrap();
+            let total = events.iter().filter_map(|e| match e {
+                ServiceEvent::Segment(SegmentEvent::Dropped { port: 1, reason: DropReason::QueueFull, total }) => Some(*total),
+                _ => None,
+            }).max();
+            assert_eq!(total, Some(2 * PORT_QUEUE as u64 + 1), "every dropped frame is counted: {events:?}");
+            events.iter().filter(|e| matches!(e, ServiceEvent::Segment(SegmentEvent::Dropped { .. }))).count()
+        };
         tokio::time::sleep(Duration::from_millis(1100)).await;
         segment.pin([2, 0, 0, 0, 0, 7], 0); // wakes the switch without a frame
         tokio::time::sleep(Duration::from_millis(100)).await;
