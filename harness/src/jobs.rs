@@ -672,12 +672,13 @@ async fn install_stages(lab: &Lab, vm: &mut Vm, mut stages: Stages, artifacts: &
     // An installer file as the client sees it: the export's top layer first.
     let layers = [vec![lab.dir().join("nfs-top")], artifacts.nfs_layers.clone()].concat();
     let installer_file = |name: &str| layers.iter().find_map(|l| std::fs::read_to_string(l.join("installer").join(name)).ok());
+    let patterns: Vec<String> = INSTALL_STAGES.iter().map(|(_, marker)| marker_pattern(marker)).collect();
     for (i, (stage, marker)) in INSTALL_STAGES.iter().enumerate() {
-        let (name, pattern) = (format!("installer: {stage}"), marker_pattern(marker));
+        let (name, pattern) = (format!("installer: {stage}"), &patterns[i]);
         // A later step's marker first: this one's text changed or was broken up.
-        let later: Vec<String> = INSTALL_STAGES[i + 1..].iter().map(|(_, m)| marker_pattern(m)).collect();
+        let later = &patterns[i + 1..];
         let wait = stages.run(&name, async {
-            let waited = vm.wait_for_console_text_before(&pattern, &later, budget(&name)).await;
+            let waited = vm.wait_for_console_text_before(pattern, later, budget(&name)).await;
             waited.map_err(|e| match e {
                 ConsoleError::FailFast { ref fail_fast, .. } if later.contains(fail_fast) => format!(
                     "the installer went on to a later step without printing {marker:?}, the protocol's marker of this one \
