@@ -122,13 +122,17 @@ struct ArtifactArgs {
 }
 
 impl ArtifactArgs {
-    /// The artifacts' provider (`None`: the job's own), and the installer files.
-    fn provider(&self) -> Result<(Option<Provider>, Vec<(String, String)>), String> {
-        let provider = match (&self.artifacts, &self.nix_installer, &self.nix_image) {
+    /// The artifacts' provider (`None`: the job's own).
+    fn provider(&self) -> Option<Provider> {
+        match (&self.artifacts, &self.nix_installer, &self.nix_image) {
             (Some(dir), _, _) => Some(Provider::Dir(dir.clone())),
             (None, Some(installer), Some(image)) => Some(Provider::Nix { installer: installer.clone(), image: image.clone() }),
             _ => None,
-        };
+        }
+    }
+
+    /// The files of `--installer-dir` (name, contents), sorted by name.
+    fn installer_files(&self) -> Result<Vec<(String, String)>, String> {
         let mut files = Vec::new();
         if let Some(dir) = &self.installer_dir {
             let read = |e: std::io::Error| format!("--installer-dir {}: {e}", dir.display());
@@ -140,7 +144,7 @@ impl ArtifactArgs {
             }
             files.sort();
         }
-        Ok((provider, files))
+        Ok(files)
     }
 
     fn compression(&self) -> Compression {
@@ -400,13 +404,14 @@ fn dispatch(cli: Cli, spinner: &indicatif::ProgressBar) -> ExitCode {
         Command::Doctor => doctor(&runtime),
         Command::Cache { what } => cache(what.unwrap_or(CacheCommand::List)),
         Command::Run { name, artifacts, keep, interactive, wait_out_boot_menus, cold_firmware, hardware, faults } => {
-            let (provider, installer_files) = match artifacts.provider() {
-                Ok(found) => found,
+            let installer_files = match artifacts.installer_files() {
+                Ok(files) => files,
                 Err(why) => {
                     eprintln!("pxelab: {why} (nothing was created or removed)");
                     return ExitCode::FAILURE;
                 }
             };
+            let provider = artifacts.provider();
             let own = provider.is_some();
             let options = InstallOptions {
                 provider: provider.unwrap_or(Provider::Fixture { compression: artifacts.compression() }),
@@ -427,13 +432,14 @@ fn dispatch(cli: Cli, spinner: &indicatif::ProgressBar) -> ExitCode {
         Command::Console { run, vm } => runtime.block_on(console(run, vm)),
         Command::Matrix { file } => runtime.block_on(matrix(&file, spinner)),
         Command::Serve { artifacts, flavour, clients, hardware } => {
-            let (provider, installer_files) = match artifacts.provider() {
-                Ok(found) => found,
+            let installer_files = match artifacts.installer_files() {
+                Ok(files) => files,
                 Err(why) => {
                     eprintln!("pxelab: {why} (nothing was created or removed)");
                     return ExitCode::FAILURE;
                 }
             };
+            let provider = artifacts.provider();
             let provider = provider.unwrap_or(match flavour.as_str() {
                 "nixos-shape" => Provider::NixosShape { services: None, console: SerialConsole::UPSTREAM },
                 _ => Provider::Fixture { compression: artifacts.compression() },

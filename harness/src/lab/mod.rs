@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::artifacts::Cache;
-use crate::vm::{Cable, Disk, Keeper, Nic, NicModel, Rom, Vm, VmBuilder, VmError};
+use crate::vm::{Cable, Disk, Keeper, Nic, NicModel, Rom, UnpluggedNic, Vm, VmBuilder, VmError};
 
 /// One test's lab: a directory that keeps every VM's serial log, console transcript, QEMU
 /// command line and output, and the run's report. Its path is printed when the test fails
@@ -155,7 +155,7 @@ impl Lab {
         for (path, format, bus, bootindex) in was.disks {
             builder = builder.disk_on(bus, Disk::Image { path, format }, bootindex);
         }
-        for (model, mac, rom, bootindex, slirp) in was.nics {
+        for UnpluggedNic { model, mac, rom, bootindex, slirp } in was.nics {
             let cable = match slirp {
                 Some((tftp_root, bootfile)) => Cable::Slirp { tftp_root, bootfile },
                 None => Cable::Switch(self.network().plug(mac).map_err(|source| VmError::Io { what: "cannot plug the NIC in again".into(), source })?),

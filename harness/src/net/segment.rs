@@ -127,10 +127,13 @@ impl Counters {
 /// Every port's output queue, by port.
 type Ports = Arc<Mutex<Vec<Sender<Vec<u8>>>>>;
 
+/// A change to the faults, made by the switch task; it returns what goes to the event log.
+type FaultChange = Box<dyn FnOnce(&mut Faults) -> Vec<SegmentEvent> + Send>;
+
 /// Commands to the switch task.
 enum Control {
     Pin([u8; 6], PortId),
-    Faults(Box<dyn FnOnce(&mut Faults) -> Vec<SegmentEvent> + Send>),
+    Faults(FaultChange),
 }
 
 /// One L2 segment. Dropping it stops its tasks (the VMs then see a dead link).

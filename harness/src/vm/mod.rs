@@ -191,9 +191,19 @@ pub struct Relaunch {
     pub console_unit: u8,
     /// The disk files as they are now, their buses and boot indexes.
     pub disks: Vec<(PathBuf, DiskFormat, DiskBus, Option<u32>)>,
-    /// Each NIC's model, MAC, ROM and boot index, and its slirp network (`None`: a lab switch port).
-    pub nics: Vec<(NicModel, [u8; 6], Rom, Option<u32>, Option<(PathBuf, String)>)>,
+    pub nics: Vec<UnpluggedNic>,
     pub services: Option<FailureWatch>,
+}
+
+/// A stopped VM's NIC, its cable unplugged.
+#[derive(Debug, Clone)]
+pub struct UnpluggedNic {
+    pub model: NicModel,
+    pub mac: [u8; 6],
+    pub rom: Rom,
+    pub bootindex: Option<u32>,
+    /// Its slirp network's TFTP root and boot file; `None`: a lab switch port.
+    pub slirp: Option<(PathBuf, String)>,
 }
 
 impl VmBuilder {
@@ -360,7 +370,7 @@ impl VmBuilder {
                 Cable::Slirp { tftp_root, bootfile } => Some((tftp_root.clone(), bootfile.clone())),
                 Cable::Switch(_) => None,
             };
-            relaunch.nics.push((nic.model, nic.mac, nic.rom.clone(), nic.bootindex, slirp));
+            relaunch.nics.push(UnpluggedNic { model: nic.model, mac: nic.mac, rom: nic.rom.clone(), bootindex: nic.bootindex, slirp });
             let backend = match nic.cable {
                 Cable::Switch(fd) => {
                     let backend = NetBackend::Switch { fd: std::os::fd::AsRawFd::as_raw_fd(&fd) };

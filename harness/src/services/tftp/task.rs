@@ -184,7 +184,7 @@ async fn transfer(
             return (failed(client, file, message, millis), Some(socket));
         }
     };
-    let size = super::BlockSource::len(&source);
+    let size = super::BlockSource::size(&source);
     let mut transfer = Transfer::new(size, options, config.limits);
     let step = transfer.begin(started.elapsed(), &source);
     let outcome = run(&socket, peer, &mut transfer, &source, step, started).await;

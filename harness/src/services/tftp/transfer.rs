@@ -6,13 +6,14 @@ use super::wire::{code, Packet};
 
 /// Where a transfer's bytes come from.
 pub trait BlockSource {
-    fn len(&self) -> u64;
+    /// The size in bytes.
+    fn size(&self) -> u64;
     /// Fill `buf` from `offset`; a short count only at the end of the data.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
 }
 
 impl BlockSource for std::fs::File {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.metadata().map(|m| m.len()).unwrap_or(0)
     }
 
@@ -29,7 +30,7 @@ impl BlockSource for std::fs::File {
 }
 
 impl BlockSource for Vec<u8> {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.as_slice().len() as u64
     }
 
@@ -440,7 +441,7 @@ mod test {
     fn block_numbers_roll_over() {
         struct Zeros(u64);
         impl BlockSource for Zeros {
-            fn len(&self) -> u64 {
+            fn size(&self) -> u64 {
                 self.0
             }
             fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
