@@ -12,14 +12,16 @@ use futures::{Sink, Stream};
 use smoltcp::iface::Config;
 use smoltcp::phy::{DeviceCapabilities, Medium};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{channel, Receiver};
 use tokio_smoltcp::device::AsyncDevice;
 use tokio_smoltcp::{BufferSize, Net, NetConfig};
 
+use super::segment::DropReason;
 use super::{PortSender, Segment};
 use crate::supervise::Supervisor;
 
-/// Frames waiting for the IP stack; more are dropped (as a NIC's full ring would).
+/// Frames waiting for the IP stack; more are dropped (as a NIC's full ring would) and counted.
 const STACK_QUEUE: usize = 4096;
 
 /// Looks at each frame sent to the host; `Some(replies)` consumes it.
@@ -55,8 +57,9 @@ impl IpHost {
                         }
                     }
                     None => match to_stack.try_send(frame) {
-                        Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
-                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => replies.count_drop(DropReason::StackFull),
+                        Err(TrySendError::Closed(_)) => {
                             return Err(std::io::Error::other("the IP stack stopped"));
                         }
                     },

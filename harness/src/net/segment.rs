@@ -37,8 +37,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "what")]
 pub enum SegmentEvent {
-    /// Frames dropped on `port` since the lab started (`reason`: a full queue, a spoofed
-    /// source, a full capture queue).
+    /// Frames dropped on `port` since the lab started, and why ([`DropReason`]).
     Dropped { port: PortId, reason: DropReason, total: u64 },
     /// A fault injected on `port`.
     Fault { port: PortId, direction: Direction, len: usize, #[serde(flatten)] injected: Injected },
@@ -57,6 +56,8 @@ pub enum DropReason {
     IngressFull,
     /// The frame's source address belongs to another port (the harness host's).
     Spoofed,
+    /// The harness host's IP stack was behind: its input queue was full.
+    StackFull,
 }
 
 /// A frame sender for one port: what it sends enters the switch from that port.
@@ -88,6 +89,11 @@ impl PortSender {
 
     pub fn port(&self) -> PortId {
         self.port
+    }
+
+    /// Count a frame this port's owner dropped itself, to be reported with the segment's own.
+    pub fn count_drop(&self, reason: DropReason) {
+        self.counters.count(self.port, reason);
     }
 }
 
