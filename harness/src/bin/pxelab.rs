@@ -710,13 +710,11 @@ async fn serve(options: InstallOptions, clients: u8, spinner: &indicatif::Progre
         let events = network.events();
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => match stream.into_std().and_then(|stream| network.plug_stream(stream)) {
-                    Ok(port) => {
-                        ports += 1;
-                        println!("[{:9.3}] switch  a client connected on port {port} ({ports} so far)", network.elapsed().as_secs_f64());
-                    }
-                    Err(e) => eprintln!("pxelab: serve: plugging in a client: {e}"),
-                },
+                Ok((stream, _)) => {
+                    ports += 1;
+                    let port = network.plug_stream(stream);
+                    println!("[{:9.3}] switch  a client connected on port {port} ({ports} so far)", network.elapsed().as_secs_f64());
+                }
                 Err(e) => eprintln!("pxelab: serve: accept: {e}"),
             },
             () = events.wait_past(shown) => {

@@ -271,7 +271,7 @@ impl Network {
 
     /// Plug a connected stream socket (a QEMU started by hand with `-netdev stream`) into a
     /// port of its own.
-    pub fn plug_stream(&self, stream: std::os::unix::net::UnixStream) -> std::io::Result<PortId> {
+    pub fn plug_stream(&self, stream: tokio::net::UnixStream) -> PortId {
         self.segment.attach_stream(stream)
     }
 

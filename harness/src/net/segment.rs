@@ -7,15 +7,12 @@
 //! and counted ([`SegmentEvent`]).
 
 use std::collections::BinaryHeap;
-use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{self, error::TrySendError, Receiver, Sender};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -196,27 +193,22 @@ impl Segment {
     /// Add a port for a VM NIC: returns the port and QEMU's end of a connected stream socket
     /// (`-netdev stream,addr.type=fd`).
     pub fn attach_vm(&self) -> std::io::Result<(PortId, OwnedFd)> {
-        let (ours, theirs) = UnixStream::pair()?;
-        let port = self.attach_stream(ours)?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        let port = self.attach_stream(tokio::net::UnixStream::from_std(ours)?);
         Ok((port, theirs.into()))
     }
 
     /// Plug a connected stream socket (QEMU's `-netdev stream` framing) into a new port.
-    ///
-    /// The socket is watched for input only: a writer waits for room (on a duplicate of the
-    /// descriptor) only when a write would block. Watching for both would wake the runtime
-    /// each time QEMU reads a frame and frees room, once a block in a lockstep transfer.
-    pub fn attach_stream(&self, stream: UnixStream) -> std::io::Result<PortId> {
-        stream.set_nonblocking(true)?;
-        let writer = stream.try_clone()?;
-        let reader = watch(stream, Interest::READABLE)?;
+    pub fn attach_stream(&self, stream: tokio::net::UnixStream) -> PortId {
+        let (mut reader, mut writer) = stream.into_split();
         let (sender, mut frames) = self.attach();
         let port = sender.port();
         let reading = tokio::spawn(async move {
             let mut decoder = Decoder::default();
             let mut buf = vec![0u8; 64 * 1024];
             loop {
-                let n = match reader.async_io(Interest::READABLE, |mut stream| stream.read(&mut buf)).await {
+                let n = match reader.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
@@ -234,41 +226,14 @@ impl Segment {
         });
         let writing = tokio::spawn(async move {
             while let Some(frame) = frames.recv().await {
-                if write_all(&writer, &framing::encode(&frame)).await.is_err() {
+                if writer.write_all(&framing::encode(&frame)).await.is_err() {
                     return;
                 }
             }
         });
         self.tasks.lock().expect("tasks lock").extend([reading, writing]);
-        Ok(port)
+        port
     }
-}
-
-/// Register `stream` with the runtime for `interest` only.
-fn watch(stream: UnixStream, interest: Interest) -> std::io::Result<AsyncFd<UnixStream>> {
-    // SAFETY: the AsyncFd owns the stream, so its descriptor stays open and the same for as
-    // long as the registration lives.
-    unsafe { AsyncFd::register_with_interest(stream, interest) }.map_err(std::io::Error::from)
-}
-
-/// Write `bytes` to a non-blocking socket the runtime does not watch; once a write would
-/// block, wait for room on a duplicate registered for writability, for this call only.
-async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    let mut room: Option<AsyncFd<UnixStream>> = None;
-    while !bytes.is_empty() {
-        let written = match &room {
-            None => (&*stream).write(bytes),
-            Some(room) => room.async_io(Interest::WRITABLE, |mut stream| stream.write(bytes)).await,
-        };
-        match written {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => room = Some(watch(stream.try_clone()?, Interest::WRITABLE)?),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 impl Drop for Segment {
@@ -397,8 +362,6 @@ async fn sleep_until(due: Option<Instant>) {
 
 #[cfg(test)]
 mod test {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     use super::*;
 
     fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
