@@ -57,8 +57,8 @@ pub fn tftp_wire(data: &[u8]) {
 }
 
 /// The read-transfer state machine driven by a scripted client: DATA stays within the file,
-/// with the file's bytes, nothing is sent after the end, and Done comes only after the last
-/// block's ACK.
+/// with the file's bytes, and within the window (the client's, or the blocks sent ahead),
+/// nothing is sent after the end, and Done comes only after the last block's ACK.
 pub fn tftp_transfer(data: &[u8]) {
     let Some((head, script)) = data.split_first_chunk::<4>() else { return };
     let size = u64::from(u16::from_be_bytes([head[0], head[1]])) * 8 + u64::from(head[2] & 7);
@@ -68,7 +68,12 @@ pub fn tftp_transfer(data: &[u8]) {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let file: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
-    let mut transfer = Transfer::new(size, &options, TransferLimits::default());
+    let limits = TransferLimits::default();
+    let mut transfer = Transfer::new(size, &options, limits);
+    let in_flight = match options.iter().find(|(k, _)| k == "windowsize") {
+        Some((_, v)) => v.parse::<u64>().expect("a number").min(limits.max_windowsize.into()),
+        None => limits.send_ahead.into(),
+    };
     let mut blksize = 512u64;
     if let Some((_, v)) = options.iter().find(|(k, _)| k == "blksize") {
         blksize = v.parse::<u64>().expect("a number").clamp(8, u64::from(crate::services::tftp::MTU_BLKSIZE));
@@ -77,6 +82,7 @@ pub fn tftp_transfer(data: &[u8]) {
     let mut now = Duration::ZERO;
     let mut step = transfer.begin(now, &file).expect("reads from memory");
     let mut last_acked = 0u64; // widened, as the server tracks it
+    let mut highest = 0u64; // the highest block sent
     for event in script.chunks(3) {
         now += Duration::from_millis(10);
         match step {
@@ -91,6 +97,8 @@ pub fn tftp_transfer(data: &[u8]) {
                     if let Packet::Data { block, data } = packet {
                         let full = widen(last_acked, *block);
                         assert!(full >= 1 && full <= total, "block {full} of {total}");
+                        assert!(full <= last_acked + in_flight, "block {full} with {last_acked} acknowledged, {in_flight} in flight");
+                        highest = highest.max(full);
                         let offset = ((full - 1) * blksize) as usize;
                         assert_eq!(data[..], file[offset..(offset + blksize as usize).min(file.len())], "bytes of block {full}");
                     }
@@ -105,8 +113,8 @@ pub fn tftp_transfer(data: &[u8]) {
             _ => {
                 let result = transfer.on_packet(now, &Packet::Ack { block }, &file);
                 let full = widen(last_acked, block);
-                if matches!(result, Ok(Step::Send(_)) | Ok(Step::Finish { outcome: TransferOutcome::Done { .. }, .. })) && full > last_acked {
-                    last_acked = full;
+                if full > last_acked && full <= highest {
+                    last_acked = full; // the server takes an ACK for any block it sent
                 }
                 result
             }

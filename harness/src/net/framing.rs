@@ -7,9 +7,14 @@ pub const MAX_FRAME: usize = 65_536;
 /// Prefix `frame` with its length.
 pub fn encode(frame: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + frame.len());
+    encode_into(&mut out, frame);
+    out
+}
+
+/// Append `frame`, prefixed with its length, to `out`.
+pub fn encode_into(out: &mut Vec<u8>, frame: &[u8]) {
     out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
     out.extend_from_slice(frame);
-    out
 }
 
 /// The stream is not QEMU framing.

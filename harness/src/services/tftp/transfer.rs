@@ -1,4 +1,10 @@
 //! One read transfer: option negotiation, windows of DATA, ACKs, retransmission, rollover.
+//!
+//! A client that asks for no `windowsize` (GRUB) still gets several blocks in flight
+//! ([`TransferLimits::send_ahead`]): the lab's network delivers in order, so a client that takes
+//! only the block it expects next and ACKs it (RFC 1350) sees the same packets it would see in
+//! lockstep, each sooner. One round trip through QEMU's netdev and the harness then overlaps
+//! the guest's work on the blocks before it, instead of adding to each block.
 
 use std::time::Duration;
 
@@ -56,6 +62,10 @@ pub struct TransferLimits {
     /// Largest block granted (RFC 2348 lets the server answer less than asked).
     pub max_blksize: u16,
     pub max_windowsize: u16,
+    /// Blocks in flight for a client that asked for no `windowsize`; 1 is lockstep. Each
+    /// retransmission halves it for the rest of the transfer, so a client that drops what it
+    /// cannot take at once, or a lossy link, falls back towards lockstep.
+    pub send_ahead: u16,
     /// Retransmission timeout when the client does not ask for one.
     pub default_timeout: Duration,
     /// Retransmissions of the same window before giving up.
@@ -69,6 +79,7 @@ impl Default for TransferLimits {
         TransferLimits {
             max_blksize: MTU_BLKSIZE,
             max_windowsize: 64,
+            send_ahead: 64,
             default_timeout: Duration::from_secs(1),
             max_retries: 12,
             max_transfers: 64,
@@ -101,20 +112,36 @@ pub enum Step {
     Finish { outcome: TransferOutcome, send: Option<Packet> },
 }
 
+/// How DATA follows the client's ACKs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pacing {
+    /// The client asked for this `windowsize` (RFC 7440): it ACKs a window's last block, or
+    /// the last one before a gap, and the next window starts after the block it names.
+    Window(u64),
+    /// The client ACKs each block: up to this many are kept in flight, each ACK sending what
+    /// it makes room for.
+    Ahead(u64),
+}
+
 /// The state of one read transfer.
 #[derive(Debug)]
 pub struct Transfer {
     size: u64,
     blksize: u64,
-    windowsize: u64,
+    pacing: Pacing,
     rto: Rto,
     max_retries: u32,
     /// The OACK, until the client acknowledges it with ACK 0.
     oack: Option<Packet>,
     /// Blocks acknowledged (block numbers count from 1, without wrapping).
     acked: u64,
-    /// Highest block sent.
+    /// Highest block sent since the last retransmission started over from `acked`.
     sent: u64,
+    /// Highest block ever sent: an ACK up to it is the client's.
+    highest: u64,
+    /// A block sent once, and when: its ACK measures the round trip (Karn's rule: a
+    /// retransmitted block is never timed).
+    timed: Option<(u64, Duration)>,
     retries: u32,
     last_send: Duration,
 }
@@ -152,7 +179,8 @@ impl Transfer {
     /// Negotiate `options` (from the RRQ) for a file of `size` bytes.
     pub fn new(size: u64, options: &[(String, String)], limits: TransferLimits) -> Self {
         let mut accepted = Vec::new();
-        let (mut blksize, mut windowsize) = (512u64, 1u64);
+        let mut blksize = 512u64;
+        let mut pacing = Pacing::Ahead(limits.send_ahead.max(1).into());
         let mut rto = Rto { current: limits.default_timeout, ceiling: limits.default_timeout, fixed: false, smoothed: None };
         for (name, value) in options {
             let Ok(n) = value.parse::<u64>() else { continue };
@@ -162,7 +190,8 @@ impl Transfer {
                     accepted.push((name.clone(), blksize.to_string()));
                 }
                 "windowsize" if n >= 1 => {
-                    windowsize = n.min(limits.max_windowsize.into());
+                    let windowsize = n.min(limits.max_windowsize.into());
+                    pacing = Pacing::Window(windowsize);
                     accepted.push((name.clone(), windowsize.to_string()));
                 }
                 "timeout" if (1..=255).contains(&n) => {
@@ -176,12 +205,14 @@ impl Transfer {
         Transfer {
             size,
             blksize,
-            windowsize,
+            pacing,
             rto,
             max_retries: limits.max_retries,
             oack: (!accepted.is_empty()).then_some(Packet::Oack { options: accepted }),
             acked: 0,
             sent: 0,
+            highest: 0,
+            timed: None,
             retries: 0,
             last_send: Duration::ZERO,
         }
@@ -208,7 +239,10 @@ impl Transfer {
         self.last_send = now;
         match &self.oack {
             Some(oack) => Ok(Step::Send(vec![oack.clone()])),
-            None => self.window(src),
+            None => {
+                self.sent = self.acked;
+                self.send_up_to(now, self.acked + self.in_flight(), src)
+            }
         }
     }
 
@@ -228,24 +262,37 @@ impl Transfer {
                 self.oack = None;
                 self.last_send = now;
                 self.retries = 0;
-                self.window(src)
+                self.send_up_to(now, self.in_flight(), src)
             }
             Packet::Ack { block } => {
                 // Widen the 16-bit block number to the one nearest above what was acked.
                 let full = self.acked + u64::from(block.wrapping_sub(self.acked as u16));
-                if full <= self.acked || full > self.sent {
+                if full <= self.acked || full > self.highest {
                     return Ok(Step::Wait); // duplicate or stale: never answer (Sorcerer's Apprentice)
                 }
                 self.acked = full;
-                if self.retries == 0 {
-                    self.rto.sample(now.saturating_sub(self.last_send));
+                if let Some((_, sent_at)) = self.timed.filter(|(timed, _)| full >= *timed) {
+                    self.rto.sample(now.saturating_sub(sent_at));
+                    self.timed = None;
                 }
                 self.retries = 0;
                 if full == self.total_blocks() {
                     return Ok(Step::Finish { outcome: TransferOutcome::Done { bytes: self.size }, send: None });
                 }
                 self.last_send = now;
-                self.window(src)
+                self.sent = match self.pacing {
+                    Pacing::Window(_) => full, // the next window starts after the block the client names
+                    Pacing::Ahead(_) => self.sent.max(full),
+                };
+                let last = full + self.in_flight();
+                if let Pacing::Ahead(n) = self.pacing {
+                    // Refilled by halves: the blocks then leave together (one wake-up of
+                    // QEMU's main loop for several), and the client still has half a window.
+                    if last < self.total_blocks() && last.saturating_sub(self.sent) < n.div_ceil(2) {
+                        return Ok(Step::Wait);
+                    }
+                }
+                self.send_up_to(now, last, src)
             }
             _ => Ok(Step::Wait),
         }
@@ -254,6 +301,12 @@ impl Transfer {
     /// The deadline passed: resend what is unacknowledged, or give up.
     pub fn on_timeout(&mut self, now: Duration, src: &dyn BlockSource) -> std::io::Result<Step> {
         self.retries += 1;
+        self.timed = None;
+        if let Pacing::Ahead(n) = &mut self.pacing {
+            if self.oack.is_none() {
+                *n = (*n / 2).max(1);
+            }
+        }
         if self.retries > self.max_retries {
             let error = Packet::Error { code: code::NOT_DEFINED, message: "timed out".into() };
             let unacked_block = if self.oack.is_some() { 0 } else { self.acked + 1 }; // 0: the OACK
@@ -266,11 +319,24 @@ impl Transfer {
         self.begin(now, src)
     }
 
-    /// DATA for the blocks after the last acknowledged one, one window's worth.
-    fn window(&mut self, src: &dyn BlockSource) -> std::io::Result<Step> {
-        let last = (self.acked + self.windowsize).min(self.total_blocks());
+    /// Blocks the pacing lets be unacknowledged.
+    fn in_flight(&self) -> u64 {
+        match self.pacing {
+            Pacing::Window(n) | Pacing::Ahead(n) => n,
+        }
+    }
+
+    /// DATA for the blocks after the last one sent, up to `last` (or the file's end).
+    fn send_up_to(&mut self, now: Duration, last: u64, src: &dyn BlockSource) -> std::io::Result<Step> {
+        let last = last.min(self.total_blocks());
+        if last <= self.sent {
+            return Ok(Step::Wait);
+        }
+        if self.timed.is_none() && last > self.highest {
+            self.timed = Some((last, now));
+        }
         let mut packets = Vec::new();
-        for block in self.acked + 1..=last {
+        for block in self.sent + 1..=last {
             let offset = (block - 1) * self.blksize;
             let mut data = vec![0u8; self.size.saturating_sub(offset).min(self.blksize) as usize];
             let n = src.read_at(offset, &mut data)?;
@@ -278,6 +344,7 @@ impl Transfer {
             packets.push(Packet::Data { block: block as u16, data });
         }
         self.sent = last;
+        self.highest = self.highest.max(last);
         Ok(Step::Send(packets))
     }
 }
@@ -292,6 +359,118 @@ mod test {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    /// One block in flight for a client that asks for no window.
+    fn lockstep() -> TransferLimits {
+        TransferLimits { send_ahead: 1, ..TransferLimits::default() }
+    }
+
+    /// Sixteen blocks in flight for a client that asks for no window.
+    fn ahead() -> TransferLimits {
+        TransferLimits { send_ahead: 16, ..TransferLimits::default() }
+    }
+
+    /// How a client that asks for no window takes DATA.
+    #[derive(Clone, Copy)]
+    enum Client {
+        /// GRUB: keeps blocks ahead of the expected one and takes one block an arrival.
+        Grub,
+        /// RFC 1350 to the letter: takes only the expected block; ACKs the last one it took
+        /// again on anything else.
+        Strict,
+    }
+
+    /// What a client made of a transfer over an in-order link that drops the DATA packets
+    /// `lost` picks (by their count from 0): the bytes it took, the DATA packets sent, and
+    /// the size of each window the server sent on a timeout.
+    #[allow(clippy::ptr_arg)] // a Vec is what serves blocks in these tests
+    fn over_link(file: &Vec<u8>, client: Client, lost: impl Fn(usize) -> bool) -> (Vec<u8>, usize, Vec<usize>) {
+        let mut t = Transfer::new(file.len() as u64, &[], ahead());
+        let (mut now, mut count, mut resends) = (ms(0), 0, Vec::new());
+        let (mut took, mut next, mut kept) = (Vec::new(), 1u16, std::collections::BTreeMap::new());
+        let mut wire = std::collections::VecDeque::new();
+        let mut step = t.begin(now, file).unwrap();
+        loop {
+            match step {
+                Step::Send(packets) => wire.extend(packets),
+                Step::Wait => {}
+                Step::Finish { outcome, .. } => {
+                    assert_eq!(outcome, TransferOutcome::Done { bytes: file.len() as u64 });
+                    return (took, count, resends);
+                }
+            }
+            now += ms(1);
+            let Some(packet) = wire.pop_front() else {
+                step = t.on_timeout(t.deadline(), file).unwrap();
+                if let Step::Send(p) = &step {
+                    resends.push(p.len());
+                }
+                continue;
+            };
+            let Packet::Data { block, data } = packet else { panic!("{packet:?}") };
+            count += 1;
+            if lost(count - 1) {
+                step = Step::Wait;
+                continue;
+            }
+            let ack = match client {
+                Client::Grub => {
+                    kept.insert(block, data);
+                    kept.retain(|b, _| *b >= next);
+                    kept.remove(&next).map(|data| {
+                        took.extend(data);
+                        next += 1;
+                        next - 1
+                    })
+                }
+                Client::Strict if block == next => {
+                    took.extend(data);
+                    next += 1;
+                    Some(block)
+                }
+                Client::Strict => Some(next - 1),
+            };
+            step = match ack {
+                Some(block) => t.on_packet(now, &Packet::Ack { block }, file).unwrap(),
+                None => Step::Wait,
+            };
+        }
+    }
+
+    #[test]
+    fn a_client_without_a_window_gets_blocks_ahead_of_its_acks() {
+        let file = vec![5u8; 512 * 40];
+        let mut t = Transfer::new(file.len() as u64, &[], ahead());
+        let numbers = |step: Step| blocks(&step).iter().map(|b| b.0).collect::<Vec<_>>();
+        assert_eq!(numbers(t.begin(ms(0), &file).unwrap()), (1..=16).collect::<Vec<_>>());
+        assert_eq!(t.on_packet(ms(1), &Packet::Ack { block: 1 }, &file).unwrap(), Step::Wait, "room for one block: not yet");
+        assert_eq!(t.on_packet(ms(2), &Packet::Ack { block: 3 }, &file).unwrap(), Step::Wait);
+        assert_eq!(t.on_packet(ms(3), &Packet::Ack { block: 2 }, &file).unwrap(), Step::Wait, "an old ACK");
+        assert_eq!(t.on_packet(ms(4), &Packet::Ack { block: 20 }, &file).unwrap(), Step::Wait, "an ACK for a block never sent");
+        let refill = numbers(t.on_packet(ms(5), &Packet::Ack { block: 8 }, &file).unwrap());
+        assert_eq!(refill, (17..=24).collect::<Vec<_>>(), "half the blocks acknowledged: they go out together");
+        let resent = numbers(t.on_timeout(t.deadline(), &file).unwrap());
+        assert_eq!(resent, (9..=16).collect::<Vec<_>>(), "back to the first unacknowledged block, half as many");
+        let after = numbers(t.on_packet(t.deadline(), &Packet::Ack { block: 20 }, &file).unwrap());
+        assert_eq!(after, (21..=28).collect::<Vec<_>>(), "an ACK for a block sent before the timeout");
+    }
+
+    /// Over the lab's in-order link every client gets the file whole, with loss too; a lost
+    /// block brings back lockstep by halves.
+    #[test]
+    fn clients_that_ack_each_block_get_the_file_whole_with_blocks_sent_ahead() {
+        let file: Vec<u8> = (0..512 * 300 + 77).map(|i| (i * 7 % 253) as u8).collect();
+        for client in [Client::Grub, Client::Strict] {
+            let (took, count, resends) = over_link(&file, client, |_| false);
+            assert!(took == file && count == 301 && resends.is_empty(), "no loss: each block once, no retransmission");
+            let (took, count, resends) = over_link(&file, client, |n| n == 40 || n == 150 || n == 151);
+            assert!(took == file, "the bytes, in order");
+            assert!(resends.len() >= 2 && resends.windows(2).all(|w| w[1] <= w[0].max(1)), "windows after timeouts: {resends:?}");
+            assert!(resends[0] == 8 && count < 301 + 16 + 8 + 4 + 2, "{count} packets, resends {resends:?}");
+        }
+        let (took, _, resends) = over_link(&file, Client::Grub, |n| n % 3 == 0 && n < 60);
+        assert!(took == file && resends.last() == Some(&1), "a lossy start ends in lockstep: {resends:?}");
     }
 
     fn blocks(step: &Step) -> Vec<(u16, usize)> {
@@ -327,7 +506,7 @@ mod test {
     #[test]
     fn blksize_is_granted_up_to_what_fits_the_mtu() {
         let file = vec![0u8; 20_000];
-        let mut t = Transfer::new(20_000, &opts(&[("blksize", "8192")]), TransferLimits::default());
+        let mut t = Transfer::new(20_000, &opts(&[("blksize", "8192")]), lockstep());
         assert_eq!(t.begin(ms(0), &file).unwrap(), Step::Send(vec![Packet::Oack { options: opts(&[("blksize", "1468")]) }]));
         assert_eq!(blocks(&t.on_packet(ms(1), &Packet::Ack { block: 0 }, &file).unwrap()), [(1, 1468)]);
     }
@@ -337,7 +516,7 @@ mod test {
     #[test]
     fn the_retransmission_timeout_follows_the_round_trip() {
         let file = vec![0u8; 512 * 200];
-        let mut t = Transfer::new(file.len() as u64, &[], TransferLimits::default());
+        let mut t = Transfer::new(file.len() as u64, &[], lockstep());
         t.begin(ms(0), &file).unwrap();
         assert_eq!(t.deadline(), ms(1000), "before any ACK: the default");
         let mut now = 0;
@@ -358,7 +537,7 @@ mod test {
             at = t.deadline();
         }
         assert!(at >= ms(now + 30_000), "gives up only after {at:?}: a 10 s link-down is outlasted");
-        let mut fixed = Transfer::new(100, &opts(&[("timeout", "2")]), TransferLimits::default());
+        let mut fixed = Transfer::new(100, &opts(&[("timeout", "2")]), lockstep());
         fixed.begin(ms(0), &file).unwrap();
         fixed.on_packet(ms(5), &Packet::Ack { block: 0 }, &file).unwrap();
         assert_eq!(fixed.deadline(), ms(2005), "the client's timeout option is kept");
@@ -389,7 +568,7 @@ mod test {
     #[test]
     fn no_options_means_no_oack_and_an_empty_final_block() {
         let file = vec![1u8; 1024];
-        let mut t = Transfer::new(1024, &opts(&[("unknown", "1")]), TransferLimits::default());
+        let mut t = Transfer::new(1024, &opts(&[("unknown", "1")]), lockstep());
         assert_eq!(blocks(&t.begin(ms(0), &file).unwrap()), [(1, 512)]);
         assert_eq!(blocks(&t.on_packet(ms(1), &Packet::Ack { block: 1 }, &file).unwrap()), [(2, 512)]);
         assert_eq!(blocks(&t.on_packet(ms(2), &Packet::Ack { block: 2 }, &file).unwrap()), [(3, 0)]);
@@ -451,7 +630,7 @@ mod test {
             }
         }
         let src = Zeros(33 * 1024 * 1024);
-        let mut t = Transfer::new(src.0, &[], TransferLimits::default());
+        let mut t = Transfer::new(src.0, &[], lockstep());
         let mut step = t.begin(ms(0), &src).unwrap();
         let mut seen = Vec::new();
         let mut count = 0u64;
