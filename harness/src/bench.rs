@@ -23,7 +23,10 @@ const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xbe, 0x4c, 0x01];
 #[derive(Debug, Clone)]
 pub struct TftpBench {
     pub file_bytes: u64,
-    /// GRUB's `linux`: blksize 1024, lockstep.
+    /// GRUB's `linux`: blksize 1024 and no windowsize, each block ACKed; pxelab keeps
+    /// blocks ahead of its ACKs ([`TransferLimits::send_ahead`]), slirp sends lockstep.
+    ///
+    /// [`TransferLimits::send_ahead`]: crate::services::tftp::TransferLimits::send_ahead
     pub ours: Vec<Duration>,
     pub slirp: Vec<Duration>,
     /// OVMF's own download of the same file as its NBP: pxelab grants its windowsize 4 with
@@ -44,7 +47,7 @@ impl TftpBench {
         let ratio = |slirp: &[Duration], ours: &[Duration]| median(slirp).as_secs_f64() / median(ours).as_secs_f64();
         format!(
             "file: nixos/bzImage, {} bytes\n\
-             loaded by GRUB's `linux` (blksize 1024, lockstep)\n{}\n{}\nratio: {:.2}\n\
+             loaded by GRUB's `linux` (blksize 1024, an ACK a block; pxelab sends blocks ahead, slirp lockstep)\n{}\n{}\nratio: {:.2}\n\
              loaded by OVMF as its NBP (blksize 1468; windowsize 4 from pxelab, lockstep from slirp)\n{}\n{}\nratio: {:.2}",
             self.file_bytes,
             line("pxelab TFTP", &self.ours),

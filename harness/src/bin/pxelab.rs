@@ -286,7 +286,7 @@ enum CacheCommand {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// The 8 MB kernel from pxelab's TFTP server and from QEMU's slirp TFTP: loaded by GRUB (lockstep), and by OVMF as its NBP (windowed)
+    /// The 8 MB kernel from pxelab's TFTP server and from QEMU's slirp TFTP: loaded by GRUB (an ACK a block), and by OVMF as its NBP (windowed)
     Tftp {
         /// Runs of each server (alternating); the median is reported.
         #[arg(long, default_value_t = 3)]

@@ -104,6 +104,22 @@ impl NicModel {
         }
     }
 
+    /// Properties the lab sets on the device, each after a comma.
+    ///
+    /// A virtio-net NIC offers no link status (`status=off`): a lab's links go down in its
+    /// switch, never in QEMU, so the device would only ever say "up", and OVMF's network driver
+    /// reads that from the device's configuration at each status poll, which GRUB makes while
+    /// waiting on every packet it sends. Each such read takes QEMU's global lock, which the
+    /// thread serving the lab's socket holds as DATA arrives: with it on, the vCPU slept on that
+    /// lock about once per TFTP block of GRUB's (8344 times for 8054 blocks, against 795
+    /// without), and the transfer took 0.82 s against 0.57 s (one run each).
+    pub fn properties(self) -> &'static str {
+        match self {
+            NicModel::VirtioNet => ",status=off",
+            NicModel::E1000 | NicModel::E1000e => "",
+        }
+    }
+
     /// QEMU's device name.
     pub fn device(self) -> &'static str {
         match self {
@@ -218,7 +234,7 @@ impl VmSpec {
                     format!("user,id=net{i},restrict=on,tftp={},bootfile={bootfile}", tftp_root.display()),
                 ),
             }
-            let mut device = format!("{},netdev=net{i},mac={}", nic.model.device(), mac_string(&nic.mac));
+            let mut device = format!("{}{},netdev=net{i},mac={}", nic.model.device(), nic.model.properties(), mac_string(&nic.mac));
             match &nic.rom {
                 Rom::Ipxe => {}
                 Rom::OvmfNative => device += ",romfile=",

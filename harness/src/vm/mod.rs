@@ -239,7 +239,11 @@ impl VmBuilder {
                 _ => None,
             })
             .collect();
-        let nics: Vec<String> = self.nics.iter().map(|n| format!("{:?} {} {:?} {:?}", n.model, mac_string(&n.mac), n.rom, n.bootindex)).collect();
+        let nics: Vec<String> = self
+            .nics
+            .iter()
+            .map(|n| format!("{:?}{} {} {:?} {:?}", n.model, n.model.properties(), mac_string(&n.mac), n.rom, n.bootindex))
+            .collect();
         Some(format!("{accel:?} {} MiB {} CPUs console ttyS{} disks {:?} nics {nics:?}", self.memory_mib, self.cpus, self.console_unit, disks?))
     }
 
