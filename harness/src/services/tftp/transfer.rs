@@ -241,7 +241,7 @@ impl Transfer {
             Some(oack) => Ok(Step::Send(vec![oack.clone()])),
             None => {
                 self.sent = self.acked;
-                self.send_up_to(now, self.acked + self.in_flight(), src)
+                self.send_window(now, src)
             }
         }
     }
@@ -262,7 +262,7 @@ impl Transfer {
                 self.oack = None;
                 self.last_send = now;
                 self.retries = 0;
-                self.send_up_to(now, self.in_flight(), src)
+                self.send_window(now, src)
             }
             Packet::Ack { block } => {
                 // Widen the 16-bit block number to the one nearest above what was acked.
@@ -284,15 +284,15 @@ impl Transfer {
                     Pacing::Window(_) => full, // the next window starts after the block the client names
                     Pacing::Ahead(_) => self.sent.max(full),
                 };
-                let last = full + self.in_flight();
                 if let Pacing::Ahead(n) = self.pacing {
                     // Refilled by halves: the blocks then leave together (one wake-up of
                     // QEMU's main loop for several), and the client still has half a window.
-                    if last < self.total_blocks() && last.saturating_sub(self.sent) < n.div_ceil(2) {
+                    let end = self.window_end();
+                    if end < self.total_blocks() && end.saturating_sub(self.sent) < n.div_ceil(2) {
                         return Ok(Step::Wait);
                     }
                 }
-                self.send_up_to(now, last, src)
+                self.send_window(now, src)
             }
             _ => Ok(Step::Wait),
         }
@@ -319,16 +319,16 @@ impl Transfer {
         self.begin(now, src)
     }
 
-    /// Blocks the pacing lets be unacknowledged.
-    fn in_flight(&self) -> u64 {
-        match self.pacing {
-            Pacing::Window(n) | Pacing::Ahead(n) => n,
-        }
+    /// The last block the pacing lets be sent before more ACKs: as many past the acknowledged
+    /// ones as may be unacknowledged, within the file.
+    fn window_end(&self) -> u64 {
+        let (Pacing::Window(n) | Pacing::Ahead(n)) = self.pacing;
+        (self.acked + n).min(self.total_blocks())
     }
 
-    /// DATA for the blocks after the last one sent, up to `last` (or the file's end).
-    fn send_up_to(&mut self, now: Duration, last: u64, src: &dyn BlockSource) -> std::io::Result<Step> {
-        let last = last.min(self.total_blocks());
+    /// DATA for the blocks after the last one sent, up to the window's end.
+    fn send_window(&mut self, now: Duration, src: &dyn BlockSource) -> std::io::Result<Step> {
+        let last = self.window_end();
         if last <= self.sent {
             return Ok(Step::Wait);
         }
