@@ -4,9 +4,9 @@
 //! - [`console`]: expect-style serial console with a transcript and fail-fast patterns.
 //! - [`artifacts`]: the cache that builds fixtures once per set of inputs.
 //! - [`lab`]: what a test works in: its artifact directory and the VMs in it.
-//! - [`jobs`]: runnable scenarios behind `pxelab run`.
+//! - [`jobs`]: the scenario layer: the registry of runnable scenarios, the install stage by
+//!   stage, its options, `serve`, the matrix and the benchmarks.
 //! - [`diagnose`]: known causes of install failures, recognised in the console.
-//! - [`mod@bench`]: side-by-side benchmarks behind `pxelab bench`.
 //! - [`net`]: the virtual L2 segment and the harness's userspace IP host.
 //! - [`services`]: DHCP, TFTP and NFS (protocol logic apart from sockets).
 //! - [`fuzz`]: fuzz targets, each checking its invariants on arbitrary input.
@@ -14,12 +14,10 @@
 
 pub mod artifacts;
 pub mod fuzz;
-pub mod bench;
 pub mod console;
 pub mod diagnose;
 pub mod jobs;
 pub mod lab;
-pub mod matrix;
 pub mod net;
 pub mod vm;
 pub mod services;

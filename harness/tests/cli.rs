@@ -26,11 +26,31 @@ fn run_with_a_path_or_an_unknown_job_leaves_every_directory_alone() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name:?} ran");
-        assert!(stderr.contains("no job named"), "{name:?}: {stderr}");
+        assert!(stderr.contains("no scenario named"), "{name:?}: {stderr}");
     }
     assert_eq!(std::fs::read_to_string(victim.join("canary")).unwrap(), "keep");
     assert_eq!(std::fs::read_to_string(runs.join("canary")).unwrap(), "keep");
     assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 1, "no run directory was made");
+}
+
+/// `pxelab list` lists the registry's scenarios, each once, and `pxelab run` takes each name
+/// it lists; a scenario with artifacts of its own refuses given ones before anything runs.
+#[test]
+fn list_and_run_name_the_registrys_scenarios() {
+    let out = Command::new(pxelab_bin()).arg("list").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let listed: Vec<&str> = stdout.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    let registry: Vec<&str> = pxelab::jobs::SCENARIOS.iter().map(|s| s.name).collect();
+    assert_eq!(listed, registry, "{stdout}");
+    let runs = tempfile::tempdir().unwrap();
+    let out = Command::new(pxelab_bin())
+        .args(["run", "install-nixos-shape", "--artifacts", "/nonexistent"])
+        .env("PXELAB_RUNS_DIR", runs.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("stage 'select job' failed"), "{stderr}");
+    assert!(stderr.contains("install-nixos-shape builds its own artifacts"), "{stderr}");
 }
 
 /// Not on a terminal, `pxelab run` prints no colour codes and no progress, logs nothing below

@@ -11,16 +11,12 @@ use pxelab::jobs::{self, Hardware, InstallOptions, INSTALL_CLIENT};
 use pxelab::lab::Lab;
 use pxelab::services::dhcp::DhcpEventKind;
 use pxelab::services::ServiceEvent;
-use pxelab::vm::{DiskBus, NicModel, Vm};
+use pxelab::vm::{NicModel, Vm};
 use pxelab_fixtures::install::IMAGE_VERSION;
 use pxelab_fixtures::Compression;
 
 const SECTOR: u64 = 512;
 const MIB: u64 = 1024 * 1024;
-
-fn fact<'a>(report: &'a jobs::Report, what: &str) -> &'a str {
-    report.facts.iter().find(|(w, _)| *w == what).map(|(_, v)| v.as_str()).unwrap_or_default()
-}
 
 async fn sectors(vm: &Vm, file: &str) -> u64 {
     vm.succeed(&format!("cat /sys/block/vda/{file}")).await.unwrap().trim().parse().unwrap()
@@ -29,11 +25,12 @@ async fn sectors(vm: &Vm, file: &str) -> u64 {
 #[tokio::test]
 async fn pxe_install_then_boot_from_disk() {
     let mut lab = Lab::new("pxe_install_then_boot_from_disk").unwrap();
-    let (report, vm) = jobs::install_default(&mut lab).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let install = jobs::INSTALL_DEFAULT.install(&mut lab, InstallOptions::default(), None).await;
+    let (report, vm) = install.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     println!("{}", report.stages.table());
     let (_, _, hostname) = INSTALL_CLIENT;
 
-    assert_eq!(fact(&report, "DHCP requests after the reboot"), "0", "the disk booted, not the network");
+    assert_eq!(report.facts.dhcp_after_reboot, 0, "the disk booted, not the network");
     let entries = vm.var_store().boot_entries().unwrap();
     let first = entries.first().expect("a BootOrder");
     assert_eq!(first.description, "NixOS (pxelab fixture)");
@@ -150,7 +147,7 @@ async fn prebuilt_artifacts_from_a_directory_install() {
 
     let options = InstallOptions { provider: Provider::Dir(user), ..InstallOptions::default() };
     let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
-    assert_eq!(fact(&report, "DHCP requests after the reboot"), "0");
+    assert_eq!(report.facts.dhcp_after_reboot, 0);
     assert_eq!(vm.succeed("cat /etc/pxelab-version").await.unwrap(), IMAGE_VERSION);
 }
 
@@ -160,7 +157,7 @@ async fn e1000_client_installs() {
     let options = InstallOptions { hardware: Hardware { nic: Some(NicModel::E1000), ..Hardware::default() }, ..InstallOptions::default() };
     let mut lab = Lab::new("e1000_client_installs").unwrap();
     let (report, _vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
-    assert_eq!(fact(&report, "DHCP requests after the reboot"), "0");
+    assert_eq!(report.facts.dhcp_after_reboot, 0);
     let cmdline = std::fs::read_to_string(lab.dir().join("client/qemu.cmdline")).unwrap();
     assert!(cmdline.contains("-device e1000,netdev=net0"), "{cmdline}");
     // The firmware's DHCP came through iPXE (OVMF has no e1000 driver), Linux's through the
@@ -172,17 +169,14 @@ async fn e1000_client_installs() {
     assert!(classes.iter().any(|c| c.starts_with("PXEClient")) && classes.iter().any(|c| c.starts_with("udhcp")), "{classes:?}");
 }
 
-/// An NVMe disk: partitions are `nvme0n1p1`, `nvme0n1p2` (`partitionSeparator=p`).
+/// An NVMe disk (the `install-nvme` scenario): partitions are `nvme0n1p1`, `nvme0n1p2`
+/// (`partitionSeparator=p` in the client's per-MAC config).
 #[tokio::test]
 async fn nvme_install_with_partition_separator_p() {
-    let options = InstallOptions {
-        installer_files: vec![("config".into(), "rootDevice=/dev/nvme0n1\npartitionSeparator=p\n".into())],
-        hardware: Hardware { disk_bus: DiskBus::Nvme, ..Hardware::default() },
-        ..InstallOptions::default()
-    };
     let mut lab = Lab::new("nvme_install_with_partition_separator_p").unwrap();
-    let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
-    assert_eq!((fact(&report, "root file system"), fact(&report, "LABEL=nixos")), ("/dev/nvme0n1p2", "/dev/nvme0n1p2"));
-    assert!(fact(&report, "firmware booted").contains("NixOS (pxelab fixture)"), "{:?}", report.facts);
+    let install = jobs::INSTALL_NVME.install(&mut lab, InstallOptions::default(), None).await;
+    let (report, vm) = install.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!((report.facts.root_fs.as_str(), report.facts.label_nixos.as_str()), ("/dev/nvme0n1p2", "/dev/nvme0n1p2"));
+    assert!(report.facts.firmware_booted.contains("NixOS (pxelab fixture)"), "{:?}", report.facts);
     assert_eq!(vm.succeed("findfs LABEL=nixos; ls /sys/block").await.unwrap(), "/dev/nvme0n1p2\nnvme0n1");
 }

@@ -68,9 +68,9 @@ async fn upstream_shaped_kernel_configures_its_ip_and_mounts_its_nfs_root_itself
 #[tokio::test]
 async fn nixos_shape_installs_through_upstreams_path_to_a_systemd_login() {
     let mut lab = Lab::new("nixos_shape_installs_through_upstreams_path_to_a_systemd_login").unwrap();
-    let options = InstallOptions { provider: Provider::NixosShape { services: None, console: SerialConsole::UPSTREAM }, ..InstallOptions::default() };
-    let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
-    let fact = |what: &str| report.facts.iter().find(|(w, _)| *w == what).map(|(_, v)| v.clone()).unwrap_or_default();
+    let install = jobs::INSTALL_NIXOS_SHAPE.install(&mut lab, InstallOptions::default(), None).await;
+    let (report, vm) = install.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let facts = &report.facts;
     let (mac, ip, hostname) = INSTALL_CLIENT;
 
     // Upstream's path, in the console: the kernel's own DHCP and NFS root, the copy-on-write
@@ -94,16 +94,16 @@ async fn nixos_shape_installs_through_upstreams_path_to_a_systemd_login() {
 
     // The installed system: systemd with no failed unit, the root on LABEL=nixos, systemd-boot
     // first in BootOrder (read from the host), the lab's host name, the image's version.
-    assert_eq!(fact("system state"), "running", "{:?}", report.facts);
-    assert_eq!(fact("commands on"), "ttyS0 (console login)", "upstream's image has no backdoor");
-    assert_eq!((fact("root file system"), fact("LABEL=nixos")), ("/dev/vda2".into(), "/dev/vda2".into()));
+    assert_eq!(facts.system_state, "running", "{facts:?}");
+    assert_eq!(facts.commands_on, "ttyS0 (console login)", "upstream's image has no backdoor");
+    assert_eq!((facts.root_fs.as_str(), facts.label_nixos.as_str()), ("/dev/vda2", "/dev/vda2"));
     let entries = vm.var_store().boot_entries().unwrap();
     let first = entries.first().unwrap_or_else(|| panic!("no BootOrder: {entries:?}"));
     assert_eq!(first.description, "Linux Boot Manager", "{entries:?}");
     assert!(first.path.to_lowercase().ends_with(r"\efi\systemd\systemd-bootx64.efi"), "{entries:?}");
-    assert!(fact("firmware booted").contains("Linux Boot Manager"), "{:?}", report.facts);
-    assert_eq!((fact("hostname"), fact("image version")), (hostname.into(), VERSION.into()));
-    assert_eq!((fact("network boot requests after the reboot"), fact("DHCP requests after the reboot")), ("0".into(), "0".into()));
+    assert!(facts.firmware_booted.contains("Linux Boot Manager"), "{facts:?}");
+    assert_eq!((facts.hostname.as_str(), facts.image_version.as_str()), (hostname, VERSION));
+    assert_eq!((facts.network_boot_after_reboot, facts.dhcp_after_reboot), (0, 0));
     assert!(vm.succeed("cat /proc/cmdline").await.unwrap().contains("root=PARTUUID="));
     assert_eq!(vm.succeed("bootctl is-installed").await.unwrap(), "yes");
 }
@@ -136,9 +136,8 @@ async fn nixos_shape_installs_with_its_console_on_ttys1_at_57600() {
     let console = SerialConsole { unit: 1, speed: 57_600 };
     let options = InstallOptions { provider: Provider::NixosShape { services: None, console }, ..InstallOptions::default() };
     let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
-    let fact = |what: &str| report.facts.iter().find(|(w, _)| *w == what).map(|(_, v)| v.clone()).unwrap_or_default();
-    assert_eq!(fact("system state"), "running", "{:?}", report.facts);
-    assert_eq!(fact("commands on"), "ttyS1 (console login)");
+    assert_eq!(report.facts.system_state, "running", "{:?}", report.facts);
+    assert_eq!(report.facts.commands_on, "ttyS1 (console login)");
 
     // GRUB, the installer's kernel, the installer and the installed system's login all on
     // ttyS1; the firmware alone on ttyS0.

@@ -2,14 +2,10 @@
 //! each choosing its configuration by another key (one by IP, one by host name, while the
 //! generic config names a disk neither has), and each ending on its own disk.
 
-use pxelab::jobs::{self, Client, Hardware, InstallOptions, Report};
+use pxelab::jobs::{self, Client, Hardware, InstallOptions};
 use pxelab::lab::Lab;
 use pxelab::vm::DiskBus;
 use pxelab_scenarios::error_chain;
-
-fn fact<'a>(report: &'a Report, what: &str) -> &'a str {
-    report.facts.iter().find(|(w, _)| *w == what).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("no fact {what:?}: {report:?}"))
-}
 
 #[tokio::test]
 async fn two_clients_install_at_once_each_by_its_own_config() {
@@ -38,9 +34,9 @@ async fn two_clients_install_at_once_each_by_its_own_config() {
     }
     let expected = [("client-1", "nixos-pxe-1", "/dev/vda2", "config-192.0.2.10"), ("client-2", "nixos-pxe-2", "/dev/nvme0n1p2", "config-nixos-pxe-2")];
     for ((report, vm), (name, hostname, root, config)) in reports.iter().zip(expected) {
-        assert_eq!(fact(report, "hostname"), hostname, "{name}");
-        assert_eq!(fact(report, "root file system"), root, "{name}");
-        assert_eq!(fact(report, "DHCP requests after the reboot"), "0", "{name}");
+        assert_eq!(report.facts.hostname, hostname, "{name}");
+        assert_eq!(report.facts.root_fs, root, "{name}");
+        assert_eq!(report.facts.dhcp_after_reboot, 0, "{name}");
         let console = std::fs::read_to_string(lab.dir().join(name).join("console.log")).unwrap();
         assert!(console.contains(&format!("Trying /installer/{config}...loading")), "{name} read {config}");
         assert_eq!(vm.succeed("findfs LABEL=nixos").await.unwrap(), root, "{name}");

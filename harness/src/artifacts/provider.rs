@@ -64,7 +64,30 @@ pub enum ProviderError {
     System(#[from] SystemFileError),
 }
 
+impl Default for Provider {
+    /// The busybox fixture, its image gzipped.
+    fn default() -> Self {
+        Provider::Fixture { compression: Compression::default() }
+    }
+}
+
 impl Provider {
+    /// The `nixos-shape` flavour as upstream ships it: no service stack, the console on
+    /// ttyS0 at 115200.
+    pub fn nixos_shape() -> Self {
+        Provider::NixosShape { services: None, console: SerialConsole::UPSTREAM }
+    }
+
+    /// [`Provider::provide`] on a blocking thread, off the async runtime that carries the
+    /// VMs' network and consoles (a build takes minutes, hashing an image seconds).
+    pub async fn provide_async(&self, cache: &Cache) -> Result<ArtifactSet, ProviderError> {
+        let (provider, cache) = (self.clone(), cache.clone());
+        match tokio::task::spawn_blocking(move || provider.provide(&cache)).await {
+            Ok(result) => result,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     /// Produce the artifact set, building or unpacking into `cache` what is missing.
     pub fn provide(&self, cache: &Cache) -> Result<ArtifactSet, ProviderError> {
         match self {

@@ -39,6 +39,13 @@ pub struct RunLog {
     pub facts: Vec<(String, String)>,
 }
 
+impl StageError {
+    /// `stage` failed with `cause` before it started any work.
+    pub fn before(stage: impl AsRef<str>, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StageError { stage: stage.as_ref().to_owned(), elapsed: Duration::ZERO, source: cause.into() }
+    }
+}
+
 /// Times each stage of a run, in order.
 #[derive(Debug)]
 pub struct Stages {
@@ -73,10 +80,11 @@ impl Stages {
     }
 
     /// Run one stage; its error is wrapped with the stage's name.
-    pub async fn run<T, E>(&mut self, stage: &str, work: impl Future<Output = Result<T, E>>) -> Result<T, StageError>
+    pub async fn run<T, E>(&mut self, stage: impl AsRef<str>, work: impl Future<Output = Result<T, E>>) -> Result<T, StageError>
     where
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let stage = stage.as_ref();
         let name = format!("{}{stage}", self.prefix);
         tracing::info!(stage = %name, "stage started");
         let started = Instant::now();

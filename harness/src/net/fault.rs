@@ -21,18 +21,82 @@ pub enum Direction {
     Out,
 }
 
-/// How a port's traffic in one direction is impaired. Probabilities are fractions (0.05 is 5 %).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// How a port's traffic in one direction is impaired. Probabilities are fractions (0.05 is 5 %);
+/// on the command line (`pxelab run --loss 5`) they are percents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
 pub struct Impairment {
+    #[arg(long, value_name = "PERCENT", value_parser = percent, default_value = "0", help = "Frames lost, in percent")]
     pub loss: f64,
+    #[arg(long, value_parser = parse_duration, default_value = "0ms", help = "Delay of each frame (e.g. 50ms, 1s)")]
     pub delay: Duration,
     /// Each frame's delay is `delay` ± up to `jitter`, uniformly.
+    #[arg(long, value_parser = parse_duration, default_value = "0ms", help = "Each frame's delay varies by up to this much either way")]
     pub jitter: Duration,
+    #[arg(long, value_name = "PERCENT", value_parser = percent, default_value = "0", help = "Frames duplicated, in percent")]
     pub duplicate: f64,
     /// Chance that a frame is held back by an extra `delay + jitter + 1 ms`, behind later ones.
+    #[arg(long, value_name = "PERCENT", value_parser = percent, default_value = "0", help = "Frames held back behind later ones, in percent")]
     pub reorder: f64,
     /// Chance that one byte of the frame (past the Ethernet header) is flipped.
+    #[arg(long, value_name = "PERCENT", value_parser = percent, default_value = "0", help = "Frames with one byte flipped, in percent")]
     pub corrupt: f64,
+}
+
+/// Which way of a port's traffic an impairment applies to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ways {
+    /// From the VM into the switch.
+    In,
+    /// From the switch to the VM.
+    Out,
+    /// Both.
+    #[default]
+    Both,
+}
+
+impl Ways {
+    /// The directions these ways are.
+    pub fn directions(self) -> &'static [Direction] {
+        match self {
+            Ways::In => &[Direction::In],
+            Ways::Out => &[Direction::Out],
+            Ways::Both => &[Direction::In, Direction::Out],
+        }
+    }
+}
+
+/// A percentage (`5`, `0.5`) as a fraction.
+pub fn percent(text: &str) -> Result<f64, String> {
+    let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a percentage like 5 or 0.5"))?;
+    match (0.0..=100.0).contains(&value) {
+        true => Ok(value / 100.0),
+        false => Err(format!("{text:?} is not between 0 and 100")),
+    }
+}
+
+/// A fraction as the percentage [`percent`] reads.
+pub fn percent_text(fraction: f64) -> String {
+    ((fraction * 100.0 * 1e6).round() / 1e6).to_string()
+}
+
+/// `50ms`, `2s`, `1.5s`, or a number of milliseconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "ms"),
+    };
+    let value: f64 = number.trim().parse().map_err(|_| format!("{text:?} is not a duration like 50ms or 2s"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        other => return Err(format!("unknown unit {other:?} in {text:?}: use ms or s")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// A duration as [`parse_duration`] reads it, to the millisecond.
+pub fn duration_text(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
 }
 
 impl Impairment {

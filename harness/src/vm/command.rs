@@ -84,10 +84,11 @@ pub enum NetBackend {
 }
 
 /// A NIC model QEMU emulates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum NicModel {
     #[serde(rename = "virtio-net")]
+    #[value(name = "virtio-net")]
     VirtioNet,
     E1000,
     E1000e,
@@ -131,7 +132,7 @@ impl NicModel {
 }
 
 /// The controller a disk hangs off, which decides its name in the guest.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskBus {
     /// virtio-blk: `/dev/vda`.

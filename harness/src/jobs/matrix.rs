@@ -6,7 +6,7 @@
 //! ```toml
 //! baseline = "busybox"          # the set others are compared against (default: the first)
 //! parallel = 2                  # cells at once (default 2)
-//! scenarios = ["install"]       # install, install-nvme
+//! scenarios = ["install-default"]  # scenarios of `pxelab list` that take artifacts
 //!
 //! [[set]]
 //! name = "busybox"
@@ -20,10 +20,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use crate::artifacts::{Cache, Provider};
-use crate::jobs::{self, Hardware, InstallOptions};
+use crate::jobs::{self, InstallOptions, Scenario};
 use crate::lab::Lab;
-use crate::vm::DiskBus;
-use pxelab_fixtures::{Compression, SerialConsole};
+use pxelab_fixtures::Compression;
 
 /// A stage is a regression when it is this much slower than the baseline's, relatively…
 pub const SLOWER_BY: f64 = 0.20;
@@ -37,7 +36,7 @@ pub struct Matrix {
     pub baseline: Option<String>,
     #[serde(default = "two")]
     pub parallel: usize,
-    pub scenarios: Vec<Scenario>,
+    pub scenarios: Vec<CellScenario>,
     #[serde(rename = "set")]
     pub sets: Vec<ArtifactSetSpec>,
 }
@@ -46,37 +45,42 @@ fn two() -> usize {
     2
 }
 
-/// What a cell runs on its set's artifacts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scenario {
-    /// The install with the set's defaults.
-    Install,
-    /// The install onto an NVMe disk (`partitionSeparator=p`).
-    InstallNvme,
+/// What a cell runs on its set's artifacts: a scenario of the registry that installs the
+/// artifacts it is given ([`Scenario::takes_artifacts`]), named as `pxelab run` names it.
+#[derive(Debug, Clone, Copy)]
+pub struct CellScenario(pub &'static Scenario);
+
+impl PartialEq for CellScenario {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
 }
 
-impl Scenario {
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Install => "install",
-            Scenario::InstallNvme => "install-nvme",
-        }
-    }
+impl Eq for CellScenario {}
 
-    fn options(self, provider: Provider) -> InstallOptions {
-        match self {
-            Scenario::Install => InstallOptions { provider, ..InstallOptions::default() },
-            Scenario::InstallNvme => {
-                let mac = crate::vm::mac_string(&jobs::INSTALL_CLIENT.0);
-                InstallOptions {
-                    provider,
-                    installer_files: vec![(format!("config-{mac}"), "rootDevice=/dev/nvme0n1\npartitionSeparator=p\n".into())],
-                    hardware: Hardware { disk_bus: DiskBus::Nvme, ..Hardware::default() },
-                    ..InstallOptions::default()
-                }
+impl<'de> serde::Deserialize<'de> for CellScenario {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        let scenario = jobs::scenario(&name).map_err(serde::de::Error::custom)?;
+        match scenario.takes_artifacts() {
+            true => Ok(CellScenario(scenario)),
+            false => {
+                let fit: Vec<&str> = jobs::SCENARIOS.iter().filter(|s| s.takes_artifacts()).map(|s| s.name).collect();
+                Err(serde::de::Error::custom(format!("{name} does not install a set's artifacts; a cell runs one of {}", fit.join(", "))))
             }
         }
+    }
+}
+
+impl serde::Serialize for CellScenario {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.name)
+    }
+}
+
+impl CellScenario {
+    pub fn name(self) -> &'static str {
+        self.0.name
     }
 }
 
@@ -142,7 +146,8 @@ impl Matrix {
             if self.sets[..i].iter().any(|s| s.name == set.name) {
                 return invalid(format!("two sets are named {:?}", set.name));
             }
-            if !crate::lab::valid_name(&cell_name(&set.name, Scenario::InstallNvme)) {
+            let longest = jobs::SCENARIOS.iter().max_by_key(|s| s.name.len()).expect("scenarios");
+            if !crate::lab::valid_name(&cell_name(&set.name, CellScenario(longest))) {
                 return invalid(format!("set name {:?}: use letters, digits, '.', '_' and '-'", set.name));
             }
             set.provider()?;
@@ -167,7 +172,7 @@ impl ArtifactSetSpec {
         match (&self.flavour, &self.dir, &self.nix_installer, &self.nix_image) {
             (Some(f), None, None, None) => match f.as_str() {
                 "busybox" => Ok(Provider::Fixture { compression: Compression::Gzip }),
-                "nixos-shape" => Ok(Provider::NixosShape { services: None, console: SerialConsole::UPSTREAM }),
+                "nixos-shape" => Ok(Provider::nixos_shape()),
                 other => Err(invalid(&format!("no flavour {other:?} (busybox, nixos-shape)"))),
             },
             (None, Some(dir), None, None) => Ok(Provider::Dir(dir.clone())),
@@ -177,7 +182,7 @@ impl ArtifactSetSpec {
     }
 }
 
-fn cell_name(set: &str, scenario: Scenario) -> String {
+fn cell_name(set: &str, scenario: CellScenario) -> String {
     format!("matrix-{set}-{}", scenario.name())
 }
 
@@ -185,7 +190,7 @@ fn cell_name(set: &str, scenario: Scenario) -> String {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Cell {
     pub set: String,
-    pub scenario: Scenario,
+    pub scenario: CellScenario,
     pub passed: bool,
     pub failure: Option<(String, String)>,
     pub wall_secs: f64,
@@ -264,7 +269,7 @@ fn with_nixpkgs<T>(nixpkgs: Option<&str>, build: impl FnOnce() -> T) -> T {
     }
 }
 
-async fn run_cell(set: &ArtifactSetSpec, scenario: Scenario, runs: &Path) -> Cell {
+async fn run_cell(set: &ArtifactSetSpec, scenario: CellScenario, runs: &Path) -> Cell {
     let name = cell_name(&set.name, scenario);
     let started = Instant::now();
     let mut cell = Cell {
@@ -285,8 +290,8 @@ async fn run_cell(set: &ArtifactSetSpec, scenario: Scenario, runs: &Path) -> Cel
         }
     };
     let provider = set.provider().expect("checked when loaded");
-    match jobs::install(&mut lab, &scenario.options(provider)).await {
-        Ok((report, _vm)) => {
+    match scenario.0.run(&mut lab, InstallOptions::default(), Some(provider)).await {
+        Ok(report) => {
             cell.passed = true;
             cell.stages = report.stages.durations().iter().map(|(s, d)| (s.clone(), d.as_secs_f64())).collect();
         }
@@ -404,14 +409,16 @@ mod test {
             std::fs::write(&file, text).unwrap();
             Matrix::load(&file)
         };
-        let ok = load("scenarios = [\"install\"]\n[[set]]\nname = \"a\"\nflavour = \"busybox\"\n[[set]]\nname = \"b\"\ndir = \"rel\"\n").unwrap();
+        let ok = load("scenarios = [\"install-default\"]\n[[set]]\nname = \"a\"\nflavour = \"busybox\"\n[[set]]\nname = \"b\"\ndir = \"rel\"\n").unwrap();
         assert_eq!((ok.baseline(), ok.parallel), ("a", 2));
         assert_eq!(ok.sets[1].dir.as_deref(), Some(dir.path().join("rel").as_path()), "relative to the file");
         let err = |text: &str| load(text).unwrap_err().to_string();
-        assert!(err("scenarios = [\"install\"]\n[[set]]\nname = \"a\"\nflavour = \"plan9\"\n").contains("no flavour \"plan9\""));
-        assert!(err("scenarios = [\"install\"]\n[[set]]\nname = \"a\"\n").contains("give one of flavour, dir"));
-        assert!(err("scenarios = [\"install\"]\nbaseline = \"z\"\n[[set]]\nname = \"a\"\nflavour = \"busybox\"\n").contains("baseline \"z\" is not a set"));
-        assert!(err("scenarios = [\"install\"]\n[[set]]\nname = \"../x\"\nflavour = \"busybox\"\n").contains("set name"));
+        assert!(err("scenarios = [\"install-default\"]\n[[set]]\nname = \"a\"\nflavour = \"plan9\"\n").contains("no flavour \"plan9\""));
+        assert!(err("scenarios = [\"install-default\"]\n[[set]]\nname = \"a\"\n").contains("give one of flavour, dir"));
+        assert!(err("scenarios = [\"install-default\"]\nbaseline = \"z\"\n[[set]]\nname = \"a\"\nflavour = \"busybox\"\n").contains("baseline \"z\" is not a set"));
+        assert!(err("scenarios = [\"install-default\"]\n[[set]]\nname = \"../x\"\nflavour = \"busybox\"\n").contains("set name"));
         assert!(err("scenarios = [\"reboot\"]\n[[set]]\nname = \"a\"\nflavour = \"busybox\"\n").contains("not valid"));
+        let cli_only = err("scenarios = [\"uefi-boot\"]\n[[set]]\nname = \"a\"\nflavour = \"busybox\"\n");
+        assert!(cli_only.contains("not valid"), "{cli_only}");
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use pxelab_fixtures::nfs_root::NFS_ROOT_MARKER;
 use pxelab_fixtures::{initramfs, HostFiles, NfsRoot, PxeTree};
 
+use crate::jobs::Stage;
 use crate::lab::{Lab, PxeConfig};
 use crate::vm::{Cable, Disk, DiskFormat, Nic, NicModel, Rom, VmBuilder};
 
@@ -184,7 +185,7 @@ pub struct InstallBench {
 pub const INSTALL_GOAL: Duration = Duration::from_secs(45);
 
 /// Stages that prepare a run rather than take part in the cycle.
-const NOT_THE_CYCLE: &[&str] = &["find host files", "build artifacts", "check inputs"];
+const NOT_THE_CYCLE: [Stage; 3] = [Stage::FindHostFiles, Stage::BuildArtifacts, Stage::CheckInputs];
 
 impl InstallBench {
     /// Min and median wall time of the cycle, and each stage's median and share of it.
@@ -238,15 +239,15 @@ pub struct FloorBench {
 }
 
 /// The cycle's parts: a name, the stages it spans (by prefix), and its floor's source.
-const FLOOR_PARTS: &[(&str, &[&str])] = &[
-    ("power-on → GRUB has the kernel", &["start network and QEMU", "firmware → DHCP", "TFTP: GRUB", "TFTP: kernel"]),
-    ("kernel → reboot (NFS root, installer)", &["kernel → NFS root", "installer: "]),
-    ("reboot → login prompt", &["firmware → disk", "installed system boots"]),
+const FLOOR_PARTS: [(&str, fn(Stage) -> bool); 3] = [
+    ("power-on → GRUB has the kernel", |s| matches!(s, Stage::StartNetworkAndQemu | Stage::FirmwareDhcp | Stage::TftpGrub | Stage::TftpKernel)),
+    ("kernel → reboot (NFS root, installer)", |s| matches!(s, Stage::KernelNfsRoot | Stage::Installer(_))),
+    ("reboot → login prompt", |s| matches!(s, Stage::FirmwareDisk | Stage::SystemBoots)),
 ];
 
 impl FloorBench {
-    fn span(&self, prefixes: &[&str]) -> Duration {
-        self.cycle.iter().filter(|(stage, _)| prefixes.iter().any(|p| stage.starts_with(p))).map(|(_, d)| *d).sum()
+    fn span(&self, part: fn(Stage) -> bool) -> Duration {
+        self.cycle.iter().filter(|(stage, _)| Stage::named(stage).is_some_and(part)).map(|(_, d)| *d).sum()
     }
 
     /// The report `pxelab bench floor` prints: each part's time in the cycle and its floor,
@@ -261,8 +262,8 @@ impl FloorBench {
         ];
         let mut out = format!("{:<40} {:>8} {:>8} {:>6}  floor measured by\n", "part", "cycle", "floor", "ratio");
         let (mut parts, mut floor_total) = (Duration::ZERO, Duration::ZERO);
-        for ((part, prefixes), floor) in FLOOR_PARTS.iter().zip(floors) {
-            let took = self.span(prefixes);
+        for ((part, stages), floor) in FLOOR_PARTS.iter().zip(floors) {
+            let took = self.span(*stages);
             parts += took;
             let (floor, by) = floor.unwrap_or((took, "none: it runs on the lab's NFS root (the cycle's own time)"));
             floor_total += floor;
@@ -342,8 +343,9 @@ async fn time_to(client: VmBuilder, pattern: &str) -> Result<Duration, Box<dyn s
 }
 
 /// An install's stages and durations, the ones that prepare it left out ([`NOT_THE_CYCLE`]).
-fn cycle_of(report: &crate::jobs::Report) -> Vec<(String, Duration)> {
-    report.stages.durations().iter().filter(|(s, _)| !NOT_THE_CYCLE.contains(&s.as_str())).cloned().collect()
+fn cycle_of(report: &crate::jobs::InstallReport) -> Vec<(String, Duration)> {
+    let prepares = |name: &str| Stage::named(name).is_some_and(|s| NOT_THE_CYCLE.contains(&s));
+    report.stages.durations().iter().filter(|(s, _)| !prepares(s)).cloned().collect()
 }
 
 /// Where `pxelab bench` keeps its runs.

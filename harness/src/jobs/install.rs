@@ -1,0 +1,206 @@
+//! The install: a client with a blank disk PXE-boots, installs over the protocol, reboots
+//! from its disk and is logged in. The flow is here; each stage is a function of
+//! [`super::install_stages`].
+
+use crate::artifacts::ArtifactSet;
+use crate::lab::{Lab, PxeConfig, StageError, Stages};
+use crate::vm::{Disk, Vm};
+
+use super::install_stages::Install;
+use super::{Client, InstallOptions, InstallReport, Stage};
+
+/// Where the lab exports the installer's NFS root.
+pub const NFS_EXPORT: &str = "/srv/nixos/nfsroot";
+
+/// The main job: [`install`] with the fixture artifacts and their default configuration.
+pub async fn install_default(lab: &mut Lab) -> Result<(InstallReport, Vm), StageError> {
+    install(lab, &InstallOptions::default()).await
+}
+
+/// A client with a blank disk PXE-boots, installs the artifact set's system over the
+/// protocol, reboots itself and boots the disk through its new NVRAM entry; then it is logged
+/// in on the serial console as the set's `pxelab.toml` says. Returns the report and the
+/// logged-in VM.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use pxelab::jobs::{self, InstallOptions};
+/// let mut lab = pxelab::lab::Lab::new("my-install")?;
+/// let (report, vm) = jobs::install(&mut lab, &InstallOptions::default()).await?;
+/// assert_eq!(report.facts.dhcp_after_reboot, 0);
+/// assert_eq!(vm.succeed("hostname").await?, "nixos-pxe-1");
+/// # Ok(()) }
+/// ```
+pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(InstallReport, Vm), StageError> {
+    let mut stages = lab.stages();
+    if lab.repro().is_none() {
+        if let Some(command) = options.repro_command(&lab.dir().join("nfs-top/installer")) {
+            lab.set_repro(command);
+        }
+    }
+    let (artifacts, config) = prepare(lab, &mut stages, std::slice::from_ref(options)).await?;
+    let vm = stages
+        .run(Stage::StartNetworkAndQemu, async {
+            lab.start_network(config)?;
+            start_client(lab, options, &artifacts).await
+        })
+        .await?;
+    network_install(lab, vm, stages, &artifacts, options, 0).await
+}
+
+/// Several clients install at once on one lab network, each as [`install`]'s client with its
+/// own [`Client`], hardware and faults; the artifacts, seed and lab configuration are the
+/// first's, the installer files everyone's. Each client's stages are named after its VM
+/// (`client-2: firmware → DHCP`). `Err`: a stage all share failed.
+pub async fn install_together(lab: &mut Lab, installs: &[InstallOptions]) -> Result<Vec<Result<(InstallReport, Vm), StageError>>, StageError> {
+    let mut stages = lab.stages();
+    let (artifacts, config) = prepare(lab, &mut stages, installs).await?;
+    stages.run(Stage::StartNetwork, async { lab.start_network(config).map(drop) }).await?;
+    let lab: &Lab = lab;
+    let each = installs.iter().map(|options| {
+        let artifacts = &artifacts;
+        async move {
+            let mut stages = lab.stages_for(&options.client.vm);
+            let vm = stages.run(Stage::StartQemu, start_client(lab, options, artifacts)).await?;
+            network_install(lab, vm, stages, artifacts, options, 0).await
+        }
+    });
+    Ok(futures::future::join_all(each).await)
+}
+
+/// [`configure`] the lab for `installs`, then check the inputs.
+async fn prepare(lab: &Lab, stages: &mut Stages, installs: &[InstallOptions]) -> Result<(ArtifactSet, PxeConfig), StageError> {
+    let (artifacts, config) = configure(lab, stages, installs).await?;
+    stages
+        .run(Stage::CheckInputs, async {
+            for options in installs {
+                check_disk(options.hardware.disk_bytes)?;
+            }
+            config.check_install()?;
+            crate::artifacts::check(&artifacts.tftp_root, &artifacts.nfs_layers, artifacts.system.console).await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .await?;
+    Ok((artifacts, config))
+}
+
+/// Build the artifacts, write the installer files into the export's top layer and configure
+/// the lab for `installs`' clients; the artifacts, seed and lab configuration are the first's.
+pub(super) async fn configure(lab: &Lab, stages: &mut Stages, installs: &[InstallOptions]) -> Result<(ArtifactSet, PxeConfig), StageError> {
+    let first = &installs[0];
+    let top = lab.dir().join("nfs-top");
+    let artifacts = stages.run(Stage::BuildArtifacts, first.provider.provide_async(lab.cache())).await?;
+    // Per-test files (installer/config-<mac>, ...) go into the top layer of the export.
+    let layers = [vec![top.clone()], artifacts.nfs_layers.clone()].concat();
+    let files: Vec<(String, String)> = installs.iter().flat_map(|o| o.installer_files.clone()).collect();
+    let written = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(top.join("installer"))?;
+        files.iter().try_for_each(|(name, contents)| std::fs::write(top.join("installer").join(name), contents))
+    });
+    written.await.map_err(std::io::Error::other).and_then(|r| r).map_err(|e| StageError::before(Stage::StartNetwork, e))?;
+    let mut config = PxeConfig::new(vec![artifacts.tftp_root.clone()]).nfs_root(NFS_EXPORT, layers);
+    for Client { mac, ip, hostname, .. } in installs.iter().map(|o| &o.client) {
+        config = config.host(*mac, *ip, hostname);
+    }
+    config.seed = first.faults.seed;
+    if let Some(configure) = first.configure_lab {
+        configure(&mut config);
+    }
+    Ok((artifacts, config))
+}
+
+/// Start `options`' client with a blank disk, its NIC on the lab's network, its faults set.
+async fn start_client(lab: &Lab, options: &InstallOptions, artifacts: &ArtifactSet) -> Result<Vm, Box<dyn std::error::Error + Send + Sync>> {
+    let Client { vm, mac, .. } = &options.client;
+    let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
+    let client = lab.pxe_client(vm, *mac, nic, nic.pxe_rom())?;
+    let faults = &options.faults;
+    if faults.impaired() {
+        for &direction in faults.direction.directions() {
+            lab.network().impair(*mac, direction, faults.impairment);
+        }
+    }
+    let hw = &options.hardware;
+    let client = client
+        .memory_mib(hw.memory_mib)
+        .cpus(hw.cpus)
+        .console_unit(artifacts.system.console.unit)
+        .disk_on(hw.disk_bus, Disk::Blank { bytes: hw.disk_bytes }, Some(1));
+    let client = match options.cold_firmware {
+        true => client,
+        false => client.from_firmware_snapshot(),
+    };
+    Ok(client.start().await?)
+}
+
+/// The installed client installs again over its own disk, as an operator reinstalls a
+/// machine: its shell sets `BootNext` to its IPv4 PXE entry (through efivarfs) and reboots;
+/// the firmware PXE-boots and the install runs as [`install`]'s, with the same checks.
+pub async fn reinstall(lab: &Lab, vm: Vm, options: &InstallOptions) -> Result<(InstallReport, Vm), StageError> {
+    let mut stages = lab.stages();
+    let mac = options.client.mac;
+    let artifacts = stages.run(Stage::BuildArtifacts, options.provider.provide_async(lab.cache())).await?;
+    let after = lab.network().events().count();
+    stages
+        .run(Stage::BootNextPxe, async {
+            let entries = vm.var_store().boot_entries()?;
+            let nic = format!("MAC({})", hex::encode(mac));
+            let Some(pxe) = entries.options.iter().find(|o| o.path.contains(&nic) && o.path.ends_with("IPv4")) else {
+                return Err(format!("no IPv4 PXE entry for {nic} in NVRAM: {entries:?}").into());
+            };
+            vm.set_boot_next(pxe.number).await?;
+            vm.reboot().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .await?;
+    network_install(lab, vm, stages, &artifacts, options, after).await
+}
+
+/// From a client's power-on or reboot into PXE to its login on the installed system: the
+/// lab's events count from the first `after`. A failure whose cause shows no console lines
+/// (a wait on the lab's events) gets the client's console tail.
+async fn network_install(
+    lab: &Lab,
+    mut vm: Vm,
+    mut stages: Stages,
+    artifacts: &ArtifactSet,
+    options: &InstallOptions,
+    after: usize,
+) -> Result<(InstallReport, Vm), StageError> {
+    let install = Install::new(lab, &vm, artifacts, options, after);
+    match install.run(&mut vm, &mut stages).await {
+        Ok(facts) => Ok((InstallReport::new(stages, facts), vm)),
+        Err(mut e) => {
+            let why = crate::lab::chain(e.source.as_ref());
+            if !why.contains(crate::console::TAIL_LABEL) {
+                e.source = format!("{why}\n{}", vm.console().tail_block()).into();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The protocol's layout: a 512 MiB ESP, and the last 4 GiB left unused.
+const LAYOUT_BYTES: u64 = (512 << 20) + (4 << 30);
+
+/// A disk the protocol's layout fits on.
+fn check_disk(bytes: u64) -> Result<(), String> {
+    match bytes > LAYOUT_BYTES {
+        true => Ok(()),
+        false => Err(format!(
+            "the client's disk of {:.1} GiB is too small for the protocol's layout: the ESP takes 512 MiB and the last 4 GiB stay unused, so it needs more than 4.5 GiB",
+            bytes as f64 / f64::from(1 << 30)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn a_disk_too_small_for_the_layout_is_refused() {
+        assert!(check_disk(LAYOUT_BYTES).unwrap_err().contains("too small"));
+        assert!(check_disk(LAYOUT_BYTES + (1 << 20)).is_ok());
+    }
+}

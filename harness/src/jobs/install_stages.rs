@@ -1,0 +1,467 @@
+//! An install's stages from the client's start to the check of its installed system, one
+//! function each, in the order [`Install::run`] runs them.
+
+use std::time::Duration;
+
+use pxelab_fixtures::install::NFS_SETUP_MARKER;
+use pxelab_fixtures::InstallerStep;
+
+use crate::artifacts::ArtifactSet;
+use crate::console::{banner, ConsoleError};
+use crate::lab::{addresses_of, lease_for, EventWaitError, Lab, Server, StageError, Stages};
+use crate::services::ServiceEvent;
+use crate::vm::{FirmwareStart, NicModel, Vm};
+
+use super::stage::KERNEL_DHCP_BUDGET;
+use super::{Budgets, InstallFacts, InstallOptions, Stage};
+
+/// GRUB's menu countdown, at which the install presses Enter (see
+/// [`InstallOptions::wait_out_boot_menus`]).
+const GRUB_COUNTDOWN: &str = r"The highlighted entry will be executed automatically in \d+s";
+
+/// How long GRUB has to leave its menu after an Enter before the next. GRUB reads the UART
+/// itself while OVMF's terminal driver polls it too, every 20 ms: whichever reads first takes
+/// the key, so a press is often lost (GRUB then waited out its whole countdown). A press a
+/// quarter second is many tries within the countdown; GRUB asks the TFTP server for its first
+/// `load-kernel` file within milliseconds of taking one.
+const ENTER_AGAIN_AFTER: Duration = Duration::from_millis(250);
+
+/// The kernel's first console line.
+const KERNEL_STARTED: &str = r"Linux version \S+";
+/// The console line after which GRUB fetches the kernel.
+const LOADING_KERNEL: &str = r"load-kernel\.cfg: loading kernel";
+/// The firmware starting a boot entry from a disk (not the network): the evidence, with no
+/// network boot traffic after the reboot, that the installed disk booted.
+const DISK_BOOT: &str = r#"BdsDxe: starting (Boot[0-9A-F]{4}) "([^"]*)" from [^\n]*HD\("#;
+
+/// Prints the device the root file system is mounted from, by its device number (a kernel
+/// that mounted its root without an initrd calls it `/dev/root`); busybox and coreutils alike.
+const ROOT_DEVICE: &str = "echo /dev/$(basename $(readlink /sys/dev/block/$(awk '$5 == \"/\" { print $3 }' /proc/self/mountinfo | tail -n 1)))";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One client's install on a started lab: what every stage needs.
+pub(super) struct Install<'a> {
+    lab: &'a Lab,
+    artifacts: &'a ArtifactSet,
+    options: &'a InstallOptions,
+    budgets: Budgets,
+    mac: [u8; 6],
+    nic: NicModel,
+    /// The lab's events count from the first `after` (a reinstall's from its reboot).
+    after: usize,
+}
+
+/// What the network boot saw, for the installed system's check.
+struct Counts {
+    dhcp: usize,
+    network_boot: usize,
+}
+
+impl<'a> Install<'a> {
+    pub(super) fn new(lab: &'a Lab, vm: &Vm, artifacts: &'a ArtifactSet, options: &'a InstallOptions, after: usize) -> Self {
+        let budgets = Budgets::new(vm.accel(), &options.faults);
+        let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
+        Install { lab, artifacts, options, budgets, mac: options.client.mac, nic, after }
+    }
+
+    fn budget(&self, stage: Stage) -> Duration {
+        self.budgets.of(stage)
+    }
+
+    /// Every stage from the client's first DHCP to the check of the installed system.
+    pub(super) async fn run(&self, vm: &mut Vm, stages: &mut Stages) -> Result<InstallFacts, StageError> {
+        stages.run(Stage::FirmwareDhcp, self.lab.network().wait_for_dhcp_lease_after(self.mac, self.after, self.budget(Stage::FirmwareDhcp))).await?;
+        stages.run(Stage::TftpGrub, self.tftp_grub(vm)).await?;
+        let kernel_started = self.tftp_kernel(vm, stages).await?;
+        self.kernel_nfs_root(vm, stages, kernel_started).await?;
+        for step in InstallerStep::ALL {
+            self.installer_step(vm, stages, step).await?;
+        }
+        let before = Counts { dhcp: dhcp_events(self.lab, self.mac), network_boot: network_boot_events(self.lab, self.mac) };
+        let booted = stages.run(Stage::FirmwareDisk, vm.firmware_console().wait_for_console_text(DISK_BOOT, self.budget(Stage::FirmwareDisk))).await?;
+        self.login(vm, stages).await?;
+        let commands_on = stages.run(Stage::CommandChannel, self.command_channel(vm)).await?;
+        let system_state = stages.run(Stage::SystemReady, self.system_ready(vm)).await?;
+        let group = |i: usize| booted.groups.get(i).cloned().flatten().unwrap_or_default();
+        let facts = InstallFacts {
+            firmware_start: String::new(),
+            image_version: String::new(),
+            hostname: String::new(),
+            modes: String::new(),
+            system_state,
+            commands_on,
+            root_fs: String::new(),
+            label_nixos: String::new(),
+            firmware_booted: format!("{} {}", group(0), group(1)),
+            first_boot_entry: String::new(),
+            network_boot_after_reboot: network_boot_events(self.lab, self.mac) - before.network_boot,
+            dhcp_after_reboot: dhcp_events(self.lab, self.mac) - before.dhcp,
+        };
+        stages.run(Stage::CheckTheSystem, self.check_the_system(vm, facts)).await
+    }
+
+    /// `TFTP: GRUB`: the boot loader fetched, or the firmware's PXE saying why it gave up.
+    async fn tftp_grub(&self, vm: &Vm) -> Result<(), String> {
+        let (net, mac, after, budget) = (self.lab.network(), self.mac, self.after, self.budget(Stage::TftpGrub));
+        // The firmware may start GRUB before its ACK of the last block reaches the server (a
+        // lost ACK under loss): GRUB's first request, for its configuration, then says it runs.
+        let grub = async {
+            let fetched = net.wait_for_tftp_transfer_after(mac, "nixos/bootx64.efi", after, budget);
+            let grub_asks = tftp_request(net.lease_of(mac), after, Some("nixos/bootx64.efi"));
+            tokio::select! {
+                fetched = fetched => fetched.map(drop).map_err(|e| self.listed(e)),
+                Ok(()) = net.events().wait_for("GRUB's first request", budget, grub_asks) => Ok(()),
+            }
+        };
+        // The firmware's PXE says why it gives up (`PXE-E16: No valid offer received.`).
+        let pxe_error = async {
+            let Ok(line) = vm.firmware_console().wait_for_console_text(r"PXE-E[0-9A-F]{2}: [^\n]*\n", budget).await else {
+                return std::future::pending().await;
+            };
+            let hint = match line.matched.contains("PXE-E16") {
+                true => {
+                    let quirk = match net.dhcp_config().quirks.pxe_client_without_43 {
+                        true => "; this lab's DHCP sends option 60 `PXEClient` without option 43 (Quirks::pxe_client_without_43)",
+                        false => "",
+                    };
+                    format!(": OVMF's PXE takes an offer that carries option 60 `PXEClient` and no option 43 for no valid offer{quirk}")
+                }
+                false => String::new(),
+            };
+            Err::<(), String>(format!("the firmware's PXE gave up: {:?}{hint}", line.matched.trim()))
+        };
+        tokio::select! {
+            grub = grub => grub,
+            failed = pxe_error => failed,
+        }
+    }
+
+    /// A TFTP refusal with what the TFTP root holds.
+    fn listed(&self, e: EventWaitError) -> String {
+        match e {
+            EventWaitError::Refused { .. } => format!("{e}\n{}", tftp_listing(&self.artifacts.tftp_root)),
+            other => other.to_string(),
+        }
+    }
+
+    /// `TFTP: kernel`, with Enter at GRUB's menu and the link-down fault. `true`: the
+    /// kernel's banner came before the server saw its download's last ACK.
+    async fn tftp_kernel(&self, vm: &Vm, stages: &mut Stages) -> Result<bool, StageError> {
+        let (net, mac, after, budget) = (self.lab.network(), self.mac, self.after, self.budget(Stage::TftpKernel));
+        let link_down = async {
+            let Some(down_for) = self.options.faults.link_down_during_kernel else { return };
+            if vm.wait_for_console_text(LOADING_KERNEL, budget).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                net.block(mac);
+                tokio::time::sleep(down_for).await;
+                net.unblock(mac);
+            }
+        };
+        // The kernel, not the initrd: GRUB may boot before its ACK of the initrd's last block
+        // leaves the wire, so the server cannot always see that last transfer complete. A set
+        // without an initrd (upstream's) has that race on the kernel's last block: the
+        // kernel's banner then says that GRUB had it all.
+        let kernel = async {
+            tokio::select! {
+                fetched = net.wait_for_tftp_transfer_after(mac, "nixos/bzImage", after, budget) => fetched.map(|_| false).map_err(|e| self.listed(e)),
+                () = async {
+                    if vm.wait_for_console_text(KERNEL_STARTED, budget).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => {
+                    tracing::info!("the kernel started before its download's last ACK reached the server: GRUB booted right after the last block");
+                    Ok(true)
+                }
+            }
+        };
+        let kernel = stages.run(Stage::TftpKernel, kernel);
+        tokio::select! {
+            (kernel, ()) = async { tokio::join!(kernel, link_down) } => kernel,
+            () = self.press_enter(vm) => unreachable!("pending"),
+        }
+    }
+
+    /// Enter at GRUB's menu (a GRUB without a countdown just boots). The firmware may take
+    /// the key before GRUB does ([`ENTER_AGAIN_AFTER`]), and a GRUB sometimes takes it only
+    /// as the end of its countdown and stays in the menu: Enter again, for as long as the
+    /// stage runs, until it asks the TFTP server for a file, the sign that it left the menu.
+    /// Never returns.
+    async fn press_enter(&self, vm: &Vm) {
+        let net = self.lab.network();
+        if !self.options.wait_out_boot_menus && vm.wait_for_console_text(GRUB_COUNTDOWN, self.budget(Stage::TftpKernel)).await.is_ok() {
+            let ip = net.lease_of(self.mac);
+            for press in 1.. {
+                let seen = net.events().count();
+                tracing::info!("Enter at GRUB's menu ({press})");
+                if let Err(e) = vm.send_keys("\r").await {
+                    tracing::warn!("cannot press Enter at GRUB's menu: {e}");
+                    break;
+                }
+                let asked = tftp_request(ip, seen, None);
+                if !matches!(net.events().wait_for("GRUB to leave its menu", ENTER_AGAIN_AFTER, asked).await, Err(EventWaitError::Timeout { .. })) {
+                    break;
+                }
+            }
+        }
+        std::future::pending::<()>().await
+    }
+
+    /// `kernel → NFS root`. A kernel with no driver for the NIC never asks for an address: it
+    /// panics when its NFS root fails, or waits. Either way, say why, within a minute of the
+    /// kernel's start (GRUB may still be fetching an initrd after the kernel's download).
+    async fn kernel_nfs_root(&self, vm: &Vm, stages: &mut Stages, kernel_started: bool) -> Result<(), StageError> {
+        let (net, mac, budget) = (self.lab.network(), self.mac, self.budget(Stage::KernelNfsRoot));
+        let after_kernel = net.events().count();
+        let no_lease = |waited: Duration| {
+            format!(
+                "no DHCP lease for the kernel after {waited:.0?}: has it a driver for the client's {} NIC? \
+                 (upstream's kernel has e1000, e1000e and igb built in, and virtio-net only as a module it cannot load before \
+                 its NFS root)",
+                self.nic.device()
+            )
+        };
+        let kernel_dhcp = async {
+            if !kernel_started {
+                if let Err(e) = vm.wait_for_console_text(KERNEL_STARTED, budget).await {
+                    return Err(e.to_string());
+                }
+            }
+            let why = match net.wait_for_dhcp_lease_after(mac, after_kernel, self.budgets.secs(KERNEL_DHCP_BUDGET)).await {
+                Ok(_) => return std::future::pending().await,
+                Err(EventWaitError::Timeout { waited, .. }) => no_lease(waited),
+                Err(e) => e.to_string(),
+            };
+            Err(why)
+        };
+        let setup = async { vm.wait_for_console_text(&regex::escape(NFS_SETUP_MARKER), budget).await.map_err(|e| e.to_string()) };
+        let stage_started = tokio::time::Instant::now();
+        stages
+            .run(Stage::KernelNfsRoot, async {
+                let result = tokio::select! {
+                    setup = setup => setup,
+                    failed = kernel_dhcp => failed,
+                };
+                result.map(drop).map_err(|why| match leased_after(self.lab, mac, after_kernel) || why.contains("no DHCP lease for the kernel") {
+                    true => why,
+                    false => format!("{}\n{why}", no_lease(stage_started.elapsed())),
+                })
+            })
+            .await
+    }
+
+    /// `installer: <step>`: the step's marker, failing at once at a later step's, with the
+    /// NFS restart fault during the image's unpacking.
+    async fn installer_step(&self, vm: &Vm, stages: &mut Stages, step: InstallerStep) -> Result<(), StageError> {
+        let stage = Stage::Installer(step);
+        let (pattern, later) = (marker_pattern(step.marker()), later_markers(step));
+        // An installer file as the client sees it: the export's top layer first.
+        let layers = [vec![self.lab.dir().join("nfs-top")], self.artifacts.nfs_layers.clone()].concat();
+        let installer_file = |name: &str| layers.iter().find_map(|l| std::fs::read_to_string(l.join("installer").join(name)).ok());
+        let wait = stages.run(stage, async {
+            let waited = vm.wait_for_console_text_before(&pattern, &later, self.budget(stage)).await;
+            waited.map_err(|e| match e {
+                ConsoleError::FailFast { ref fail_fast, .. } if later.contains(fail_fast) => format!(
+                    "the installer went on to a later step without printing {:?}, the protocol's marker of this one \
+                     (§3): a changed or broken-up message\n{e}",
+                    step.marker()
+                )
+                .into(),
+                e => crate::diagnose::diagnose(Box::new(e), &vm.console().text(), installer_file),
+            })
+        });
+        match self.options.faults.nfs_restart_during_unpack.filter(|_| step == InstallerStep::UnpackImage) {
+            Some(down_for) => {
+                // From the end of the previous stage: the installer mounts the disk and reads
+                // the image from the NFS root while the server is down.
+                let net = self.lab.network();
+                let restart = async {
+                    net.stop_server(Server::Nfs);
+                    tokio::time::sleep(down_for).await;
+                    net.start_server(Server::Nfs);
+                };
+                tokio::join!(wait, restart).0.map(drop)
+            }
+            None => wait.await.map(drop),
+        }
+    }
+
+    /// `installed system boots` and `login`, as the artifact set's `pxelab.toml` says.
+    async fn login(&self, vm: &Vm, stages: &mut Stages) -> Result<(), StageError> {
+        let login = &self.artifacts.system.login;
+        stages.run(Stage::SystemBoots, vm.wait_for_console_text(&login.prompt, self.budget(Stage::SystemBoots))).await?;
+        let budget = self.budget(Stage::Login);
+        stages
+            .run(Stage::Login, async {
+                vm.send_line(&login.user).await?;
+                vm.wait_for_console_text(&login.password_prompt, budget).await?;
+                vm.send_line(&login.password).await?;
+                vm.wait_for_console_text(&login.shell_prompt, budget).await
+            })
+            .await
+            .map(drop)
+    }
+
+    /// `command channel`: a root shell on the command port, if the system runs one, takes
+    /// the commands from here on. Says where they run.
+    async fn command_channel(&self, vm: &mut Vm) -> Result<String, String> {
+        let budget = self.budget(Stage::CommandChannel);
+        let backdoor = match self.artifacts.system.backdoor {
+            Some(false) => false,
+            None => vm.connect_backdoor(Duration::from_secs(2)).await,
+            Some(true) => match vm.connect_backdoor(budget).await {
+                true => true,
+                false => {
+                    return Err(format!(
+                        "no root shell answered on ttyS{} (the command port) in {budget:.0?}, and the artifact set says its system runs \
+                         one (`backdoor = true` in pxelab.toml)",
+                        vm.command_unit(),
+                    ))
+                }
+            },
+        };
+        Ok(match backdoor {
+            true => format!("ttyS{} (backdoor shell)", vm.command_unit()),
+            false => format!("ttyS{} (console login)", vm.console_unit()),
+        })
+    }
+
+    /// `system ready`: the artifact set's ready command succeeds; its output.
+    async fn system_ready(&self, vm: &Vm) -> Result<String, BoxError> {
+        let system = &self.artifacts.system;
+        match vm.execute(&system.ready_command).await? {
+            (0, output) => Ok(output),
+            (status, output) => {
+                let (_, diagnosis) = vm.execute(&system.diagnose_command).await?;
+                Err(format!("{:?} exited {status}: {output}\n{}", system.ready_command, banner("diagnosis", &diagnosis)).into())
+            }
+        }
+    }
+
+    /// `check the system`: the facts read from the installed system, into `facts`; `/` and
+    /// `/tmp` must have the protocol's modes.
+    async fn check_the_system(&self, vm: &Vm, facts: InstallFacts) -> Result<InstallFacts, BoxError> {
+        let entries = vm.var_store().boot_entries()?;
+        let first_boot_entry = entries.first().map(|o| format!("Boot{:04X} {} {}", o.number, o.description, o.path)).unwrap_or_default();
+        let root_fs = vm.succeed(ROOT_DEVICE).await?;
+        let label_nixos = vm.succeed("findfs LABEL=nixos").await?;
+        let image_version = vm.succeed(&self.artifacts.system.version_command).await?;
+        let hostname = vm.succeed("hostname").await?;
+        let modes = vm.succeed("stat -c %a / /tmp").await?.split_whitespace().collect::<Vec<_>>().join(" ");
+        if modes != "755 1777" {
+            return Err(format!(
+                "the installed system's / and /tmp have modes {modes}, where the protocol has 755 and 1777: the installer \
+                 must set them after unpacking (`chmod 755 /mnt`, `chmod 1777 /mnt/tmp`), whatever modes the image carries"
+            )
+            .into());
+        }
+        let firmware_start = match vm.firmware_start() {
+            FirmwareStart::PowerOn => "power-on".to_owned(),
+            FirmwareStart::Saved(s) => format!("power-on, saving the snapshot {}", s.state().display()),
+            FirmwareStart::Restored(s) => format!("the snapshot {}", s.state().display()),
+        };
+        Ok(InstallFacts { firmware_start, image_version, hostname, modes, root_fs, label_nixos, first_boot_entry, ..facts })
+    }
+}
+
+/// The console pattern of an installer marker. A marker of the form `<step>...<result>` is
+/// printed in two writes, the step before its work and the result after it (`Unpacking
+/// image …...`, 20 s of `tar`, `done`): kernel lines the work brings (`random: crng init
+/// done`, `EXT4-fs …`) land between the two, and the result then starts a line of its own.
+fn marker_pattern(marker: &str) -> String {
+    match marker.split_once("...") {
+        Some((step, result)) if !step.is_empty() && !result.is_empty() => {
+            let (step, result) = (regex::escape(step), regex::escape(result));
+            format!(r"{step}\.\.\.(?:{result}|[^\n]*\n(?:[^\n]*\n)*?{result})")
+        }
+        _ => regex::escape(marker),
+    }
+}
+
+/// The patterns of the steps after `step`: one of them first fails `step` at once.
+fn later_markers(step: InstallerStep) -> Vec<String> {
+    InstallerStep::ALL.iter().skip_while(|s| **s != step).skip(1).map(|s| marker_pattern(s.marker())).collect()
+}
+
+/// An event check: the client at `ip` asked the TFTP server for a file (other than `except`)
+/// after the first `after` events.
+fn tftp_request(ip: Option<std::net::Ipv4Addr>, after: usize, except: Option<&str>) -> impl Fn(&[(Duration, ServiceEvent)]) -> Option<()> + '_ {
+    move |events| {
+        let asked = |e: &ServiceEvent| matches!(e, ServiceEvent::Tftp(t) if Some(t.client) == ip && Some(t.file.trim_start_matches('/')) != except);
+        events.iter().skip(after).any(|(_, e)| asked(e)).then_some(())
+    }
+}
+
+/// What the TFTP root's `nixos/` holds, for an error about a file it lacks.
+fn tftp_listing(root: &std::path::Path) -> String {
+    let dir = root.join("nixos");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    format!("the TFTP root {} holds: {}", dir.display(), if names.is_empty() { "nothing".into() } else { names.join(", ") })
+}
+
+/// Whether `mac` got a lease among the events after the first `after`.
+fn leased_after(lab: &Lab, mac: [u8; 6], after: usize) -> bool {
+    let mac = crate::vm::mac_string(&mac);
+    lab.network().events().all().iter().skip(after).any(|(_, e)| lease_for(e, &mac).is_some())
+}
+
+/// How many DHCP requests `mac` has made so far (an installed system may run DHCP itself).
+fn dhcp_events(lab: &Lab, mac: [u8; 6]) -> usize {
+    let mac = crate::vm::mac_string(&mac);
+    lab.network().events().all().iter().filter(|(_, e)| matches!(e, ServiceEvent::Dhcp(d) if d.mac == mac)).count()
+}
+
+/// How many network boot requests `mac` has made so far: firmware DHCP (client architecture
+/// or a `PXEClient` vendor class) and TFTP transfers from its addresses.
+fn network_boot_events(lab: &Lab, mac: [u8; 6]) -> usize {
+    let mac = crate::vm::mac_string(&mac);
+    let events = lab.network().events().all();
+    let ips = addresses_of(&events, &mac);
+    events
+        .iter()
+        .filter(|(_, e)| match e {
+            ServiceEvent::Dhcp(d) => d.mac == mac && (d.arch.is_some() || d.vendor_class.as_deref().is_some_and(|c| c.starts_with("PXEClient"))),
+            ServiceEvent::Tftp(t) => ips.contains(&t.client),
+            _ => false,
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn a_two_part_marker_is_found_around_kernel_lines_between_its_parts() {
+        let unpack = regex::Regex::new(&marker_pattern("Unpacking image /installer/nixos-image...done")).unwrap();
+        for console in [
+            "Unpacking image /installer/nixos-image...done\r\n",
+            "Unpacking image /installer/nixos-image...random: crng init done\r\ndone\r\n",
+            "Unpacking image /installer/nixos-image...clocksource: timekeeping watchdog\r\nclocksource: 'hpet' wd_now\r\ndone\r\n",
+        ] {
+            let found = unpack.find(console).unwrap_or_else(|| panic!("not in {console:?}"));
+            assert!(found.as_str().ends_with("\ndone") || found.as_str().ends_with("...done"), "{:?}", found.as_str());
+        }
+        // The result belongs to the step: not another step's, and not a kernel line's.
+        for console in [
+            "Unpacking image /installer/nixos-image...\r\n...activation done\r\n",
+            "Unpacking image /installer/nixos-image...random: crng init done\r\n",
+            "Unpacking image /installer/nixos-image/other...done\r\n",
+        ] {
+            assert!(!unpack.is_match(console), "{console:?}");
+        }
+        // A marker printed in one write stays literal.
+        assert_eq!(marker_pattern("...udev done"), regex::escape("...udev done"));
+    }
+
+    #[test]
+    fn a_steps_later_markers_are_those_after_it() {
+        assert_eq!(later_markers(InstallerStep::Reboot), Vec::<String>::new());
+        let after_unpack = later_markers(InstallerStep::UnpackImage);
+        assert_eq!(after_unpack.len(), 3);
+        assert_eq!(after_unpack[0], marker_pattern(InstallerStep::SystemConfiguration.marker()));
+    }
+}
