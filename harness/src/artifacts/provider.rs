@@ -64,6 +64,11 @@ pub enum ProviderError {
     System(#[from] SystemFileError),
 }
 
+/// The versions of the recipes that unpack and stage a user's artifacts, part of their cache
+/// keys with their real inputs: raise one when its build changes.
+const UNPACK_RECIPE: &str = "unpack 1";
+const STAGE_RECIPE: &str = "stage 1";
+
 impl Default for Provider {
     /// The busybox fixture, its image gzipped.
     fn default() -> Self {
@@ -202,7 +207,7 @@ impl Recipe for Unpack {
     }
 
     fn inputs(&self) -> Vec<Input> {
-        vec![Input::Text(include_str!("provider.rs").to_owned()), Input::File(self.tarball.clone())]
+        vec![Input::Text(UNPACK_RECIPE.into()), Input::Text(self.into.into()), Input::File(self.tarball.clone())]
     }
 
     fn build(&self, out: &Path) -> Result<(), FixtureError> {
@@ -243,7 +248,7 @@ fn staged(cache: &Cache, name: &'static str, entries: Vec<(String, Source)>) -> 
             format!("staged-{}", self.name)
         }
         fn inputs(&self) -> Vec<Input> {
-            let mut inputs = vec![Input::Text(include_str!("provider.rs").to_owned())];
+            let mut inputs = vec![Input::Text(STAGE_RECIPE.into())];
             for (at, source) in &self.entries {
                 inputs.push(Input::Text(at.clone()));
                 inputs.push(match source {
