@@ -215,7 +215,7 @@ impl InstallBench {
 }
 
 /// Run the main job's full cycle `runs` times, each in a fresh lab (`options` as for
-/// [`crate::jobs::install`]).
+/// [`fn@crate::jobs::install`]).
 pub async fn install(runs: usize, options: &crate::jobs::InstallOptions) -> Result<InstallBench, Box<dyn std::error::Error + Send + Sync>> {
     let mut bench = InstallBench { runs: Vec::new() };
     for run in 0..runs {

@@ -1,5 +1,5 @@
 //! An install's stages from the client's start to the check of its installed system, one
-//! function each, in the order [`Install::run`] runs them.
+//! function each, in the order the install runs them.
 
 use std::time::Duration;
 

@@ -5,9 +5,9 @@
 //! - [`options`]: what an install varies ([`InstallOptions`], [`Hardware`],
 //!   [`InstallFaults`]), defined once for the library and the command line.
 //! - [`stage`]: every stage as a [`Stage`], and the install's budgets.
-//! - [`install`] and [`install_stages`]: the install, one function per stage.
+//! - [`mod@install`] and [`install_stages`]: the install, one function per stage.
 //! - [`facts`]: what a scenario reports ([`Report`], [`InstallFacts`]).
-//! - [`serve`]: the lab alone, for QEMUs the user starts by hand.
+//! - [`mod@serve`]: the lab alone, for QEMUs the user starts by hand.
 //! - [`mod@matrix`] and [`mod@bench`]: artifact sets × scenarios, and the benchmarks.
 //!
 //! The layers below ([`crate::lab`], [`crate::vm`], [`crate::services`], [`crate::net`])

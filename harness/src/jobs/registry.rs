@@ -22,7 +22,7 @@ pub struct Scenario {
 /// What a scenario runs.
 #[derive(Debug, Clone, Copy)]
 pub enum Runs {
-    /// An install ([`super::install`]). `artifacts` says whose; `adapt` changes the options
+    /// An install ([`fn@super::install`]). `artifacts` says whose; `adapt` changes the options
     /// the run gives (hardware, faults, the artifacts' provider) into the scenario's.
     Install { artifacts: Artifacts, adapt: fn(InstallOptions) -> InstallOptions },
     /// The UEFI disk fixture's boot ([`super::uefi_boot`]): no artifacts, no options.

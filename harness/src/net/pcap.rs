@@ -1,7 +1,7 @@
 //! A pcap capture of every frame on the segment, readable by Wireshark and tcpdump.
 //!
 //! A thread of its own writes the file, so no disk write ever blocks the async runtime that
-//! carries the network. It writes what came in one write every [`DRAIN_EVERY`] at most, and
+//! carries the network. It writes what came in one write every `DRAIN_EVERY` at most, and
 //! is woken at most that often: a frame costs the network path a copy and no wake-up (waking
 //! the writer per frame cost a lockstep TFTP transfer 14 µs a block). A killed test still
 //! leaves a readable file, short of its last few milliseconds.

@@ -21,7 +21,7 @@ pub struct VmSpec {
     pub serial: Vec<Serial>,
     /// Connected socket for QMP, if the harness drives the VM.
     pub qmp_fd: Option<RawFd>,
-    /// A saved machine state to start from instead of power-on ([`super::snapshot`]).
+    /// A saved machine state to start from instead of power-on ([`super::Snapshot`]).
     pub incoming: Option<PathBuf>,
 }
 

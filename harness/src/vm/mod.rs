@@ -214,7 +214,7 @@ impl VmBuilder {
         self
     }
 
-    /// Start a fresh client's firmware from its snapshot ([`snapshot`]), saving one first if
+    /// Start a fresh client's firmware from its snapshot ([`Snapshot`]), saving one first if
     /// the cache has none; a VM that is not fresh (a kept NVRAM, a disk with data, a disk not
     /// first in the boot order, a slirp NIC) boots as usual.
     pub fn from_firmware_snapshot(mut self) -> Self {

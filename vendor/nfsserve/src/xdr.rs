@@ -4,7 +4,7 @@ use byteorder::{BigEndian, ReadBytesExt, WriteBytesExt};
 pub type XDREndian = BigEndian;
 use crate::nfs::nfsstring;
 
-/// See https://datatracker.ietf.org/doc/html/rfc1014
+/// See <https://datatracker.ietf.org/doc/html/rfc1014>
 #[allow(clippy::upper_case_acronyms)]
 pub trait XDR {
     fn serialize<R: Write>(&self, dest: &mut R) -> std::io::Result<()>;

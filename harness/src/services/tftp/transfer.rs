@@ -225,7 +225,7 @@ impl Transfer {
 
     /// When to call [`Transfer::on_timeout`] if no packet arrives.
     ///
-    /// Each retransmission of the same window doubles the interval, up to [`MAX_BACKOFF`], so
+    /// Each retransmission of the same window doubles the interval, up to `MAX_BACKOFF` (8 s), so
     /// a transfer outlasts a link that is down for a while (with the default limits at least
     /// 34 s in all: twelve retransmissions from the 20 ms floor, doubling up to 8 s), as GRUB,
     /// which never retransmits itself, does.
