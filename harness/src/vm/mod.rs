@@ -4,6 +4,7 @@
 //! console and QMP sockets, its per-VM UEFI variable store and disks, all in its directory.
 
 mod accel;
+mod builder;
 mod command;
 mod process;
 mod qmp;
@@ -11,6 +12,7 @@ mod snapshot;
 mod verbs;
 
 pub use accel::{probe as probe_accel, select as select_accel, Accel, AccelError};
+pub use builder::{make_disk, VmBuilder};
 pub use command::{mac_string, DiskBus, DiskFormat, DiskSpec, NetBackend, NicModel, NicSpec, Rom, Serial, VmSpec};
 pub use process::QemuProcess;
 pub use qmp::{Qmp, QmpError, QmpEvent};
@@ -66,6 +68,10 @@ pub enum VmError {
          (the firmware writes to ttyS0, the command channel is ttyS1, or ttyS2 when the console is on ttyS1)"
     )]
     ConsoleUnit { name: String, unit: u8 },
+    #[error("{name}: a NIC on the unix socket {} is for a client started by hand (VmBuilder::hand_started)", path.display())]
+    HandCable { name: String, path: PathBuf },
+    #[error("{name}: a client started by hand has its NICs on unix sockets (Cable::Unix) only")]
+    NotHandCable { name: String },
     #[error("{name}: console")]
     Console {
         name: String,
@@ -107,6 +113,9 @@ pub enum Cable {
     Switch(OwnedFd),
     /// QEMU's restricted user-mode network serving `tftp_root` (see [`NetBackend::Slirp`]).
     Slirp { tftp_root: PathBuf, bootfile: String },
+    /// A unix socket QEMU connects to itself: a lab served to QEMUs the user starts by hand
+    /// (`pxelab serve`, [`VmBuilder::hand_started`]).
+    Unix(PathBuf),
 }
 
 /// The last serial port a client's console can be on (`ttyS2`).
@@ -140,23 +149,6 @@ impl Port {
     }
 }
 
-/// Configure and start one QEMU client.
-pub struct VmBuilder {
-    name: String,
-    console_unit: u8,
-    dir: PathBuf,
-    memory_mib: u32,
-    cpus: u32,
-    accel: Option<Accel>,
-    cache_dir: PathBuf,
-    disks: Vec<(Disk, DiskBus, Option<u32>)>,
-    nics: Vec<Nic>,
-    services: Option<FailureWatch>,
-    keep_nvram: bool,
-    firmware_snapshot: bool,
-    epoch: Option<Instant>,
-    keeper: Option<Keeper>,
-}
 
 /// Where VMs go when their owner drops them in a kept lab (`pxelab run --keep`): they run on,
 /// their consoles still served to terminals, until the keeper drops.
@@ -206,345 +198,6 @@ pub struct UnpluggedNic {
     pub slirp: Option<(PathBuf, String)>,
 }
 
-impl VmBuilder {
-    /// Boot with the NVRAM already in the VM's directory, as a machine keeps it across a
-    /// power cycle, instead of a fresh copy of the template.
-    pub fn keep_nvram(mut self) -> Self {
-        self.keep_nvram = true;
-        self
-    }
-
-    /// Start a fresh client's firmware from its snapshot ([`Snapshot`]), saving one first if
-    /// the cache has none; a VM that is not fresh (a kept NVRAM, a disk with data, a disk not
-    /// first in the boot order, a slirp NIC) boots as usual.
-    pub fn from_firmware_snapshot(mut self) -> Self {
-        self.firmware_snapshot = true;
-        self
-    }
-
-    /// What a firmware snapshot of this VM depends on, if it can have one.
-    fn snapshot_machine(&self, accel: Accel) -> Option<String> {
-        let fresh = self.firmware_snapshot
-            && !self.keep_nvram
-            && self.disks.iter().any(|(_, _, bootindex)| *bootindex == Some(1))
-            && self.nics.iter().all(|nic| matches!(nic.cable, Cable::Switch(_)));
-        if !fresh {
-            return None;
-        }
-        let disks: Option<Vec<String>> = self
-            .disks
-            .iter()
-            .map(|(disk, bus, bootindex)| match disk {
-                Disk::Blank { bytes } => Some(format!("{bus:?} {bytes} {bootindex:?}")),
-                _ => None,
-            })
-            .collect();
-        let nics: Vec<String> = self
-            .nics
-            .iter()
-            .map(|n| format!("{:?}{} {} {:?} {:?}", n.model, n.model.properties(), mac_string(&n.mac), n.rom, n.bootindex))
-            .collect();
-        Some(format!("{accel:?} {} MiB {} CPUs console ttyS{} disks {:?} nics {nics:?}", self.memory_mib, self.cpus, self.console_unit, disks?))
-    }
-
-    /// Stamp the console logs with the time since `epoch` (a lab's start) instead of since
-    /// this VM's start, so that a lab's logs share one clock.
-    pub fn epoch(mut self, epoch: Instant) -> Self {
-        self.epoch = Some(epoch);
-        self
-    }
-
-    /// Hand the VM to `keeper` instead of stopping it when it drops.
-    pub fn keep_with(mut self, keeper: Keeper) -> Self {
-        self.keeper = Some(keeper);
-        self
-    }
-
-    pub fn memory_mib(mut self, mib: u32) -> Self {
-        self.memory_mib = mib;
-        self
-    }
-
-    pub fn cpus(mut self, cpus: u32) -> Self {
-        self.cpus = cpus;
-        self
-    }
-
-    /// Read the system's console on serial port `ttyS<unit>` (0 by default) instead of the
-    /// first; the firmware's output, always on the first, is then logged apart
-    /// (`firmware.log`). At most [`MAX_CONSOLE_UNIT`].
-    pub fn console_unit(mut self, unit: u8) -> Self {
-        self.console_unit = unit;
-        self
-    }
-
-    /// Use this accelerator instead of probing.
-    pub fn accel(mut self, accel: Accel) -> Self {
-        self.accel = Some(accel);
-        self
-    }
-
-    /// Where the KVM probe's verdict is cached.
-    pub fn cache_dir(mut self, dir: &Path) -> Self {
-        self.cache_dir = dir.to_owned();
-        self
-    }
-
-    /// Attach a virtio-blk disk, optionally with a firmware boot index (1 boots first).
-    pub fn disk(self, disk: Disk, bootindex: Option<u32>) -> Self {
-        self.disk_on(DiskBus::Virtio, disk, bootindex)
-    }
-
-    /// Attach a disk on `bus`, optionally with a firmware boot index (1 boots first).
-    pub fn disk_on(mut self, bus: DiskBus, disk: Disk, bootindex: Option<u32>) -> Self {
-        self.disks.push((disk, bus, bootindex));
-        self
-    }
-
-    pub fn nic(mut self, nic: Nic) -> Self {
-        self.nics.push(nic);
-        self
-    }
-
-    /// Fail the VM's console waits at once when a lab server it depends on stops.
-    pub fn fail_on(mut self, services: FailureWatch) -> Self {
-        self.services = Some(services);
-        self
-    }
-
-    /// Start QEMU under OVMF and connect its console and QMP.
-    pub async fn start(self) -> Result<Vm, VmError> {
-        if self.console_unit > MAX_CONSOLE_UNIT {
-            return Err(VmError::ConsoleUnit { name: self.name, unit: self.console_unit });
-        }
-        std::fs::create_dir_all(&self.dir).map_err(io(format!("cannot create {}", self.dir.display())))?;
-        let firmware: Firmware = pxelab_ovmf::discover()?;
-        let accel = match self.accel {
-            Some(accel) => accel,
-            None => select_accel(&firmware, &self.cache_dir).await?,
-        };
-        let vars_path = self.dir.join("OVMF_VARS.fd");
-        let snapshot = self.snapshot_machine(accel).map(|machine| Snapshot::of(&self.cache_dir, &machine, &[&firmware.code, &firmware.vars_template]));
-        let restore = snapshot.as_ref().filter(|s| s.exists()).cloned();
-        if let Some(snapshot) = &restore {
-            crate::artifacts::mark_used(snapshot.dir());
-        }
-        let vars = match &restore {
-            Some(snapshot) => {
-                std::fs::copy(snapshot.nvram(), &vars_path).map_err(io(format!("cannot copy {}", snapshot.nvram().display())))?;
-                VarStore { path: vars_path }
-            }
-            None if self.keep_nvram && vars_path.is_file() => VarStore { path: vars_path },
-            None => firmware.new_var_store(&vars_path)?,
-        };
-        let mut relaunch = Relaunch {
-            name: self.name.clone(),
-            memory_mib: self.memory_mib,
-            cpus: self.cpus,
-            accel,
-            console_unit: self.console_unit,
-            disks: Vec::new(),
-            nics: Vec::new(),
-            services: self.services.clone(),
-        };
-        let mut disks = Vec::new();
-        for (i, (disk, bus, bootindex)) in self.disks.into_iter().enumerate() {
-            let (path, format) = make_disk(&self.dir, i, disk).await?;
-            relaunch.disks.push((path.clone(), format, bus, bootindex));
-            disks.push(DiskSpec { path, format, bus, bootindex, serial: Some(format!("pxelab{i}")) });
-        }
-        let (qmp_ours, qmp_theirs) = socket_pair("QMP")?;
-        let mut pass: Vec<OwnedFd> = vec![qmp_theirs.into()];
-        // The serial ports in order, ttyS0 first.
-        let command_unit = command_unit(self.console_unit);
-        let mut ports = Vec::new();
-        for unit in 0..=self.console_unit.max(command_unit) {
-            let role = match unit {
-                _ if unit == self.console_unit => Port::Console,
-                _ if unit == command_unit => Port::Commands,
-                _ => Port::Firmware,
-            };
-            let (ours, theirs) = socket_pair(&format!("ttyS{unit}"))?;
-            ports.push((role, ours, std::os::fd::AsRawFd::as_raw_fd(&theirs), self.dir.join(role.logs().0)));
-            pass.push(theirs.into());
-        }
-        let mut nics = Vec::new();
-        for nic in self.nics {
-            let slirp = match &nic.cable {
-                Cable::Slirp { tftp_root, bootfile } => Some((tftp_root.clone(), bootfile.clone())),
-                Cable::Switch(_) => None,
-            };
-            relaunch.nics.push(UnpluggedNic { model: nic.model, mac: nic.mac, rom: nic.rom.clone(), bootindex: nic.bootindex, slirp });
-            let backend = match nic.cable {
-                Cable::Switch(fd) => {
-                    let backend = NetBackend::Switch { fd: std::os::fd::AsRawFd::as_raw_fd(&fd) };
-                    pass.push(fd);
-                    backend
-                }
-                Cable::Slirp { tftp_root, bootfile } => NetBackend::Slirp { tftp_root, bootfile },
-            };
-            nics.push(NicSpec { model: nic.model, mac: nic.mac, rom: nic.rom, bootindex: nic.bootindex, backend });
-        }
-        let spec = VmSpec {
-            name: self.name.clone(),
-            accel,
-            memory_mib: self.memory_mib,
-            cpus: self.cpus,
-            firmware: Some((firmware.code.clone(), vars.path.clone())),
-            disks,
-            nics,
-            serial: ports.iter().map(|(_, _, fd, log)| Serial::Socket { fd: *fd, log: log.clone() }).collect(),
-            qmp_fd: Some(std::os::fd::AsRawFd::as_raw_fd(&pass[0])),
-            incoming: restore.as_ref().map(Snapshot::state),
-        };
-        let argv = spec.argv();
-        let cmdline = argv.join(" ");
-        tracing::info!(vm = %self.name, "starting: {cmdline}");
-        std::fs::write(self.dir.join("qemu.cmdline"), format!("{cmdline}\n")).map_err(io("cannot write qemu.cmdline"))?;
-        let qemu_log = self.dir.join("qemu.log");
-        let started = Instant::now();
-        let process = QemuProcess::spawn(&argv, pass, &qemu_log).map_err(io("cannot run qemu-system-x86_64 (install the Debian package qemu-system-x86)"))?;
-        let clock = self.epoch.unwrap_or(started);
-        let (mut console, mut commands, mut firmware) = (None, None, None);
-        for (unit, (role, ours, _, _)) in ports.into_iter().enumerate() {
-            let (name, slot) = match role {
-                Port::Console => (self.name.clone(), &mut console),
-                Port::Commands => (format!("{} ttyS{unit}", self.name), &mut commands),
-                Port::Firmware => (format!("{} firmware", self.name), &mut firmware),
-            };
-            let log = role.logs().1;
-            let mut port = Console::attach(&name, ours, &self.dir.join(log), clock).map_err(io(format!("cannot write {log}")))?;
-            if let Some(services) = &self.services {
-                port.fail_on(services.clone());
-            }
-            *slot = Some(port);
-        }
-        let (console, commands) = (console.expect("a console port"), commands.expect("a command port"));
-        let qmp = match Qmp::connect(qmp_ours).await {
-            Ok(qmp) => qmp,
-            Err(source) => {
-                drop(process);
-                let log = std::fs::read_to_string(&qemu_log).unwrap_or_default();
-                return Err(VmError::Start { name: self.name, log, source });
-            }
-        };
-        if let Some(snapshot) = &restore {
-            // The state was saved paused, and loads paused.
-            if let Err(source) = resume_when_loaded(&qmp).await {
-                drop(process);
-                let log = std::fs::read_to_string(&qemu_log).unwrap_or_default();
-                let log = format!("{log}(starting from the firmware snapshot {}; remove it to save another)", snapshot.state().display());
-                return Err(VmError::Start { name: self.name, log, source });
-            }
-        }
-        let firmware_start = match (snapshot, restore) {
-            (_, Some(snapshot)) => FirmwareStart::Restored(snapshot),
-            (Some(snapshot), None) => match save_at_point(&snapshot, &qmp, firmware.as_ref().unwrap_or(&console), &vars.path, &self.name).await {
-                true => FirmwareStart::Saved(snapshot),
-                false => FirmwareStart::PowerOn,
-            },
-            (None, None) => FirmwareStart::PowerOn,
-        };
-        let backdoor = false;
-        // A console a terminal cannot attach to is no reason to fail the run.
-        let terminals = console.serve_terminals(&self.dir.join("console.sock")).map_err(|e| tracing::warn!(vm = %self.name, "no console socket: {e}")).ok();
-        Ok(Vm {
-            name: self.name,
-            dir: self.dir,
-            cmdline,
-            process,
-            console,
-            commands,
-            firmware,
-            backdoor,
-            qmp,
-            var_store: vars,
-            started,
-            relaunch,
-            terminals,
-            keeper: self.keeper,
-            firmware_start,
-        })
-    }
-}
-
-/// Resume a VM started from a snapshot once QEMU has loaded it.
-async fn resume_when_loaded(qmp: &Qmp) -> Result<(), QmpError> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match qmp.status().await?.as_str() {
-            "inmigrate" if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(5)).await,
-            "paused" | "postmigrate" | "prelaunch" => return qmp.cont().await,
-            "running" => return Ok(()),
-            other => return Err(QmpError::Command { command: "query-status", message: format!("the snapshot left the VM {other:?}") }),
-        }
-    }
-}
-
-/// Save `snapshot` at the firmware's first output, unless it has gone on
-/// to the network by the time the guest is paused; the VM boots on either way.
-async fn save_at_point(snapshot: &Snapshot, qmp: &Qmp, firmware: &Console, nvram: &Path, name: &str) -> bool {
-    if !firmware.wait_for_output(Duration::from_secs(120)).await {
-        tracing::info!(vm = %name, "no firmware snapshot: the firmware printed nothing");
-        return false;
-    }
-    if let Err(e) = qmp.stop().await {
-        tracing::warn!(vm = %name, "no firmware snapshot: {e}");
-        return false;
-    }
-    let went_on = regex::Regex::new(snapshot::DISK_FAILED).expect("a valid pattern").is_match(&firmware.text());
-    let saved = match went_on {
-        true => {
-            tracing::info!(vm = %name, "no firmware snapshot: the firmware went on before it paused");
-            false
-        }
-        false => match snapshot.save(qmp, nvram).await {
-            Ok(()) => true,
-            Err(e) => {
-                let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
-                // QEMU 7.2 cannot migrate an NVMe controller, for one.
-                tracing::info!(vm = %name, "no firmware snapshot: {e}{cause}");
-                false
-            }
-        },
-    };
-    if let Err(e) = qmp.cont().await {
-        tracing::warn!(vm = %name, "cannot resume after the firmware snapshot: {e}");
-    }
-    saved
-}
-
-fn socket_pair(what: &str) -> Result<(tokio::net::UnixStream, std::os::unix::net::UnixStream), VmError> {
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(io(format!("cannot make the {what} socket")))?;
-    ours.set_nonblocking(true).map_err(io("set_nonblocking"))?;
-    let ours = tokio::net::UnixStream::from_std(ours).map_err(io("register socket"))?;
-    Ok((ours, theirs))
-}
-
-/// Make disk `index` of a VM in `dir` (`disk<index>.qcow2`; an image is used as it is).
-pub async fn make_disk(dir: &Path, index: usize, disk: Disk) -> Result<(PathBuf, DiskFormat), VmError> {
-    let path = dir.join(format!("disk{index}.qcow2"));
-    let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into()];
-    match disk {
-        Disk::Image { path, format } => return Ok((path, format)),
-        Disk::Overlay { base, format } => {
-            let base = std::fs::canonicalize(&base).map_err(io(format!("disk base image {}", base.display())))?;
-            args.extend(["-F".into(), format.as_str().into(), "-b".into(), base.display().to_string()]);
-            args.push(path.display().to_string());
-        }
-        Disk::Blank { bytes } => args.extend([path.display().to_string(), bytes.to_string()]),
-    }
-    let out = tokio::process::Command::new("qemu-img")
-        .args(&args)
-        .output()
-        .await
-        .map_err(io("cannot run qemu-img (install the Debian package qemu-utils)"))?;
-    if !out.status.success() {
-        return Err(VmError::QemuImg { path, stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
-    }
-    Ok((path, DiskFormat::Qcow2))
-}
-
 /// A running QEMU client.
 pub struct Vm {
     name: String,
@@ -579,22 +232,7 @@ impl Drop for Vm {
 impl Vm {
     /// Configure a VM named `name` whose files live in `dir`.
     pub fn builder(name: &str, dir: &Path) -> VmBuilder {
-        VmBuilder {
-            name: name.to_owned(),
-            console_unit: 0,
-            dir: dir.to_owned(),
-            memory_mib: 1024,
-            cpus: 1,
-            accel: None,
-            cache_dir: crate::artifacts::Cache::default_root(),
-            disks: Vec::new(),
-            nics: Vec::new(),
-            services: None,
-            keep_nvram: false,
-            firmware_snapshot: false,
-            epoch: None,
-            keeper: None,
-        }
+        VmBuilder::new(name, dir)
     }
 
     pub fn name(&self) -> &str {
