@@ -67,6 +67,16 @@ impl Cache {
         &self.root
     }
 
+    /// [`Cache::get_or_build`] on a blocking thread, off the async runtime that carries the
+    /// VMs' network and consoles (hashing the inputs takes seconds, a build minutes).
+    pub async fn build<R: Recipe + Send + 'static>(&self, recipe: R) -> Result<PathBuf, CacheError> {
+        let cache = self.clone();
+        match tokio::task::spawn_blocking(move || cache.get_or_build(&recipe)).await {
+            Ok(built) => built,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     /// The directory `recipe` built, building it first if no entry has its inputs' key.
     pub fn get_or_build(&self, recipe: &dyn Recipe) -> Result<PathBuf, CacheError> {
         let name = recipe.name();

@@ -71,7 +71,7 @@ fn median(times: &[Duration]) -> Duration {
 /// and from QEMU's slirp TFTP (`restrict=on`), `runs` times each, alternating.
 pub async fn tftp(lab: &mut Lab, runs: usize) -> Result<TftpBench, Box<dyn std::error::Error + Send + Sync>> {
     let host = HostFiles::find()?;
-    let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() })?;
+    let tree = lab.cache().build(PxeTree { host: host.clone() }).await?;
     let root = lab.dir().join("tftp");
     let nixos = root.join("nixos");
     std::fs::create_dir_all(&nixos)?;
@@ -153,8 +153,8 @@ MB/s: {:.1}",
 /// PXE-boot a client into the NFS root and time reading a `size_mib` file from it `runs` times.
 pub async fn nfs(lab: &mut Lab, runs: usize, size_mib: usize) -> Result<NfsBench, Box<dyn std::error::Error + Send + Sync>> {
     let host = HostFiles::find()?;
-    let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() })?;
-    let base = lab.cache().get_or_build(&NfsRoot { host })?.join(NfsRoot::ROOT);
+    let tree = lab.cache().build(PxeTree { host: host.clone() }).await?;
+    let base = lab.cache().build(NfsRoot { host }).await?.join(NfsRoot::ROOT);
     let top = lab.dir().join("nfs-top");
     std::fs::create_dir_all(top.join("data"))?;
     let file = top.join("data/big.bin");
@@ -292,7 +292,7 @@ pub async fn floor(lab: &mut Lab, options: &crate::jobs::InstallOptions) -> Resu
     let installed = vm.dir().to_owned();
     vm.shutdown(Duration::from_secs(120)).await?;
     drop(vm);
-    let artifacts = options.provider.provide(lab.cache())?;
+    let artifacts = options.provider.provide_async(lab.cache()).await?;
 
     // The same TFTP tree, served by slirp, with GRUB's countdown at 0 (the cycle presses Enter
     // at it) and a console line once `linux` has loaded the kernel.

@@ -15,9 +15,7 @@ pub async fn uefi_boot(lab: &Lab) -> Result<Report, StageError> {
     let mut stages = lab.stages();
     let host = stages.run(Stage::FindHostFiles, async { HostFiles::find() }).await?;
     let recipe = UefiDisk { host: host.clone(), init: UefiDiskInit::Shell };
-    let cache = lab.cache().clone();
-    let built = tokio::task::spawn_blocking(move || cache.get_or_build(&recipe));
-    let fixture = stages.run(Stage::BuildFixture, async { built.await.map_err(std::io::Error::other)?.map_err(Box::<dyn std::error::Error + Send + Sync>::from) }).await?;
+    let fixture = stages.run(Stage::BuildFixture, lab.cache().build(recipe)).await?;
     let disk = Disk::Overlay { base: fixture.join(UefiDisk::IMAGE), format: DiskFormat::Raw };
     let mut vm = stages.run(Stage::StartQemu, lab.vm("client").disk(disk, Some(1)).start()).await?;
     stages.run(Stage::FirmwareGrub, vm.wait_for_console_text("pxelab-fixture: GRUB loading", Duration::from_secs(120))).await?;
