@@ -35,7 +35,7 @@ pub const TARGETS: &[Target] = &[
 pub fn dhcp(data: &[u8]) {
     let mut config = DhcpConfig::for_subnet([192, 0, 2]);
     config.root_path = Some("192.0.2.1:/srv/nixos/nfsroot,vers=3,tcp".into());
-    config.hosts.push(HostDecl { mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56], ip: [192, 0, 2, 10].into(), hostname: Some("h".into()) });
+    config.hosts.push(HostDecl { mac: crate::net::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]), ip: [192, 0, 2, 10].into(), hostname: Some("h".into()) });
     let mut server = DhcpServer::new(config).expect("a valid config");
     // Several messages from one input, so lease state is exercised: split on a marker.
     for (i, message) in data.split(|&b| b == 0xfe).enumerate().take(16) {
@@ -44,7 +44,7 @@ pub fn dhcp(data: &[u8]) {
             use dhcproto::Decodable;
             let decoded = dhcproto::v4::Message::decode(&mut dhcproto::Decoder::new(&reply.bytes)).expect("a reply decodes");
             assert_eq!(decoded.xid(), u32::from_be_bytes(message[4..8].try_into().expect("a decoded request has an xid")));
-            assert_eq!(event.mac, crate::vm::mac_string(&decoded.chaddr()[..6].try_into().expect("6 bytes")));
+            assert_eq!(event.mac, crate::net::Mac(decoded.chaddr()[..6].try_into().expect("6 bytes")));
         }
     }
 }

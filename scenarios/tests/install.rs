@@ -78,7 +78,7 @@ async fn pxe_install_then_boot_from_disk() {
 #[tokio::test]
 async fn per_host_config_wins_over_generic_and_zstd_image_unpacks() {
     let (mac, _, hostname) = INSTALL_CLIENT;
-    let mac = pxelab::vm::mac_string(&mac);
+    let mac = mac.to_string();
     let options = InstallOptions {
         provider: Provider::Fixture { compression: Compression::Zstd },
         installer_files: vec![

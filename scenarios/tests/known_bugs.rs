@@ -36,7 +36,7 @@ async fn nvme_without_the_partition_separator_is_diagnosed() {
 /// (Fixed: `per_host_config_wins_over_generic_and_zstd_image_unpacks`.)
 #[tokio::test]
 async fn a_generic_config_read_last_overriding_a_per_host_one_is_diagnosed() {
-    let mac = pxelab::vm::mac_string(&INSTALL_CLIENT.0);
+    let mac = INSTALL_CLIENT.0;
     let options = InstallOptions {
         installer_files: vec![
             ("pxelab-upstream-order".into(), String::new()),

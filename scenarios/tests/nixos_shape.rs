@@ -78,7 +78,7 @@ async fn nixos_shape_installs_through_upstreams_path_to_a_systemd_login() {
     let console = vm.console().text();
     for evidence in [
         "IP-Config: Complete:".into(),
-        format!("device=eth0, hwaddr={}, ipaddr={ip}", pxelab::vm::mac_string(&mac)),
+        format!("device=eth0, hwaddr={}, ipaddr={ip}", mac),
         "VFS: Mounted root (nfs filesystem) readonly".into(),
         "union root: unionfs /union fuse.unionfs rw".into(),
         "e1000 0000:".into(),

@@ -6,6 +6,7 @@ use pxelab_fixtures::nfs_root::NFS_ROOT_MARKER;
 use pxelab_fixtures::{initramfs, HostFiles, NfsRoot, PxeTree};
 
 use crate::jobs::Stage;
+use crate::net::Mac;
 use crate::lab::{Lab, PxeConfig};
 use crate::vm::{Cable, Disk, DiskFormat, Nic, NicModel, Rom, VmBuilder};
 
@@ -18,7 +19,7 @@ linux $prefix/bzImage
 echo pxelab-bench: fetched
 ";
 
-const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xbe, 0x4c, 0x01];
+const MAC: Mac = Mac([0x52, 0x54, 0x00, 0xbe, 0x4c, 0x01]);
 
 /// Times of one TFTP benchmark run.
 #[derive(Debug, Clone)]

@@ -144,7 +144,7 @@ pub async fn reinstall(lab: &Lab, vm: Vm, options: &InstallOptions) -> Result<(I
     stages
         .run(Stage::BootNextPxe, async {
             let entries = vm.var_store().boot_entries()?;
-            let nic = format!("MAC({})", hex::encode(mac));
+            let nic = format!("MAC({})", mac.hex());
             let Some(pxe) = entries.options.iter().find(|o| o.path.contains(&nic) && o.path.ends_with("IPv4")) else {
                 return Err(format!("no IPv4 PXE entry for {nic} in NVRAM: {entries:?}").into());
             };

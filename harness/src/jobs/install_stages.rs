@@ -1,6 +1,7 @@
 //! An install's stages from the client's start to the check of its installed system, one
 //! function each, in the order the install runs them.
 
+use crate::net::Mac;
 use std::time::Duration;
 
 use pxelab_fixtures::install::NFS_SETUP_MARKER;
@@ -46,7 +47,7 @@ pub(super) struct Install<'a> {
     artifacts: &'a ArtifactSet,
     options: &'a InstallOptions,
     budgets: Budgets,
-    mac: [u8; 6],
+    mac: Mac,
     nic: NicModel,
     /// The lab's events count from the first `after` (a reinstall's from its reboot).
     after: usize,
@@ -403,23 +404,20 @@ fn tftp_listing(root: &std::path::Path) -> String {
 }
 
 /// Whether `mac` got a lease among the events after the first `after`.
-fn leased_after(lab: &Lab, mac: [u8; 6], after: usize) -> bool {
-    let mac = crate::vm::mac_string(&mac);
-    lab.network().events().all().iter().skip(after).any(|(_, e)| lease_for(e, &mac).is_some())
+fn leased_after(lab: &Lab, mac: Mac, after: usize) -> bool {
+    lab.network().events().all().iter().skip(after).any(|(_, e)| lease_for(e, mac).is_some())
 }
 
 /// How many DHCP requests `mac` has made so far (an installed system may run DHCP itself).
-fn dhcp_events(lab: &Lab, mac: [u8; 6]) -> usize {
-    let mac = crate::vm::mac_string(&mac);
+fn dhcp_events(lab: &Lab, mac: Mac) -> usize {
     lab.network().events().all().iter().filter(|(_, e)| matches!(e, ServiceEvent::Dhcp(d) if d.mac == mac)).count()
 }
 
 /// How many network boot requests `mac` has made so far: firmware DHCP (client architecture
 /// or a `PXEClient` vendor class) and TFTP transfers from its addresses.
-fn network_boot_events(lab: &Lab, mac: [u8; 6]) -> usize {
-    let mac = crate::vm::mac_string(&mac);
+fn network_boot_events(lab: &Lab, mac: Mac) -> usize {
     let events = lab.network().events().all();
-    let ips = addresses_of(&events, &mac);
+    let ips = addresses_of(&events, mac);
     events
         .iter()
         .filter(|(_, e)| match e {

@@ -6,6 +6,7 @@
 //! (each flag's name is read back from its clap argument), so a flag cannot be printed in a
 //! form the command line does not take.
 
+use crate::net::Mac;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,14 +18,14 @@ use crate::net::fault::{duration_text, parse_duration, percent_text, Impairment,
 use crate::vm::{shell_quote, DiskBus, NicModel};
 
 /// The client `install-default` installs: MAC, address and host name.
-pub const INSTALL_CLIENT: ([u8; 6], &str, &str) = ([0x52, 0x54, 0x00, 0x1a, 0x5e, 0x01], "192.0.2.10", "nixos-pxe-1");
+pub const INSTALL_CLIENT: (Mac, &str, &str) = (Mac([0x52, 0x54, 0x00, 0x1a, 0x5e, 0x01]), "192.0.2.10", "nixos-pxe-1");
 
 /// Who installs: the VM's name, and the MAC, address and host name the lab's DHCP declares
 /// for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
     pub vm: String,
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub ip: std::net::Ipv4Addr,
     pub hostname: String,
 }
@@ -33,7 +34,7 @@ impl Client {
     /// The `n`th of several clients (from 1): VM `client-<n>`, MAC `52:54:00:1a:5e:<n>`,
     /// address `192.0.2.<9+n>`, host name `nixos-pxe-<n>`; the first has [`INSTALL_CLIENT`]'s.
     pub fn nth(n: u8) -> Self {
-        Client { vm: format!("client-{n}"), mac: [0x52, 0x54, 0x00, 0x1a, 0x5e, n], ip: [192, 0, 2, 9 + n].into(), hostname: format!("nixos-pxe-{n}") }
+        Client { vm: format!("client-{n}"), mac: Mac([0x52, 0x54, 0x00, 0x1a, 0x5e, n]), ip: [192, 0, 2, 9 + n].into(), hostname: format!("nixos-pxe-{n}") }
     }
 }
 

@@ -86,7 +86,7 @@ fn names() -> String {
 }
 
 fn nvme(options: InstallOptions) -> InstallOptions {
-    let mac = crate::vm::mac_string(&options.client.mac);
+    let mac = options.client.mac;
     let mut installer_files = options.installer_files.clone();
     installer_files.push((format!("config-{mac}"), "rootDevice=/dev/nvme0n1\npartitionSeparator=p\n".into()));
     InstallOptions { installer_files, hardware: super::Hardware { disk_bus: DiskBus::Nvme, ..options.hardware.clone() }, ..options }
@@ -194,7 +194,7 @@ mod test {
         assert_eq!(shape.provider, Provider::nixos_shape());
         let nvme = INSTALL_NVME.install_options(InstallOptions::default(), Some(dir.clone())).unwrap();
         assert_eq!((nvme.provider, nvme.hardware.disk_bus), (dir, DiskBus::Nvme));
-        assert_eq!(nvme.installer_files[0].0, format!("config-{}", crate::vm::mac_string(&INSTALL_CLIENT.0)));
+        assert_eq!(nvme.installer_files[0].0, format!("config-{}", INSTALL_CLIENT.0));
         assert!(matches!(UEFI_BOOT.install_options(InstallOptions::default(), None), Err(ScenarioError::NotAnInstall { .. })));
     }
 }

@@ -9,7 +9,7 @@ use super::{Client, InstallOptions, Stage};
 #[derive(Debug, Clone)]
 pub struct HandClient {
     pub name: String,
-    pub mac: [u8; 6],
+    pub mac: crate::net::Mac,
     pub ip: std::net::Ipv4Addr,
     pub hostname: String,
     /// The QEMU command line, ready to paste into a shell.

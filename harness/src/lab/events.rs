@@ -1,5 +1,6 @@
 //! The lab's event log: what its services did, kept for waits and written as JSON lines.
 
+use crate::net::Mac;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
@@ -12,9 +13,9 @@ use crate::services::dhcp::{DhcpEvent, DhcpEventKind};
 use crate::services::{EventSink, ServiceEvent};
 use crate::supervise::{failed, FailureWatch, ServiceFailure};
 
-/// The DHCP event if `event` gives the client `mac` (as `mac_string` writes it) a lease: an
+/// The DHCP event if `event` gives the client `mac` a lease: an
 /// ACK or a BOOTP reply.
-pub fn lease_for<'a>(event: &'a ServiceEvent, mac: &str) -> Option<&'a DhcpEvent> {
+pub fn lease_for(event: &ServiceEvent, mac: Mac) -> Option<&DhcpEvent> {
     match event {
         ServiceEvent::Dhcp(d) if d.mac == mac && matches!(d.kind, DhcpEventKind::Ack | DhcpEventKind::Bootp) => Some(d),
         _ => None,
@@ -23,7 +24,7 @@ pub fn lease_for<'a>(event: &'a ServiceEvent, mac: &str) -> Option<&'a DhcpEvent
 
 /// Every address the DHCP server named to the client `mac` among `events`: where its TFTP
 /// requests come from.
-pub fn addresses_of(events: &[(Duration, ServiceEvent)], mac: &str) -> Vec<std::net::Ipv4Addr> {
+pub fn addresses_of(events: &[(Duration, ServiceEvent)], mac: Mac) -> Vec<std::net::Ipv4Addr> {
     events
         .iter()
         .filter_map(|(_, e)| match e {

@@ -86,7 +86,8 @@ impl Lab {
 
     /// A diskless client whose NIC (`model`, `rom`) is plugged into the lab's network and
     /// boots second after any disk (`bootindex=2`); add disks with [`VmBuilder::disk`].
-    pub fn pxe_client(&self, name: &str, mac: [u8; 6], model: NicModel, rom: Rom) -> std::io::Result<VmBuilder> {
+    pub fn pxe_client(&self, name: &str, mac: impl Into<crate::net::Mac>, model: NicModel, rom: Rom) -> std::io::Result<VmBuilder> {
+        let mac = mac.into();
         let cable = self.network().plug(mac)?;
         let nic = Nic { model, mac, rom, bootindex: Some(2), cable: Cable::Switch(cable) };
         Ok(self.vm(name).nic(nic).fail_on(self.network().failure_watch()))

@@ -1,5 +1,6 @@
 //! A lab's PXE network: the segment, the harness's IP host, and DHCP and TFTP served on it.
 
+use crate::net::Mac;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
@@ -24,10 +25,9 @@ use crate::services::nfs::{self, NfsConfig};
 use crate::services::tftp::{self, TftpConfig, TftpEvent, TftpOutcome, TransferLimits};
 use crate::services::{EventSink, ServiceEvent};
 use crate::supervise::{FailureWatch, Supervisor};
-use crate::vm::mac_string;
 
 /// The harness host's MAC address on every lab segment (locally administered).
-pub const HOST_MAC: [u8; 6] = [0x02, 0x70, 0x78, 0x6c, 0x61, 0x62];
+pub const HOST_MAC: Mac = Mac([0x02, 0x70, 0x78, 0x6c, 0x61, 0x62]);
 
 /// What a lab's network serves.
 #[derive(Debug, Clone)]
@@ -88,8 +88,8 @@ impl PxeConfig {
     }
 
     /// Declare a host: `mac` always gets `ip` and `hostname`.
-    pub fn host(mut self, mac: [u8; 6], ip: Ipv4Addr, hostname: &str) -> Self {
-        self.dhcp.hosts.push(HostDecl { mac, ip, hostname: Some(hostname.to_owned()) });
+    pub fn host(mut self, mac: impl Into<Mac>, ip: Ipv4Addr, hostname: &str) -> Self {
+        self.dhcp.hosts.push(HostDecl { mac: mac.into(), ip, hostname: Some(hostname.to_owned()) });
         self
     }
 }
@@ -138,7 +138,7 @@ pub struct Network {
     tftp: TftpConfig,
     nfs: Option<NfsConfig>,
     running: Mutex<HashMap<Server, AbortHandle>>,
-    ports: Mutex<HashMap<[u8; 6], PortId>>,
+    ports: Mutex<HashMap<Mac, PortId>>,
     started: Instant,
 }
 
@@ -226,8 +226,9 @@ impl Network {
     }
 
     /// Impair the traffic of `mac`'s port in `direction` (seeded by [`PxeConfig::seed`]).
-    pub fn impair(&self, mac: [u8; 6], direction: Direction, impairment: Impairment) {
-        let Some(port) = self.port_of(mac) else { return tracing::warn!("impair: {} is not plugged in", mac_string(&mac)) };
+    pub fn impair(&self, mac: impl Into<Mac>, direction: Direction, impairment: Impairment) {
+        let mac = mac.into();
+        let Some(port) = self.port_of(mac) else { return tracing::warn!("impair: {mac} is not plugged in") };
         self.segment.with_faults(move |faults| {
             faults.impair(port, direction, impairment);
             vec![SegmentEvent::Impaired { port, direction, impairment }]
@@ -236,24 +237,24 @@ impl Network {
 
     /// Take `mac`'s link down: nothing passes either way until [`Network::unblock`] (the
     /// NixOS test driver's `block`).
-    pub fn block(&self, mac: [u8; 6]) {
-        self.set_link(mac, false);
+    pub fn block(&self, mac: impl Into<Mac>) {
+        self.set_link(mac.into(), false);
     }
 
     /// Bring `mac`'s link up again.
-    pub fn unblock(&self, mac: [u8; 6]) {
-        self.set_link(mac, true);
+    pub fn unblock(&self, mac: impl Into<Mac>) {
+        self.set_link(mac.into(), true);
     }
 
-    fn set_link(&self, mac: [u8; 6], up: bool) {
-        let Some(port) = self.port_of(mac) else { return tracing::warn!("link: {} is not plugged in", mac_string(&mac)) };
+    fn set_link(&self, mac: Mac, up: bool) {
+        let Some(port) = self.port_of(mac) else { return tracing::warn!("link: {mac} is not plugged in") };
         self.segment.with_faults(move |faults| {
             faults.set_link(port, up);
             vec![SegmentEvent::Link { port, up }]
         });
     }
 
-    fn port_of(&self, mac: [u8; 6]) -> Option<PortId> {
+    fn port_of(&self, mac: Mac) -> Option<PortId> {
         self.ports.lock().expect("ports lock").get(&mac).copied()
     }
 
@@ -263,9 +264,9 @@ impl Network {
     }
 
     /// A cable for the VM NIC with `mac` (QEMU's end of a stream socket).
-    pub fn plug(&self, mac: [u8; 6]) -> std::io::Result<OwnedFd> {
+    pub fn plug(&self, mac: impl Into<Mac>) -> std::io::Result<OwnedFd> {
         let (port, fd) = self.segment.attach_vm()?;
-        self.ports.lock().expect("ports lock").insert(mac, port);
+        self.ports.lock().expect("ports lock").insert(mac.into(), port);
         Ok(fd)
     }
 
@@ -300,40 +301,40 @@ impl Network {
     }
 
     /// The address `mac` holds, if any.
-    pub fn lease_of(&self, mac: [u8; 6]) -> Option<Ipv4Addr> {
-        self.dhcp.lock().expect("dhcp lock").leases().get(&mac).map(|l| l.ip)
+    pub fn lease_of(&self, mac: impl Into<Mac>) -> Option<Ipv4Addr> {
+        self.dhcp.lock().expect("dhcp lock").leases().get(&mac.into()).map(|l| l.ip)
     }
 
     /// Wait until `mac` is given an address (a DHCP ACK or a BOOTP reply).
-    pub async fn wait_for_dhcp_lease(&self, mac: [u8; 6], timeout: Duration) -> Result<DhcpEvent, EventWaitError> {
+    pub async fn wait_for_dhcp_lease(&self, mac: impl Into<Mac>, timeout: Duration) -> Result<DhcpEvent, EventWaitError> {
         self.wait_for_dhcp_lease_after(mac, 0, timeout).await
     }
 
     /// [`Network::wait_for_dhcp_lease`], among the events after the first `after` (see
     /// [`Events::count`]): a lease of a later boot.
-    pub async fn wait_for_dhcp_lease_after(&self, mac: [u8; 6], after: usize, timeout: Duration) -> Result<DhcpEvent, EventWaitError> {
-        let mac = mac_string(&mac);
+    pub async fn wait_for_dhcp_lease_after(&self, mac: impl Into<Mac>, after: usize, timeout: Duration) -> Result<DhcpEvent, EventWaitError> {
+        let mac = mac.into();
         self.events
             .wait_for(&format!("a DHCP lease for {mac}"), timeout, |events| {
-                events.iter().skip(after).find_map(|(_, e)| lease_for(e, &mac).cloned())
+                events.iter().skip(after).find_map(|(_, e)| lease_for(e, mac).cloned())
             })
             .await
     }
 
     /// Wait until the client with `mac` has fetched all of `file` over TFTP.
-    pub async fn wait_for_tftp_transfer(&self, mac: [u8; 6], file: &str, timeout: Duration) -> Result<TftpEvent, EventWaitError> {
+    pub async fn wait_for_tftp_transfer(&self, mac: impl Into<Mac>, file: &str, timeout: Duration) -> Result<TftpEvent, EventWaitError> {
         self.wait_for_tftp_transfer_after(mac, file, 0, timeout).await
     }
 
     /// [`Network::wait_for_tftp_transfer`], among the events after the first `after`. A file
     /// the server does not have ends the wait at once ([`EventWaitError::Refused`]).
-    pub async fn wait_for_tftp_transfer_after(&self, mac: [u8; 6], file: &str, after: usize, timeout: Duration) -> Result<TftpEvent, EventWaitError> {
-        let mac = mac_string(&mac);
+    pub async fn wait_for_tftp_transfer_after(&self, mac: impl Into<Mac>, file: &str, after: usize, timeout: Duration) -> Result<TftpEvent, EventWaitError> {
+        let mac = mac.into();
         let file = file.trim_start_matches('/');
         let what = format!("{mac} to fetch {file} by TFTP");
         self.events
             .wait_for(&what, timeout, |events| {
-                let ips = addresses_of(events, &mac);
+                let ips = addresses_of(events, mac);
                 events.iter().skip(after).find_map(|(_, e)| match e {
                     ServiceEvent::Tftp(t) if ips.contains(&t.client) && t.file.trim_start_matches('/') == file => {
                         match t.outcome {
@@ -379,7 +380,7 @@ mod test {
     /// A guest on the segment with its own IP stack.
     fn client(network: &Network) -> (IpHost, Supervisor) {
         let supervisor = Supervisor::default();
-        let addr = HostAddr { mac: CLIENT_MAC, ip: CLIENT_IP, prefix_len: 24 };
+        let addr = HostAddr { mac: Mac(CLIENT_MAC), ip: CLIENT_IP, prefix_len: 24 };
         (IpHost::start(&network.segment, addr, Box::new(|_| None), &supervisor), supervisor)
     }
 
@@ -396,7 +397,7 @@ mod test {
 
     fn udp(src_port: u16, dst_port: u16, dst_ip: Ipv4Addr, payload: Vec<u8>) -> Vec<u8> {
         let (src_mac, dst_mac) = (CLIENT_MAC, [0xff; 6]);
-        UdpFrame { src_mac, dst_mac, src_ip: CLIENT_IP, dst_ip, src_port, dst_port, payload }.emit()
+        UdpFrame { src_mac: Mac(src_mac), dst_mac: Mac(dst_mac), src_ip: CLIENT_IP, dst_ip, src_port, dst_port, payload }.emit()
     }
 
     async fn next_udp(frames: &mut tokio::sync::mpsc::Receiver<Vec<u8>>, port: u16) -> UdpFrame {
@@ -486,7 +487,7 @@ mod test {
             payload: &[],
         };
         let ip = Ipv4Repr { src_addr: src_ip, dst_addr: dst_ip, next_header: IpProtocol::Tcp, payload_len: tcp.buffer_len(), hop_limit: 64 };
-        let eth = EthernetRepr { src_addr: EthernetAddress(src_mac), dst_addr: EthernetAddress(HOST_MAC), ethertype: EthernetProtocol::Ipv4 };
+        let eth = EthernetRepr { src_addr: EthernetAddress(src_mac), dst_addr: EthernetAddress(HOST_MAC.0), ethertype: EthernetProtocol::Ipv4 };
         let mut frame = vec![0u8; eth.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
         let caps = ChecksumCapabilities::default();
         let mut e = EthernetFrame::new_unchecked(&mut frame[..]);

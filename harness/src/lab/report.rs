@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use super::events::addresses_of;
 use super::stages::{RunLog, StageRecord};
 use crate::net::pcap;
 use crate::services::ServiceEvent;
@@ -98,25 +97,19 @@ impl RunReport {
             })
             .collect();
         let all: Vec<_> = events.to_vec();
-        let macs: Vec<String> = all
-            .iter()
-            .filter_map(|(_, e)| match e {
-                ServiceEvent::Dhcp(d) => Some(d.mac.clone()),
-                _ => None,
-            })
-            .fold(Vec::new(), |mut macs, mac| {
-                if !macs.contains(&mac) {
-                    macs.push(mac);
-                }
-                macs
-            });
-        let owners: Vec<(String, Vec<std::net::Ipv4Addr>)> = macs.iter().map(|m| (m.clone(), addresses_of(&all, m))).collect();
-        let owner = |ip: &std::net::Ipv4Addr| owners.iter().find(|(_, ips)| ips.contains(ip)).map(|(m, _)| m.clone());
+        // Each address's client: the first MAC the DHCP server named it to, in one pass.
+        let mut owners: std::collections::HashMap<std::net::Ipv4Addr, crate::net::Mac> = std::collections::HashMap::new();
+        for (_, e) in &all {
+            if let ServiceEvent::Dhcp(d) = e {
+                owners.entry(d.ip).or_insert(d.mac);
+            }
+        }
+        let owner = |ip: &std::net::Ipv4Addr| owners.get(ip).map(|m| m.to_string());
         let events = all
             .into_iter()
             .map(|(at, event)| {
                 let client = match &event {
-                    ServiceEvent::Dhcp(d) => Some(d.mac.clone()),
+                    ServiceEvent::Dhcp(d) => Some(d.mac.to_string()),
                     ServiceEvent::Tftp(t) => owner(&t.client),
                     ServiceEvent::Nfs(n) => owner(&n.client),
                     _ => None,

@@ -4,6 +4,7 @@
 //! Frames for the host first pass an interceptor, which lets frame-level services (DHCP,
 //! whose clients have no address yet) answer before the IP stack sees them.
 
+use super::Mac;
 use std::net::Ipv4Addr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -30,7 +31,7 @@ pub type Interceptor = Box<dyn FnMut(&[u8]) -> Option<Vec<Vec<u8>>> + Send>;
 /// The host's address on the segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostAddr {
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
 }
@@ -72,7 +73,7 @@ impl IpHost {
         caps.max_transmission_unit = 1514;
         let device = PortDevice { rx: stack_rx, tx: sender, caps };
         let mut config = NetConfig::new(
-            Config::new(HardwareAddress::Ethernet(EthernetAddress(addr.mac))),
+            Config::new(HardwareAddress::Ethernet(EthernetAddress(addr.mac.0))),
             IpCidr::new(addr.ip.into(), addr.prefix_len),
             vec![],
         );

@@ -10,6 +10,7 @@
 pub mod fault;
 pub mod framing;
 pub mod host;
+pub mod mac;
 
 pub mod pcap;
 pub mod segment;
@@ -17,6 +18,7 @@ pub mod segment;
 pub mod switch;
 pub mod wire;
 
+pub use mac::Mac;
 pub use segment::{PortSender, Segment};
 
 

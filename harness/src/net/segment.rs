@@ -6,6 +6,7 @@
 //! output queue is bounded, and a frame for a full queue (a paused or slow VM) is dropped
 //! and counted ([`SegmentEvent`]).
 
+use super::Mac;
 use std::collections::BinaryHeap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -137,7 +138,7 @@ type FaultChange = Box<dyn FnOnce(&mut Faults) -> Vec<SegmentEvent> + Send>;
 
 /// Commands to the switch task.
 enum Control {
-    Pin([u8; 6], PortId),
+    Pin(Mac, PortId),
     Faults(FaultChange),
 }
 
@@ -182,7 +183,7 @@ impl Segment {
     }
 
     /// Fix `mac` on `port`: no other port may send with it as its source.
-    pub fn pin(&self, mac: [u8; 6], port: PortId) {
+    pub fn pin(&self, mac: Mac, port: PortId) {
         let _ = self.control.send(Control::Pin(mac, port));
     }
 
@@ -457,7 +458,7 @@ mod test {
             events.iter().filter(|e| matches!(e, ServiceEvent::Segment(SegmentEvent::Dropped { .. }))).count()
         };
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        segment.pin([2, 0, 0, 0, 0, 7], 0); // wakes the switch without a frame
+        segment.pin(Mac([2, 0, 0, 0, 0, 7]), 0); // wakes the switch without a frame
         tokio::time::sleep(Duration::from_millis(100)).await;
         let after: Vec<u64> = log.0.lock().unwrap().iter().filter_map(|e| match e {
             ServiceEvent::Segment(SegmentEvent::Dropped { total, .. }) => Some(*total),
@@ -491,7 +492,7 @@ mod test {
         let (_dir, _, segment) = segment(0);
         let host_mac = [2, 0x70, 0x78, 0, 0, 1];
         let (host, mut to_host) = segment.attach();
-        segment.pin(host_mac, host.port());
+        segment.pin(Mac(host_mac), host.port());
         let (_, fd) = segment.attach_vm().unwrap();
         let (_, fd2) = segment.attach_vm().unwrap();
         let (mut evil, mut victim) = (vm_stream(fd), vm_stream(fd2));

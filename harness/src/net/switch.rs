@@ -4,6 +4,7 @@
 //! an address pinned to a port (the harness host's) is never learned elsewhere; a frame that
 //! claims it from another port is dropped.
 
+use super::Mac;
 use std::collections::HashMap;
 
 /// A port on the segment.
@@ -28,13 +29,13 @@ pub const MAX_MACS: usize = 1024;
 /// MAC address table.
 #[derive(Debug, Default)]
 pub struct Switch {
-    table: HashMap<[u8; 6], PortId>,
-    pinned: HashMap<[u8; 6], PortId>,
+    table: HashMap<Mac, PortId>,
+    pinned: HashMap<Mac, PortId>,
 }
 
 impl Switch {
     /// Fix `mac` on `port`: it is never learned on another port.
-    pub fn pin(&mut self, mac: [u8; 6], port: PortId) {
+    pub fn pin(&mut self, mac: Mac, port: PortId) {
         self.pinned.insert(mac, port);
     }
 
@@ -43,12 +44,12 @@ impl Switch {
         if frame.len() < 14 {
             return Forward::Drop;
         }
-        let dst: [u8; 6] = frame[0..6].try_into().expect("6 bytes");
-        let src: [u8; 6] = frame[6..12].try_into().expect("6 bytes");
+        let dst = Mac(frame[0..6].try_into().expect("6 bytes"));
+        let src = Mac(frame[6..12].try_into().expect("6 bytes"));
         match self.pinned.get(&src) {
             Some(&home) if home != port => return Forward::Spoofed,
             Some(_) => {}
-            None if src[0] & 1 == 0 && (self.table.len() < MAX_MACS || self.table.contains_key(&src)) => {
+            None if !src.is_group() && (self.table.len() < MAX_MACS || self.table.contains_key(&src)) => {
                 self.table.insert(src, port);
             }
             None => {}
@@ -56,7 +57,7 @@ impl Switch {
         if let Some(&home) = self.pinned.get(&dst) {
             return if home == port { Forward::Drop } else { Forward::Port(home) };
         }
-        if dst[0] & 1 == 1 {
+        if dst.is_group() {
             return Forward::Flood;
         }
         match self.table.get(&dst) {
@@ -67,7 +68,7 @@ impl Switch {
     }
 
     /// The port a MAC address was last seen on (or is pinned to).
-    pub fn port_of(&self, mac: &[u8; 6]) -> Option<PortId> {
+    pub fn port_of(&self, mac: &Mac) -> Option<PortId> {
         self.pinned.get(mac).or_else(|| self.table.get(mac)).copied()
     }
 }
@@ -89,7 +90,7 @@ mod test {
         let mut s = Switch::default();
         assert_eq!(s.forward(0, &frame(BROADCAST, A)), Forward::Flood);
         assert_eq!(s.forward(1, &frame(B, A)), Forward::Flood, "B unknown yet; A moved to port 1");
-        assert_eq!(s.port_of(&A), Some(1));
+        assert_eq!(s.port_of(&Mac(A)), Some(1));
         assert_eq!(s.forward(2, &frame(A, B)), Forward::Port(1));
         assert_eq!(s.forward(1, &frame(B, A)), Forward::Port(2));
         assert_eq!(s.forward(2, &frame(B, A)), Forward::Drop, "destination on the ingress port");
@@ -99,9 +100,9 @@ mod test {
     #[test]
     fn the_table_is_bounded_and_pinned_addresses_cannot_be_claimed() {
         let mut s = Switch::default();
-        s.pin(B, 0);
+        s.pin(Mac(B), 0);
         assert_eq!(s.forward(3, &frame(A, B)), Forward::Spoofed, "another port claims the host's MAC");
-        assert_eq!(s.port_of(&B), Some(0));
+        assert_eq!(s.port_of(&Mac(B)), Some(0));
         assert_eq!(s.forward(1, &frame(B, A)), Forward::Port(0), "frames for the host still reach it");
         for i in 0..2 * MAX_MACS as u32 {
             let [_, _, x, y] = i.to_be_bytes();
@@ -115,6 +116,6 @@ mod test {
     fn multicast_source_is_not_learned() {
         let mut s = Switch::default();
         s.forward(3, &frame(A, [0x01, 0, 0x5e, 0, 0, 1]));
-        assert_eq!(s.port_of(&[0x01, 0, 0x5e, 0, 0, 1]), None);
+        assert_eq!(s.port_of(&Mac([0x01, 0, 0x5e, 0, 0, 1])), None);
     }
 }

@@ -1,6 +1,7 @@
 //! UDP datagrams in IPv4 in Ethernet, for the services that answer at the frame level (DHCP
 //! must reach clients that have no address yet, so it does not go through the IP stack).
 
+use super::Mac;
 use std::net::Ipv4Addr;
 
 use smoltcp::phy::ChecksumCapabilities;
@@ -12,8 +13,8 @@ use smoltcp::wire::{
 /// A UDP datagram with its Ethernet and IPv4 addressing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpFrame {
-    pub src_mac: [u8; 6],
-    pub dst_mac: [u8; 6],
+    pub src_mac: Mac,
+    pub dst_mac: Mac,
     pub src_ip: Ipv4Addr,
     pub dst_ip: Ipv4Addr,
     pub src_port: u16,
@@ -37,8 +38,8 @@ impl UdpFrame {
         let udp = UdpPacket::new_checked(ip.payload()).ok()?;
         let udp_repr = UdpRepr::parse(&udp, &ip_repr.src_addr.into(), &ip_repr.dst_addr.into(), &caps).ok()?;
         Some(UdpFrame {
-            src_mac: eth.src_addr().0,
-            dst_mac: eth.dst_addr().0,
+            src_mac: Mac(eth.src_addr().0),
+            dst_mac: Mac(eth.dst_addr().0),
             src_ip: ip_repr.src_addr,
             dst_ip: ip_repr.dst_addr,
             src_port: udp_repr.src_port,
@@ -59,8 +60,8 @@ impl UdpFrame {
             hop_limit: 64,
         };
         let eth_repr = EthernetRepr {
-            src_addr: EthernetAddress(self.src_mac),
-            dst_addr: EthernetAddress(self.dst_mac),
+            src_addr: EthernetAddress(self.src_mac.0),
+            dst_addr: EthernetAddress(self.dst_mac.0),
             ethertype: EthernetProtocol::Ipv4,
         };
         let mut frame = vec![0u8; eth_repr.buffer_len() + ip_repr.buffer_len() + ip_repr.payload_len];
@@ -88,8 +89,8 @@ mod test {
     #[test]
     fn emit_then_parse() {
         let frame = UdpFrame {
-            src_mac: [0x52, 0x54, 0, 0, 0, 1],
-            dst_mac: [0xff; 6],
+            src_mac: Mac([0x52, 0x54, 0, 0, 0, 1]),
+            dst_mac: Mac::BROADCAST,
             src_ip: Ipv4Addr::new(192, 0, 2, 1),
             dst_ip: Ipv4Addr::BROADCAST,
             src_port: 67,

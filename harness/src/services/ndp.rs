@@ -6,6 +6,7 @@
 //! prefix and no DHCPv6 flag answers the solicitation: it ends that wait and gives no client
 //! an address or a route.
 
+use crate::net::Mac;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv6Address,
@@ -17,7 +18,7 @@ const NDISC_HOP_LIMIT: u8 = 255;
 
 /// The answer to `frame` if it is a Router Solicitation: an advertisement from `host_mac`'s
 /// link-local address that offers nothing.
-pub fn answer_router_solicitation(frame: &[u8], host_mac: [u8; 6]) -> Option<Vec<u8>> {
+pub fn answer_router_solicitation(frame: &[u8], host_mac: Mac) -> Option<Vec<u8>> {
     let caps = ChecksumCapabilities::default();
     let eth = EthernetFrame::new_checked(frame).ok()?;
     if eth.ethertype() != EthernetProtocol::Ipv6 {
@@ -43,11 +44,11 @@ pub fn answer_router_solicitation(frame: &[u8], host_mac: [u8; 6]) -> Option<Vec
         router_lifetime: smoltcp::time::Duration::ZERO,
         reachable_time: smoltcp::time::Duration::ZERO,
         retrans_time: smoltcp::time::Duration::ZERO,
-        lladdr: Some(EthernetAddress(host_mac).into()),
+        lladdr: Some(EthernetAddress(host_mac.0).into()),
         mtu: None,
         prefix_info: None,
     });
-    Some(emit((EthernetAddress(host_mac), link_local(host_mac)), (to_mac, to_ip), &advert))
+    Some(emit((EthernetAddress(host_mac.0), link_local(host_mac)), (to_mac, to_ip), &advert))
 }
 
 /// An NDISC message in IPv6 in Ethernet, `from` and `to` a MAC and an address each.
@@ -70,8 +71,8 @@ fn emit(from: (EthernetAddress, Ipv6Address), to: (EthernetAddress, Ipv6Address)
 }
 
 /// The modified EUI-64 link-local address of `mac` (RFC 4291).
-fn link_local(mac: [u8; 6]) -> Ipv6Address {
-    let [a, b, c, d, e, f] = mac;
+fn link_local(mac: Mac) -> Ipv6Address {
+    let [a, b, c, d, e, f] = mac.0;
     let word = |hi: u8, lo: u8| u16::from_be_bytes([hi, lo]);
     Ipv6Address::new(0xfe80, 0, 0, 0, word(a ^ 0x02, b), word(c, 0xff), word(0xfe, d), word(e, f))
 }
@@ -80,13 +81,13 @@ fn link_local(mac: [u8; 6]) -> Ipv6Address {
 mod test {
     use super::*;
 
-    const HOST: [u8; 6] = [0x02, 0x70, 0x78, 0x65, 0x6c, 0x01];
-    const CLIENT: [u8; 6] = [0x52, 0x54, 0x00, 0x1a, 0x5e, 0x01];
+    const HOST: Mac = Mac([0x02, 0x70, 0x78, 0x65, 0x6c, 0x01]);
+    const CLIENT: Mac = Mac([0x52, 0x54, 0x00, 0x1a, 0x5e, 0x01]);
 
     /// A Router Solicitation as a client sends it, from `src` (`::` before it has an address).
     fn solicitation(src: Ipv6Address, hop_limit: u8) -> Vec<u8> {
         let all_routers = (EthernetAddress([0x33, 0x33, 0, 0, 0, 2]), Ipv6Address::new(0xff02, 0, 0, 0, 0, 0, 0, 2));
-        let mut frame = emit((EthernetAddress(CLIENT), src), all_routers, &Icmpv6Repr::Ndisc(NdiscRepr::RouterSolicit { lladdr: None }));
+        let mut frame = emit((EthernetAddress(CLIENT.0), src), all_routers, &Icmpv6Repr::Ndisc(NdiscRepr::RouterSolicit { lladdr: None }));
         if hop_limit != NDISC_HOP_LIMIT {
             // The hop limit is outside the ICMPv6 checksum's pseudo-header.
             Ipv6Packet::new_unchecked(&mut frame[14..]).set_hop_limit(hop_limit);
@@ -100,14 +101,14 @@ mod test {
         assert_eq!(client_ip.to_string(), "fe80::5054:ff:fe1a:5e01", "as iPXE's pcap shows it");
         let reply = answer_router_solicitation(&solicitation(client_ip, 255), HOST).expect("an answer");
         let eth = EthernetFrame::new_checked(&reply[..]).unwrap();
-        assert_eq!((eth.src_addr().0, eth.dst_addr().0), (HOST, CLIENT));
+        assert_eq!((eth.src_addr().0, eth.dst_addr().0), (HOST.0, CLIENT.0));
         let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
         assert_eq!((ip.src_addr(), ip.dst_addr(), ip.hop_limit()), (link_local(HOST), client_ip, 255));
         let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
         match Icmpv6Repr::parse(&ip.src_addr(), &ip.dst_addr(), &icmp, &ChecksumCapabilities::default()) {
             Ok(Icmpv6Repr::Ndisc(NdiscRepr::RouterAdvert { flags, router_lifetime, prefix_info: None, mtu: None, lladdr: Some(lladdr), .. })) => {
                 assert_eq!((flags, router_lifetime), (NdiscRouterFlags::empty(), smoltcp::time::Duration::ZERO), "no router, no DHCPv6");
-                assert_eq!(lladdr.as_bytes(), HOST);
+                assert_eq!(lladdr.as_bytes(), HOST.0);
             }
             other => panic!("{other:?}"),
         }

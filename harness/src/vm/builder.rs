@@ -76,7 +76,7 @@ impl VmBuilder {
         let nics: Vec<String> = self
             .nics
             .iter()
-            .map(|n| format!("{:?}{} {} {:?} {:?}", n.model, n.model.properties(), mac_string(&n.mac), n.rom, n.bootindex))
+            .map(|n| format!("{:?}{} {} {:?} {:?}", n.model, n.model.properties(), n.mac, n.rom, n.bootindex))
             .collect();
         Some(format!("{accel:?} {} MiB {} CPUs console ttyS{} disks {:?} nics {nics:?}", self.memory_mib, self.cpus, self.console_unit, disks?))
     }
@@ -452,7 +452,7 @@ mod test {
     #[tokio::test]
     async fn only_hand_cables_make_a_hand_started_vm_and_only_others_start() {
         let dir = tempfile::tempdir().unwrap();
-        let nic = |cable| Nic { model: NicModel::E1000, mac: [2, 0, 0, 0, 0, 1], rom: Rom::OvmfNative, bootindex: None, cable };
+        let nic = |cable| Nic { model: NicModel::E1000, mac: Mac([2, 0, 0, 0, 0, 1]), rom: Rom::OvmfNative, bootindex: None, cable };
         let slirp = Cable::Slirp { tftp_root: dir.path().into(), bootfile: String::new() };
         let by_hand = Vm::builder("a", dir.path()).accel(Accel::Tcg).nic(nic(slirp)).hand_started().await;
         assert!(matches!(by_hand, Err(VmError::NotHandCable { .. })), "{by_hand:?}");

@@ -1,5 +1,6 @@
 //! The QEMU command line for one client, as plain data → argv (no I/O).
 
+use crate::net::Mac;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
@@ -65,7 +66,7 @@ impl DiskFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NicSpec {
     pub model: NicModel,
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub rom: Rom,
     pub bootindex: Option<u32>,
     pub backend: NetBackend,
@@ -167,11 +168,6 @@ pub enum Rom {
     File(PathBuf),
 }
 
-/// Format a MAC address as QEMU and DHCP logs print it.
-pub fn mac_string(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
 impl VmSpec {
     /// The argument vector, program name first.
     pub fn argv(&self) -> Vec<String> {
@@ -235,7 +231,7 @@ impl VmSpec {
                     format!("user,id=net{i},restrict=on,tftp={},bootfile={bootfile}", tftp_root.display()),
                 ),
             }
-            let mut device = format!("{}{},netdev=net{i},mac={}", nic.model.device(), nic.model.properties(), mac_string(&nic.mac));
+            let mut device = format!("{}{},netdev=net{i},mac={}", nic.model.device(), nic.model.properties(), nic.mac);
             match &nic.rom {
                 Rom::Ipxe => {}
                 Rom::OvmfNative => device += ",romfile=",
@@ -276,14 +272,14 @@ mod test {
             nics: vec![
                 NicSpec {
                     model: NicModel::E1000,
-                    mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+                    mac: Mac([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
                     rom: Rom::OvmfNative,
                     bootindex: Some(2),
                     backend: NetBackend::Switch { fd: 7 },
                 },
                 NicSpec {
                     model: NicModel::VirtioNet,
-                    mac: [0x52, 0x54, 0x00, 0, 0, 1],
+                    mac: Mac([0x52, 0x54, 0x00, 0, 0, 1]),
                     rom: Rom::Ipxe,
                     bootindex: None,
                     backend: NetBackend::Slirp { tftp_root: "/run/t/tftp".into(), bootfile: "nixos/bootx64.efi".into() },
@@ -302,7 +298,7 @@ mod test {
     #[test]
     fn disk_buses_and_nic_models_name_their_devices() {
         let disk = |bus| DiskSpec { path: "/d.qcow2".into(), format: DiskFormat::Qcow2, bus, bootindex: Some(1), serial: Some("s".into()) };
-        let nic = |model| NicSpec { model, mac: [2, 0, 0, 0, 0, 1], rom: Rom::OvmfNative, bootindex: None, backend: NetBackend::Switch { fd: 9 } };
+        let nic = |model| NicSpec { model, mac: Mac([2, 0, 0, 0, 0, 1]), rom: Rom::OvmfNative, bootindex: None, backend: NetBackend::Switch { fd: 9 } };
         let spec = VmSpec {
             name: "c".into(),
             accel: Accel::Tcg,

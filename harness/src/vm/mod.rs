@@ -13,7 +13,7 @@ mod verbs;
 
 pub use accel::{probe as probe_accel, select as select_accel, Accel, AccelError};
 pub use builder::{make_disk, VmBuilder};
-pub use command::{mac_string, DiskBus, DiskFormat, DiskSpec, NetBackend, NicModel, NicSpec, Rom, Serial, VmSpec};
+pub use command::{DiskBus, DiskFormat, DiskSpec, NetBackend, NicModel, NicSpec, Rom, Serial, VmSpec};
 pub use process::QemuProcess;
 pub use qmp::{Qmp, QmpError, QmpEvent};
 pub use snapshot::{FirmwareStart, Snapshot, SnapshotError};
@@ -29,6 +29,7 @@ use pxelab_ovmf::{DiscoverError, Firmware, VarStore, VarStoreError};
 use tokio::time::Instant;
 
 use crate::console::{banner, AttachServer, Console, ConsoleError, Match, TAIL_LABEL, TAIL_LINES};
+use crate::net::Mac;
 use crate::supervise::FailureWatch;
 
 /// Why a VM could not be started or driven.
@@ -100,7 +101,7 @@ pub enum Disk {
 #[derive(Debug)]
 pub struct Nic {
     pub model: NicModel,
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub rom: Rom,
     pub bootindex: Option<u32>,
     pub cable: Cable,
@@ -191,7 +192,7 @@ pub struct Relaunch {
 #[derive(Debug, Clone)]
 pub struct UnpluggedNic {
     pub model: NicModel,
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub rom: Rom,
     pub bootindex: Option<u32>,
     /// Its slirp network's TFTP root and boot file; `None`: a lab switch port.

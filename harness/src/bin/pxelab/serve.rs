@@ -36,7 +36,7 @@ pub async fn serve(options: InstallOptions, clients: u8, spinner: &indicatif::Pr
     let network = lab.network();
     println!("serving on {} (DHCP, TFTP and NFS at {}); pcap and events in {}", socket.display(), network.server_ip(), lab.dir().display());
     for client in &hand {
-        println!("{} ({}, {}, {}): start it with", client.name, pxelab::vm::mac_string(&client.mac), client.ip, client.hostname);
+        println!("{} ({}, {}, {}): start it with", client.name, client.mac, client.ip, client.hostname);
         println!("  {}", client.command);
     }
     println!("Ctrl-C stops the lab; the events follow.");
@@ -58,7 +58,7 @@ pub async fn serve(options: InstallOptions, clients: u8, spinner: &indicatif::Pr
                 for (at, event) in &all[shown..] {
                     let (service, what) = pxelab::lab::describe_event(event);
                     let client = match event {
-                        pxelab::services::ServiceEvent::Dhcp(d) => d.mac.clone(),
+                        pxelab::services::ServiceEvent::Dhcp(d) => d.mac.to_string(),
                         pxelab::services::ServiceEvent::Tftp(t) => t.client.to_string(),
                         pxelab::services::ServiceEvent::Nfs(n) => n.client.to_string(),
                         _ => String::new(),

@@ -1,11 +1,12 @@
 //! What the DHCP server hands out.
 
+use crate::net::Mac;
 use std::net::Ipv4Addr;
 
 /// A per-host declaration: this MAC always gets this address and host name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostDecl {
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub ip: Ipv4Addr,
     pub hostname: Option<String>,
 }

@@ -1,5 +1,6 @@
 //! The DHCP state machine: requests in, replies and events out.
 
+use crate::net::Mac;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -18,7 +19,7 @@ const OFFER_HOLD: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DhcpEvent {
     pub kind: DhcpEventKind,
-    pub mac: String,
+    pub mac: Mac,
     pub ip: Ipv4Addr,
     pub hostname: Option<String>,
     /// Option 93, the client's architecture.
@@ -47,7 +48,7 @@ pub struct Reply {
     /// Encoded, padded to [`BOOTP_MIN_LEN`].
     pub bytes: Vec<u8>,
     /// Ethernet destination: the client's MAC (the switch delivers it there) or broadcast.
-    pub dst_mac: [u8; 6],
+    pub dst_mac: Mac,
     /// IP destination: 255.255.255.255 or the client's address.
     pub dst_ip: Ipv4Addr,
 }
@@ -64,7 +65,7 @@ pub struct Lease {
 #[derive(Debug)]
 pub struct DhcpServer {
     config: DhcpConfig,
-    leases: HashMap<[u8; 6], Lease>,
+    leases: HashMap<Mac, Lease>,
     declined: HashSet<Ipv4Addr>,
 }
 
@@ -99,7 +100,7 @@ impl DhcpServer {
     }
 
     /// The lease table.
-    pub fn leases(&self) -> &HashMap<[u8; 6], Lease> {
+    pub fn leases(&self) -> &HashMap<Mac, Lease> {
         &self.leases
     }
 
@@ -119,7 +120,7 @@ impl DhcpServer {
         if request.htype() != HType::Eth || request.hlen() != 6 {
             return Err(Ignored::NotEthernet { htype: u8::from(request.htype()), hlen: request.hlen() });
         }
-        let mac: [u8; 6] = request.chaddr().try_into().expect("hlen is 6");
+        let mac = Mac(request.chaddr().try_into().expect("hlen is 6"));
         self.leases.retain(|_, lease| lease.expires > now);
         let opts = request.opts();
         let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
@@ -140,7 +141,7 @@ impl DhcpServer {
         };
         let event = |kind, ip, hostname: Option<String>, boot_file: &str| DhcpEvent {
             kind,
-            mac: crate::vm::mac_string(&mac),
+            mac,
             ip,
             hostname,
             arch,
@@ -202,18 +203,18 @@ impl DhcpServer {
         Ok((Some(reply), event(kind, ip, hostname, &boot_file)))
     }
 
-    fn hostname(&self, mac: &[u8; 6]) -> Option<&str> {
+    fn hostname(&self, mac: &Mac) -> Option<&str> {
         self.config.hosts.iter().find(|h| h.mac == *mac).and_then(|h| h.hostname.as_deref())
     }
 
-    fn bind(&mut self, mac: [u8; 6], ip: Ipv4Addr, now: Duration) {
+    fn bind(&mut self, mac: Mac, ip: Ipv4Addr, now: Duration) {
         let expires = now + Duration::from_secs(self.config.lease_secs.into());
         self.leases.insert(mac, Lease { ip, bound: true, expires });
     }
 
     /// The address for `mac`: its declaration, its current lease, the address it asks for if
     /// free, else the first free pool address.
-    fn allocate(&self, mac: &[u8; 6], wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr, Ignored> {
+    fn allocate(&self, mac: &Mac, wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr, Ignored> {
         if let Some(host) = self.config.hosts.iter().find(|h| h.mac == *mac) {
             return Ok(host.ip);
         }
@@ -235,7 +236,7 @@ impl DhcpServer {
         (first..=last).map(Ipv4Addr::from).find(|ip| free(*ip)).ok_or(Ignored::PoolExhausted)
     }
 
-    fn answer(&self, request: &Message, mac: &[u8; 6], kind: DhcpEventKind, ip: Ipv4Addr, arch: Option<u16>, rfc1048: bool) -> Reply {
+    fn answer(&self, request: &Message, mac: &Mac, kind: DhcpEventKind, ip: Ipv4Addr, arch: Option<u16>, rfc1048: bool) -> Reply {
         let c = &self.config;
         let boot_file = c.boot_file(arch);
         let mut reply = base_reply(request);
@@ -286,7 +287,7 @@ impl DhcpServer {
         finish(reply, request, *mac)
     }
 
-    fn nak(&self, request: &Message, mac: &[u8; 6]) -> Reply {
+    fn nak(&self, request: &Message, mac: &Mac) -> Reply {
         let mut reply = base_reply(request);
         let mut opts = DhcpOptions::new();
         opts.insert(DhcpOption::MessageType(MessageType::Nak));
@@ -294,7 +295,7 @@ impl DhcpServer {
         reply.set_opts(opts);
         // A NAK always goes to broadcast (RFC 2131 4.3.2).
         let mut reply = finish(reply, request, *mac);
-        reply.dst_mac = [0xff; 6];
+        reply.dst_mac = Mac::BROADCAST;
         reply.dst_ip = Ipv4Addr::BROADCAST;
         reply
     }
@@ -376,14 +377,14 @@ fn base_reply(request: &Message) -> Message {
 
 /// Encode, pad, and choose the destination: broadcast when the client asked for it or has
 /// no address yet, else its own address.
-fn finish(message: Message, request: &Message, mac: [u8; 6]) -> Reply {
+fn finish(message: Message, request: &Message, mac: Mac) -> Reply {
     let mut bytes = Vec::with_capacity(BOOTP_MIN_LEN);
     message.encode(&mut Encoder::new(&mut bytes)).expect("encoding into a Vec cannot fail");
     if bytes.len() < BOOTP_MIN_LEN {
         bytes.resize(BOOTP_MIN_LEN, 0);
     }
     let broadcast = request.flags().broadcast() || request.ciaddr().is_unspecified();
-    let (dst_mac, dst_ip) = if broadcast { ([0xff; 6], Ipv4Addr::BROADCAST) } else { (mac, request.ciaddr()) };
+    let (dst_mac, dst_ip) = if broadcast { (Mac::BROADCAST, Ipv4Addr::BROADCAST) } else { (mac, request.ciaddr()) };
     Reply { message, bytes, dst_mac, dst_ip }
 }
 
@@ -394,7 +395,7 @@ mod test {
     use dhcproto::v4::{Architecture, Flags};
     use std::fmt::Write;
 
-    const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+    const MAC: Mac = Mac([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 
     fn config() -> DhcpConfig {
         let mut c = DhcpConfig::for_subnet([192, 0, 2]);
@@ -403,9 +404,10 @@ mod test {
         c
     }
 
-    fn request(mac: [u8; 6], msg_type: Option<MessageType>, opts: Vec<DhcpOption>, broadcast: bool) -> Vec<u8> {
+    fn request(mac: impl Into<Mac>, msg_type: Option<MessageType>, opts: Vec<DhcpOption>, broadcast: bool) -> Vec<u8> {
+        let mac: Mac = mac.into();
         let mut m = Message::default();
-        m.set_opcode(Opcode::BootRequest).set_xid(0x1234_5678).set_chaddr(&mac);
+        m.set_opcode(Opcode::BootRequest).set_xid(0x1234_5678).set_chaddr(&mac.0);
         if broadcast {
             m.set_flags(Flags::default().set_broadcast());
         }
@@ -446,7 +448,7 @@ mod test {
         writeln!(out, "op={:?} xid={:#x} flags={} len={}", m.opcode(), m.xid(), m.flags(), reply.bytes.len()).unwrap();
         writeln!(out, "ciaddr={} yiaddr={} siaddr={}", m.ciaddr(), m.yiaddr(), m.siaddr()).unwrap();
         writeln!(out, "file={:?}", m.fname_str().and_then(Result::ok).unwrap_or("")).unwrap();
-        writeln!(out, "to {} {}", crate::vm::mac_string(&reply.dst_mac), reply.dst_ip).unwrap();
+        writeln!(out, "to {} {}", reply.dst_mac, reply.dst_ip).unwrap();
         let mut opts: Vec<_> = m.opts().iter().collect();
         opts.sort_by_key(|(code, _)| u8::from(**code));
         for (code, opt) in opts {
@@ -485,7 +487,7 @@ mod test {
     #[test]
     fn ipxe_discover_gets_the_efi_loader() {
         let mut server = DhcpServer::new(config()).unwrap();
-        let mac = [0x52, 0x54, 0, 0, 0, 0x42];
+        let mac = Mac([0x52, 0x54, 0, 0, 0, 0x42]);
         let req = request(
             mac,
             Some(MessageType::Discover),
@@ -601,13 +603,13 @@ mod test {
         let (nak, event) = reply(&mut server, 0, &taken);
         assert_eq!(event.kind, DhcpEventKind::Nak);
         assert_eq!(nak.message.opts().msg_type(), Some(MessageType::Nak));
-        assert_eq!(nak.dst_mac, [0xff; 6]);
+        assert_eq!(nak.dst_mac, Mac::BROADCAST);
     }
 
     #[test]
     fn decline_retires_the_address_and_release_frees_it() {
         let mut server = DhcpServer::new(config()).unwrap();
-        let mac = [2, 0, 0, 0, 0, 5];
+        let mac = Mac([2, 0, 0, 0, 0, 5]);
         let discover = request(mac, Some(MessageType::Discover), vec![], false);
         let (_, first) = reply(&mut server, 0, &discover);
         let decline = request(mac, Some(MessageType::Decline), vec![DhcpOption::RequestedIpAddress(first.ip)], false);
@@ -629,7 +631,7 @@ mod test {
     #[test]
     fn offers_expire_and_renewal_is_unicast() {
         let mut server = DhcpServer::new(config()).unwrap();
-        let mac = [2, 0, 0, 0, 0, 6];
+        let mac = Mac([2, 0, 0, 0, 0, 6]);
         let (_, offered) = reply(&mut server, 0, &request(mac, Some(MessageType::Discover), vec![], false));
         let (_, other) = reply(&mut server, 61, &request([2, 0, 0, 0, 0, 7], Some(MessageType::Discover), vec![], false));
         assert_eq!(other.ip, offered.ip, "an unanswered offer is free again after its hold time");
@@ -658,7 +660,7 @@ mod test {
     #[test]
     fn decline_and_release_touch_only_the_senders_own_lease() {
         let mut server = DhcpServer::new(config()).unwrap();
-        let (victim, attacker) = ([2, 0, 0, 0, 0, 0x11], [2, 0, 0, 0, 0, 0x12]);
+        let (victim, attacker) = (Mac([2, 0, 0, 0, 0, 0x11]), Mac([2, 0, 0, 0, 0, 0x12]));
         let (_, lease) = reply(&mut server, 0, &request(victim, Some(MessageType::Discover), vec![], false));
         let decline = request(attacker, Some(MessageType::Decline), vec![DhcpOption::RequestedIpAddress(lease.ip)], false);
         assert_eq!(

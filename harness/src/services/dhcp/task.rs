@@ -17,7 +17,7 @@ pub const CLIENT_PORT: u16 = 68;
 pub fn interceptor(
     server: Arc<Mutex<DhcpServer>>,
     running: Arc<AtomicBool>,
-    host_mac: [u8; 6],
+    host_mac: crate::net::Mac,
     events: Arc<dyn EventSink>,
     started: Instant,
 ) -> crate::net::host::Interceptor {
@@ -53,7 +53,7 @@ pub fn interceptor(
                 Some(out.into_iter().collect())
             }
             Err(why) => {
-                tracing::info!("dhcp: ignored a request from {}: {why}", crate::vm::mac_string(&udp.src_mac));
+                tracing::info!("dhcp: ignored a request from {}: {why}", udp.src_mac);
                 Some(Vec::new())
             }
         }
