@@ -140,7 +140,7 @@ async fn install_without(name: &str, missing: &str) -> (StageError, Duration, La
     let ended = lab.network().elapsed();
     let file = format!("nixos/{missing}");
     let refused = lab.network().events().all().into_iter().find_map(|(at, e)| match e {
-        ServiceEvent::Tftp(t) if t.file == file && t.outcome == TftpOutcome::Failed => Some(at),
+        ServiceEvent::Tftp(t) if t.file == file && t.outcome == TftpOutcome::NotFound => Some(at),
         _ => None,
     });
     let refused = refused.unwrap_or_else(|| panic!("the server never refused {file}: {}", error_chain(&err)));

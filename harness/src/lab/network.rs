@@ -339,7 +339,7 @@ impl Network {
                     ServiceEvent::Tftp(t) if ips.contains(&t.client) && t.file.trim_start_matches('/') == file => {
                         match t.outcome {
                             TftpOutcome::Done => Some(Ok(t.clone())),
-                            TftpOutcome::Failed if t.detail.ends_with("not found") => {
+                            TftpOutcome::NotFound => {
                                 Some(Err(EventWaitError::Refused { what: what.clone(), detail: t.detail.clone() }))
                             }
                             _ => None,

@@ -16,6 +16,14 @@ pub enum PathError {
 }
 
 impl PathError {
+    /// How the transfer ends.
+    pub fn outcome(&self) -> super::TftpOutcome {
+        match self {
+            PathError::NotFound(_) => super::TftpOutcome::NotFound,
+            _ => super::TftpOutcome::Refused,
+        }
+    }
+
     /// The TFTP error code to answer with.
     pub fn code(&self) -> u16 {
         match self {
@@ -82,6 +90,12 @@ mod test {
         assert_eq!(resolve(&root, "/etc/passwd"), Err(PathError::NotFound("/etc/passwd".into())));
         assert_eq!(resolve(&root, "nixos").unwrap_err().code(), 2);
         assert_eq!(resolve(&root, "nixos/missing").unwrap_err().code(), 1);
+        // The transfer's typed outcome: a missing file, or a refusal.
+        use super::super::TftpOutcome;
+        assert_eq!(resolve(&root, "nixos/missing").unwrap_err().outcome(), TftpOutcome::NotFound);
+        for refused in ["../secret", "nixos/leak", "nixos"] {
+            assert_eq!(resolve(&root, refused).unwrap_err().outcome(), TftpOutcome::Refused, "{refused}");
+        }
     }
 
     #[test]

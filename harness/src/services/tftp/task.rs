@@ -27,7 +27,7 @@ pub struct TftpEvent {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum TftpOutcome {
     /// The whole file was acknowledged.
     Done,
@@ -36,7 +36,11 @@ pub enum TftpOutcome {
     /// Every block was sent and all but the last acknowledged: the client may have quit on
     /// its final ACK, which was lost ([`TransferOutcome::LastAckMissing`]).
     Unconfirmed,
-    /// Refused (missing file, escape attempt, write request) or timed out.
+    /// No root has the file.
+    NotFound,
+    /// Refused: a way out of the root (`..`, a symlink out), not a regular file, or a write.
+    Refused,
+    /// Timed out, or the server could not read the file or open a socket.
     Failed,
 }
 
@@ -106,7 +110,7 @@ pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn EventS
             Ok(Packet::Wrq { filename }) => {
                 let error = Packet::Error { code: code::ACCESS_VIOLATION, message: "read-only server".into() };
                 send_datagram(&socket, &error.emit(), peer.into(), "tftp").await;
-                let event = failed(*peer.ip(), &filename, "write request refused".into(), 0);
+                let event = ended(*peer.ip(), &filename, TftpOutcome::Refused, "write request refused".into(), 0);
                 events.publish(ServiceEvent::Tftp(event));
             }
             Ok(other) => tracing::debug!("tftp: ignored {other:?} from {peer} on port 69"),
@@ -153,7 +157,12 @@ impl Drop for Slot {
 }
 
 fn failed(client: Ipv4Addr, file: &str, detail: String, millis: u64) -> TftpEvent {
-    TftpEvent { client, file: file.to_owned(), outcome: TftpOutcome::Failed, bytes: 0, millis, detail }
+    ended(client, file, TftpOutcome::Failed, detail, millis)
+}
+
+/// A transfer that ended before its first block.
+fn ended(client: Ipv4Addr, file: &str, outcome: TftpOutcome, detail: String, millis: u64) -> TftpEvent {
+    TftpEvent { client, file: file.to_owned(), outcome, bytes: 0, millis, detail }
 }
 
 async fn transfer(
@@ -173,15 +182,18 @@ async fn transfer(
         Ok(socket) => socket,
         Err(e) => return (failed(client, file, format!("no socket: {e}"), 0), None),
     };
-    let opened = resolve_in(&config.roots, file).map_err(|e| (e.code(), e.to_string())).and_then(|path| {
-        std::fs::File::open(&path).map_err(|e| (code::FILE_NOT_FOUND, format!("{}: {e}", path.display())))
+    let opened = resolve_in(&config.roots, file).map_err(|e| (e.code(), e.outcome(), e.to_string())).and_then(|path| {
+        std::fs::File::open(&path).map_err(|e| {
+            let outcome = if e.kind() == std::io::ErrorKind::NotFound { TftpOutcome::NotFound } else { TftpOutcome::Failed };
+            (code::FILE_NOT_FOUND, outcome, format!("{}: {e}", path.display()))
+        })
     });
     let source = match opened {
         Ok(source) => source,
-        Err((code, message)) => {
+        Err((code, outcome, message)) => {
             let _ = socket.send_to(&Packet::Error { code, message: message.clone() }.emit(), peer).await;
             let millis = begun.elapsed().as_millis() as u64;
-            return (failed(client, file, message, millis), Some(socket));
+            return (ended(client, file, outcome, message, millis), Some(socket));
         }
     };
     let size = super::BlockSource::size(&source);
