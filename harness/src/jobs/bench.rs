@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use pxelab_fixtures::nfs_root::NFS_ROOT_MARKER;
 use pxelab_fixtures::{initramfs, HostFiles, NfsRoot, PxeTree};
 
-use crate::jobs::Stage;
+use crate::jobs::{BenchError, Stage};
 use crate::net::Mac;
 use crate::lab::{Lab, PxeConfig};
 use crate::vm::{Cable, Disk, DiskFormat, Nic, NicModel, Rom, VmBuilder};
@@ -70,7 +70,7 @@ fn median(times: &[Duration]) -> Duration {
 
 /// Have OVMF PXE-boot GRUB, and GRUB load the host kernel (8 MB), from pxelab's TFTP server
 /// and from QEMU's slirp TFTP (`restrict=on`), `runs` times each, alternating.
-pub async fn tftp(lab: &mut Lab, runs: usize) -> Result<TftpBench, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn tftp(lab: &mut Lab, runs: usize) -> Result<TftpBench, BenchError> {
     let host = HostFiles::find()?;
     let tree = lab.cache().build(PxeTree { host: host.clone() }).await?;
     let root = lab.dir().join("tftp");
@@ -111,7 +111,7 @@ pub async fn tftp(lab: &mut Lab, runs: usize) -> Result<TftpBench, Box<dyn std::
     Ok(bench)
 }
 
-async fn time_fetch(client: VmBuilder) -> Result<Duration, Box<dyn std::error::Error + Send + Sync>> {
+async fn time_fetch(client: VmBuilder) -> Result<Duration, BenchError> {
     let vm = client.start().await?;
     vm.wait_for_console_text("pxelab-bench: fetching", Duration::from_secs(180)).await?;
     let started = Instant::now();
@@ -120,7 +120,7 @@ async fn time_fetch(client: VmBuilder) -> Result<Duration, Box<dyn std::error::E
 }
 
 /// From OVMF's "Downloading NBP file" to its "downloaded successfully".
-async fn time_nbp(client: VmBuilder) -> Result<Duration, Box<dyn std::error::Error + Send + Sync>> {
+async fn time_nbp(client: VmBuilder) -> Result<Duration, BenchError> {
     let vm = client.start().await?;
     vm.firmware_console().wait_for_console_text("Downloading NBP file", Duration::from_secs(180)).await?;
     let started = Instant::now();
@@ -152,7 +152,7 @@ MB/s: {:.1}",
 }
 
 /// PXE-boot a client into the NFS root and time reading a `size_mib` file from it `runs` times.
-pub async fn nfs(lab: &mut Lab, runs: usize, size_mib: usize) -> Result<NfsBench, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn nfs(lab: &mut Lab, runs: usize, size_mib: usize) -> Result<NfsBench, BenchError> {
     let host = HostFiles::find()?;
     let tree = lab.cache().build(PxeTree { host: host.clone() }).await?;
     let base = lab.cache().build(NfsRoot { host }).await?.join(NfsRoot::ROOT);
@@ -217,7 +217,7 @@ impl InstallBench {
 
 /// Run the main job's full cycle `runs` times, each in a fresh lab (`options` as for
 /// [`fn@crate::jobs::install`]).
-pub async fn install(runs: usize, options: &crate::jobs::InstallOptions) -> Result<InstallBench, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn install(runs: usize, options: &crate::jobs::InstallOptions) -> Result<InstallBench, BenchError> {
     let mut bench = InstallBench { runs: Vec::new() };
     for run in 0..runs {
         let mut lab = lab(&format!("install-{run}"))?;
@@ -287,7 +287,7 @@ impl FloorBench {
 
 /// One install cycle of `options` in `lab`, then the floors of its network boot and of its
 /// installed system's boot, each in a client of its own.
-pub async fn floor(lab: &mut Lab, options: &crate::jobs::InstallOptions) -> Result<FloorBench, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn floor(lab: &mut Lab, options: &crate::jobs::InstallOptions) -> Result<FloorBench, BenchError> {
     let (report, mut vm) = crate::jobs::install(lab, options).await?;
     let cycle = cycle_of(&report);
     let installed = vm.dir().to_owned();
@@ -336,7 +336,7 @@ pub async fn floor(lab: &mut Lab, options: &crate::jobs::InstallOptions) -> Resu
 }
 
 /// From QEMU's start to `pattern` on the console.
-async fn time_to(client: VmBuilder, pattern: &str) -> Result<Duration, Box<dyn std::error::Error + Send + Sync>> {
+async fn time_to(client: VmBuilder, pattern: &str) -> Result<Duration, BenchError> {
     let started = Instant::now();
     let vm = client.start().await?;
     vm.wait_for_console_text(pattern, Duration::from_secs(300)).await?;

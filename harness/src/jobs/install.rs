@@ -4,10 +4,11 @@
 
 use crate::artifacts::ArtifactSet;
 use crate::lab::{Lab, PxeConfig, StageError, Stages};
-use crate::vm::{Disk, Vm};
+use crate::vm::{Disk, Vm, VmError};
 
 use super::install_stages::Install;
-use super::{Client, InstallOptions, InstallReport, Stage};
+use super::{Client, InputError, InstallOptions, InstallReport, Stage, SystemError};
+use super::error::StartError;
 
 /// Where the lab exports the installer's NFS root.
 pub const NFS_EXPORT: &str = "/srv/nixos/nfsroot";
@@ -42,7 +43,7 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Install
     let vm = stages
         .run(Stage::StartNetworkAndQemu, async {
             lab.start_network(config)?;
-            start_client(lab, options, &artifacts).await
+            Ok::<_, StartError>(start_client(lab, options, &artifacts).await?)
         })
         .await?;
     network_install(lab, vm, stages, &artifacts, options, 0).await
@@ -74,11 +75,11 @@ async fn prepare(lab: &Lab, stages: &mut Stages, installs: &[InstallOptions]) ->
     stages
         .run(Stage::CheckInputs, async {
             for options in installs {
-                check_disk(options.hardware.disk_bytes)?;
+                check_disk(options.hardware.disk_bytes).map_err(InputError::Setup)?;
             }
-            config.check_install()?;
+            config.check_install().map_err(InputError::Setup)?;
             crate::artifacts::check(&artifacts.tftp_root, &artifacts.nfs_layers, artifacts.system.console).await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            Ok::<_, InputError>(())
         })
         .await?;
     Ok((artifacts, config))
@@ -110,10 +111,11 @@ pub(super) async fn configure(lab: &Lab, stages: &mut Stages, installs: &[Instal
 }
 
 /// Start `options`' client with a blank disk, its NIC on the lab's network, its faults set.
-async fn start_client(lab: &Lab, options: &InstallOptions, artifacts: &ArtifactSet) -> Result<Vm, Box<dyn std::error::Error + Send + Sync>> {
+async fn start_client(lab: &Lab, options: &InstallOptions, artifacts: &ArtifactSet) -> Result<Vm, VmError> {
     let Client { vm, mac, .. } = &options.client;
     let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
-    let client = lab.pxe_client(vm, *mac, nic, nic.pxe_rom())?;
+    let plugged = lab.pxe_client(vm, *mac, nic, nic.pxe_rom());
+    let client = plugged.map_err(|source| VmError::Io { what: format!("{vm}: cannot plug its NIC into the lab's switch"), source })?;
     let faults = &options.faults;
     if faults.impaired() {
         for &direction in faults.direction.directions() {
@@ -130,7 +132,7 @@ async fn start_client(lab: &Lab, options: &InstallOptions, artifacts: &ArtifactS
         true => client,
         false => client.from_firmware_snapshot(),
     };
-    Ok(client.start().await?)
+    client.start().await
 }
 
 /// The installed client installs again over its own disk, as an operator reinstalls a
@@ -146,11 +148,11 @@ pub async fn reinstall(lab: &Lab, vm: Vm, options: &InstallOptions) -> Result<(I
             let entries = vm.var_store().boot_entries()?;
             let nic = format!("MAC({})", mac.hex());
             let Some(pxe) = entries.options.iter().find(|o| o.path.contains(&nic) && o.path.ends_with("IPv4")) else {
-                return Err(format!("no IPv4 PXE entry for {nic} in NVRAM: {entries:?}").into());
+                return Err(SystemError::Check(format!("no IPv4 PXE entry for {nic} in NVRAM: {entries:?}")));
             };
             vm.set_boot_next(pxe.number).await?;
             vm.reboot().await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            Ok(())
         })
         .await?;
     network_install(lab, vm, stages, &artifacts, options, after).await

@@ -14,7 +14,7 @@ use crate::services::ServiceEvent;
 use crate::vm::{FirmwareStart, NicModel, Vm};
 
 use super::stage::KERNEL_DHCP_BUDGET;
-use super::{Budgets, InstallFacts, InstallOptions, Stage};
+use super::{Budgets, InstallFacts, InstallOptions, Stage, SystemError};
 
 /// GRUB's menu countdown, at which the install presses Enter (see
 /// [`InstallOptions::wait_out_boot_menus`]).
@@ -38,8 +38,6 @@ const DISK_BOOT: &str = r#"BdsDxe: starting (Boot[0-9A-F]{4}) "([^"]*)" from [^\
 /// Prints the device the root file system is mounted from, by its device number (a kernel
 /// that mounted its root without an initrd calls it `/dev/root`); busybox and coreutils alike.
 const ROOT_DEVICE: &str = "echo /dev/$(basename $(readlink /sys/dev/block/$(awk '$5 == \"/\" { print $3 }' /proc/self/mountinfo | tail -n 1)))";
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One client's install on a started lab: what every stage needs.
 pub(super) struct Install<'a> {
@@ -328,20 +326,20 @@ impl<'a> Install<'a> {
     }
 
     /// `system ready`: the artifact set's ready command succeeds; its output.
-    async fn system_ready(&self, vm: &Vm) -> Result<String, BoxError> {
+    async fn system_ready(&self, vm: &Vm) -> Result<String, SystemError> {
         let system = &self.artifacts.system;
         match vm.execute(&system.ready_command).await? {
             (0, output) => Ok(output),
             (status, output) => {
                 let (_, diagnosis) = vm.execute(&system.diagnose_command).await?;
-                Err(format!("{:?} exited {status}: {output}\n{}", system.ready_command, banner("diagnosis", &diagnosis)).into())
+                Err(SystemError::Check(format!("{:?} exited {status}: {output}\n{}", system.ready_command, banner("diagnosis", &diagnosis))))
             }
         }
     }
 
     /// `check the system`: the facts read from the installed system, into `facts`; `/` and
     /// `/tmp` must have the protocol's modes.
-    async fn check_the_system(&self, vm: &Vm, facts: InstallFacts) -> Result<InstallFacts, BoxError> {
+    async fn check_the_system(&self, vm: &Vm, facts: InstallFacts) -> Result<InstallFacts, SystemError> {
         let entries = vm.var_store().boot_entries()?;
         let first_boot_entry = entries.first().map(|o| format!("Boot{:04X} {} {}", o.number, o.description, o.path)).unwrap_or_default();
         let root_fs = vm.succeed(ROOT_DEVICE).await?;
@@ -350,11 +348,10 @@ impl<'a> Install<'a> {
         let hostname = vm.succeed("hostname").await?;
         let modes = vm.succeed("stat -c %a / /tmp").await?.split_whitespace().collect::<Vec<_>>().join(" ");
         if modes != "755 1777" {
-            return Err(format!(
+            return Err(SystemError::Check(format!(
                 "the installed system's / and /tmp have modes {modes}, where the protocol has 755 and 1777: the installer \
                  must set them after unpacking (`chmod 755 /mnt`, `chmod 1777 /mnt/tmp`), whatever modes the image carries"
-            )
-            .into());
+            )));
         }
         let firmware_start = match vm.firmware_start() {
             FirmwareStart::PowerOn => "power-on".to_owned(),

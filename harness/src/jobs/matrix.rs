@@ -228,7 +228,7 @@ pub async fn run(matrix: &Matrix, runs: &Path) -> Result<Outcome, MatrixError> {
             .await
             .map_err(|e| MatrixError::Invalid(e.to_string()))?;
         if let Err(e) = built {
-            return Err(MatrixError::Invalid(format!("set {:?}: {:#}", set.name, anyhow::Error::from(e))));
+            return Err(MatrixError::Invalid(format!("set {:?}: {}", set.name, crate::lab::chain(&e))));
         }
     }
     let cells = matrix.sets.iter().flat_map(|set| matrix.scenarios.iter().map(move |&scenario| (set, scenario)));
@@ -295,7 +295,7 @@ async fn run_cell(set: &ArtifactSetSpec, scenario: CellScenario, runs: &Path) ->
             cell.passed = true;
             cell.stages = report.stages.durations().iter().map(|(s, d)| (s.clone(), d.as_secs_f64())).collect();
         }
-        Err(e) => cell.failure = Some((e.stage.clone(), format!("{:#}", anyhow::Error::from(e)))),
+        Err(e) => cell.failure = Some((e.stage.clone(), crate::lab::chain(&e))),
     }
     cell.wall_secs = started.elapsed().as_secs_f64();
     if let Err(e) = lab.write_report() {

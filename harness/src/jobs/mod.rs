@@ -26,6 +26,7 @@
 //! ```
 
 pub mod bench;
+pub mod error;
 pub mod facts;
 pub mod install;
 pub mod install_stages;
@@ -36,6 +37,7 @@ pub mod serve;
 pub mod stage;
 mod uefi_boot;
 
+pub use error::{BenchError, InputError, SystemError};
 pub use facts::{Facts, InstallFacts, InstallReport, Report, UefiBootFacts};
 pub use install::{install, install_default, install_together, reinstall, NFS_EXPORT};
 pub use options::{ArtifactArgs, Client, Hardware, InstallFaults, InstallOptions, INSTALL_CLIENT};
