@@ -10,12 +10,14 @@
 //! - [`net`]: the virtual L2 segment and the harness's userspace IP host.
 //! - [`services`]: DHCP, TFTP and NFS (protocol logic apart from sockets).
 //! - [`fuzz`]: fuzz targets, each checking its invariants on arbitrary input.
+//! - [`event`]: the event sink both the segment and the services publish through.
 //! - [`supervise`]: server tasks whose end fails every current wait.
 
 pub mod artifacts;
 pub mod fuzz;
 pub mod console;
 pub mod diagnose;
+pub mod event;
 pub mod jobs;
 pub mod lab;
 pub mod net;

@@ -10,7 +10,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::services::dhcp::{DhcpEvent, DhcpEventKind};
-use crate::services::{EventSink, ServiceEvent};
+use crate::event::Sink;
+use crate::services::{ServiceEvent};
 use crate::supervise::{failed, FailureWatch, ServiceFailure};
 
 /// The DHCP event if `event` gives the client `mac` a lease: an
@@ -121,7 +122,13 @@ impl Events {
     }
 }
 
-impl EventSink for Events {
+impl Sink<crate::net::segment::SegmentEvent> for Events {
+    fn publish(&self, event: crate::net::segment::SegmentEvent) {
+        Sink::<ServiceEvent>::publish(self, ServiceEvent::Segment(event));
+    }
+}
+
+impl Sink<ServiceEvent> for Events {
     fn publish(&self, event: ServiceEvent) {
         let at = self.started.elapsed();
         if let Ok(mut line) = serde_json::to_value(&event) {

@@ -1,11 +1,11 @@
-//! A lab's PXE network: the segment, the harness's IP host, and DHCP and TFTP served on it.
+//! A lab's PXE network: the segment, the harness's IP host, and the services on it
+//! (registered in [`services`]: router discovery, DHCP, TFTP, NFS).
 
-use crate::net::Mac;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,11 +19,13 @@ use crate::net::host::{HostAddr, Interceptor, IpHost};
 use crate::net::segment::SegmentEvent;
 use crate::net::switch::PortId;
 use crate::net::Segment;
-use crate::services::dhcp::{self, DhcpConfig, DhcpEvent, DhcpServer, HostDecl};
-use crate::services::ndp;
-use crate::services::nfs::{self, NfsConfig};
-use crate::services::tftp::{self, TftpConfig, TftpEvent, TftpOutcome, TransferLimits};
-use crate::services::{EventSink, ServiceEvent};
+use crate::event::Sink;
+use crate::net::Mac;
+use crate::services::dhcp::{DhcpConfig, DhcpEvent, DhcpServer, DhcpService, HostDecl};
+use crate::services::ndp::NdpService;
+use crate::services::nfs::{NfsConfig, NfsService};
+use crate::services::tftp::{TftpConfig, TftpEvent, TftpOutcome, TftpService, TransferLimits};
+use crate::services::{LabService, ServiceEvent};
 use crate::supervise::{FailureWatch, Supervisor};
 
 /// The harness host's MAC address on every lab segment (locally administered).
@@ -117,7 +119,7 @@ impl Server {
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
     #[error("invalid DHCP configuration")]
-    Dhcp(#[from] dhcp::ConfigError),
+    Dhcp(#[from] crate::services::dhcp::ConfigError),
     #[error("cannot create {what} in {}", dir.display())]
     Io {
         what: &'static str,
@@ -132,14 +134,27 @@ pub struct Network {
     segment: Segment,
     host: Arc<IpHost>,
     dhcp: Arc<Mutex<DhcpServer>>,
-    dhcp_on: Arc<AtomicBool>,
     events: Arc<Events>,
     supervisor: Supervisor,
-    tftp: TftpConfig,
-    nfs: Option<NfsConfig>,
-    running: Mutex<HashMap<Server, AbortHandle>>,
+    /// Every service on the network ([`services`]).
+    services: Vec<Arc<dyn LabService>>,
+    running: Mutex<HashMap<&'static str, AbortHandle>>,
     ports: Mutex<HashMap<Mac, PortId>>,
     started: Instant,
+}
+
+/// The lab's services, in the order their frame hooks see a frame: each protocol's one
+/// registration (see [`crate::services`]).
+fn services(server_ip: Ipv4Addr, dhcp: Arc<Mutex<DhcpServer>>, config: &PxeConfig) -> Vec<Arc<dyn LabService>> {
+    let mut services: Vec<Arc<dyn LabService>> = vec![
+        Arc::new(NdpService { host_mac: HOST_MAC }),
+        Arc::new(DhcpService { server: dhcp, running: Arc::new(AtomicBool::new(true)), host_mac: HOST_MAC }),
+        Arc::new(TftpService(TftpConfig { ip: server_ip, roots: config.tftp_roots.clone(), limits: config.tftp_limits })),
+    ];
+    if let Some(export) = &config.nfs {
+        services.push(Arc::new(NfsService(NfsConfig::new(server_ip, &export.path, export.layers.clone()))));
+    }
+    services
 }
 
 impl Network {
@@ -149,80 +164,75 @@ impl Network {
         let io = |what: &'static str| move |source| NetworkError::Io { what, dir: dir.to_owned(), source };
         let supervisor = Supervisor::default();
         let events = Arc::new(Events::new(&dir.join("events.jsonl"), started, supervisor.watch()).map_err(io("events.jsonl"))?);
-        let sink: Arc<dyn EventSink> = events.clone();
-        let segment = Segment::start(&dir.join("segment.pcap"), Faults::new(config.seed), sink.clone()).map_err(io("segment.pcap"))?;
+        let sink: Arc<dyn Sink<ServiceEvent>> = events.clone();
+        let segment_sink: Arc<dyn Sink<SegmentEvent>> = events.clone();
+        let segment = Segment::start(&dir.join("segment.pcap"), Faults::new(config.seed), segment_sink).map_err(io("segment.pcap"))?;
         let server_ip = config.dhcp.server;
         let prefix_len = u32::from(config.dhcp.netmask).leading_ones() as u8;
-        let dhcp = Arc::new(Mutex::new(DhcpServer::new(config.dhcp)?));
-        let dhcp_on = Arc::new(AtomicBool::new(true));
-        let mut dhcp_intercept = dhcp::interceptor(dhcp.clone(), dhcp_on.clone(), HOST_MAC, sink, started);
-        let intercept: Interceptor = Box::new(move |frame| match ndp::answer_router_solicitation(frame, HOST_MAC) {
-            Some(advert) => Some(vec![advert]),
-            None => dhcp_intercept(frame),
-        });
+        let dhcp = Arc::new(Mutex::new(DhcpServer::new(config.dhcp.clone())?));
+        let services = services(server_ip, dhcp.clone(), &config);
+        let mut hooks: Vec<Interceptor> = services.iter().filter_map(|s| s.intercept(sink.clone(), started)).collect();
+        let intercept: Interceptor = Box::new(move |frame| hooks.iter_mut().find_map(|hook| hook(frame)));
         let addr = HostAddr { mac: HOST_MAC, ip: server_ip, prefix_len };
         let host = Arc::new(IpHost::start(&segment, addr, intercept, &supervisor));
-        let tftp = TftpConfig { ip: server_ip, roots: config.tftp_roots, limits: config.tftp_limits };
-        let nfs = config.nfs.map(|export| NfsConfig::new(server_ip, &export.path, export.layers));
         let network = Network {
             segment,
             host,
             dhcp,
-            dhcp_on,
             events,
             supervisor,
-            tftp,
-            nfs,
+            services,
             running: Mutex::default(),
             ports: Mutex::default(),
             started,
         };
-        network.spawn(Server::Tftp);
-        if network.nfs.is_some() {
-            network.spawn(Server::Nfs);
+        for service in &network.services {
+            network.spawn(service);
         }
         Ok(network)
     }
 
-    fn spawn(&self, server: Server) {
-        let host = self.host.clone();
-        let abort = match server {
-            Server::Dhcp => return self.dhcp_on.store(true, Ordering::SeqCst),
-            Server::Tftp => {
-                let (config, sink, started) = (self.tftp.clone(), self.events.clone() as Arc<dyn EventSink>, self.started);
-                self.supervisor.spawn("tftp", async move { tftp::serve(host, config, sink, started).await })
-            }
-            Server::Nfs => {
-                let Some(config) = self.nfs.clone() else { return };
-                let sink = self.events.clone() as Arc<dyn EventSink>;
-                self.supervisor.spawn("nfs", async move { nfs::serve(host, config, sink).await })
-            }
-        };
-        self.running.lock().expect("servers lock").insert(server, abort);
+    /// Start `service`'s task on the lab host, if it has one.
+    fn spawn(&self, service: &Arc<dyn LabService>) {
+        service.set_running(true);
+        let sink = self.events.clone() as Arc<dyn Sink<ServiceEvent>>;
+        if let Some(task) = service.serve(self.host.clone(), sink, self.started) {
+            let abort = self.supervisor.spawn(service.name(), task);
+            self.running.lock().expect("servers lock").insert(service.name(), abort);
+        }
+    }
+
+    fn service(&self, server: Server) -> Option<&Arc<dyn LabService>> {
+        self.services.iter().find(|s| s.name() == server.name())
+    }
+
+    /// What each service listens on, as `name: what` lines (`pxelab serve` prints them).
+    pub fn listening(&self) -> Vec<String> {
+        self.services.iter().map(|s| format!("{}: {}", s.name(), s.listens_on())).collect()
     }
 
     /// Stop `server` on purpose, as a fault: its sockets close (TFTP transfers and NFS
     /// connections in progress end) and nothing answers until [`Network::start_server`].
     /// This is no failure of the lab; waits go on.
     pub fn stop_server(&self, server: Server) {
-        match server {
-            Server::Dhcp => self.dhcp_on.store(false, Ordering::SeqCst),
-            _ => {
-                if let Some(abort) = self.running.lock().expect("servers lock").remove(&server) {
-                    abort.abort();
-                }
-            }
+        if let Some(service) = self.service(server) {
+            service.set_running(false);
         }
-        self.events.publish(ServiceEvent::Server { name: server.name().into(), running: false });
+        if let Some(abort) = self.running.lock().expect("servers lock").remove(server.name()) {
+            abort.abort();
+        }
+        Sink::<ServiceEvent>::publish(&*self.events, ServiceEvent::Server { name: server.name().into(), running: false });
     }
 
     /// Start a stopped `server` again. NFS file handles stay valid across a restart, so a
     /// hard-mounted client carries on.
     pub fn start_server(&self, server: Server) {
-        if !self.running.lock().expect("servers lock").contains_key(&server) {
-            self.spawn(server);
+        if let Some(service) = self.service(server) {
+            if !self.running.lock().expect("servers lock").contains_key(server.name()) {
+                self.spawn(service);
+            }
         }
-        self.events.publish(ServiceEvent::Server { name: server.name().into(), running: true });
+        Sink::<ServiceEvent>::publish(&*self.events, ServiceEvent::Server { name: server.name().into(), running: true });
     }
 
     /// Impair the traffic of `mac`'s port in `direction` (seeded by [`PxeConfig::seed`]).

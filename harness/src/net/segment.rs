@@ -22,7 +22,7 @@ use super::fault::{Direction, Faults, Impairment, Injected};
 use super::framing::{self, Decoder};
 use super::pcap::Capture;
 use super::switch::{Forward, PortId, Switch};
-use crate::services::{EventSink, ServiceEvent};
+use crate::event::Sink;
 
 /// Frames waiting to enter the switch.
 pub const INGRESS_QUEUE: usize = 4096;
@@ -154,7 +154,7 @@ pub struct Segment {
 impl Segment {
     /// Start a segment that captures every frame to `pcap` (as it enters the switch, before
     /// faults), injects `faults` and reports drops and faults to `events`.
-    pub fn start(pcap: &Path, faults: Faults, events: Arc<dyn EventSink>) -> std::io::Result<Self> {
+    pub fn start(pcap: &Path, faults: Faults, events: Arc<dyn Sink<SegmentEvent>>) -> std::io::Result<Self> {
         let capture = Capture::create(pcap)?;
         let (ingress, frames) = mpsc::channel(INGRESS_QUEUE);
         let (control, commands) = mpsc::unbounded_channel();
@@ -277,7 +277,7 @@ struct SwitchTask {
     switch: Switch,
     faults: Faults,
     capture: Capture,
-    events: Arc<dyn EventSink>,
+    events: Arc<dyn Sink<SegmentEvent>>,
     counters: Arc<Counters>,
     later: BinaryHeap<Later>,
     seq: u64,
@@ -294,7 +294,7 @@ impl SwitchTask {
                     Some(Control::Pin(mac, port)) => self.switch.pin(mac, port),
                     Some(Control::Faults(change)) => {
                         for event in change(&mut self.faults) {
-                            self.events.publish(ServiceEvent::Segment(event));
+                            self.events.publish(event);
                         }
                     }
                     None => return,
@@ -312,7 +312,7 @@ impl SwitchTask {
                 }
             }
             for event in self.counters.due(Instant::now()) {
-                self.events.publish(ServiceEvent::Segment(event));
+                self.events.publish(event);
             }
         }
     }
@@ -360,7 +360,7 @@ impl SwitchTask {
             if injected == Injected::LinkDown {
                 continue; // reported once, when the link went down
             }
-            self.events.publish(ServiceEvent::Segment(SegmentEvent::Fault { port, direction, len, injected }));
+            self.events.publish(SegmentEvent::Fault { port, direction, len, injected });
         }
     }
 }
@@ -381,10 +381,10 @@ mod test {
     }
 
     #[derive(Default)]
-    struct Log(Mutex<Vec<ServiceEvent>>);
+    struct Log(Mutex<Vec<SegmentEvent>>);
 
-    impl EventSink for Log {
-        fn publish(&self, event: ServiceEvent) {
+    impl Sink<SegmentEvent> for Log {
+        fn publish(&self, event: SegmentEvent) {
             self.0.lock().unwrap().push(event);
         }
     }
@@ -451,17 +451,17 @@ mod test {
         let reports = {
             let events = log.0.lock().unwrap();
             let total = events.iter().filter_map(|e| match e {
-                ServiceEvent::Segment(SegmentEvent::Dropped { port: 1, reason: DropReason::QueueFull, total }) => Some(*total),
+                SegmentEvent::Dropped { port: 1, reason: DropReason::QueueFull, total } => Some(*total),
                 _ => None,
             }).max();
             assert_eq!(total, Some(2 * PORT_QUEUE as u64 + 1), "every dropped frame is counted: {events:?}");
-            events.iter().filter(|e| matches!(e, ServiceEvent::Segment(SegmentEvent::Dropped { .. }))).count()
+            events.iter().filter(|e| matches!(e, SegmentEvent::Dropped { .. })).count()
         };
         tokio::time::sleep(Duration::from_millis(1100)).await;
         segment.pin(Mac([2, 0, 0, 0, 0, 7]), 0); // wakes the switch without a frame
         tokio::time::sleep(Duration::from_millis(100)).await;
         let after: Vec<u64> = log.0.lock().unwrap().iter().filter_map(|e| match e {
-            ServiceEvent::Segment(SegmentEvent::Dropped { total, .. }) => Some(*total),
+            SegmentEvent::Dropped { total, .. } => Some(*total),
             _ => None,
         }).collect();
         assert_eq!(after.len(), reports, "an unchanged total is not reported again: {after:?}");
@@ -523,6 +523,6 @@ mod test {
         });
         host.send(frame([0xff; 6], [2, 0, 0, 0, 0, 1]));
         assert!(tokio::time::timeout(Duration::from_millis(400), vm.recv()).await.is_err());
-        assert!(log.0.lock().unwrap().contains(&ServiceEvent::Segment(SegmentEvent::Link { port: 1, up: false })));
+        assert!(log.0.lock().unwrap().contains(&SegmentEvent::Link { port: 1, up: false }));
     }
 }

@@ -1,5 +1,23 @@
 //! The lab's servers. Each protocol's logic is pure (bytes in, replies out, time passed in)
 //! and sits apart from the thin task that binds it to the lab's network.
+//!
+//! Each protocol plugs into the lab's network through one seam, [`LabService`]: its name,
+//! what it listens on, a hook on the frames to the lab host (DHCP, router discovery) and/or
+//! a task on the lab host's IP stack (TFTP, NFS), and its events ([`ServiceEvent`]).
+//!
+//! **A new protocol** (HTTP is next) is a folder here (`wire.rs`, `server.rs`, `task.rs`,
+//! following `tftp/`), a variant of [`ServiceEvent`] for what it does, and one registration:
+//! an entry in the list [`crate::lab::Network`] builds from its [`crate::lab::PxeConfig`]
+//! (`services()` in `lab/network.rs`), with a [`crate::lab::Server`] name if tests may stop
+//! and start it. Nothing else in the lab changes.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+
+use crate::event::Sink;
+use crate::net::host::{Interceptor, IpHost};
 
 pub mod dhcp;
 pub mod ndp;
@@ -19,9 +37,30 @@ pub enum ServiceEvent {
     Server { name: String, running: bool },
 }
 
-/// Where services publish their events.
-pub trait EventSink: Send + Sync {
-    fn publish(&self, event: ServiceEvent);
+
+/// A lab service as the lab's network runs it.
+pub trait LabService: Send + Sync {
+    /// Its name in logs, events and [`crate::lab::Server`] (`dhcp`, `tftp`).
+    fn name(&self) -> &'static str;
+
+    /// What it listens on, e.g. `UDP 69`.
+    fn listens_on(&self) -> String;
+
+    /// A hook on every frame to the lab host, before its IP stack: `Some(replies)` consumes
+    /// the frame. Built once, when the network starts.
+    fn intercept(&self, _events: Arc<dyn Sink<ServiceEvent>>, _started: Instant) -> Option<Interceptor> {
+        None
+    }
+
+    /// Its task on the lab host's IP stack, until its sockets close; `None`: it has none. A
+    /// stopped server's task is aborted, and this is called again to start it.
+    fn serve(&self, _host: Arc<IpHost>, _events: Arc<dyn Sink<ServiceEvent>>, _started: Instant) -> Option<BoxFuture<'static, std::io::Result<()>>> {
+        None
+    }
+
+    /// Stop or start answering, for a service that answers in its frame hook (a stopped
+    /// server swallows what it would have answered).
+    fn set_running(&self, _running: bool) {}
 }
 
 /// Receive the next datagram for `service` on a lab UDP socket. A bad one (larger than

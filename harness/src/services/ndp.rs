@@ -77,6 +77,26 @@ fn link_local(mac: Mac) -> Ipv6Address {
     Ipv6Address::new(0xfe80, 0, 0, 0, word(a ^ 0x02, b), word(c, 0xff), word(0xfe, d), word(e, f))
 }
 
+/// Router discovery as a [`super::LabService`]: answered in the frame hook.
+pub struct NdpService {
+    pub host_mac: Mac,
+}
+
+impl super::LabService for NdpService {
+    fn name(&self) -> &'static str {
+        "ndp"
+    }
+
+    fn listens_on(&self) -> String {
+        "ICMPv6 router solicitations (in the frame hook)".into()
+    }
+
+    fn intercept(&self, _events: std::sync::Arc<dyn crate::event::Sink<super::ServiceEvent>>, _started: tokio::time::Instant) -> Option<crate::net::host::Interceptor> {
+        let host_mac = self.host_mac;
+        Some(Box::new(move |frame| answer_router_solicitation(frame, host_mac).map(|advert| vec![advert])))
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

@@ -35,6 +35,9 @@ pub async fn serve(options: InstallOptions, clients: u8, spinner: &indicatif::Pr
     spinner.finish_and_clear();
     let network = lab.network();
     println!("serving on {} (DHCP, TFTP and NFS at {}); pcap and events in {}", socket.display(), network.server_ip(), lab.dir().display());
+    for line in network.listening() {
+        println!("service {line}");
+    }
     for client in &hand {
         println!("{} ({}, {}, {}): start it with", client.name, client.mac, client.ip, client.hostname);
         println!("  {}", client.command);

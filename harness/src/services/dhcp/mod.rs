@@ -9,4 +9,4 @@ mod task;
 
 pub use config::{ConfigError, DhcpConfig, HostDecl, Quirks};
 pub use server::{DhcpEvent, DhcpEventKind, DhcpServer, Ignored, Lease, Reply, BOOTP_MIN_LEN};
-pub use task::interceptor;
+pub use task::{interceptor, DhcpService};

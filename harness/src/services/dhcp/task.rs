@@ -7,7 +7,8 @@ use tokio::time::Instant;
 
 use super::DhcpServer;
 use crate::net::wire::UdpFrame;
-use crate::services::{EventSink, ServiceEvent};
+use crate::event::Sink;
+use crate::services::ServiceEvent;
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
@@ -18,7 +19,7 @@ pub fn interceptor(
     server: Arc<Mutex<DhcpServer>>,
     running: Arc<AtomicBool>,
     host_mac: crate::net::Mac,
-    events: Arc<dyn EventSink>,
+    events: Arc<dyn Sink<ServiceEvent>>,
     started: Instant,
 ) -> crate::net::host::Interceptor {
     Box::new(move |frame: &[u8]| {
@@ -58,4 +59,30 @@ pub fn interceptor(
             }
         }
     })
+}
+
+/// DHCP as a [`crate::services::LabService`]: answered in the frame hook, from the shared
+/// server state (the lab reads its leases and configuration).
+pub struct DhcpService {
+    pub server: Arc<Mutex<DhcpServer>>,
+    pub running: Arc<AtomicBool>,
+    pub host_mac: crate::net::Mac,
+}
+
+impl crate::services::LabService for DhcpService {
+    fn name(&self) -> &'static str {
+        "dhcp"
+    }
+
+    fn listens_on(&self) -> String {
+        format!("UDP {SERVER_PORT} (BOOTP/DHCP, in the frame hook)")
+    }
+
+    fn intercept(&self, events: Arc<dyn Sink<ServiceEvent>>, started: Instant) -> Option<crate::net::host::Interceptor> {
+        Some(interceptor(self.server.clone(), self.running.clone(), self.host_mac, events, started))
+    }
+
+    fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::SeqCst);
+    }
 }

@@ -22,7 +22,8 @@ use tokio_smoltcp::TcpStream;
 use super::rpc::{record, RecordDecoder};
 use super::{Portmap, StackedExport};
 use crate::net::host::IpHost;
-use crate::services::{recv_datagram, send_datagram, EventSink, ServiceEvent};
+use crate::event::Sink;
+use crate::services::{recv_datagram, send_datagram, ServiceEvent};
 
 /// An NFS client connected or its connection ended (for a run's timeline).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -52,6 +53,25 @@ pub struct NfsConfig {
     pub idle_timeout: Duration,
 }
 
+/// NFS, MOUNT and the portmapper as a [`crate::services::LabService`]: a task on the lab
+/// host's TCP and UDP ports 111 and TCP 2049.
+pub struct NfsService(pub NfsConfig);
+
+impl crate::services::LabService for NfsService {
+    fn name(&self) -> &'static str {
+        "nfs"
+    }
+
+    fn listens_on(&self) -> String {
+        format!("TCP/UDP {}:111 (portmap), TCP {}:{NFS_PORT} (NFSv3, MOUNT), export {}", self.0.ip, self.0.ip, self.0.export_path)
+    }
+
+    fn serve(&self, host: Arc<IpHost>, events: Arc<dyn Sink<ServiceEvent>>, _started: tokio::time::Instant) -> Option<futures::future::BoxFuture<'static, std::io::Result<()>>> {
+        let config = self.0.clone();
+        Some(Box::pin(serve(host, config, events)))
+    }
+}
+
 impl NfsConfig {
     /// Export `layers` (top first, see [`StackedExport`]) at `export_path`.
     pub fn new(ip: Ipv4Addr, export_path: &str, layers: Vec<PathBuf>) -> Self {
@@ -61,7 +81,7 @@ impl NfsConfig {
 }
 
 /// Serve the export until the host goes away (or the task is aborted: a server stop).
-pub async fn serve(host: Arc<IpHost>, config: NfsConfig, events: Arc<dyn EventSink>) -> std::io::Result<()> {
+pub async fn serve(host: Arc<IpHost>, config: NfsConfig, events: Arc<dyn Sink<ServiceEvent>>) -> std::io::Result<()> {
     let nfs = Arc::new(NFSConnections::new(config.export.clone(), config.export_path.trim_start_matches('/')));
     let portmap = Portmap::nfs3_tcp(NFS_PORT);
     let idle = config.idle_timeout;

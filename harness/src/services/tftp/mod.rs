@@ -11,5 +11,5 @@ mod transfer;
 pub mod wire;
 
 pub use path::{resolve, resolve_in, PathError};
-pub use task::{serve, TftpConfig, TftpEvent, TftpOutcome};
+pub use task::{serve, TftpConfig, TftpEvent, TftpOutcome, TftpService};
 pub use transfer::{BlockSource, Step, Transfer, TransferLimits, TransferOutcome, MTU_BLKSIZE};

@@ -13,7 +13,8 @@ use tokio_smoltcp::{Net, UdpSocket};
 use super::wire::{code, Packet};
 use super::{resolve_in, Step, Transfer, TransferLimits, TransferOutcome};
 use crate::net::host::IpHost;
-use crate::services::{recv_datagram, send_datagram, EventSink, ServiceEvent};
+use crate::event::Sink;
+use crate::services::{recv_datagram, send_datagram, ServiceEvent};
 
 /// How one transfer ended, for the lab's events.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -54,7 +55,7 @@ pub struct TftpConfig {
 }
 
 /// Serve read requests on port 69 until the stack goes away.
-pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn EventSink>, started: Instant) -> std::io::Result<()> {
+pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn Sink<ServiceEvent>>, started: Instant) -> std::io::Result<()> {
     let socket = host.net().udp_bind(SocketAddr::from((config.ip, 69))).await?;
     let mut buf = vec![0u8; 2048];
     let transfers: Table = Arc::new(Mutex::new(HashMap::new()));
@@ -116,6 +117,24 @@ pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn EventS
             Ok(other) => tracing::debug!("tftp: ignored {other:?} from {peer} on port 69"),
             Err(e) => tracing::info!("tftp: bad packet from {peer}: {e}"),
         }
+    }
+}
+
+/// TFTP as a [`crate::services::LabService`]: a task on the lab host's UDP port 69.
+pub struct TftpService(pub TftpConfig);
+
+impl crate::services::LabService for TftpService {
+    fn name(&self) -> &'static str {
+        "tftp"
+    }
+
+    fn listens_on(&self) -> String {
+        format!("UDP {}:69", self.0.ip)
+    }
+
+    fn serve(&self, host: Arc<IpHost>, events: Arc<dyn Sink<ServiceEvent>>, started: Instant) -> Option<futures::future::BoxFuture<'static, std::io::Result<()>>> {
+        let config = self.0.clone();
+        Some(Box::pin(serve(host, config, events, started)))
     }
 }
 
