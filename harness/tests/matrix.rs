@@ -34,10 +34,10 @@ fn the_example_matrix_runs_both_sets_and_flags_the_slower_stages() {
     assert!(slower.contains(&"installer: unpack image"), "{slower:?}");
 
     let md = std::fs::read_to_string(runs.path().join("matrix.md")).unwrap();
-    assert!(md.contains("| busybox | install | passed |") && md.contains("(baseline)"), "{md}");
-    assert!(md.contains("| nixos-shape | install | passed |") && md.contains("**installer: unpack image**"), "{md}");
+    assert!(md.contains("| busybox | install-default | passed |") && md.contains("(baseline)"), "{md}");
+    assert!(md.contains("| nixos-shape | install-default | passed |") && md.contains("**installer: unpack image**"), "{md}");
     assert!(stdout.contains(&md.lines().next().unwrap().to_owned()), "the table is on the terminal too");
     let junit = std::fs::read_to_string(runs.path().join("junit.xml")).unwrap();
     assert_eq!(junit.matches("<testcase ").count(), 2, "{junit}");
-    assert!(junit.contains(r#"name="nixos-shape::install""#) && junit.contains("slower than busybox: "), "{junit}");
+    assert!(junit.contains(r#"name="nixos-shape::install-default""#) && junit.contains("slower than busybox: "), "{junit}");
 }
