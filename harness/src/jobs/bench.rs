@@ -24,16 +24,19 @@ const MAC: Mac = Mac([0x52, 0x54, 0x00, 0xbe, 0x4c, 0x01]);
 /// Times of one TFTP benchmark run.
 #[derive(Debug, Clone)]
 pub struct TftpBench {
+    /// The kernel's size in bytes.
     pub file_bytes: u64,
     /// GRUB's `linux`: blksize 1024 and no windowsize, each block ACKed; pxelab keeps
     /// blocks ahead of its ACKs ([`TransferLimits::send_ahead`]), slirp sends lockstep.
     ///
     /// [`TransferLimits::send_ahead`]: crate::services::tftp::TransferLimits::send_ahead
     pub ours: Vec<Duration>,
+    /// Each slirp run's time, GRUB loading the kernel.
     pub slirp: Vec<Duration>,
     /// OVMF's own download of the same file as its NBP: pxelab grants its windowsize 4 with
     /// blksize 1468; slirp has no windowsize and sends lockstep.
     pub ours_windowed: Vec<Duration>,
+    /// Each slirp run's time, OVMF loading the kernel as its NBP.
     pub slirp_windowed: Vec<Duration>,
 }
 
@@ -131,7 +134,9 @@ async fn time_nbp(client: VmBuilder) -> Result<Duration, BenchError> {
 /// Sequential reads of one large file from the NFS root, inside the guest.
 #[derive(Debug, Clone)]
 pub struct NfsBench {
+    /// The file's size in bytes.
     pub file_bytes: u64,
+    /// Each read's time.
     pub runs: Vec<Duration>,
 }
 

@@ -22,8 +22,10 @@ pub enum InputError {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
+    /// The lab's network could not start.
     Network(#[from] NetworkError),
     #[error(transparent)]
+    /// The client could not be started.
     Vm(#[from] VmError),
 }
 
@@ -46,25 +48,36 @@ pub enum SystemError {
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error(transparent)]
+    /// The bench's lab could not be made.
     Lab(#[from] LabError),
     #[error(transparent)]
+    /// A stage of the install it measures failed.
     Stage(#[from] StageError),
     #[error(transparent)]
+    /// The lab's network could not start.
     Network(#[from] NetworkError),
     #[error(transparent)]
+    /// A VM could not be started or driven.
     Vm(#[from] VmError),
     #[error(transparent)]
+    /// A console wait or command failed.
     Console(#[from] ConsoleError),
     #[error(transparent)]
+    /// A wait on the lab's events failed.
     Wait(#[from] EventWaitError),
     #[error("the benchmark's artifacts")]
+    /// Its artifacts could not be had.
     Provider(#[from] ProviderError),
     #[error("the benchmark's fixture")]
+    /// Its fixture could not be built.
     Cache(#[from] CacheError),
     #[error("the host's files")]
+    /// The host's files (kernel, busybox, GRUB modules) are missing.
     Host(#[from] pxelab_fixtures::FixtureError),
     #[error("the benchmark's files")]
+    /// Its files could not be written.
     Io(#[from] std::io::Error),
     #[error("{0}")]
+    /// What it measured makes no figure (the message says why).
     Measure(String),
 }

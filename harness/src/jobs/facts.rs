@@ -11,6 +11,7 @@ pub struct InstallFacts {
     pub firmware_start: String,
     /// The installed system's version (its `version_command`).
     pub image_version: String,
+    /// The installed system's host name (from DHCP).
     pub hostname: String,
     /// `stat -c %a / /tmp`: `755 1777` on a whole system.
     pub modes: String,
@@ -64,7 +65,9 @@ pub struct UefiBootFacts {
 /// The facts of one of the scenarios.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum Facts {
+    /// An install's.
     Install(InstallFacts),
+    /// The UEFI disk fixture's boot's.
     UefiBoot(UefiBootFacts),
 }
 
@@ -85,14 +88,18 @@ impl Facts {
 /// What a finished scenario reports.
 #[derive(Debug)]
 pub struct Report {
+    /// Each stage's time.
     pub stages: Stages,
+    /// What the scenario read from the guest.
     pub facts: Facts,
 }
 
 /// What a finished install reports.
 #[derive(Debug)]
 pub struct InstallReport {
+    /// Each stage's time.
     pub stages: Stages,
+    /// What the install read from the installed system.
     pub facts: InstallFacts,
 }
 

@@ -33,11 +33,15 @@ pub const SLOWER_THAN: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Matrix {
+    /// The set the others are compared against (default: the first).
     pub baseline: Option<String>,
     #[serde(default = "two")]
+    /// Cells run at once (default 2).
     pub parallel: usize,
+    /// What each set runs.
     pub scenarios: Vec<CellScenario>,
     #[serde(rename = "set")]
+    /// The artifact sets, one per release.
     pub sets: Vec<ArtifactSetSpec>,
 }
 
@@ -79,6 +83,7 @@ impl serde::Serialize for CellScenario {
 }
 
 impl CellScenario {
+    /// The scenario's name, as matrix files and `pxelab list` write it.
     pub fn name(self) -> &'static str {
         self.0.name
     }
@@ -88,10 +93,15 @@ impl CellScenario {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ArtifactSetSpec {
+    /// The set's name (in cell names and tables).
     pub name: String,
+    /// A fixture flavour: `busybox` or `nixos-shape`.
     pub flavour: Option<String>,
+    /// A directory of the user's artifacts.
     pub dir: Option<PathBuf>,
+    /// `nix-build` this for the NFS root and boot loader (with `nix_image`).
     pub nix_installer: Option<PathBuf>,
+    /// `nix-build` this for the image and config (with `nix_installer`).
     pub nix_image: Option<PathBuf>,
     /// `-I nixpkgs=<this>` for the set's `nix-build`s.
     pub nixpkgs: Option<String>,
@@ -101,23 +111,33 @@ pub struct ArtifactSetSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum MatrixError {
     #[error("cannot read the matrix file {}", path.display())]
+    /// The file could not be read.
     Read {
+        /// The matrix file.
         path: PathBuf,
         #[source]
+        /// Why.
         source: std::io::Error,
     },
     #[error("the matrix file {} is not valid", path.display())]
+    /// The file is not a valid matrix.
     Parse {
+        /// The matrix file.
         path: PathBuf,
         #[source]
+        /// Why.
         source: toml::de::Error,
     },
     #[error("matrix: {0}")]
+    /// The matrix cannot run (the message says why).
     Invalid(String),
     #[error("matrix: cannot write {}", path.display())]
+    /// An output could not be written.
     Write {
+        /// The output.
         path: PathBuf,
         #[source]
+        /// Why.
         source: std::io::Error,
     },
 }
@@ -189,22 +209,30 @@ fn cell_name(set: &str, scenario: CellScenario) -> String {
 /// One cell's outcome.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Cell {
+    /// The set's name.
     pub set: String,
+    /// What it ran.
     pub scenario: CellScenario,
+    /// Whether the install passed.
     pub passed: bool,
+    /// The failing stage and its cause.
     pub failure: Option<(String, String)>,
+    /// Wall time of the cell, in seconds.
     pub wall_secs: f64,
     /// Each completed stage and its time.
     pub stages: Vec<(String, f64)>,
     /// Stages slower than the baseline's past the threshold: stage, this, baseline.
     pub regressions: Vec<(String, f64, f64)>,
+    /// The cell's report page.
     pub report: PathBuf,
 }
 
 /// The matrix's outcome.
 #[derive(Debug, serde::Serialize)]
 pub struct Outcome {
+    /// The baseline set's name.
     pub baseline: String,
+    /// Every cell, in the file's order.
     pub cells: Vec<Cell>,
 }
 

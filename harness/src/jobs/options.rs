@@ -24,9 +24,13 @@ pub const INSTALL_CLIENT: (Mac, &str, &str) = (Mac([0x52, 0x54, 0x00, 0x1a, 0x5e
 /// for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
+    /// The VM's name (its directory in the run's).
     pub vm: String,
+    /// Its NIC's MAC, declared to the lab's DHCP.
     pub mac: Mac,
+    /// The address DHCP gives it.
     pub ip: std::net::Ipv4Addr,
+    /// The host name DHCP gives it.
     pub hostname: String,
 }
 
@@ -122,8 +126,10 @@ pub struct Hardware {
     #[arg(long = "disk-gib", value_name = "GIB", value_parser = gib, default_value = "8", help = "Disk size in GiB (the protocol's layout needs more than 4.5)")]
     pub disk_bytes: u64,
     #[arg(long = "memory", value_name = "MIB", default_value_t = 1024, help = "Memory in MiB")]
+    /// Memory in MiB.
     pub memory_mib: u32,
     #[arg(long, default_value_t = 1, help = "Virtual CPUs")]
+    /// Virtual CPUs.
     pub cpus: u32,
 }
 

@@ -24,7 +24,12 @@ pub struct Scenario {
 pub enum Runs {
     /// An install ([`fn@super::install`]). `artifacts` says whose; `adapt` changes the options
     /// the run gives (hardware, faults, the artifacts' provider) into the scenario's.
-    Install { artifacts: Artifacts, adapt: fn(InstallOptions) -> InstallOptions },
+    Install {
+        /// Whose artifacts it installs.
+        artifacts: Artifacts,
+        /// Makes the run's options the scenario's.
+        adapt: fn(InstallOptions) -> InstallOptions,
+    },
     /// The UEFI disk fixture's boot ([`super::uefi_boot`]): no artifacts, no options.
     UefiBoot,
 }
@@ -42,12 +47,24 @@ pub enum Artifacts {
 /// Why a scenario cannot run as asked.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
+    /// No scenario has this name.
     #[error("no scenario named {name:?}; `pxelab list` shows them ({})", names())]
-    Unknown { name: String },
+    Unknown {
+        /// The name asked for.
+        name: String,
+    },
+    /// The scenario installs artifacts of its own, and others were given.
     #[error("{name} builds its own artifacts; run install-default with --artifacts or --nix-*")]
-    OwnArtifacts { name: &'static str },
+    OwnArtifacts {
+        /// The scenario.
+        name: &'static str,
+    },
+    /// The scenario is no install, and install options were asked of it.
     #[error("{name} is not an install: it takes no artifacts, hardware or faults")]
-    NotAnInstall { name: &'static str },
+    NotAnInstall {
+        /// The scenario.
+        name: &'static str,
+    },
 }
 
 /// The main job: the busybox fixture (or the user's artifacts) installed on a blank disk.

@@ -8,9 +8,13 @@ use super::{Client, InstallOptions, Stage};
 /// A client for the user to start by hand against a served lab ([`serve`]).
 #[derive(Debug, Clone)]
 pub struct HandClient {
+    /// The client's name (its directory in the run's).
     pub name: String,
+    /// Its NIC's MAC, declared to the lab's DHCP.
     pub mac: crate::net::Mac,
+    /// The address DHCP gives it.
     pub ip: std::net::Ipv4Addr,
+    /// The host name DHCP gives it.
     pub hostname: String,
     /// The QEMU command line, ready to paste into a shell.
     pub command: String,

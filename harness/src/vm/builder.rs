@@ -94,11 +94,13 @@ impl VmBuilder {
         self
     }
 
+    /// Memory in MiB (1024 by default).
     pub fn memory_mib(mut self, mib: u32) -> Self {
         self.memory_mib = mib;
         self
     }
 
+    /// Virtual CPUs (1 by default).
     pub fn cpus(mut self, cpus: u32) -> Self {
         self.cpus = cpus;
         self
@@ -135,6 +137,7 @@ impl VmBuilder {
         self
     }
 
+    /// Attach a NIC, its cable plugged into a lab switch port, a slirp network or a unix socket.
     pub fn nic(mut self, nic: Nic) -> Self {
         self.nics.push(nic);
         self

@@ -236,10 +236,12 @@ impl Vm {
         VmBuilder::new(name, dir)
     }
 
+    /// The VM's name (its directory's, and its console log's label).
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The VM's directory: its logs, NVRAM, disks and `qemu.cmdline`.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -249,6 +251,7 @@ impl Vm {
         self.relaunch.accel
     }
 
+    /// QEMU's process id.
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }
@@ -268,10 +271,12 @@ impl Vm {
         &self.var_store
     }
 
+    /// The system's serial console: its transcript, waits and writes.
     pub fn console(&self) -> &Console {
         &self.console
     }
 
+    /// The system's serial console, to change how it matches (fail-fast patterns).
     pub fn console_mut(&mut self) -> &mut Console {
         &mut self.console
     }
@@ -292,6 +297,7 @@ impl Vm {
         self.relaunch.console_unit
     }
 
+    /// QEMU's monitor (QMP), for what the verbs do not cover.
     pub fn qmp(&self) -> &Qmp {
         &self.qmp
     }

@@ -2,6 +2,8 @@
 //! command until it succeeds or fails, copy files in and out (checksummed), shut down or
 //! crash. Each has its own timeout; an error quotes what it last saw.
 
+#![warn(missing_docs)]
+
 use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
