@@ -92,6 +92,21 @@ pub struct InstallOptions {
     pub cold_firmware: bool,
 }
 
+impl InstallOptions {
+    /// Whether these are [`InstallOptions::default`]: nothing a run asked for.
+    pub fn is_default(&self) -> bool {
+        let default = InstallOptions::default();
+        self.provider == default.provider
+            && self.installer_files.is_empty()
+            && self.faults == default.faults
+            && self.hardware == default.hardware
+            && self.configure_lab.is_none()
+            && self.client == default.client
+            && !self.wait_out_boot_menus
+            && !self.cold_firmware
+    }
+}
+
 impl Default for InstallOptions {
     fn default() -> Self {
         InstallOptions {

@@ -157,6 +157,9 @@ impl Scenario {
     pub async fn run(&self, lab: &mut Lab, options: InstallOptions, given: Option<Provider>) -> Result<Report, StageError> {
         match self.runs {
             Runs::UefiBoot => {
+                if given.is_some() || !options.is_default() {
+                    return Err(StageError::before("select job", ScenarioError::NotAnInstall { name: self.name }));
+                }
                 lab.set_repro(format!("pxelab run {} --keep", self.name));
                 super::uefi_boot(lab).await
             }
@@ -213,5 +216,18 @@ mod test {
         assert_eq!((nvme.provider, nvme.hardware.disk_bus), (dir, DiskBus::Nvme));
         assert_eq!(nvme.installer_files[0].0, format!("config-{}", INSTALL_CLIENT.0));
         assert!(matches!(UEFI_BOOT.install_options(InstallOptions::default(), None), Err(ScenarioError::NotAnInstall { .. })));
+    }
+
+    /// A scenario that takes no install options refuses them before anything starts.
+    #[tokio::test]
+    async fn a_boot_without_install_options_refuses_them() {
+        let runs = tempfile::tempdir().unwrap();
+        let mut lab = Lab::in_dir(runs.path(), "uefi-boot").unwrap();
+        let options = InstallOptions { cold_firmware: true, ..InstallOptions::default() };
+        let err = UEFI_BOOT.run(&mut lab, options, None).await.unwrap_err();
+        assert_eq!(err.stage, "select job");
+        assert!(err.source.to_string().contains("uefi-boot is not an install"), "{err:?}");
+        let err = UEFI_BOOT.run(&mut lab, InstallOptions::default(), Some(Provider::default())).await.unwrap_err();
+        assert_eq!(err.stage, "select job");
     }
 }
