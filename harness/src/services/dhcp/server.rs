@@ -1,7 +1,7 @@
 //! The DHCP state machine: requests in, replies and events out.
 
 use crate::net::Mac;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -14,6 +14,9 @@ use super::{ConfigError, DhcpConfig};
 pub const BOOTP_MIN_LEN: usize = 300;
 /// How long an offer holds an address for a client that has not requested it yet.
 const OFFER_HOLD: Duration = Duration::from_secs(60);
+/// How long a declined address stays out of the pool (another host may be using it); then
+/// it is offered again, so that declines, forged or not, cannot drain the pool for good.
+pub const DECLINE_QUARANTINE: Duration = Duration::from_secs(300);
 
 /// What happened, for the lab's event log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -39,6 +42,9 @@ pub enum DhcpEventKind {
     Nak,
     Decline,
     Release,
+    /// An answer to a DHCPINFORM: configuration for an address the client set itself, no
+    /// lease (RFC 2131 §3.4).
+    Inform,
 }
 
 /// A reply to send: the encoded message and where to.
@@ -66,7 +72,8 @@ pub struct Lease {
 pub struct DhcpServer {
     config: DhcpConfig,
     leases: HashMap<Mac, Lease>,
-    declined: HashSet<Ipv4Addr>,
+    /// Declined addresses and until when they stay out of the pool.
+    declined: HashMap<Ipv4Addr, Duration>,
 }
 
 /// Why a request got no reply (logged, never fatal).
@@ -92,7 +99,7 @@ impl DhcpServer {
     /// A server for `config`, once [`DhcpConfig::check`] accepts it.
     pub fn new(config: DhcpConfig) -> Result<Self, ConfigError> {
         config.check()?;
-        Ok(DhcpServer { config, leases: HashMap::new(), declined: HashSet::new() })
+        Ok(DhcpServer { config, leases: HashMap::new(), declined: HashMap::new() })
     }
 
     pub fn config(&self) -> &DhcpConfig {
@@ -122,6 +129,7 @@ impl DhcpServer {
         }
         let mac = Mac(request.chaddr().try_into().expect("hlen is 6"));
         self.leases.retain(|_, lease| lease.expires > now);
+        self.declined.retain(|_, until| *until > now);
         let opts = request.opts();
         let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
             Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
@@ -179,7 +187,8 @@ impl DhcpServer {
                     }
                 }
             }
-            Some(MessageType::Inform) => (DhcpEventKind::Ack, request.ciaddr()),
+            // Configuration only: the client's own address is no lease of ours.
+            Some(MessageType::Inform) => (DhcpEventKind::Inform, request.ciaddr()),
             // A client may decline or release only the address it holds itself.
             Some(kind @ (MessageType::Decline | MessageType::Release)) => {
                 let ip = if kind == MessageType::Decline { requested.unwrap_or(request.ciaddr()) } else { request.ciaddr() };
@@ -188,7 +197,7 @@ impl DhcpServer {
                 }
                 self.leases.remove(&mac);
                 let event_kind = if kind == MessageType::Decline {
-                    self.declined.insert(ip);
+                    self.declined.insert(ip, now + DECLINE_QUARANTINE);
                     DhcpEventKind::Decline
                 } else {
                     DhcpEventKind::Release
@@ -226,7 +235,7 @@ impl DhcpServer {
             let n = u32::from(ip);
             n >= first
                 && n <= last
-                && !self.declined.contains(&ip)
+                && !self.declined.contains_key(&ip)
                 && !self.leases.values().any(|l| l.ip == ip)
                 && !self.config.hosts.iter().any(|h| h.ip == ip)
         };
@@ -248,11 +257,11 @@ impl DhcpServer {
         let mut opts = DhcpOptions::new();
         match kind {
             DhcpEventKind::Offer => drop(opts.insert(DhcpOption::MessageType(MessageType::Offer))),
-            DhcpEventKind::Ack => drop(opts.insert(DhcpOption::MessageType(MessageType::Ack))),
+            DhcpEventKind::Ack | DhcpEventKind::Inform => drop(opts.insert(DhcpOption::MessageType(MessageType::Ack))),
             _ => {}
         }
         opts.insert(DhcpOption::ServerIdentifier(c.server));
-        if kind != DhcpEventKind::Bootp {
+        if !matches!(kind, DhcpEventKind::Bootp | DhcpEventKind::Inform) {
             opts.insert(DhcpOption::AddressLeaseTime(c.lease_secs));
         }
         opts.insert(DhcpOption::SubnetMask(c.netmask));
@@ -626,6 +635,48 @@ mod test {
         let (none, event) = server.handle(Duration::from_secs(3), &release).unwrap();
         assert!(none.is_none() && event.kind == DhcpEventKind::Release);
         assert!(!server.leases().contains_key(&mac));
+    }
+
+    /// Declines cannot drain the pool for good (a neighbour forged 70 of them, and clients
+    /// without a declaration got no address): a declined address comes back after its
+    /// quarantine.
+    #[test]
+    fn a_declined_address_returns_to_the_pool_after_its_quarantine() {
+        let mut c = config();
+        c.pool = ("192.0.2.100".parse().unwrap(), "192.0.2.100".parse().unwrap());
+        let mut server = DhcpServer::new(c).unwrap();
+        let (mac, other) = (Mac([2, 0, 0, 0, 0, 0x21]), Mac([2, 0, 0, 0, 0, 0x22]));
+        let (_, offered) = reply(&mut server, 0, &request(mac, Some(MessageType::Discover), vec![], false));
+        let decline = request(mac, Some(MessageType::Decline), vec![DhcpOption::RequestedIpAddress(offered.ip)], false);
+        server.handle(Duration::from_secs(1), &decline).unwrap();
+        let discover = request(other, Some(MessageType::Discover), vec![], false);
+        let during = server.handle(Duration::from_secs(1) + DECLINE_QUARANTINE - Duration::from_secs(1), &discover);
+        assert_eq!(during.unwrap_err(), Ignored::PoolExhausted, "quarantined for its time");
+        let after = Duration::from_secs(2) + DECLINE_QUARANTINE;
+        let (_, event) = server.handle(after, &discover).unwrap();
+        assert_eq!(event.ip, offered.ip, "offered again after the quarantine");
+    }
+
+    /// A DHCPINFORM is answered with configuration and no lease (RFC 2131 §3.4, §4.3.5): the
+    /// event says Inform, not Ack (a flood of them read as 791 leases of 192.0.2.10 for random
+    /// MACs), and the server binds nothing.
+    #[test]
+    fn an_inform_is_answered_as_an_inform_and_binds_nothing() {
+        let mut server = DhcpServer::new(config()).unwrap();
+        let mac = Mac([2, 0, 0, 0, 0, 0x31]);
+        let mut m = Message::decode(&mut Decoder::new(&request(mac, Some(MessageType::Inform), vec![], false))).unwrap();
+        m.set_ciaddr("192.0.2.10".parse::<Ipv4Addr>().unwrap());
+        let mut inform = Vec::new();
+        m.encode(&mut Encoder::new(&mut inform)).unwrap();
+        let (answer, event) = server.handle(Duration::ZERO, &inform).unwrap();
+        assert_eq!((event.kind, event.ip), (DhcpEventKind::Inform, "192.0.2.10".parse().unwrap()));
+        let answer = answer.expect("an answer");
+        assert_eq!(answer.message.opts().msg_type(), Some(MessageType::Ack));
+        assert_eq!(answer.message.yiaddr(), Ipv4Addr::UNSPECIFIED, "no address given");
+        assert!(answer.message.opts().get(OptionCode::AddressLeaseTime).is_none(), "no lease time");
+        assert!(server.leases().is_empty());
+        let lab_event = crate::services::ServiceEvent::Dhcp(event);
+        assert!(!matches!(lab_event, crate::services::ServiceEvent::Dhcp(ref d) if matches!(d.kind, DhcpEventKind::Ack | DhcpEventKind::Bootp)));
     }
 
     #[test]
