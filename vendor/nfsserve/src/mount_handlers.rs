@@ -43,6 +43,14 @@ pub async fn handle_mount(
     output: &mut impl Write,
     context: &RPCContext,
 ) -> Result<(), anyhow::Error> {
+    // pxelab patch: a version the program does not serve is PROG_MISMATCH with the versions
+    // it does (RFC 5531 §9), as NFS and the portmapper answer: rpcinfo's version probe (version
+    // 0, then low..=high) looped for ever when every version answered as 3.
+    if call.vers != crate::mount::VERSION {
+        tracing::warn!("Invalid MOUNT Version number {} != {}", call.vers, crate::mount::VERSION);
+        prog_mismatch_reply_message(xid, crate::mount::VERSION).serialize(output)?;
+        return Ok(());
+    }
     let prog = MountProgram::from_u32(call.proc).unwrap_or(MountProgram::INVALID);
 
     match prog {

@@ -301,6 +301,24 @@ mod test {
         }
     }
 
+    /// A MOUNT call of a version it does not serve gets PROG_MISMATCH with the versions it
+    /// does (RFC 5531 §9), as rpcinfo's probe expects (`rpcinfo -T tcp 192.0.2.1 100005` asks
+    /// for version 0, then each of low..=high); version 3's NULL is answered.
+    #[tokio::test]
+    async fn mount_answers_an_unserved_version_with_its_versions() {
+        let call = |xid: u32, version: u32| {
+            let words = [xid, 0, 2, 100_005, version, 0, 0, 0, 0, 0];
+            record(&words.iter().flat_map(|w| w.to_be_bytes()).collect::<Vec<u8>>())
+        };
+        let (replies, _) = exchange([call(1, 0), call(2, 1), call(3, 4), call(4, 3)].concat(), 4).await;
+        assert_eq!(replies.len(), 4);
+        let words: Vec<Vec<u32>> = replies.iter().map(|r| r.chunks(4).map(|c| u32::from_be_bytes(c.try_into().unwrap())).collect()).collect();
+        for (reply, xid) in words.iter().take(3).zip([1u32, 2, 3]) {
+            assert_eq!(reply[..8], [xid, 1, 0, 0, 0, 2, 3, 3], "accepted, PROG_MISMATCH (2), low 3, high 3");
+        }
+        assert_eq!(words[3][..6], [4, 1, 0, 0, 0, 0], "version 3: SUCCESS");
+    }
+
     /// The published nfsserve allocates whatever a fragment header or an XDR length says.
     #[tokio::test]
     async fn huge_records_and_opaques_end_the_connection_without_allocating_them() {
