@@ -149,7 +149,12 @@ fn services(server_ip: Ipv4Addr, dhcp: Arc<Mutex<DhcpServer>>, config: &PxeConfi
     let mut services: Vec<Arc<dyn LabService>> = vec![
         Arc::new(NdpService { host_mac: HOST_MAC }),
         Arc::new(DhcpService { server: dhcp, running: Arc::new(AtomicBool::new(true)), host_mac: HOST_MAC }),
-        Arc::new(TftpService(TftpConfig { ip: server_ip, roots: config.tftp_roots.clone(), limits: config.tftp_limits })),
+        Arc::new(TftpService(TftpConfig {
+            ip: server_ip,
+            roots: config.tftp_roots.clone(),
+            limits: config.tftp_limits,
+            declared: config.dhcp.hosts.iter().map(|h| h.ip).collect(),
+        })),
     ];
     if let Some(export) = &config.nfs {
         services.push(Arc::new(NfsService(NfsConfig::new(server_ip, &export.path, export.layers.clone()))));

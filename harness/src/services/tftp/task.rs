@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_smoltcp::{Net, UdpSocket};
 
 use super::wire::{code, Packet};
-use super::{resolve_in, Step, Transfer, TransferLimits, TransferOutcome};
+use super::{admit, resolve_in, Step, Transfer, TransferLimits, TransferOutcome};
 use crate::net::host::IpHost;
 use crate::event::Sink;
 use crate::services::{recv_datagram, send_datagram, ServiceEvent};
@@ -52,6 +52,9 @@ pub struct TftpConfig {
     /// Served directories, searched in order (see [`resolve_in`]).
     pub roots: Vec<PathBuf>,
     pub limits: TransferLimits,
+    /// The lab's declared clients, which [`TransferLimits::reserved_for_declared`] slots
+    /// are kept for.
+    pub declared: Vec<Ipv4Addr>,
 }
 
 /// Serve read requests on port 69 until the stack goes away.
@@ -82,8 +85,9 @@ pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn Sink<S
                     let event = TftpEvent { client: *peer.ip(), file: old.file, outcome: TftpOutcome::Aborted, bytes: 0, millis, detail };
                     events.publish(ServiceEvent::Tftp(event));
                 }
-                if table.len() >= config.limits.max_transfers {
-                    tracing::info!("tftp: RRQ from {peer} ignored: {} transfers run", config.limits.max_transfers);
+                let running: Vec<Ipv4Addr> = table.keys().map(|p| *p.ip()).collect();
+                if let Err(refusal) = admit(&config.limits, &config.declared, &running, *peer.ip()) {
+                    tracing::info!("tftp: RRQ from {peer} for {filename} ignored: {refusal}");
                     continue;
                 }
                 next_id += 1;

@@ -72,6 +72,17 @@ pub struct TransferLimits {
     pub max_retries: u32,
     /// Transfers running at once; more requests wait for the client's retransmission.
     pub max_transfers: usize,
+    /// Transfers one client address runs at once (a firmware or loader fetches one file at a
+    /// time; a client that opens more is flooding).
+    pub max_per_client: usize,
+    /// Slots kept for declared clients: undeclared ones together run at most
+    /// `max_transfers - reserved_for_declared`, so a flood from unknown addresses never keeps
+    /// a declared client's firmware from its boot loader.
+    pub reserved_for_declared: usize,
+    /// The longest `timeout` option accepted (RFC 2349 lets a server refuse the option, not
+    /// change its value): a longer one is ignored and the server's own timeout applies, so no
+    /// client holds a slot for 12 retries of 255 s.
+    pub max_timeout: Duration,
 }
 
 impl Default for TransferLimits {
@@ -83,8 +94,38 @@ impl Default for TransferLimits {
             default_timeout: Duration::from_secs(1),
             max_retries: 12,
             max_transfers: 64,
+            max_per_client: 8,
+            reserved_for_declared: 16,
+            max_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// Why a read request gets no transfer (the client's retransmission may find room later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the server runs its {0} transfers")]
+    Full(usize),
+    #[error("this client runs its {0} transfers")]
+    ClientFull(usize),
+    #[error("undeclared clients run their {0} transfers (the rest are kept for declared clients)")]
+    UndeclaredFull(usize),
+}
+
+/// Whether a transfer for `client` may start beside the running ones (their clients'
+/// addresses), under `limits`; `declared`: the lab's declared clients.
+pub fn admit(limits: &TransferLimits, declared: &[std::net::Ipv4Addr], running: &[std::net::Ipv4Addr], client: std::net::Ipv4Addr) -> Result<(), Refusal> {
+    if running.len() >= limits.max_transfers {
+        return Err(Refusal::Full(limits.max_transfers));
+    }
+    if running.iter().filter(|c| **c == client).count() >= limits.max_per_client {
+        return Err(Refusal::ClientFull(limits.max_per_client));
+    }
+    let share = limits.max_transfers.saturating_sub(limits.reserved_for_declared).max(1);
+    if !declared.contains(&client) && running.iter().filter(|c| !declared.contains(c)).count() >= share {
+        return Err(Refusal::UndeclaredFull(share));
+    }
+    Ok(())
 }
 
 /// How a transfer ended.
@@ -194,7 +235,7 @@ impl Transfer {
                     pacing = Pacing::Window(windowsize);
                     accepted.push((name.clone(), windowsize.to_string()));
                 }
-                "timeout" if (1..=255).contains(&n) => {
+                "timeout" if (1..=255).contains(&n) && Duration::from_secs(n) <= limits.max_timeout => {
                     (rto.current, rto.fixed) = (Duration::from_secs(n), true);
                     accepted.push((name.clone(), value.clone()));
                 }
@@ -573,6 +614,66 @@ mod test {
         assert_eq!(blocks(&t.on_packet(ms(1), &Packet::Ack { block: 1 }, &file).unwrap()), [(2, 512)]);
         assert_eq!(blocks(&t.on_packet(ms(2), &Packet::Ack { block: 2 }, &file).unwrap()), [(3, 0)]);
         assert_eq!(t.on_packet(ms(3), &Packet::Ack { block: 2 }, &file).unwrap(), Step::Wait, "duplicate ACK");
+    }
+
+    /// 100 unacknowledged requests from other addresses and ports (a flood held all 64 slots,
+    /// and the firmware's own request went unanswered): a declared client still gets a slot,
+    /// no address takes more than its share, and undeclared ones together stop at theirs.
+    #[test]
+    fn a_flood_of_requests_leaves_room_for_declared_clients() {
+        let limits = TransferLimits::default();
+        let declared: Vec<std::net::Ipv4Addr> = vec!["192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap()];
+        let mut running = Vec::new();
+        for i in 0..100u32 {
+            let attacker = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(192, 0, 2, 100)) + i % 30);
+            if admit(&limits, &declared, &running, attacker).is_ok() {
+                running.push(attacker);
+            }
+        }
+        let share = limits.max_transfers - limits.reserved_for_declared;
+        assert_eq!(running.len(), share, "undeclared clients stop at their share");
+        assert_eq!(admit(&limits, &declared, &running, "192.0.2.150".parse().unwrap()), Err(Refusal::UndeclaredFull(share)));
+        for _ in 0..limits.max_per_client {
+            assert_eq!(admit(&limits, &declared, &running, declared[0]), Ok(()), "a declared client is served");
+            running.push(declared[0]);
+        }
+        assert_eq!(admit(&limits, &declared, &running, declared[0]), Err(Refusal::ClientFull(limits.max_per_client)));
+        assert_eq!(admit(&limits, &declared, &running, declared[1]), Ok(()));
+        let one = std::net::Ipv4Addr::new(192, 0, 2, 200);
+        let mut alone = Vec::new();
+        while admit(&limits, &[], &alone, one).is_ok() {
+            alone.push(one);
+        }
+        assert_eq!(alone.len(), limits.max_per_client, "one address runs at most its share");
+        let full = vec![declared[1]; limits.max_transfers];
+        assert_eq!(admit(&TransferLimits { max_per_client: usize::MAX, ..limits }, &declared, &full, declared[0]), Err(Refusal::Full(limits.max_transfers)));
+    }
+
+    /// A `timeout` option past the cap is not accepted (RFC 2349: the server answers the
+    /// client's value or leaves the option out): the server's own timeout and backoff apply,
+    /// and the transfer gives up within its bounded retries.
+    #[test]
+    fn a_long_timeout_option_is_refused_and_the_transfer_gives_up_in_bounded_time() {
+        let file = vec![1u8; 100];
+        let mut t = Transfer::new(100, &opts(&[("timeout", "255")]), TransferLimits::default());
+        let first = t.begin(ms(0), &file).unwrap();
+        assert!(!format!("{first:?}").contains("timeout"), "no timeout in the OACK: {first:?}");
+        assert_eq!(t.deadline(), TransferLimits::default().default_timeout, "the server's own timeout");
+        let mut now = t.deadline();
+        let mut gave_up = false;
+        for _ in 0..100 {
+            match t.on_timeout(now, &file).unwrap() {
+                Step::Finish { outcome: TransferOutcome::TimedOut { .. }, .. } => {
+                    gave_up = true;
+                    break;
+                }
+                _ => now = t.deadline(),
+            }
+        }
+        assert!(gave_up && now < Duration::from_secs(120), "gave up after {now:?}");
+        let mut kept = Transfer::new(100, &opts(&[("timeout", "5")]), TransferLimits::default());
+        kept.begin(ms(0), &file).unwrap();
+        assert_eq!(kept.deadline(), Duration::from_secs(5), "a timeout within the cap is kept");
     }
 
     #[test]
