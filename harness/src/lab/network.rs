@@ -280,8 +280,15 @@ impl Network {
 
     /// A cable for the VM NIC with `mac` (QEMU's end of a stream socket).
     pub fn plug(&self, mac: impl Into<Mac>) -> std::io::Result<OwnedFd> {
+        let mac = mac.into();
         let (port, fd) = self.segment.attach_vm()?;
-        self.ports.lock().expect("ports lock").insert(mac.into(), port);
+        self.ports.lock().expect("ports lock").insert(mac, port);
+        // A declared client's MAC and address are its port's alone (port security, ARP
+        // inspection): no neighbour can claim them, and its frames are never flooded.
+        if let Some(host) = self.dhcp.lock().expect("dhcp lock").config().hosts.iter().find(|h| h.mac == mac) {
+            self.segment.pin(mac, port);
+            self.segment.protect(host.ip, port);
+        }
         Ok(fd)
     }
 

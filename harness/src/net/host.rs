@@ -47,6 +47,8 @@ impl IpHost {
     pub fn start(segment: &Segment, addr: HostAddr, mut intercept: Interceptor, supervisor: &Supervisor) -> Self {
         let (sender, mut frames) = segment.attach();
         segment.pin(addr.mac, sender.port());
+        segment.protect(addr.ip, sender.port());
+        segment.trust(sender.port());
         let (to_stack, stack_rx) = channel(STACK_QUEUE);
         let replies = sender.clone();
         supervisor.spawn("host port (DHCP and IP)", async move {

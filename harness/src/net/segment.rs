@@ -54,8 +54,14 @@ pub enum DropReason {
     QueueFull,
     /// The switch's input queue was full (the harness host sent too fast).
     IngressFull,
-    /// The frame's source address belongs to another port (the harness host's).
+    /// The frame's source address belongs to another port (the harness host's, a declared
+    /// client's).
     Spoofed,
+    /// A DHCP server message from a port other than the harness host's (DHCP snooping).
+    RogueDhcp,
+    /// An ARP message claiming the lab's address or a declared client's from another port
+    /// (dynamic ARP inspection).
+    ArpSpoofed,
     /// The harness host's IP stack was behind: its input queue was full.
     StackFull,
 }
@@ -139,6 +145,8 @@ type FaultChange = Box<dyn FnOnce(&mut Faults) -> Vec<SegmentEvent> + Send>;
 /// Commands to the switch task.
 enum Control {
     Pin(Mac, PortId),
+    Protect(std::net::Ipv4Addr, PortId),
+    Trust(PortId),
     Faults(FaultChange),
 }
 
@@ -169,6 +177,7 @@ impl Segment {
             counters: counters.clone(),
             later: BinaryHeap::new(),
             seq: 0,
+            started: Instant::now(),
         };
         let switching = tokio::spawn(task.run(frames, commands));
         Ok(Segment { ingress, control, ports, counters, tasks: Mutex::new(vec![switching]) })
@@ -185,6 +194,16 @@ impl Segment {
     /// Fix `mac` on `port`: no other port may send with it as its source.
     pub fn pin(&self, mac: Mac, port: PortId) {
         let _ = self.control.send(Control::Pin(mac, port));
+    }
+
+    /// Only `port` may claim `ip` in ARP (dynamic ARP inspection).
+    pub fn protect(&self, ip: std::net::Ipv4Addr, port: PortId) {
+        let _ = self.control.send(Control::Protect(ip, port));
+    }
+
+    /// `port` alone may send DHCP server messages (DHCP snooping).
+    pub fn trust(&self, port: PortId) {
+        let _ = self.control.send(Control::Trust(port));
     }
 
     /// Change the faults (from the switch task, between two frames); what `change` returns
@@ -281,6 +300,8 @@ struct SwitchTask {
     counters: Arc<Counters>,
     later: BinaryHeap<Later>,
     seq: u64,
+    /// The switch's clock starts here (its table ages on it).
+    started: Instant,
 }
 
 impl SwitchTask {
@@ -292,6 +313,8 @@ impl SwitchTask {
                 biased;
                 command = commands.recv() => match command {
                     Some(Control::Pin(mac, port)) => self.switch.pin(mac, port),
+                    Some(Control::Protect(ip, port)) => self.switch.protect(ip, port),
+                    Some(Control::Trust(port)) => self.switch.trust(port),
                     Some(Control::Faults(change)) => {
                         for event in change(&mut self.faults) {
                             self.events.publish(event);
@@ -322,12 +345,20 @@ impl SwitchTask {
         let fate = self.faults.fate(port, Direction::In, &frame);
         self.report(port, Direction::In, frame.len(), fate.injected);
         for (delay_in, frame) in fate.copies {
-            let outs: Vec<PortId> = match self.switch.forward(port, &frame) {
+            let outs: Vec<PortId> = match self.switch.forward(now.duration_since(self.started), port, &frame) {
                 Forward::Port(out) => vec![out],
                 Forward::Flood => (0..self.ports.lock().expect("ports lock").len()).filter(|&out| out != port).collect(),
                 Forward::Drop => vec![],
                 Forward::Spoofed => {
                     self.counters.count(port, DropReason::Spoofed);
+                    vec![]
+                }
+                Forward::RogueDhcp => {
+                    self.counters.count(port, DropReason::RogueDhcp);
+                    vec![]
+                }
+                Forward::ArpSpoofed => {
+                    self.counters.count(port, DropReason::ArpSpoofed);
                     vec![]
                 }
             };

@@ -1,11 +1,22 @@
-//! A learning Ethernet switch: the forwarding decision only, no I/O.
+//! A learning Ethernet switch: the forwarding decision only, no I/O, time passed in.
 //!
-//! Its table is bounded ([`MAX_MACS`]): a guest inventing source addresses cannot grow it, and
-//! an address pinned to a port (the harness host's) is never learned elsewhere; a frame that
-//! claims it from another port is dropped.
+//! It protects the lab as a managed switch protects a PXE network:
+//! - **Port security.** An address pinned to a port (the harness host's, each declared
+//!   client's) is never learned elsewhere; a frame that claims it from another port is
+//!   dropped, and frames to it go to its port only, whatever the table holds.
+//! - **A bounded table.** Other addresses are learned with ageing ([`AGEING`]), at most
+//!   [`MAX_MACS`] in all and [`MAX_MACS_PER_PORT`] per port: a guest inventing source
+//!   addresses cannot grow it or push others out.
+//! - **DHCP snooping.** Only the trusted port (the harness host's) may send DHCP server
+//!   messages (UDP from port 67 to port 68); a neighbour's OFFER or ACK is dropped.
+//! - **Dynamic ARP inspection.** An ARP message whose sender address is a protected IP (the
+//!   lab's, a declared client's) is dropped unless it comes from that address's port.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use super::Mac;
-use std::collections::HashMap;
 
 /// A port on the segment.
 pub type PortId = usize;
@@ -21,26 +32,57 @@ pub enum Forward {
     Drop,
     /// Nowhere: its source is an address pinned to another port.
     Spoofed,
+    /// Nowhere: a DHCP server message from an untrusted port.
+    RogueDhcp,
+    /// Nowhere: an ARP message claiming a protected address from another port.
+    ArpSpoofed,
 }
 
 /// Most addresses the table learns; more are flooded to, not learned.
 pub const MAX_MACS: usize = 1024;
+/// Most addresses one port has learned at once.
+pub const MAX_MACS_PER_PORT: usize = 64;
+/// How long a learned address stays without a frame from it.
+pub const AGEING: Duration = Duration::from_secs(300);
 
-/// MAC address table.
+/// MAC address table and the switch's protections.
 #[derive(Debug, Default)]
 pub struct Switch {
-    table: HashMap<Mac, PortId>,
+    /// Learned addresses: their port and when they last sent.
+    table: HashMap<Mac, (PortId, Duration)>,
+    learned: HashMap<PortId, usize>,
     pinned: HashMap<Mac, PortId>,
+    protected: HashMap<Ipv4Addr, PortId>,
+    trusted: Option<PortId>,
 }
 
 impl Switch {
     /// Fix `mac` on `port`: it is never learned on another port.
     pub fn pin(&mut self, mac: Mac, port: PortId) {
+        if let Some((old, _)) = self.table.remove(&mac) {
+            self.unlearn(old);
+        }
         self.pinned.insert(mac, port);
     }
 
-    /// Learn the source of `frame` on `port` and decide where the frame goes.
-    pub fn forward(&mut self, port: PortId, frame: &[u8]) -> Forward {
+    /// Only `port` may claim `ip` in ARP.
+    pub fn protect(&mut self, ip: Ipv4Addr, port: PortId) {
+        self.protected.insert(ip, port);
+    }
+
+    /// `port` (the harness host's) alone may send DHCP server messages.
+    pub fn trust(&mut self, port: PortId) {
+        self.trusted = Some(port);
+    }
+
+    fn unlearn(&mut self, port: PortId) {
+        if let Some(n) = self.learned.get_mut(&port) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Learn the source of `frame` on `port` at `now` and decide where the frame goes.
+    pub fn forward(&mut self, now: Duration, port: PortId, frame: &[u8]) -> Forward {
         if frame.len() < 14 {
             return Forward::Drop;
         }
@@ -49,10 +91,16 @@ impl Switch {
         match self.pinned.get(&src) {
             Some(&home) if home != port => return Forward::Spoofed,
             Some(_) => {}
-            None if !src.is_group() && (self.table.len() < MAX_MACS || self.table.contains_key(&src)) => {
-                self.table.insert(src, port);
-            }
+            None if !src.is_group() => self.learn(now, src, port),
             None => {}
+        }
+        if self.trusted.is_some_and(|trusted| trusted != port) && is_dhcp_server_message(frame) {
+            return Forward::RogueDhcp;
+        }
+        if let Some(claimed) = arp_sender(frame) {
+            if self.protected.get(&claimed).is_some_and(|&home| home != port) {
+                return Forward::ArpSpoofed;
+            }
         }
         if let Some(&home) = self.pinned.get(&dst) {
             return if home == port { Forward::Drop } else { Forward::Port(home) };
@@ -61,16 +109,68 @@ impl Switch {
             return Forward::Flood;
         }
         match self.table.get(&dst) {
-            Some(&out) if out == port => Forward::Drop,
-            Some(&out) => Forward::Port(out),
-            None => Forward::Flood,
+            Some(&(out, seen)) if now.saturating_sub(seen) < AGEING => match out == port {
+                true => Forward::Drop,
+                false => Forward::Port(out),
+            },
+            _ => Forward::Flood,
+        }
+    }
+
+    fn learn(&mut self, now: Duration, src: Mac, port: PortId) {
+        match self.table.get_mut(&src) {
+            Some(entry) if entry.0 == port => entry.1 = now,
+            Some(entry) => {
+                let old = std::mem::replace(entry, (port, now)).0;
+                self.unlearn(old);
+                *self.learned.entry(port).or_default() += 1;
+            }
+            None => {
+                if self.table.len() >= MAX_MACS {
+                    self.age(now);
+                }
+                let full = self.learned.get(&port).copied().unwrap_or(0) >= MAX_MACS_PER_PORT;
+                if self.table.len() < MAX_MACS && !full {
+                    self.table.insert(src, (port, now));
+                    *self.learned.entry(port).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// Forget the addresses silent for longer than [`AGEING`].
+    fn age(&mut self, now: Duration) {
+        let expired: Vec<(Mac, PortId)> =
+            self.table.iter().filter(|(_, (_, seen))| now.saturating_sub(*seen) >= AGEING).map(|(mac, (port, _))| (*mac, *port)).collect();
+        for (mac, port) in expired {
+            self.table.remove(&mac);
+            self.unlearn(port);
         }
     }
 
     /// The port a MAC address was last seen on (or is pinned to).
     pub fn port_of(&self, mac: &Mac) -> Option<PortId> {
-        self.pinned.get(mac).or_else(|| self.table.get(mac)).copied()
+        self.pinned.get(mac).copied().or_else(|| self.table.get(mac).map(|(port, _)| *port))
     }
+}
+
+/// Whether `frame` is an IPv4 UDP datagram from port 67 to port 68: a DHCP server's message.
+fn is_dhcp_server_message(frame: &[u8]) -> bool {
+    if frame.get(12..14) != Some(&[0x08, 0x00]) || frame.get(23) != Some(&17) {
+        return false;
+    }
+    let ihl = usize::from(frame.get(14).map_or(0, |b| b & 0x0f)) * 4;
+    let udp = 14 + ihl;
+    ihl >= 20 && frame.get(udp..udp + 4) == Some(&[0, 67, 0, 68])
+}
+
+/// The sender protocol address an Ethernet/IPv4 ARP message claims.
+fn arp_sender(frame: &[u8]) -> Option<Ipv4Addr> {
+    if frame.get(12..14) != Some(&[0x08, 0x06]) || frame.get(14..20) != Some(&[0, 1, 0x08, 0x00, 6, 4]) {
+        return None;
+    }
+    let spa: [u8; 4] = frame.get(28..32)?.try_into().ok()?;
+    Some(Ipv4Addr::from(spa))
 }
 
 #[cfg(test)]
@@ -84,38 +184,107 @@ mod test {
     const A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xa];
     const B: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xb];
     const BROADCAST: [u8; 6] = [0xff; 6];
+    const T: Duration = Duration::from_secs(1);
 
     #[test]
     fn learns_floods_unknown_and_forwards_known() {
         let mut s = Switch::default();
-        assert_eq!(s.forward(0, &frame(BROADCAST, A)), Forward::Flood);
-        assert_eq!(s.forward(1, &frame(B, A)), Forward::Flood, "B unknown yet; A moved to port 1");
+        assert_eq!(s.forward(T, 0, &frame(BROADCAST, A)), Forward::Flood);
+        assert_eq!(s.forward(T, 1, &frame(B, A)), Forward::Flood, "B unknown yet; A moved to port 1");
         assert_eq!(s.port_of(&Mac(A)), Some(1));
-        assert_eq!(s.forward(2, &frame(A, B)), Forward::Port(1));
-        assert_eq!(s.forward(1, &frame(B, A)), Forward::Port(2));
-        assert_eq!(s.forward(2, &frame(B, A)), Forward::Drop, "destination on the ingress port");
-        assert_eq!(s.forward(0, &[0u8; 10]), Forward::Drop);
+        assert_eq!(s.forward(T, 2, &frame(A, B)), Forward::Port(1));
+        assert_eq!(s.forward(T, 1, &frame(B, A)), Forward::Port(2));
+        assert_eq!(s.forward(T, 2, &frame(B, A)), Forward::Drop, "destination on the ingress port");
+        assert_eq!(s.forward(T, 0, &[0u8; 10]), Forward::Drop);
     }
 
     #[test]
     fn the_table_is_bounded_and_pinned_addresses_cannot_be_claimed() {
         let mut s = Switch::default();
         s.pin(Mac(B), 0);
-        assert_eq!(s.forward(3, &frame(A, B)), Forward::Spoofed, "another port claims the host's MAC");
+        assert_eq!(s.forward(T, 3, &frame(A, B)), Forward::Spoofed, "another port claims the host's MAC");
         assert_eq!(s.port_of(&Mac(B)), Some(0));
-        assert_eq!(s.forward(1, &frame(B, A)), Forward::Port(0), "frames for the host still reach it");
+        assert_eq!(s.forward(T, 1, &frame(B, A)), Forward::Port(0), "frames for the host still reach it");
         for i in 0..2 * MAX_MACS as u32 {
             let [_, _, x, y] = i.to_be_bytes();
-            s.forward(2, &frame(BROADCAST, [0x02, 0, 0, 1, x, y]));
+            s.forward(T, 2, &frame(BROADCAST, [0x02, 0, 0, 1, x, y]));
         }
         assert!(s.table.len() <= MAX_MACS);
-        assert_eq!(s.forward(2, &frame(A, [0x02, 0, 0, 9, 9, 9])), Forward::Port(1), "known addresses keep working");
+        assert_eq!(s.forward(T, 2, &frame(A, [0x02, 0, 0, 9, 9, 9])), Forward::Port(1), "known addresses keep working");
     }
 
     #[test]
     fn multicast_source_is_not_learned() {
         let mut s = Switch::default();
-        s.forward(3, &frame(A, [0x01, 0, 0x5e, 0, 0, 1]));
+        s.forward(T, 3, &frame(A, [0x01, 0, 0x5e, 0, 0, 1]));
         assert_eq!(s.port_of(&Mac([0x01, 0, 0x5e, 0, 0, 1])), None);
+    }
+
+    /// An ARP message: `sender` claims `ip`.
+    fn arp(sender: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+        let header = [&BROADCAST[..], &sender[..], &[0x08, 0x06], &[0, 1, 0x08, 0x00, 6, 4, 0, 2]].concat();
+        [&header[..], &sender[..], &ip[..], &[0u8; 6][..], &[192, 0, 2, 10], &[0u8; 18][..]].concat()
+    }
+
+    /// A UDP datagram from `src` port `sport` to `dport`, as an IPv4 frame.
+    fn udp(src: [u8; 6], sport: u16, dport: u16) -> Vec<u8> {
+        let mut ip = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 66, 255, 255, 255, 255];
+        ip.extend(sport.to_be_bytes());
+        ip.extend(dport.to_be_bytes());
+        ip.extend([0, 8, 0, 0]);
+        [&BROADCAST[..], &src[..], &[0x08, 0x00], &ip[..], &[0u8; 18][..]].concat()
+    }
+
+    /// A neighbour on port 3 floods 100,000 invented source addresses (the table filled in
+    /// under a second, and the host's frames to the client were flooded to every port, the
+    /// attacker's too): a declared client pinned to its port is still reached on its port
+    /// only, the neighbour learns at most its share, and others still learn.
+    #[test]
+    fn a_flood_of_source_addresses_never_floods_a_declared_clients_frames() {
+        let mut s = Switch::default();
+        let (host, client, other) = (Mac([2, 0x70, 0, 0, 0, 1]), Mac(A), [0x52, 0x54, 0, 0, 1, 1]);
+        s.pin(host, 0);
+        s.pin(client, 1);
+        for i in 0..100_000u32 {
+            let [_, a, b, c] = i.to_be_bytes();
+            s.forward(T, 3, &frame(BROADCAST, [0x02, a, b, c, 0, 1]));
+        }
+        assert!(s.learned[&3] <= MAX_MACS_PER_PORT && s.table.len() <= MAX_MACS, "{}", s.table.len());
+        assert_eq!(s.forward(T, 0, &frame(A, host.0)), Forward::Port(1), "the host's frames reach the client's port only");
+        assert_eq!(s.forward(T, 2, &frame(BROADCAST, other)), Forward::Flood);
+        assert_eq!(s.forward(T, 0, &frame(other, host.0)), Forward::Port(2), "another client still learns");
+        assert_eq!(s.forward(T, 3, &frame(BROADCAST, A)), Forward::Spoofed, "the declared client's MAC cannot be claimed");
+    }
+
+    #[test]
+    fn learned_addresses_age_out() {
+        let mut s = Switch::default();
+        s.forward(T, 1, &frame(BROADCAST, A));
+        assert_eq!(s.forward(T + AGEING / 2, 2, &frame(A, B)), Forward::Port(1));
+        assert_eq!(s.forward(T + AGEING * 2, 2, &frame(A, B)), Forward::Flood, "silent too long: unknown again");
+    }
+
+    /// A neighbour's ARP replies claiming the lab's address (the client then sent its TFTP
+    /// requests to the attacker) or a declared client's are dropped; the owner's pass.
+    #[test]
+    fn arp_claiming_a_protected_address_from_another_port_is_dropped() {
+        let mut s = Switch::default();
+        s.protect(Ipv4Addr::new(192, 0, 2, 1), 0);
+        s.protect(Ipv4Addr::new(192, 0, 2, 10), 1);
+        assert_eq!(s.forward(T, 3, &arp([2, 0, 0, 0, 0, 0x66], [192, 0, 2, 1])), Forward::ArpSpoofed);
+        assert_eq!(s.forward(T, 3, &arp([2, 0, 0, 0, 0, 0x66], [192, 0, 2, 10])), Forward::ArpSpoofed);
+        assert_eq!(s.forward(T, 0, &arp([2, 0x70, 0, 0, 0, 1], [192, 0, 2, 1])), Forward::Flood, "the lab's own ARP");
+        assert_eq!(s.forward(T, 3, &arp([2, 0, 0, 0, 0, 0x66], [192, 0, 2, 99])), Forward::Flood, "an unprotected address");
+    }
+
+    /// Only the trusted port sends DHCP server messages: a rogue server's OFFER is dropped,
+    /// clients' requests (68 → 67) pass.
+    #[test]
+    fn dhcp_server_messages_from_untrusted_ports_are_dropped() {
+        let mut s = Switch::default();
+        s.trust(0);
+        assert_eq!(s.forward(T, 3, &udp([2, 0, 0, 0, 0, 0x66], 67, 68)), Forward::RogueDhcp);
+        assert_eq!(s.forward(T, 0, &udp([2, 0x70, 0, 0, 0, 1], 67, 68)), Forward::Flood);
+        assert_eq!(s.forward(T, 3, &udp([2, 0, 0, 0, 0, 0x66], 68, 67)), Forward::Flood);
     }
 }
