@@ -12,4 +12,4 @@ mod task;
 
 pub use export::StackedExport;
 pub use portmap::Portmap;
-pub use task::{serve, NfsConfig, NfsEvent, NfsService, NFS_PORT};
+pub use task::{serve, NfsConfig, NfsEvent, NfsService, NFS_PORT, RECYCLE_AFTER};

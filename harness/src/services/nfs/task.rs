@@ -37,7 +37,10 @@ pub struct NfsEvent {
 pub const NFS_PORT: u16 = 2049;
 const PORTMAP_PORT: u16 = 111;
 /// Listening sockets per TCP port: this many handshakes may be in progress at once.
-pub const BACKLOG: usize = 8;
+pub const BACKLOG: usize = 16;
+/// A listening socket that completed no handshake for this long (up to twice this, staggered)
+/// is replaced, in case a half-open connection holds it.
+pub const RECYCLE_AFTER: Duration = Duration::from_secs(5);
 /// A TCP connection with no traffic either way for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -102,8 +105,8 @@ pub async fn serve(host: Arc<IpHost>, config: NfsConfig, events: Arc<dyn Sink<Se
     let pm = portmap.clone();
     let portmap_handler: Handler = Arc::new(move |stream, peer| Box::pin(portmap_connection(stream, peer, pm.clone())));
     tokio::try_join!(
-        accept(&host, SocketAddr::from((config.ip, NFS_PORT)), idle, nfs_handler),
-        accept(&host, SocketAddr::from((config.ip, PORTMAP_PORT)), idle, portmap_handler),
+        accept(host.clone(), SocketAddr::from((config.ip, NFS_PORT)), idle, nfs_handler),
+        accept(host.clone(), SocketAddr::from((config.ip, PORTMAP_PORT)), idle, portmap_handler),
         portmap_udp(&host, config.ip, &portmap),
     )
     .map(drop)
@@ -126,24 +129,35 @@ type Handler = Arc<dyn Fn(Idle<TcpStream>, SocketAddr) -> BoxFuture<'static, ()>
 /// Accept on `addr` with [`BACKLOG`] listening sockets; each connection runs `handler` in a
 /// task of its own, closed after `idle` without traffic. Connection tasks end with this
 /// future (a server stop closes every connection).
-async fn accept(host: &IpHost, addr: SocketAddr, idle: Duration, handler: Handler) -> std::io::Result<()> {
+///
+/// A listening socket that has completed no handshake for [`RECYCLE_AFTER`] is replaced by a
+/// fresh one: the userspace stack keeps a socket whose handshake never completes (a SYN
+/// from an address that never answers, a SYN flood) half-open for good, and eight of them
+/// kept every client out until the lab restarted. A handshake takes milliseconds, so a
+/// client rarely meets a socket as it is replaced, and its SYN retransmission finds another.
+async fn accept(host: Arc<IpHost>, addr: SocketAddr, idle: Duration, handler: Handler) -> std::io::Result<()> {
     let (done, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut listeners = tokio::task::JoinSet::new();
-    for _ in 0..BACKLOG {
-        let mut listener = host.net().tcp_bind(addr).await?;
-        let (handler, done) = (handler.clone(), done.clone());
+    for slot in 0..BACKLOG {
+        let (host, handler, done) = (host.clone(), handler.clone(), done.clone());
         listeners.spawn(async move {
+            // Staggered, so that the sockets are not all replaced at once.
+            let recycle = RECYCLE_AFTER + RECYCLE_AFTER * slot as u32 / BACKLOG as u32;
             loop {
-                let (stream, peer) = listener.accept().await?;
-                let (handler, mut stop) = (handler.clone(), done.subscribe());
-                tokio::spawn(async move {
-                    let (stream, last) = Idle::new(stream);
-                    tokio::select! {
-                        _ = handler(stream, peer) => {}
-                        _ = last.expired(idle) => tracing::info!("{addr}: closed the connection from {peer}, idle for {idle:?}"),
-                        _ = stop.recv() => {}
-                    }
-                });
+                let mut listener = host.net().tcp_bind(addr).await?;
+                while let Ok(accepted) = tokio::time::timeout(recycle, listener.accept()).await {
+                    let (stream, peer) = accepted?;
+                    let (handler, mut stop) = (handler.clone(), done.subscribe());
+                    tokio::spawn(async move {
+                        let (stream, last) = Idle::new(stream);
+                        tokio::select! {
+                            _ = handler(stream, peer) => {}
+                            _ = last.expired(idle) => tracing::info!("{addr}: closed the connection from {peer}, idle for {idle:?}"),
+                            _ = stop.recv() => {}
+                        }
+                    });
+                }
+                tracing::debug!("{addr}: listening socket {slot} replaced after {recycle:?} without a handshake");
             }
         });
     }
