@@ -70,6 +70,8 @@ impl<'a> Install<'a> {
 
     /// Every stage from the client's first DHCP to the check of the installed system.
     pub(super) async fn run(&self, vm: &mut Vm, stages: &mut Stages) -> Result<InstallFacts, StageError> {
+        // A hostile neighbour for as long as the install runs.
+        let _flood = self.options.faults.flood.map(|rate| self.lab.network().start_flood(self.options.faults.seed, rate, self.mac));
         stages.run(Stage::FirmwareDhcp, self.lab.network().wait_for_dhcp_lease_after(self.mac, self.after, self.budget(Stage::FirmwareDhcp))).await?;
         stages.run(Stage::TftpGrub, self.tftp_grub(vm)).await?;
         let kernel_started = self.tftp_kernel(vm, stages).await?;

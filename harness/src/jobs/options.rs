@@ -180,6 +180,15 @@ pub struct InstallFaults {
     /// (it mounts the new root and reads the image from the NFS root meanwhile).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", help = "Stop the NFS server this long as the installer starts on the image")]
     pub nfs_restart_during_unpack: Option<Duration>,
+    /// A hostile neighbour on a port of its own sends this many frames a second during the
+    /// install, a seeded mix ([`crate::net::flood`]) forging the client's identity.
+    #[arg(
+        long,
+        value_name = "FRAMES_PER_S",
+        value_parser = clap::value_parser!(u32).range(1..=100_000),
+        help = "A hostile neighbour sends this many frames a second during the install: DHCP floods and forged DECLINE/RELEASE, a rogue DHCP server, ARP spoofing, unacknowledged TFTP and traversal requests, TCP SYNs, garbage"
+    )]
+    pub flood: Option<u32>,
 }
 
 impl InstallFaults {
@@ -304,6 +313,9 @@ impl InstallFaults {
                 words.push(format!("{} {}", flag::<InstallFaults>(id), duration_text(d)));
             }
         }
+        if let Some(rate) = self.flood {
+            words.push(format!("{} {rate}", flag::<InstallFaults>("flood")));
+        }
         words
     }
 }
@@ -394,6 +406,7 @@ mod test {
             direction: Ways::In,
             link_down_during_kernel: Some(Duration::from_secs(10)),
             nfs_restart_during_unpack: Some(Duration::from_millis(1500)),
+            flood: Some(500),
         };
         let words = [hardware.args().unwrap(), faults.args()].concat().join(" ");
         let run = parse(&words.split(' ').collect::<Vec<_>>());

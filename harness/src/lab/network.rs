@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::client::HostClient;
 use super::events::{addresses_of, lease_for, EventWaitError, Events};
 use crate::net::fault::{Direction, Faults, Impairment};
+use crate::net::flood::{Flood, FloodTarget};
 use crate::net::host::{HostAddr, Interceptor, IpHost};
 use crate::net::segment::SegmentEvent;
 use crate::net::switch::PortId;
@@ -127,6 +128,19 @@ pub enum NetworkError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A hostile neighbour sending while it lives ([`Network::start_flood`]).
+pub struct FloodHandle {
+    /// Its switch port.
+    pub port: PortId,
+    task: AbortHandle,
+}
+
+impl Drop for FloodHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A running PXE network. Dropping it stops its servers and unplugs every VM.
@@ -290,6 +304,33 @@ impl Network {
             self.segment.protect(host.ip, port);
         }
         Ok(fd)
+    }
+
+    /// A hostile neighbour on a port of its own: `rate` frames a second of [`Flood`]'s
+    /// seeded mix, forging `victim`'s identity (a declared client's), until the handle drops.
+    /// A `Flood` event names its port, under which the switch counts what it drops.
+    pub fn start_flood(&self, seed: u64, rate: u32, victim: Mac) -> FloodHandle {
+        let victim_ip = self.dhcp_config().hosts.iter().find(|h| h.mac == victim).map_or(Ipv4Addr::new(192, 0, 2, 10), |h| h.ip);
+        let target = FloodTarget { server_mac: HOST_MAC, server_ip: self.server_ip(), victim_mac: victim, victim_ip };
+        let (sender, _frames) = self.segment.attach();
+        let port = sender.port();
+        Sink::<SegmentEvent>::publish(&*self.events, SegmentEvent::Flood { port, rate, seed });
+        let task = tokio::spawn(async move {
+            let mut flood = Flood::new(seed, target);
+            // A batch every 10 ms: `rate` a second without a timer a frame.
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let (mut due, mut sent) = (0.0f64, 0u64);
+            loop {
+                tick.tick().await;
+                due += f64::from(rate) / 100.0;
+                while (sent as f64) < due.floor() {
+                    sender.send(flood.next_frame().1);
+                    sent += 1;
+                }
+            }
+        });
+        FloodHandle { port, task: task.abort_handle() }
     }
 
     /// Plug a connected stream socket (a QEMU started by hand with `-netdev stream`) into a

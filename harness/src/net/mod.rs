@@ -8,6 +8,7 @@
 //! interface.
 
 pub mod fault;
+pub mod flood;
 pub mod framing;
 pub mod host;
 pub mod mac;

@@ -45,6 +45,9 @@ pub enum SegmentEvent {
     Link { port: PortId, up: bool },
     /// A port's traffic in one direction is impaired from now on.
     Impaired { port: PortId, direction: Direction, impairment: Impairment },
+    /// A hostile neighbour on `port` starts sending `rate` frames a second of a mixed flood
+    /// ([`super::flood`]).
+    Flood { port: PortId, rate: u32, seed: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]

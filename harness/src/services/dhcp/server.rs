@@ -79,6 +79,9 @@ pub struct DhcpServer {
 /// Why a request got no reply (logged, never fatal).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Ignored {
+    /// A DECLINE or RELEASE for another MAC than the frame's sender.
+    #[error("a DECLINE or RELEASE from {sender} for another client's MAC")]
+    OtherSender { sender: Mac },
     #[error("undecodable DHCP message: {0}")]
     Malformed(String),
     #[error("not a BOOTREQUEST")]
@@ -109,6 +112,20 @@ impl DhcpServer {
     /// The lease table.
     pub fn leases(&self) -> &HashMap<Mac, Lease> {
         &self.leases
+    }
+
+    /// Handle one UDP payload sent to port 67 at time `now` in an Ethernet frame from
+    /// `sender`. A DECLINE or RELEASE counts only from the client's own MAC: with the
+    /// switch's port security, that is from the port where a declared client's MAC lives, so
+    /// no neighbour retires another client's address.
+    pub fn handle_from(&mut self, now: Duration, sender: Mac, payload: &[u8]) -> Result<(Option<Reply>, DhcpEvent), Ignored> {
+        let forged = |m: &Message| {
+            matches!(m.opts().msg_type(), Some(MessageType::Decline | MessageType::Release)) && m.chaddr().get(..6) != Some(&sender.0[..])
+        };
+        match decode(payload) {
+            Ok(message) if forged(&message) => Err(Ignored::OtherSender { sender }),
+            _ => self.handle(now, payload),
+        }
     }
 
     /// Handle one UDP payload sent to port 67 at time `now`.
@@ -635,6 +652,22 @@ mod test {
         let (none, event) = server.handle(Duration::from_secs(3), &release).unwrap();
         assert!(none.is_none() && event.kind == DhcpEventKind::Release);
         assert!(!server.leases().contains_key(&mac));
+    }
+
+    /// A DECLINE or RELEASE forged for another client's MAC (a neighbour sent 70, and the
+    /// declined addresses left the pool) is ignored: only the client's own MAC counts.
+    #[test]
+    fn decline_and_release_count_only_from_the_clients_own_mac() {
+        let mut server = DhcpServer::new(config()).unwrap();
+        let (victim, neighbour) = (Mac([2, 0, 0, 0, 0, 0x41]), Mac([2, 0, 0, 0, 0, 0x42]));
+        let (_, lease) = reply(&mut server, 0, &request(victim, Some(MessageType::Discover), vec![], false));
+        let decline = request(victim, Some(MessageType::Decline), vec![DhcpOption::RequestedIpAddress(lease.ip)], false);
+        assert_eq!(server.handle_from(Duration::from_secs(1), neighbour, &decline).unwrap_err(), Ignored::OtherSender { sender: neighbour });
+        assert_eq!(server.leases()[&victim].ip, lease.ip, "the victim keeps its offer");
+        let (_, event) = server.handle_from(Duration::from_secs(1), victim, &decline).unwrap();
+        assert_eq!(event.kind, DhcpEventKind::Decline, "its own decline counts");
+        let discover = request(neighbour, Some(MessageType::Discover), vec![], false);
+        assert!(server.handle_from(Duration::from_secs(2), neighbour, &discover).is_ok(), "other messages are not checked");
     }
 
     /// Declines cannot drain the pool for good (a neighbour forged 70 of them, and clients

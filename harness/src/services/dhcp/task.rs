@@ -28,7 +28,7 @@ pub fn interceptor(
             return Some(Vec::new());
         }
         let mut server = server.lock().expect("dhcp lock");
-        match server.handle(started.elapsed(), &udp.payload) {
+        match server.handle_from(started.elapsed(), udp.src_mac, &udp.payload) {
             Ok((reply, event)) => {
                 tracing::info!(
                     "dhcp: {:?} {} -> {} (arch {:?}, class {:?})",
