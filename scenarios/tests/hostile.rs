@@ -50,6 +50,7 @@ async fn a_declared_client_installs_beside_a_flooding_neighbour() {
     for reason in [DropReason::RogueDhcp, DropReason::ArpSpoofed, DropReason::Spoofed] {
         assert!(dropped.get(&reason).is_some_and(|n| *n > 0), "no {reason:?} drops counted: {dropped:?}");
     }
+    assert!(report.facts.switch_drops.iter().any(|(port, reason, n)| *port == flood_port && *reason == DropReason::RogueDhcp && *n > 0), "{:?}", report.facts.switch_drops);
     // The neighbour's DECLINEs and RELEASEs for the client were ignored, and the client kept
     // its declared address.
     let forged = events.iter().filter(|(_, e)| matches!(e, ServiceEvent::Dhcp(d) if d.mac == mac && matches!(d.kind, DhcpEventKind::Decline | DhcpEventKind::Release))).count();

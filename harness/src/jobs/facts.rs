@@ -31,6 +31,8 @@ pub struct InstallFacts {
     pub network_boot_after_reboot: usize,
     /// DHCP requests of the client after the installer's reboot.
     pub dhcp_after_reboot: usize,
+    /// What the switch dropped during the install, per port and reason: its latest totals.
+    pub switch_drops: Vec<(crate::net::switch::PortId, crate::net::segment::DropReason, u64)>,
 }
 
 impl InstallFacts {
@@ -49,8 +51,24 @@ impl InstallFacts {
             ("first boot entry", self.first_boot_entry.clone()),
             ("network boot requests after the reboot", self.network_boot_after_reboot.to_string()),
             ("DHCP requests after the reboot", self.dhcp_after_reboot.to_string()),
+            ("frames the switch dropped", drops(&self.switch_drops)),
         ]
     }
+}
+
+/// `none`, or `port 3: rogue_dhcp 120, arp_spoofed 80; port 1: queue_full 2`.
+fn drops(drops: &[(crate::net::switch::PortId, crate::net::segment::DropReason, u64)]) -> String {
+    if drops.is_empty() {
+        return "none".into();
+    }
+    let mut ports: Vec<crate::net::switch::PortId> = drops.iter().map(|(port, _, _)| *port).collect();
+    ports.dedup();
+    let reason = |r: &crate::net::segment::DropReason| serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let port = |p: crate::net::switch::PortId| {
+        let each: Vec<String> = drops.iter().filter(|(q, _, _)| *q == p).map(|(_, r, n)| format!("{} {n}", reason(r))).collect();
+        format!("port {p}: {}", each.join(", "))
+    };
+    ports.into_iter().map(port).collect::<Vec<_>>().join("; ")
 }
 
 /// What the UEFI disk fixture's boot read.

@@ -98,6 +98,7 @@ impl<'a> Install<'a> {
             first_boot_entry: String::new(),
             network_boot_after_reboot: network_boot_events(self.lab, self.mac) - before.network_boot,
             dhcp_after_reboot: dhcp_events(self.lab, self.mac) - before.dhcp,
+            switch_drops: switch_drops(self.lab),
         };
         stages.run(Stage::CheckTheSystem, self.check_the_system(vm, facts)).await
     }
@@ -400,6 +401,17 @@ fn tftp_listing(root: &std::path::Path) -> String {
         .unwrap_or_default();
     names.sort();
     format!("the TFTP root {} holds: {}", dir.display(), if names.is_empty() { "nothing".into() } else { names.join(", ") })
+}
+
+/// The switch's latest drop totals, per port and reason, in port order.
+fn switch_drops(lab: &Lab) -> Vec<(crate::net::switch::PortId, crate::net::segment::DropReason, u64)> {
+    let mut latest = std::collections::BTreeMap::new();
+    for (_, e) in lab.network().events().all() {
+        if let ServiceEvent::Segment(crate::net::segment::SegmentEvent::Dropped { port, reason, total }) = e {
+            latest.insert((port, format!("{reason:?}")), (reason, total));
+        }
+    }
+    latest.into_iter().map(|((port, _), (reason, total))| (port, reason, total)).collect()
 }
 
 /// Whether `mac` got a lease among the events after the first `after`.
