@@ -51,6 +51,9 @@ pub enum EventWaitError {
     },
 }
 
+/// Most events a wait's timeout quotes (the last ones).
+const TIMEOUT_EVENTS: usize = 40;
+
 /// Every service event since the lab started, in order.
 pub struct Events {
     started: Instant,
@@ -76,6 +79,12 @@ impl Events {
     /// All events so far with their time since the lab started.
     pub fn all(&self) -> Vec<(Duration, ServiceEvent)> {
         self.seen.lock().expect("events lock").clone()
+    }
+
+    /// The events after the first `after`: what a follower has not seen yet (`serve` streams
+    /// them without copying the ones it has shown).
+    pub fn since(&self, after: usize) -> Vec<(Duration, ServiceEvent)> {
+        self.seen.lock().expect("events lock").get(after..).map(<[_]>::to_vec).unwrap_or_default()
     }
 
     /// Wait until there are more than `seen` events.
@@ -114,8 +123,14 @@ impl Events {
                     return Err(EventWaitError::Stopped { what: what.to_owned(), waited: begun.elapsed(), failure });
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    let seen = self.all().iter().map(|(at, e)| format!("  {:>8.3}s {e:?}", at.as_secs_f64())).collect::<Vec<_>>();
-                    return Err(EventWaitError::Timeout { what: what.to_owned(), waited: timeout, seen: seen.join("\n") });
+                    // The last events only: after a flood the whole log would bury the error.
+                    let seen = self.seen.lock().expect("events lock");
+                    let from = seen.len().saturating_sub(TIMEOUT_EVENTS);
+                    let mut lines: Vec<String> = seen[from..].iter().map(|(at, e)| format!("  {:>8.3}s {e:?}", at.as_secs_f64())).collect();
+                    if from > 0 {
+                        lines.insert(0, format!("  ({from} earlier events in events.jsonl)"));
+                    }
+                    return Err(EventWaitError::Timeout { what: what.to_owned(), waited: timeout, seen: lines.join("\n") });
                 }
             }
         }

@@ -57,8 +57,8 @@ pub async fn serve(options: InstallOptions, clients: u8, spinner: &indicatif::Pr
                 Err(e) => eprintln!("pxelab: serve: accept: {e}"),
             },
             () = events.wait_past(shown) => {
-                let all = events.all();
-                for (at, event) in &all[shown..] {
+                let new = events.since(shown);
+                for (at, event) in &new {
                     let (service, what) = pxelab::lab::describe_event(event);
                     let client = match event {
                         pxelab::services::ServiceEvent::Dhcp(d) => d.mac.to_string(),
@@ -68,7 +68,7 @@ pub async fn serve(options: InstallOptions, clients: u8, spinner: &indicatif::Pr
                     };
                     println!("[{:9.3}] {service:<7} {client:<17} {what}", at.as_secs_f64());
                 }
-                shown = all.len();
+                shown += new.len();
             }
             _ = tokio::signal::ctrl_c() => break,
         }
