@@ -184,7 +184,9 @@ fn the_report_shows_the_failure_in_a_browser(lab: &mut Lab) {
     assert!(json["failure"]["cause"].as_str().unwrap().contains(r#""nixos/bzImage" not found"#), "{json}");
     assert!(json["repro"].as_str().unwrap().starts_with("pxelab run install-default --artifacts "), "{json}");
     let events = json["events"].as_array().unwrap();
-    assert!(events.iter().any(|e| e["client"] == "52:54:00:1a:5e:01" && e["event"]["service"] == "tftp"), "TFTP events are tied to the client: {json}");
+    // A client is its MAC and the switch port its messages came in on.
+    let client = |e: &serde_json::Value| e["client"].as_str().is_some_and(|c| c.starts_with("52:54:00:1a:5e:01 @ port "));
+    assert!(events.iter().any(|e| client(e) && e["event"]["service"] == "tftp"), "TFTP events are tied to the client: {json}");
     assert!(json["vms"][0]["boot_entries"].as_array().unwrap().iter().any(|e| e.as_str().unwrap().contains("IPv4")), "{json}");
 
     let url = format!("file://{}", page.display());
@@ -201,7 +203,7 @@ fn the_report_shows_the_failure_in_a_browser(lab: &mut Lab) {
     }
     assert!(dom.contains(r#"<span class="bar failed""#), "the failed stage's bar");
     assert!(dom.contains(r#"<details class="console failed" open=""><summary>TFTP: kernel"#), "the failing stage's console is open");
-    assert!(dom.contains(r#"<div class="row client"><span class="label">52:54:00:1a:5e:01</span>"#), "the client's events row");
+    assert!(dom.contains(r#"<div class="row client"><span class="label">52:54:00:1a:5e:01 @ port "#), "the client's events row");
     let screenshot = lab.dir().join("report.png");
     browser(&["--window-size=1280,1600", &format!("--screenshot={}", screenshot.display())]);
     let png = std::fs::read(&screenshot).unwrap();

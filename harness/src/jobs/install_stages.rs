@@ -9,7 +9,7 @@ use pxelab_fixtures::InstallerStep;
 
 use crate::artifacts::ArtifactSet;
 use crate::console::{banner, ConsoleError};
-use crate::lab::{addresses_of, lease_for, EventWaitError, Lab, Server, StageError, Stages};
+use crate::lab::{addresses_of, from_port, lease_for, EventWaitError, Lab, Server, StageError, Stages};
 use crate::services::ServiceEvent;
 use crate::vm::{FirmwareStart, NicModel, Vm};
 
@@ -416,18 +416,21 @@ fn switch_drops(lab: &Lab) -> Vec<(crate::net::switch::PortId, crate::net::segme
 
 /// Whether `mac` got a lease among the events after the first `after`.
 fn leased_after(lab: &Lab, mac: Mac, after: usize) -> bool {
-    lab.network().events().all().iter().skip(after).any(|(_, e)| lease_for(e, mac).is_some())
+    let port = lab.network().port_of(mac);
+    lab.network().events().since(after).iter().any(|(_, e)| from_port(e, port) && lease_for(e, mac).is_some())
 }
 
 /// How many DHCP requests `mac` has made so far (an installed system may run DHCP itself).
 fn dhcp_events(lab: &Lab, mac: Mac) -> usize {
-    lab.network().events().all().iter().filter(|(_, e)| matches!(e, ServiceEvent::Dhcp(d) if d.mac == mac)).count()
+    let port = lab.network().port_of(mac);
+    lab.network().events().all().iter().filter(|(_, e)| from_port(e, port) && matches!(e, ServiceEvent::Dhcp(d) if d.mac == mac)).count()
 }
 
 /// How many network boot requests `mac` has made so far: firmware DHCP (client architecture
 /// or a `PXEClient` vendor class) and TFTP transfers from its addresses.
 fn network_boot_events(lab: &Lab, mac: Mac) -> usize {
-    let events = lab.network().events().all();
+    let port = lab.network().port_of(mac);
+    let events: Vec<_> = lab.network().events().all().into_iter().filter(|(_, e)| from_port(e, port)).collect();
     let ips = addresses_of(&events, mac);
     events
         .iter()

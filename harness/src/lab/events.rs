@@ -23,6 +23,18 @@ pub fn lease_for(event: &ServiceEvent, mac: Mac) -> Option<&DhcpEvent> {
     }
 }
 
+/// Whether `event` came in on `port` (or either is unknown): a client's own events, not a
+/// neighbour's forged for its MAC.
+pub fn from_port(event: &ServiceEvent, port: Option<crate::net::switch::PortId>) -> bool {
+    let came_in = match event {
+        ServiceEvent::Dhcp(d) => d.switch_port,
+        ServiceEvent::Tftp(t) => t.switch_port,
+        ServiceEvent::Nfs(n) => n.switch_port,
+        _ => None,
+    };
+    port.is_none() || came_in.is_none() || came_in == port
+}
+
 /// Every address the DHCP server named to the client `mac` among `events`: where its TFTP
 /// requests come from.
 pub fn addresses_of(events: &[(Duration, ServiceEvent)], mac: Mac) -> Vec<std::net::Ipv4Addr> {

@@ -13,7 +13,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::client::HostClient;
-use super::events::{addresses_of, lease_for, EventWaitError, Events};
+use super::events::{addresses_of, from_port, lease_for, EventWaitError, Events};
 use crate::net::fault::{Direction, Faults, Impairment};
 use crate::net::flood::{Flood, FloodTarget};
 use crate::net::host::{HostAddr, Interceptor, IpHost};
@@ -191,7 +191,7 @@ impl Network {
         let dhcp = Arc::new(Mutex::new(DhcpServer::new(config.dhcp.clone())?));
         let services = services(server_ip, dhcp.clone(), &config);
         let mut hooks: Vec<Interceptor> = services.iter().filter_map(|s| s.intercept(sink.clone(), started)).collect();
-        let intercept: Interceptor = Box::new(move |frame| hooks.iter_mut().find_map(|hook| hook(frame)));
+        let intercept: Interceptor = Box::new(move |from, frame| hooks.iter_mut().find_map(|hook| hook(from, frame)));
         let addr = HostAddr { mac: HOST_MAC, ip: server_ip, prefix_len };
         let host = Arc::new(IpHost::start(&segment, addr, intercept, &supervisor));
         let network = Network {
@@ -283,7 +283,8 @@ impl Network {
         });
     }
 
-    fn port_of(&self, mac: Mac) -> Option<PortId> {
+    /// The switch port the VM NIC with `mac` is plugged into.
+    pub fn port_of(&self, mac: Mac) -> Option<PortId> {
         self.ports.lock().expect("ports lock").get(&mac).copied()
     }
 
@@ -379,7 +380,9 @@ impl Network {
         let mac = mac.into();
         self.events
             .wait_for(&format!("a DHCP lease for {mac}"), timeout, |events| {
-                events.iter().skip(after).find_map(|(_, e)| lease_for(e, mac).cloned())
+                // The client's own lease: not one a neighbour got by forging its MAC.
+                let port = self.port_of(mac);
+                events.iter().skip(after).filter(|(_, e)| from_port(e, port)).find_map(|(_, e)| lease_for(e, mac).cloned())
             })
             .await
     }
@@ -444,7 +447,7 @@ mod test {
     fn client(network: &Network) -> (IpHost, Supervisor) {
         let supervisor = Supervisor::default();
         let addr = HostAddr { mac: Mac(CLIENT_MAC), ip: CLIENT_IP, prefix_len: 24 };
-        (IpHost::start(&network.segment, addr, Box::new(|_| None), &supervisor), supervisor)
+        (IpHost::start(&network.segment, addr, Box::new(|_, _| None), &supervisor), supervisor)
     }
 
     fn discover(mac: [u8; 6]) -> Vec<u8> {

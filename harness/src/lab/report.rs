@@ -128,10 +128,16 @@ impl RunReport {
             .into_iter()
             .cloned()
             .map(|(at, event)| {
+                // A client is its MAC and the switch port its messages came in on: a message
+                // forged for a MAC from another port shows as another client.
+                let at_port = |client: Option<String>, port: Option<crate::net::switch::PortId>| match port {
+                    Some(port) => client.map(|c| format!("{c} @ port {port}")),
+                    None => client,
+                };
                 let client = match &event {
-                    ServiceEvent::Dhcp(d) => Some(d.mac.to_string()),
-                    ServiceEvent::Tftp(t) => owner(&t.client),
-                    ServiceEvent::Nfs(n) => owner(&n.client),
+                    ServiceEvent::Dhcp(d) => at_port(Some(d.mac.to_string()), d.switch_port),
+                    ServiceEvent::Tftp(t) => at_port(owner(&t.client), t.switch_port),
+                    ServiceEvent::Nfs(n) => at_port(owner(&n.client), n.switch_port),
                     _ => None,
                 };
                 EventRecord { at: (at.as_secs_f64() * 1000.0).round() / 1000.0, client, event }
@@ -455,6 +461,7 @@ mod test {
                     arch: None,
                     vendor_class: None,
                     boot_file: String::new(),
+                    switch_port: Some(3),
                 };
                 (Duration::from_micros(u64::from(i) * 500), ServiceEvent::Dhcp(event))
             })

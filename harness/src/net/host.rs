@@ -4,7 +4,10 @@
 //! Frames for the host first pass an interceptor, which lets frame-level services (DHCP,
 //! whose clients have no address yet) answer before the IP stack sees them.
 
+use super::switch::PortId;
 use super::Mac;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::net::Ipv4Addr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -25,8 +28,21 @@ use crate::supervise::Supervisor;
 /// Frames waiting for the IP stack; more are dropped (as a NIC's full ring would) and counted.
 const STACK_QUEUE: usize = 4096;
 
-/// Looks at each frame sent to the host; `Some(replies)` consumes it.
-pub type Interceptor = Box<dyn FnMut(&[u8]) -> Option<Vec<Vec<u8>>> + Send>;
+/// Most source addresses [`IpHost::port_of`] remembers.
+const MAX_SOURCES: usize = 4096;
+
+/// The source address of an IPv4 frame.
+fn ipv4_source(frame: &[u8]) -> Option<Ipv4Addr> {
+    if frame.get(12..14) != Some(&[0x08, 0x00]) {
+        return None;
+    }
+    let src: [u8; 4] = frame.get(26..30)?.try_into().ok()?;
+    Some(Ipv4Addr::from(src))
+}
+
+/// Looks at each frame sent to the host, with the switch port it came in on; `Some(replies)`
+/// consumes it.
+pub type Interceptor = Box<dyn FnMut(PortId, &[u8]) -> Option<Vec<Vec<u8>>> + Send>;
 
 /// The host's address on the segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,20 +56,32 @@ pub struct HostAddr {
 pub struct IpHost {
     pub addr: HostAddr,
     net: Net,
+    /// The switch port each IPv4 source address last sent from, for the services' events.
+    sources: Arc<Mutex<HashMap<Ipv4Addr, PortId>>>,
 }
 
 impl IpHost {
     /// Attach a host with `addr` to `segment`; its MAC is pinned to its port.
     pub fn start(segment: &Segment, addr: HostAddr, mut intercept: Interceptor, supervisor: &Supervisor) -> Self {
-        let (sender, mut frames) = segment.attach();
+        let (sender, mut frames) = segment.attach_tagged();
         segment.pin(addr.mac, sender.port());
         segment.protect(addr.ip, sender.port());
         segment.trust(sender.port());
         let (to_stack, stack_rx) = channel(STACK_QUEUE);
         let replies = sender.clone();
+        let sources = Arc::new(Mutex::new(HashMap::new()));
+        let seen = sources.clone();
         supervisor.spawn("host port (DHCP and IP)", async move {
-            while let Some(frame) = frames.recv().await {
-                match intercept(&frame) {
+            while let Some((from, frame)) = frames.recv().await {
+                if let Some(src) = ipv4_source(&frame) {
+                    let mut seen = seen.lock().expect("sources lock");
+                    // Bounded: a flood of invented addresses starts the map over.
+                    if seen.len() >= MAX_SOURCES && !seen.contains_key(&src) {
+                        seen.clear();
+                    }
+                    seen.insert(src, from);
+                }
+                match intercept(from, &frame) {
                     Some(answers) => {
                         for answer in answers {
                             replies.send(answer);
@@ -89,7 +117,12 @@ impl IpHost {
             ..BufferSize::default()
         };
         let net = Net::new(device, config);
-        IpHost { addr, net }
+        IpHost { addr, net, sources }
+    }
+
+    /// The switch port `ip` last sent from: where a service's peer is on the segment.
+    pub fn port_of(&self, ip: Ipv4Addr) -> Option<PortId> {
+        self.sources.lock().expect("sources lock").get(&ip).copied()
     }
 
     /// The stack, for binding sockets.

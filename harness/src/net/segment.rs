@@ -140,7 +140,15 @@ impl Counters {
 }
 
 /// Every port's output queue, by port.
-type Ports = Arc<Mutex<Vec<Sender<Vec<u8>>>>>;
+type Ports = Arc<Mutex<Vec<Egress>>>;
+
+/// A port's output queue: a VM's takes frames; the harness host's takes each frame with the
+/// port it came in on, so that its services can say where a message came from.
+#[derive(Debug)]
+enum Egress {
+    Frames(Sender<Vec<u8>>),
+    Tagged(Sender<(PortId, Vec<u8>)>),
+}
 
 /// A change to the faults, made by the switch task; it returns what goes to the event log.
 type FaultChange = Box<dyn FnOnce(&mut Faults) -> Vec<SegmentEvent> + Send>;
@@ -189,9 +197,19 @@ impl Segment {
     /// Add a port; returns its sender and the frames the switch forwards to it.
     pub fn attach(&self) -> (PortSender, Receiver<Vec<u8>>) {
         let (egress, frames) = mpsc::channel(PORT_QUEUE);
+        (self.add_port(Egress::Frames(egress)), frames)
+    }
+
+    /// Add a port that receives each frame with the port it came in on (the harness host's).
+    pub fn attach_tagged(&self) -> (PortSender, Receiver<(PortId, Vec<u8>)>) {
+        let (egress, frames) = mpsc::channel(PORT_QUEUE);
+        (self.add_port(Egress::Tagged(egress)), frames)
+    }
+
+    fn add_port(&self, egress: Egress) -> PortSender {
         let mut ports = self.ports.lock().expect("ports lock");
         ports.push(egress);
-        (PortSender { port: ports.len() - 1, ingress: self.ingress.clone(), counters: self.counters.clone() }, frames)
+        PortSender { port: ports.len() - 1, ingress: self.ingress.clone(), counters: self.counters.clone() }
     }
 
     /// Fix `mac` on `port`: no other port may send with it as its source.
@@ -280,7 +298,8 @@ impl Drop for Segment {
 
 /// A frame held back by a delay, due at `.0`.
 #[derive(Debug, PartialEq, Eq)]
-struct Later(Instant, u64, PortId, Vec<u8>);
+/// A frame due later: when, its order, where it goes, where it came from, the frame.
+struct Later(Instant, u64, PortId, PortId, Vec<u8>);
 
 impl Ord for Later {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
@@ -332,8 +351,8 @@ impl SwitchTask {
                 _ = sleep_until(next_due) => {
                     let now = Instant::now();
                     while self.later.peek().is_some_and(|l| l.0 <= now) {
-                        let Later(_, _, port, frame) = self.later.pop().expect("peeked");
-                        self.deliver(port, frame);
+                        let Later(_, _, port, from, frame) = self.later.pop().expect("peeked");
+                        self.deliver(port, from, frame);
                     }
                 }
             }
@@ -371,21 +390,24 @@ impl SwitchTask {
                 for (delay_out, frame) in fate.copies {
                     let delay = delay_in + delay_out;
                     if delay.is_zero() {
-                        self.deliver(out, frame);
+                        self.deliver(out, port, frame);
                     } else {
                         self.seq += 1;
-                        self.later.push(Later(now + delay, self.seq, out, frame));
+                        self.later.push(Later(now + delay, self.seq, out, port, frame));
                     }
                 }
             }
         }
     }
 
-    fn deliver(&mut self, port: PortId, frame: Vec<u8>) {
-        if let Some(egress) = self.ports.lock().expect("ports lock").get(port) {
-            if let Err(TrySendError::Full(_)) = egress.try_send(frame) {
-                self.counters.count(port, DropReason::QueueFull);
-            }
+    fn deliver(&mut self, port: PortId, from: PortId, frame: Vec<u8>) {
+        let full = match self.ports.lock().expect("ports lock").get(port) {
+            Some(Egress::Frames(egress)) => matches!(egress.try_send(frame), Err(TrySendError::Full(_))),
+            Some(Egress::Tagged(egress)) => matches!(egress.try_send((from, frame)), Err(TrySendError::Full(_))),
+            None => false,
+        };
+        if full {
+            self.counters.count(port, DropReason::QueueFull);
         }
     }
 

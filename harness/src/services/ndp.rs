@@ -93,7 +93,7 @@ impl super::LabService for NdpService {
 
     fn intercept(&self, _events: std::sync::Arc<dyn crate::event::Sink<super::ServiceEvent>>, _started: tokio::time::Instant) -> Option<crate::net::host::Interceptor> {
         let host_mac = self.host_mac;
-        Some(Box::new(move |frame| answer_router_solicitation(frame, host_mac).map(|advert| vec![advert])))
+        Some(Box::new(move |_from, frame| answer_router_solicitation(frame, host_mac).map(|advert| vec![advert])))
     }
 }
 

@@ -30,6 +30,9 @@ pub struct DhcpEvent {
     /// Option 60, the client's vendor class.
     pub vendor_class: Option<String>,
     pub boot_file: String,
+    /// The switch port the message came in on (set where the frame is seen, not by the
+    /// server): a message forged for a client's MAC shows another port than its own.
+    pub switch_port: Option<crate::net::switch::PortId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -172,6 +175,7 @@ impl DhcpServer {
             arch,
             vendor_class: vendor_class.clone(),
             boot_file: boot_file.to_owned(),
+            switch_port: None,
         };
         let (kind, ip) = match opts.msg_type() {
             None => {

@@ -22,14 +22,15 @@ pub fn interceptor(
     events: Arc<dyn Sink<ServiceEvent>>,
     started: Instant,
 ) -> crate::net::host::Interceptor {
-    Box::new(move |frame: &[u8]| {
+    Box::new(move |from, frame: &[u8]| {
         let udp = UdpFrame::parse(frame).filter(|u| u.dst_port == SERVER_PORT)?;
         if !running.load(Ordering::SeqCst) {
             return Some(Vec::new());
         }
         let mut server = server.lock().expect("dhcp lock");
         match server.handle_from(started.elapsed(), udp.src_mac, &udp.payload) {
-            Ok((reply, event)) => {
+            Ok((reply, mut event)) => {
+                event.switch_port = Some(from);
                 tracing::info!(
                     "dhcp: {:?} {} -> {} (arch {:?}, class {:?})",
                     event.kind,

@@ -30,6 +30,8 @@ use crate::services::{recv_datagram, send_datagram, ServiceEvent};
 pub struct NfsEvent {
     pub client: Ipv4Addr,
     pub port: u16,
+    /// The switch port the client's connection came in on.
+    pub switch_port: Option<crate::net::switch::PortId>,
     pub connected: bool,
 }
 
@@ -88,12 +90,14 @@ pub async fn serve(host: Arc<IpHost>, config: NfsConfig, events: Arc<dyn Sink<Se
     let nfs = Arc::new(NFSConnections::new(config.export.clone(), config.export_path.trim_start_matches('/')));
     let portmap = Portmap::nfs3_tcp(NFS_PORT);
     let idle = config.idle_timeout;
+    let seen = host.clone();
     let nfs_handler: Handler = Arc::new(move |stream, peer| {
-        let (nfs, events) = (nfs.clone(), events.clone());
+        let (nfs, events, host) = (nfs.clone(), events.clone(), seen.clone());
         Box::pin(async move {
             tracing::info!("nfs: connection from {peer}");
             let SocketAddr::V4(client) = peer else { return };
-            let event = move |connected| ServiceEvent::Nfs(NfsEvent { client: *client.ip(), port: client.port(), connected });
+            let switch_port = host.port_of(*client.ip());
+            let event = move |connected| ServiceEvent::Nfs(NfsEvent { client: *client.ip(), port: client.port(), switch_port, connected });
             events.publish(event(true));
             // Published when the connection ends in any way, the idle timeout's included.
             let _closed = Closed(Some(Box::new(move || events.publish(event(false)))));

@@ -25,6 +25,8 @@ pub struct TftpEvent {
     pub bytes: u64,
     pub millis: u64,
     pub detail: String,
+    /// The switch port the client's requests came in on.
+    pub switch_port: Option<crate::net::switch::PortId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -82,8 +84,8 @@ pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn Sink<S
                     }
                     let millis = now.duration_since(old.since).as_millis() as u64;
                     let detail = format!("superseded by a new request for {filename} from the same client port");
-                    let event = TftpEvent { client: *peer.ip(), file: old.file, outcome: TftpOutcome::Aborted, bytes: 0, millis, detail };
-                    events.publish(ServiceEvent::Tftp(event));
+                    let event = TftpEvent { client: *peer.ip(), file: old.file, outcome: TftpOutcome::Aborted, bytes: 0, millis, detail, switch_port: None };
+                    events.publish(ServiceEvent::Tftp(TftpEvent { switch_port: host.port_of(event.client), ..event }));
                 }
                 let running: Vec<Ipv4Addr> = table.keys().map(|p| *p.ip()).collect();
                 if let Err(refusal) = admit(&config.limits, &config.declared, &running, *peer.ip()) {
@@ -102,7 +104,7 @@ pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn Sink<S
                     tracing::info!("tftp: {} {} {:?} {} bytes in {} ms {}", event.client, event.file, event.outcome, event.bytes, event.millis, event.detail);
                     // Published when the server decided, not after the linger: a client may
                     // act on the answer (GRUB draws its menu) before the linger ends.
-                    events.publish(ServiceEvent::Tftp(event));
+                    events.publish(ServiceEvent::Tftp(TftpEvent { switch_port: host.port_of(event.client), ..event }));
                     if let Some(socket) = last_sent {
                         linger().await;
                         drop(socket);
@@ -116,7 +118,7 @@ pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn Sink<S
                 let error = Packet::Error { code: code::ACCESS_VIOLATION, message: "read-only server".into() };
                 send_datagram(&socket, &error.emit(), peer.into(), "tftp").await;
                 let event = ended(*peer.ip(), &filename, TftpOutcome::Refused, "write request refused".into(), 0);
-                events.publish(ServiceEvent::Tftp(event));
+                events.publish(ServiceEvent::Tftp(TftpEvent { switch_port: host.port_of(event.client), ..event }));
             }
             Ok(other) => tracing::debug!("tftp: ignored {other:?} from {peer} on port 69"),
             Err(e) => tracing::info!("tftp: bad packet from {peer}: {e}"),
@@ -185,7 +187,7 @@ fn failed(client: Ipv4Addr, file: &str, detail: String, millis: u64) -> TftpEven
 
 /// A transfer that ended before its first block.
 fn ended(client: Ipv4Addr, file: &str, outcome: TftpOutcome, detail: String, millis: u64) -> TftpEvent {
-    TftpEvent { client, file: file.to_owned(), outcome, bytes: 0, millis, detail }
+    TftpEvent { client, file: file.to_owned(), outcome, bytes: 0, millis, detail, switch_port: None }
 }
 
 async fn transfer(
@@ -227,7 +229,7 @@ async fn transfer(
     let last_sent = matches!(outcome, Ok((_, true))).then_some(socket);
     let event = match outcome.map(|(outcome, _)| outcome) {
         Ok(TransferOutcome::Done { bytes }) => {
-            TftpEvent { client, file: file.to_owned(), outcome: TftpOutcome::Done, bytes, millis, detail: String::new() }
+            TftpEvent { client, file: file.to_owned(), outcome: TftpOutcome::Done, bytes, millis, detail: String::new(), switch_port: None }
         }
         Ok(TransferOutcome::ClientAborted { code, message }) => TftpEvent {
             client,
@@ -236,6 +238,7 @@ async fn transfer(
             bytes: 0,
             millis,
             detail: format!("client error {code}: {message}"),
+            switch_port: None,
         },
         Ok(TransferOutcome::TimedOut { unacked_block, blksize, retries }) => failed(
             client,
@@ -256,6 +259,7 @@ async fn transfer(
                 "every block sent, the last one never acknowledged after {retries} retransmissions: a client that \
                  quits on its final ACK (GRUB boots on it) has the file if that ACK was lost"
             ),
+            switch_port: None,
         },
         Err(e) => failed(client, file, e.to_string(), millis),
     };
