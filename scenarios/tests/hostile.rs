@@ -1,5 +1,5 @@
 //! A misbehaving neighbour on the lab network: a port of its own sends a seeded, rate-limited
-//! mix of what breaks PXE networks (DHCP floods and forged DECLINE/RELEASE for the client,
+//! mix of what breaks PXE networks (DHCP floods and REQUEST/DECLINE/RELEASE forged for the client,
 //! a rogue DHCP server, ARP replies claiming the lab's and the client's addresses, frames
 //! with the client's MAC, unacknowledged TFTP requests with long timeouts, traversal names,
 //! TCP SYNs to the portmapper and NFS, garbage and oversized frames) while a declared client
@@ -41,13 +41,13 @@ async fn a_declared_client_installs_beside_a_flooding_neighbour() {
     let mut dropped = std::collections::HashMap::new();
     for (_, e) in &events {
         if let ServiceEvent::Segment(SegmentEvent::Dropped { port, reason, total }) = e {
-            if matches!(reason, DropReason::RogueDhcp | DropReason::ArpSpoofed | DropReason::Spoofed) {
+            if matches!(reason, DropReason::RogueDhcp | DropReason::ArpSpoofed | DropReason::IpSpoofed | DropReason::Spoofed) {
                 assert_eq!(*port, flood_port, "{reason:?} counted under port {port}, not the neighbour's {flood_port}");
                 dropped.insert(*reason, *total);
             }
         }
     }
-    for reason in [DropReason::RogueDhcp, DropReason::ArpSpoofed, DropReason::Spoofed] {
+    for reason in [DropReason::RogueDhcp, DropReason::ArpSpoofed, DropReason::IpSpoofed, DropReason::Spoofed] {
         assert!(dropped.get(&reason).is_some_and(|n| *n > 0), "no {reason:?} drops counted: {dropped:?}");
     }
     assert!(report.facts.switch_drops.iter().any(|(port, reason, n)| *port == flood_port && *reason == DropReason::RogueDhcp && *n > 0), "{:?}", report.facts.switch_drops);
@@ -55,5 +55,12 @@ async fn a_declared_client_installs_beside_a_flooding_neighbour() {
     // its declared address.
     let forged = events.iter().filter(|(_, e)| matches!(e, ServiceEvent::Dhcp(d) if d.mac == mac && matches!(d.kind, DhcpEventKind::Decline | DhcpEventKind::Release))).count();
     assert_eq!(forged, 0, "a forged DECLINE or RELEASE counted for the client");
+    // Forged REQUESTs for the client's MAC were answered, but under the neighbour's port: they
+    // are not the client's (its DHCP count after the reboot stayed 0 above).
+    let requests_from_neighbour = events
+        .iter()
+        .filter(|(_, e)| matches!(e, ServiceEvent::Dhcp(d) if d.mac == mac && d.switch_port == Some(flood_port)))
+        .count();
+    assert!(requests_from_neighbour > 0, "the flood forged requests for the client's MAC");
     assert_eq!(lab.network().lease_of(mac).map(|a| a.to_string()).as_deref(), Some(ip));
 }

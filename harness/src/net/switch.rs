@@ -9,8 +9,9 @@
 //!   addresses cannot grow it or push others out.
 //! - **DHCP snooping.** Only the trusted port (the harness host's) may send DHCP server
 //!   messages (UDP from port 67 to port 68); a neighbour's OFFER or ACK is dropped.
-//! - **Dynamic ARP inspection.** An ARP message whose sender address is a protected IP (the
-//!   lab's, a declared client's) is dropped unless it comes from that address's port.
+//! - **Dynamic ARP inspection and IP source guard.** An ARP message whose sender address is
+//!   a protected IP (the lab's, a declared client's), or an IPv4 packet from one, is dropped
+//!   unless it comes from that address's port.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -36,6 +37,8 @@ pub enum Forward {
     RogueDhcp,
     /// Nowhere: an ARP message claiming a protected address from another port.
     ArpSpoofed,
+    /// Nowhere: an IPv4 packet from a protected address sent from another port.
+    IpSpoofed,
 }
 
 /// Most addresses the table learns; more are flooded to, not learned.
@@ -102,6 +105,11 @@ impl Switch {
                 return Forward::ArpSpoofed;
             }
         }
+        if let Some(source) = ipv4_source(frame) {
+            if self.protected.get(&source).is_some_and(|&home| home != port) {
+                return Forward::IpSpoofed;
+            }
+        }
         if let Some(&home) = self.pinned.get(&dst) {
             return if home == port { Forward::Drop } else { Forward::Port(home) };
         }
@@ -162,6 +170,15 @@ fn is_dhcp_server_message(frame: &[u8]) -> bool {
     let ihl = usize::from(frame.get(14).map_or(0, |b| b & 0x0f)) * 4;
     let udp = 14 + ihl;
     ihl >= 20 && frame.get(udp..udp + 4) == Some(&[0, 67, 0, 68])
+}
+
+/// The source address of an IPv4 packet.
+fn ipv4_source(frame: &[u8]) -> Option<Ipv4Addr> {
+    if frame.get(12..14) != Some(&[0x08, 0x00]) {
+        return None;
+    }
+    let src: [u8; 4] = frame.get(26..30)?.try_into().ok()?;
+    Some(Ipv4Addr::from(src))
 }
 
 /// The sender protocol address an Ethernet/IPv4 ARP message claims.
@@ -275,6 +292,10 @@ mod test {
         assert_eq!(s.forward(T, 3, &arp([2, 0, 0, 0, 0, 0x66], [192, 0, 2, 10])), Forward::ArpSpoofed);
         assert_eq!(s.forward(T, 0, &arp([2, 0x70, 0, 0, 0, 1], [192, 0, 2, 1])), Forward::Flood, "the lab's own ARP");
         assert_eq!(s.forward(T, 3, &arp([2, 0, 0, 0, 0, 0x66], [192, 0, 2, 99])), Forward::Flood, "an unprotected address");
+        let mut from_client = udp([2, 0, 0, 0, 0, 0x66], 68, 67);
+        from_client[26..30].copy_from_slice(&[192, 0, 2, 10]);
+        assert_eq!(s.forward(T, 3, &from_client), Forward::IpSpoofed, "IP source guard");
+        assert_eq!(s.forward(T, 1, &from_client), Forward::Flood, "the address's own port");
     }
 
     /// Only the trusted port sends DHCP server messages: a rogue server's OFFER is dropped,
