@@ -24,6 +24,7 @@ use crate::event::Sink;
 use crate::net::Mac;
 use crate::services::dhcp::{DhcpConfig, DhcpEvent, DhcpServer, DhcpService, HostDecl};
 use crate::services::ndp::NdpService;
+use crate::services::syn_guard::SynGuardService;
 use crate::services::nfs::{NfsConfig, NfsService};
 use crate::services::tftp::{TftpConfig, TftpEvent, TftpOutcome, TftpService, TransferLimits};
 use crate::services::{LabService, ServiceEvent};
@@ -161,6 +162,7 @@ pub struct Network {
 /// registration (see [`crate::services`]).
 fn services(server_ip: Ipv4Addr, dhcp: Arc<Mutex<DhcpServer>>, config: &PxeConfig) -> Vec<Arc<dyn LabService>> {
     let mut services: Vec<Arc<dyn LabService>> = vec![
+        Arc::new(SynGuardService { host: server_ip, guard: Arc::default() }),
         Arc::new(NdpService { host_mac: HOST_MAC }),
         Arc::new(DhcpService { server: dhcp, running: Arc::new(AtomicBool::new(true)), host_mac: HOST_MAC }),
         Arc::new(TftpService(TftpConfig {

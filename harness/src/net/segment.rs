@@ -68,6 +68,8 @@ pub enum DropReason {
     /// An IPv4 packet from the lab's address or a declared client's from another port (IP
     /// source guard).
     IpSpoofed,
+    /// A frame to flood past its port's storm limit (storm control).
+    Storm,
     /// The harness host's IP stack was behind: its input queue was full.
     StackFull,
 }
@@ -390,6 +392,10 @@ impl SwitchTask {
                     self.counters.count(port, DropReason::IpSpoofed);
                     vec![]
                 }
+                Forward::Storm => {
+                    self.counters.count(port, DropReason::Storm);
+                    vec![]
+                }
             };
             for out in outs {
                 let fate = self.faults.fate(out, Direction::Out, &frame);
@@ -498,6 +504,7 @@ mod test {
     async fn a_port_that_does_not_read_gets_drops_not_memory() {
         let (_dir, log, segment) = segment(0);
         let (host, _to_host) = segment.attach();
+        segment.trust(host.port()); // the host's broadcasts have no storm limit
         let (_paused, mut frames) = segment.attach();
         for _ in 0..3 * PORT_QUEUE {
             host.send(frame([0xff; 6], [2, 0, 0, 0, 0, 1]));
@@ -534,6 +541,7 @@ mod test {
     async fn a_vm_that_stops_reading_gets_every_queued_frame_once_it_reads_again() {
         let (_dir, _, segment) = segment(0);
         let (host, _to_host) = segment.attach();
+        segment.trust(host.port()); // the host's broadcasts have no storm limit
         let (_, fd) = segment.attach_vm().unwrap();
         let mut vm = vm_stream(fd);
         let numbered = |i: u16| [&[0xff; 6][..], &[2, 0, 0, 0, 0, 1], &[0x08, 0x00], &i.to_be_bytes(), &[0x5a; 1498][..]].concat();

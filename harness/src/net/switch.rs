@@ -39,6 +39,9 @@ pub enum Forward {
     ArpSpoofed,
     /// Nowhere: an IPv4 packet from a protected address sent from another port.
     IpSpoofed,
+    /// Nowhere: its port sent more frames to flood (broadcast, multicast, unknown unicast)
+    /// than [`STORM_LIMIT`] a second.
+    Storm,
 }
 
 /// Most addresses the table learns; more are flooded to, not learned.
@@ -47,6 +50,9 @@ pub const MAX_MACS: usize = 1024;
 pub const MAX_MACS_PER_PORT: usize = 64;
 /// How long a learned address stays without a frame from it.
 pub const AGEING: Duration = Duration::from_secs(300);
+/// Frames a port may have flooded to every other port in a second (storm control): a PXE
+/// client's DHCP and ARP need a few; a flood would fill every other port's queue.
+pub const STORM_LIMIT: u32 = 100;
 
 /// MAC address table and the switch's protections.
 #[derive(Debug, Default)]
@@ -57,6 +63,8 @@ pub struct Switch {
     pinned: HashMap<Mac, PortId>,
     protected: HashMap<Ipv4Addr, PortId>,
     trusted: Option<PortId>,
+    /// Per port: the second being counted and the frames flooded in it.
+    flooded: HashMap<PortId, (u64, u32)>,
 }
 
 impl Switch {
@@ -114,14 +122,32 @@ impl Switch {
             return if home == port { Forward::Drop } else { Forward::Port(home) };
         }
         if dst.is_group() {
-            return Forward::Flood;
+            return self.flood(now, port);
         }
         match self.table.get(&dst) {
             Some(&(out, seen)) if now.saturating_sub(seen) < AGEING => match out == port {
                 true => Forward::Drop,
                 false => Forward::Port(out),
             },
-            _ => Forward::Flood,
+            _ => self.flood(now, port),
+        }
+    }
+
+    /// Flood a frame from `port`, unless the port is past its [`STORM_LIMIT`] this second
+    /// (the trusted port, the harness host's, has none: its broadcasts answer the guests).
+    fn flood(&mut self, now: Duration, port: PortId) -> Forward {
+        if self.trusted == Some(port) {
+            return Forward::Flood;
+        }
+        let second = now.as_secs();
+        let (counted, n) = self.flooded.entry(port).or_insert((second, 0));
+        if *counted != second {
+            (*counted, *n) = (second, 0);
+        }
+        *n += 1;
+        match *n > STORM_LIMIT {
+            true => Forward::Storm,
+            false => Forward::Flood,
         }
     }
 
@@ -268,9 +294,24 @@ mod test {
         }
         assert!(s.learned[&3] <= MAX_MACS_PER_PORT && s.table.len() <= MAX_MACS, "{}", s.table.len());
         assert_eq!(s.forward(T, 0, &frame(A, host.0)), Forward::Port(1), "the host's frames reach the client's port only");
-        assert_eq!(s.forward(T, 2, &frame(BROADCAST, other)), Forward::Flood);
+        assert_eq!(s.forward(T, 2, &frame(BROADCAST, other)), Forward::Flood, "another port still floods");
         assert_eq!(s.forward(T, 0, &frame(other, host.0)), Forward::Port(2), "another client still learns");
         assert_eq!(s.forward(T, 3, &frame(BROADCAST, A)), Forward::Spoofed, "the declared client's MAC cannot be claimed");
+    }
+
+    /// A port flooding broadcasts (the client's queue overflowed with a neighbour's DHCP
+    /// DISCOVERs) floods at most its limit a second; other ports and unicast are unaffected.
+    #[test]
+    fn storm_control_bounds_what_a_port_floods() {
+        let mut s = Switch::default();
+        let flooded = (0..1000).filter(|_| s.forward(T, 3, &frame(BROADCAST, [2, 0, 0, 0, 0, 0x66])) == Forward::Flood).count();
+        assert_eq!(flooded, STORM_LIMIT as usize);
+        assert_eq!(s.forward(T, 3, &frame(BROADCAST, [2, 0, 0, 0, 0, 0x66])), Forward::Storm);
+        assert_eq!(s.forward(T, 1, &frame(BROADCAST, A)), Forward::Flood, "another port floods");
+        assert_eq!(s.forward(T, 3, &frame(A, [2, 0, 0, 0, 0, 0x66])), Forward::Port(1), "known unicast passes");
+        assert_eq!(s.forward(T + Duration::from_secs(1), 3, &frame(BROADCAST, [2, 0, 0, 0, 0, 0x66])), Forward::Flood, "the next second");
+        s.trust(0);
+        assert!((0..1000).all(|_| s.forward(T, 0, &frame(BROADCAST, [2, 0x70, 0, 0, 0, 1])) == Forward::Flood), "the host's port has no limit");
     }
 
     #[test]

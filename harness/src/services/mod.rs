@@ -22,6 +22,7 @@ use crate::net::host::{Interceptor, IpHost};
 pub mod dhcp;
 pub mod ndp;
 pub mod nfs;
+pub mod syn_guard;
 pub mod tftp;
 
 /// Something a service did that a test may wait for.
