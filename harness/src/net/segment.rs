@@ -375,6 +375,10 @@ impl SwitchTask {
             let outs: Vec<PortId> = match self.switch.forward(now.duration_since(self.started), port, &frame) {
                 Forward::Port(out) => vec![out],
                 Forward::Flood => (0..self.ports.lock().expect("ports lock").len()).filter(|&out| out != port).collect(),
+                Forward::FloodUnknown => {
+                    let ports = self.ports.lock().expect("ports lock").len();
+                    (0..ports).filter(|&out| out != port && !self.switch.is_pinned_port(out)).collect()
+                }
                 Forward::Drop => vec![],
                 Forward::Spoofed => {
                     self.counters.count(port, DropReason::Spoofed);

@@ -4,6 +4,9 @@
 //! - **Port security.** An address pinned to a port (the harness host's, each declared
 //!   client's) is never learned elsewhere; a frame that claims it from another port is
 //!   dropped, and frames to it go to its port only, whatever the table holds.
+//! - **No unknown unicast to pinned ports.** A frame to an unknown address is flooded only
+//!   to ports without a pinned address: nothing a neighbour sends to invented addresses, nor
+//!   the lab's answers to them, reaches a declared client's queue.
 //! - **A bounded table.** Other addresses are learned with ageing ([`AGEING`]), at most
 //!   [`MAX_MACS`] in all and [`MAX_MACS_PER_PORT`] per port: a guest inventing source
 //!   addresses cannot grow it or push others out.
@@ -27,8 +30,11 @@ pub type PortId = usize;
 pub enum Forward {
     /// To one port (its destination was learned there).
     Port(PortId),
-    /// To every port but the one it came from (broadcast, multicast, unknown unicast).
+    /// To every port but the one it came from (broadcast, multicast).
     Flood,
+    /// To every port but the one it came from and those whose addresses are pinned (unknown
+    /// unicast: a pinned port's own address is never unknown, so nothing flooded is for it).
+    FloodUnknown,
     /// Nowhere (too short to be Ethernet, or its destination is the port it came from).
     Drop,
     /// Nowhere: its source is an address pinned to another port.
@@ -129,8 +135,17 @@ impl Switch {
                 true => Forward::Drop,
                 false => Forward::Port(out),
             },
-            _ => self.flood(now, port),
+            _ => match self.flood(now, port) {
+                Forward::Flood => Forward::FloodUnknown,
+                storm => storm,
+            },
         }
+    }
+
+    /// Whether an address is pinned to `port` (the host's, a declared client's): unknown
+    /// unicast is not flooded to it.
+    pub fn is_pinned_port(&self, port: PortId) -> bool {
+        self.pinned.values().any(|p| *p == port)
     }
 
     /// Flood a frame from `port`, unless the port is past its [`STORM_LIMIT`] this second
@@ -233,7 +248,7 @@ mod test {
     fn learns_floods_unknown_and_forwards_known() {
         let mut s = Switch::default();
         assert_eq!(s.forward(T, 0, &frame(BROADCAST, A)), Forward::Flood);
-        assert_eq!(s.forward(T, 1, &frame(B, A)), Forward::Flood, "B unknown yet; A moved to port 1");
+        assert_eq!(s.forward(T, 1, &frame(B, A)), Forward::FloodUnknown, "B unknown yet; A moved to port 1");
         assert_eq!(s.port_of(&Mac(A)), Some(1));
         assert_eq!(s.forward(T, 2, &frame(A, B)), Forward::Port(1));
         assert_eq!(s.forward(T, 1, &frame(B, A)), Forward::Port(2));
@@ -319,7 +334,7 @@ mod test {
         let mut s = Switch::default();
         s.forward(T, 1, &frame(BROADCAST, A));
         assert_eq!(s.forward(T + AGEING / 2, 2, &frame(A, B)), Forward::Port(1));
-        assert_eq!(s.forward(T + AGEING * 2, 2, &frame(A, B)), Forward::Flood, "silent too long: unknown again");
+        assert_eq!(s.forward(T + AGEING * 2, 2, &frame(A, B)), Forward::FloodUnknown, "silent too long: unknown again");
     }
 
     /// A neighbour's ARP replies claiming the lab's address (the client then sent its TFTP
