@@ -82,8 +82,8 @@ pub struct DhcpServer {
 /// Why a request got no reply (logged, never fatal).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Ignored {
-    /// A DECLINE or RELEASE for another MAC than the frame's sender.
-    #[error("a DECLINE or RELEASE from {sender} for another client's MAC")]
+    /// A message for another MAC than the frame's sender's.
+    #[error("a message from {sender} for another client's MAC")]
     OtherSender { sender: Mac },
     #[error("undecodable DHCP message: {0}")]
     Malformed(String),
@@ -118,13 +118,12 @@ impl DhcpServer {
     }
 
     /// Handle one UDP payload sent to port 67 at time `now` in an Ethernet frame from
-    /// `sender`. A DECLINE or RELEASE counts only from the client's own MAC: with the
-    /// switch's port security, that is from the port where a declared client's MAC lives, so
-    /// no neighbour retires another client's address.
+    /// `sender`. A message counts only from the client's own MAC (the lab has no relay
+    /// agents): with the switch's port security, that is from the port where a declared
+    /// client's MAC lives, so no neighbour requests, declines or releases another client's
+    /// address, or has the server send it answers it did not ask for.
     pub fn handle_from(&mut self, now: Duration, sender: Mac, payload: &[u8]) -> Result<(Option<Reply>, DhcpEvent), Ignored> {
-        let forged = |m: &Message| {
-            matches!(m.opts().msg_type(), Some(MessageType::Decline | MessageType::Release)) && m.chaddr().get(..6) != Some(&sender.0[..])
-        };
+        let forged = |m: &Message| m.htype() == HType::Eth && m.hlen() == 6 && m.chaddr().get(..6) != Some(&sender.0[..]);
         match decode(payload) {
             Ok(message) if forged(&message) => Err(Ignored::OtherSender { sender }),
             _ => self.handle(now, payload),
@@ -671,7 +670,9 @@ mod test {
         let (_, event) = server.handle_from(Duration::from_secs(1), victim, &decline).unwrap();
         assert_eq!(event.kind, DhcpEventKind::Decline, "its own decline counts");
         let discover = request(neighbour, Some(MessageType::Discover), vec![], false);
-        assert!(server.handle_from(Duration::from_secs(2), neighbour, &discover).is_ok(), "other messages are not checked");
+        assert!(server.handle_from(Duration::from_secs(2), neighbour, &discover).is_ok(), "its own messages count");
+        let forged = request(victim, Some(MessageType::Request), vec![DhcpOption::RequestedIpAddress(lease.ip)], false);
+        assert_eq!(server.handle_from(Duration::from_secs(2), neighbour, &forged).unwrap_err(), Ignored::OtherSender { sender: neighbour }, "nor a REQUEST for another's MAC");
     }
 
     /// Declines cannot drain the pool for good (a neighbour forged 70 of them, and clients
