@@ -552,32 +552,7 @@ mod test {
     }
 
     fn syn(src_mac: [u8; 6], src_ip: Ipv4Addr, src_port: u16, dst_ip: Ipv4Addr, dst_port: u16) -> Vec<u8> {
-        use smoltcp::phy::ChecksumCapabilities;
-        use smoltcp::wire::*;
-        let tcp = TcpRepr {
-            src_port,
-            dst_port,
-            control: TcpControl::Syn,
-            seq_number: TcpSeqNumber(1000),
-            ack_number: None,
-            window_len: 1024,
-            window_scale: None,
-            max_seg_size: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
-        };
-        let ip = Ipv4Repr { src_addr: src_ip, dst_addr: dst_ip, next_header: IpProtocol::Tcp, payload_len: tcp.buffer_len(), hop_limit: 64 };
-        let eth = EthernetRepr { src_addr: EthernetAddress(src_mac), dst_addr: EthernetAddress(HOST_MAC.0), ethertype: EthernetProtocol::Ipv4 };
-        let mut frame = vec![0u8; eth.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
-        let caps = ChecksumCapabilities::default();
-        let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
-        eth.emit(&mut e);
-        let mut i = Ipv4Packet::new_unchecked(e.payload_mut());
-        ip.emit(&mut i, &caps);
-        tcp.emit(&mut TcpPacket::new_unchecked(i.payload_mut()), &src_ip.into(), &dst_ip.into(), &caps);
-        frame
+        crate::net::flood::syn(Mac(src_mac), HOST_MAC, src_ip, dst_ip, src_port, dst_port, 1000)
     }
 
     /// Inodes of this process's sockets that listen on a host TCP port.

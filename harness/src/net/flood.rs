@@ -208,7 +208,7 @@ fn arp_reply(sender: Mac, claimed: Ipv4Addr, target: Mac, target_ip: Ipv4Addr) -
 }
 
 /// A TCP SYN.
-fn syn(src_mac: Mac, dst_mac: Mac, src_ip: Ipv4Addr, dst_ip: Ipv4Addr, src_port: u16, dst_port: u16, seq: u32) -> Vec<u8> {
+pub(crate) fn syn(src_mac: Mac, dst_mac: Mac, src_ip: Ipv4Addr, dst_ip: Ipv4Addr, src_port: u16, dst_port: u16, seq: u32) -> Vec<u8> {
     let tcp = TcpRepr {
         src_port,
         dst_port,

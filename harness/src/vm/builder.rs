@@ -149,6 +149,21 @@ impl VmBuilder {
         self
     }
 
+    /// What a started and a hand-started VM share: a console port that exists, the VM's
+    /// directory, the firmware and the accelerator.
+    async fn machine(&self) -> Result<(Firmware, Accel), VmError> {
+        if self.console_unit > MAX_CONSOLE_UNIT {
+            return Err(VmError::ConsoleUnit { name: self.name.clone(), unit: self.console_unit });
+        }
+        std::fs::create_dir_all(&self.dir).map_err(io(format!("cannot create {}", self.dir.display())))?;
+        let firmware: Firmware = pxelab_ovmf::discover()?;
+        let accel = match self.accel {
+            Some(accel) => accel,
+            None => select_accel(&firmware, &self.cache_dir).await?,
+        };
+        Ok((firmware, accel))
+    }
+
     /// The command line that starts this VM by hand, as `pxelab serve` prints it for its
     /// clients: the machine [`VmBuilder::start`] would boot (firmware, accelerator, a fresh
     /// NVRAM copy, the disks made now in the VM's directory), its NICs on the unix sockets of
@@ -159,15 +174,7 @@ impl VmBuilder {
         if !self.nics.iter().all(|nic| matches!(nic.cable, Cable::Unix(_))) {
             return Err(VmError::NotHandCable { name: self.name });
         }
-        if self.console_unit > MAX_CONSOLE_UNIT {
-            return Err(VmError::ConsoleUnit { name: self.name, unit: self.console_unit });
-        }
-        std::fs::create_dir_all(&self.dir).map_err(io(format!("cannot create {}", self.dir.display())))?;
-        let firmware: Firmware = pxelab_ovmf::discover()?;
-        let accel = match self.accel {
-            Some(accel) => accel,
-            None => select_accel(&firmware, &self.cache_dir).await?,
-        };
+        let (firmware, accel) = self.machine().await?;
         let vars = firmware.new_var_store(&self.dir.join("OVMF_VARS.fd"))?;
         let mut disks = Vec::new();
         for (i, (disk, bus, bootindex)) in self.disks.into_iter().enumerate() {
@@ -202,15 +209,7 @@ impl VmBuilder {
         if let Some(Cable::Unix(path)) = self.nics.iter().map(|nic| &nic.cable).find(|c| matches!(c, Cable::Unix(_))) {
             return Err(VmError::HandCable { name: self.name.clone(), path: path.clone() });
         }
-        if self.console_unit > MAX_CONSOLE_UNIT {
-            return Err(VmError::ConsoleUnit { name: self.name, unit: self.console_unit });
-        }
-        std::fs::create_dir_all(&self.dir).map_err(io(format!("cannot create {}", self.dir.display())))?;
-        let firmware: Firmware = pxelab_ovmf::discover()?;
-        let accel = match self.accel {
-            Some(accel) => accel,
-            None => select_accel(&firmware, &self.cache_dir).await?,
-        };
+        let (firmware, accel) = self.machine().await?;
         let vars_path = self.dir.join("OVMF_VARS.fd");
         let snapshot = self.snapshot_machine(accel).map(|machine| Snapshot::of(&self.cache_dir, &machine, &[&firmware.code, &firmware.vars_template]));
         let restore = snapshot.as_ref().filter(|s| s.exists()).cloned();
