@@ -9,7 +9,7 @@ use pxelab_fixtures::InstallerStep;
 
 use crate::artifacts::ArtifactSet;
 use crate::console::{banner, ConsoleError};
-use crate::lab::{addresses_of, from_port, lease_for, EventWaitError, Lab, Server, StageError, Stages};
+use crate::lab::{addresses_of, from_port, lease_for, EventWaitError, Lab, Logged, Server, StageError, Stages};
 use crate::services::ServiceEvent;
 use crate::vm::{FirmwareStart, NicModel, Vm};
 
@@ -386,10 +386,10 @@ fn later_markers(step: InstallerStep) -> Vec<String> {
 
 /// An event check: the client at `ip` asked the TFTP server for a file (other than `except`)
 /// after the first `after` events.
-fn tftp_request(ip: Option<std::net::Ipv4Addr>, after: usize, except: Option<&str>) -> impl Fn(&[(Duration, ServiceEvent)]) -> Option<()> + '_ {
-    move |events| {
-        let asked = |e: &ServiceEvent| matches!(e, ServiceEvent::Tftp(t) if Some(t.client) == ip && Some(t.file.trim_start_matches('/')) != except);
-        events.iter().skip(after).any(|(_, e)| asked(e)).then_some(())
+fn tftp_request(ip: Option<std::net::Ipv4Addr>, after: usize, except: Option<&str>) -> impl Fn(&Logged) -> Option<()> + '_ {
+    move |e| {
+        let asked = matches!(&e.event, ServiceEvent::Tftp(t) if Some(t.client) == ip && Some(t.file.trim_start_matches('/')) != except);
+        (e.seq >= after && asked).then_some(())
     }
 }
 
@@ -417,7 +417,7 @@ fn switch_drops(lab: &Lab) -> Vec<(crate::net::switch::PortId, crate::net::segme
 /// Whether `mac` got a lease among the events after the first `after`.
 fn leased_after(lab: &Lab, mac: Mac, after: usize) -> bool {
     let port = lab.network().port_of(mac);
-    lab.network().events().since(after).iter().any(|(_, e)| from_port(e, port) && lease_for(e, mac).is_some())
+    lab.network().events().since(after).iter().any(|e| from_port(&e.event, port) && lease_for(&e.event, mac).is_some())
 }
 
 /// How many DHCP requests `mac` has made so far (an installed system may run DHCP itself).

@@ -3,6 +3,7 @@
 use crate::net::Mac;
 use std::io::Write;
 use std::path::Path;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use tokio::time::Instant;
 
 use crate::services::dhcp::{DhcpEvent, DhcpEventKind};
 use crate::event::Sink;
-use crate::services::{ServiceEvent};
+use crate::net::switch::PortId;
+use crate::services::ServiceEvent;
 use crate::supervise::{failed, FailureWatch, ServiceFailure};
 
 /// The DHCP event if `event` gives the client `mac` a lease: an
@@ -66,10 +68,75 @@ pub enum EventWaitError {
 /// Most events a wait's timeout quotes (the last ones).
 const TIMEOUT_EVENTS: usize = 40;
 
-/// Every service event since the lab started, in order.
+/// Most events memory keeps of one switch port (and of events tied to no port); the log file
+/// keeps them all. A flooding neighbour pushes out only its own port's events, never a
+/// client's.
+pub const PORT_WINDOW: usize = 32_768;
+
+/// A logged event: its number in the lab's log (from 0), its time since the lab started, and
+/// the event.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub seq: usize,
+    pub at: Duration,
+    pub event: ServiceEvent,
+}
+
+/// How many events there were in all, of each kind (`dhcp`, `tftp`, `nfs`, `segment`,
+/// `server`), whether memory still holds them or not.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub count: usize,
+    pub by_kind: BTreeMap<String, u64>,
+}
+
+/// An event's kind: `dhcp`, `tftp`, `nfs`, `segment` or `server`.
+pub fn kind(event: &ServiceEvent) -> &'static str {
+    match event {
+        ServiceEvent::Dhcp(_) => "dhcp",
+        ServiceEvent::Tftp(_) => "tftp",
+        ServiceEvent::Nfs(_) => "nfs",
+        ServiceEvent::Segment(_) => "segment",
+        ServiceEvent::Server { .. } => "server",
+    }
+}
+
+/// The switch port an event came in on, when it says.
+pub fn port_of_event(event: &ServiceEvent) -> Option<PortId> {
+    match event {
+        ServiceEvent::Dhcp(d) => d.switch_port,
+        ServiceEvent::Tftp(t) => t.switch_port,
+        ServiceEvent::Nfs(n) => n.switch_port,
+        ServiceEvent::Segment(s) => Some(s.port()),
+        ServiceEvent::Server { .. } => None,
+    }
+}
+
+#[derive(Default)]
+struct Store {
+    /// The latest events of each switch port (`None`: tied to no port), oldest first.
+    windows: BTreeMap<Option<PortId>, VecDeque<Logged>>,
+    totals: Totals,
+}
+
+impl Store {
+    /// The events kept with a number of at least `from`, in order.
+    fn from(&self, from: usize) -> Vec<Logged> {
+        let mut out: Vec<Logged> = Vec::new();
+        for window in self.windows.values() {
+            let first = window.partition_point(|e| e.seq < from);
+            out.extend(window.range(first..).cloned());
+        }
+        out.sort_unstable_by_key(|e| e.seq);
+        out
+    }
+}
+
+/// Every service event since the lab started: each appended to `events.jsonl` as it comes,
+/// the latest [`PORT_WINDOW`] of each switch port kept in memory for waits and the report.
 pub struct Events {
     started: Instant,
-    seen: Mutex<Vec<(Duration, ServiceEvent)>>,
+    store: Mutex<Store>,
     changed: Notify,
     log: Mutex<std::fs::File>,
     failure: FailureWatch,
@@ -80,23 +147,29 @@ impl Events {
     /// at once when `failure` reports a stopped server.
     pub fn new(path: &Path, started: Instant, failure: FailureWatch) -> std::io::Result<Self> {
         let log = Mutex::new(std::fs::File::create(path)?);
-        Ok(Events { started, seen: Mutex::default(), changed: Notify::new(), log, failure })
+        Ok(Events { started, store: Mutex::default(), changed: Notify::new(), log, failure })
     }
 
-    /// How many events there have been so far.
+    /// How many events there have been so far (the next event's number).
     pub fn count(&self) -> usize {
-        self.seen.lock().expect("events lock").len()
+        self.store.lock().expect("events lock").totals.count
     }
 
-    /// All events so far with their time since the lab started.
+    /// The totals: how many events there were of each kind.
+    pub fn totals(&self) -> Totals {
+        self.store.lock().expect("events lock").totals.clone()
+    }
+
+    /// The events memory holds, in order, with their time since the lab started: all of
+    /// them unless a port sent more than [`PORT_WINDOW`].
     pub fn all(&self) -> Vec<(Duration, ServiceEvent)> {
-        self.seen.lock().expect("events lock").clone()
+        self.since(0).into_iter().map(|e| (e.at, e.event)).collect()
     }
 
-    /// The events after the first `after`: what a follower has not seen yet (`serve` streams
-    /// them without copying the ones it has shown).
-    pub fn since(&self, after: usize) -> Vec<(Duration, ServiceEvent)> {
-        self.seen.lock().expect("events lock").get(after..).map(<[_]>::to_vec).unwrap_or_default()
+    /// The events numbered `after` or later that memory holds: what a follower has not seen
+    /// yet (`serve` streams them without copying the ones it has shown).
+    pub fn since(&self, after: usize) -> Vec<Logged> {
+        self.store.lock().expect("events lock").from(after)
     }
 
     /// Wait until there are more than `seen` events.
@@ -112,21 +185,25 @@ impl Events {
         }
     }
 
-    /// Wait until an event satisfies `matches`; events already seen count.
-    pub async fn wait_for<T>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        matches: impl Fn(&[(Duration, ServiceEvent)]) -> Option<T>,
-    ) -> Result<T, EventWaitError> {
+    /// Wait until `matches` finds what it waits for. It is shown each event once, in order,
+    /// from the first one memory holds on: a wait costs in proportion to the events, however
+    /// long it waits. Events before a number the caller noted (see [`Events::count`]) are
+    /// its own to skip by [`Logged::seq`].
+    pub async fn wait_for<T>(&self, what: &str, timeout: Duration, mut matches: impl FnMut(&Logged) -> Option<T>) -> Result<T, EventWaitError> {
         let begun = Instant::now();
         let deadline = begun + timeout;
         let mut failure = self.failure.clone();
+        let mut next = 0;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(found) = matches(&self.seen.lock().expect("events lock")) {
+            // Copied out of the lock: a matcher may ask the network (leases, ports).
+            let new = self.since(next);
+            if let Some(last) = new.last() {
+                next = last.seq + 1;
+            }
+            if let Some(found) = new.iter().find_map(&mut matches) {
                 return Ok(found);
             }
             tokio::select! {
@@ -136,11 +213,12 @@ impl Events {
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     // The last events only: after a flood the whole log would bury the error.
-                    let seen = self.seen.lock().expect("events lock");
-                    let from = seen.len().saturating_sub(TIMEOUT_EVENTS);
-                    let mut lines: Vec<String> = seen[from..].iter().map(|(at, e)| format!("  {:>8.3}s {e:?}", at.as_secs_f64())).collect();
-                    if from > 0 {
-                        lines.insert(0, format!("  ({from} earlier events in events.jsonl)"));
+                    let count = self.count();
+                    let last = self.since(count.saturating_sub(TIMEOUT_EVENTS));
+                    let mut lines: Vec<String> = last.iter().map(|e| format!("  {:>8.3}s {:?}", e.at.as_secs_f64(), e.event)).collect();
+                    let earlier = count - last.len();
+                    if earlier > 0 {
+                        lines.insert(0, format!("  ({earlier} earlier events in events.jsonl)"));
                     }
                     return Err(EventWaitError::Timeout { what: what.to_owned(), waited: timeout, seen: lines.join("\n") });
                 }
@@ -158,11 +236,25 @@ impl Sink<crate::net::segment::SegmentEvent> for Events {
 impl Sink<ServiceEvent> for Events {
     fn publish(&self, event: ServiceEvent) {
         let at = self.started.elapsed();
-        if let Ok(mut line) = serde_json::to_value(&event) {
-            line["at_ms"] = (at.as_millis() as u64).into();
-            let _ = writeln!(self.log.lock().expect("log lock"), "{line}");
+        // `{"at_ms":…,` then the event's own fields: one write a line, no tree built.
+        let mut line = format!("{{\"at_ms\":{},", at.as_millis()).into_bytes();
+        let fields = line.len();
+        if serde_json::to_writer(&mut line, &event).is_ok() && line.get(fields) == Some(&b'{') {
+            // `{` of the event's object, or `,{` before an empty one.
+            line.drain(fields - usize::from(line.get(fields + 1) == Some(&b'}'))..=fields);
+            line.push(b'\n');
+            let _ = self.log.lock().expect("log lock").write_all(&line);
         }
-        self.seen.lock().expect("events lock").push((at, event));
+        let mut store = self.store.lock().expect("events lock");
+        let seq = store.totals.count;
+        store.totals.count += 1;
+        *store.totals.by_kind.entry(kind(&event).to_owned()).or_insert(0) += 1;
+        let window = store.windows.entry(port_of_event(&event)).or_default();
+        if window.len() == PORT_WINDOW {
+            window.pop_front();
+        }
+        window.push_back(Logged { seq, at, event });
+        drop(store);
         self.changed.notify_waiters();
     }
 }

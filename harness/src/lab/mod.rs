@@ -8,7 +8,7 @@ mod report;
 mod stages;
 
 pub use client::{ClientError, HostClient, Response};
-pub use events::{addresses_of, from_port, lease_for, EventWaitError, Events};
+pub use events::{addresses_of, from_port, lease_for, port_of_event, EventWaitError, Events, Logged, Totals, PORT_WINDOW};
 pub use network::{FloodHandle, Network, NetworkError, NfsExport, PxeConfig, Server, HOST_MAC, NFS_ROOT_OPTIONS};
 pub use report::{summary as describe_event, Failure, Outcome, RunReport};
 pub use stages::{chain, RunLog, StageError, StageRecord, Stages};
@@ -131,8 +131,9 @@ impl Lab {
     /// dropped without it writes them then); returns the page's path.
     pub fn write_report(&mut self) -> std::io::Result<PathBuf> {
         let events = self.network.as_ref().map(|n| n.events().all()).unwrap_or_default();
+        let totals = self.network.as_ref().map(|n| n.events().totals()).unwrap_or_default();
         let log = self.log.lock().expect("run log lock");
-        let report = RunReport::gather(&self.name, &self.dir, &log, &events, std::thread::panicking(), self.repro.clone());
+        let report = RunReport::gather(&self.name, &self.dir, &log, &events, &totals, std::thread::panicking(), self.repro.clone());
         drop(log);
         report.write(&self.dir)?;
         self.reported = true;

@@ -13,7 +13,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::client::HostClient;
-use super::events::{addresses_of, from_port, lease_for, EventWaitError, Events};
+use super::events::{from_port, lease_for, EventWaitError, Events};
 use crate::net::fault::{Direction, Faults, Impairment};
 use crate::net::flood::{Flood, FloodTarget};
 use crate::net::host::{HostAddr, Interceptor, IpHost};
@@ -380,11 +380,11 @@ impl Network {
     /// [`Events::count`]): a lease of a later boot.
     pub async fn wait_for_dhcp_lease_after(&self, mac: impl Into<Mac>, after: usize, timeout: Duration) -> Result<DhcpEvent, EventWaitError> {
         let mac = mac.into();
+        // The client's own lease: not one a neighbour got by forging its MAC.
+        let port = self.port_of(mac);
         self.events
-            .wait_for(&format!("a DHCP lease for {mac}"), timeout, |events| {
-                // The client's own lease: not one a neighbour got by forging its MAC.
-                let port = self.port_of(mac);
-                events.iter().skip(after).filter(|(_, e)| from_port(e, port)).find_map(|(_, e)| lease_for(e, mac).cloned())
+            .wait_for(&format!("a DHCP lease for {mac}"), timeout, |e| {
+                (e.seq >= after && from_port(&e.event, port)).then(|| lease_for(&e.event, mac).cloned()).flatten()
             })
             .await
     }
@@ -400,11 +400,16 @@ impl Network {
         let mac = mac.into();
         let file = file.trim_start_matches('/');
         let what = format!("{mac} to fetch {file} by TFTP");
+        let port = self.port_of(mac);
+        // Its addresses: the one it holds, and each the DHCP server names to it.
+        let mut ips: Vec<Ipv4Addr> = self.lease_of(mac).into_iter().collect();
         self.events
-            .wait_for(&what, timeout, |events| {
-                let ips = addresses_of(events, mac);
-                events.iter().skip(after).find_map(|(_, e)| match e {
-                    ServiceEvent::Tftp(t) if ips.contains(&t.client) && t.file.trim_start_matches('/') == file => {
+            .wait_for(&what, timeout, |e| match &e.event {
+                    ServiceEvent::Dhcp(d) if d.mac == mac && from_port(&e.event, port) => {
+                        ips.push(d.ip);
+                        None
+                    }
+                    ServiceEvent::Tftp(t) if e.seq >= after && ips.contains(&t.client) && t.file.trim_start_matches('/') == file => {
                         match t.outcome {
                             TftpOutcome::Done => Some(Ok(t.clone())),
                             TftpOutcome::NotFound => {
@@ -415,7 +420,6 @@ impl Network {
                     }
                     _ => None,
                 })
-            })
             .await?
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use super::events::Totals;
 use super::stages::{RunLog, StageRecord};
 use crate::net::pcap;
 use crate::services::ServiceEvent;
@@ -83,7 +84,8 @@ struct ConsoleLine {
 
 impl RunReport {
     /// Gather the report of the run in `dir` from its log, its events and its files.
-    pub fn gather(name: &str, dir: &Path, log: &RunLog, events: &[(Duration, ServiceEvent)], panicked: bool, repro: Option<String>) -> Self {
+    /// `events` are those memory holds, `totals` count them all.
+    pub fn gather(name: &str, dir: &Path, log: &RunLog, events: &[(Duration, ServiceEvent)], totals: &Totals, panicked: bool, repro: Option<String>) -> Self {
         let failure = match log.stages.iter().find(|s| s.error.is_some()) {
             Some(stage) => Some(Failure { stage: stage.name.clone(), cause: stage.error.clone().unwrap_or_default() }),
             None if panicked => Some(Failure { stage: "test".into(), cause: "the test panicked after its last stage (its output has the message)".into() }),
@@ -109,21 +111,20 @@ impl RunReport {
             .collect();
         // Each address's client: the first MAC the DHCP server named it to, in one pass.
         let mut owners: std::collections::HashMap<std::net::Ipv4Addr, crate::net::Mac> = std::collections::HashMap::new();
-        let mut event_counts = std::collections::BTreeMap::new();
         for (_, e) in events {
             if let ServiceEvent::Dhcp(d) = e {
                 owners.entry(d.ip).or_insert(d.mac);
             }
-            *event_counts.entry(summary(e).0.to_owned()).or_insert(0u64) += 1;
         }
+        let event_counts = totals.by_kind.clone();
         let owner = |ip: &std::net::Ipv4Addr| owners.get(ip).map(|m| m.to_string());
         // A flood makes hundreds of thousands of events: the report keeps the two ends.
         let half = REPORT_EVENTS / 2;
-        let events_left_out = events.len().saturating_sub(REPORT_EVENTS);
-        let kept = match events_left_out {
-            0 => events.iter().collect::<Vec<_>>(),
-            _ => events[..half].iter().chain(&events[events.len() - half..]).collect(),
+        let kept = match events.len() > REPORT_EVENTS {
+            false => events.iter().collect::<Vec<_>>(),
+            true => events[..half].iter().chain(&events[events.len() - half..]).collect(),
         };
+        let events_left_out = totals.count.max(events.len()) - kept.len();
         let events = kept
             .into_iter()
             .cloned()
@@ -349,7 +350,7 @@ table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:2px 6px;text-
 /// An event's service and a one-line description.
 pub fn summary(event: &ServiceEvent) -> (&'static str, String) {
     match event {
-        ServiceEvent::Dhcp(d) => ("dhcp", format!("{:?} {} {}{}", d.kind, d.ip, d.boot_file, d.vendor_class.as_deref().map(|v| format!(" ({v})")).unwrap_or_default())),
+        ServiceEvent::Dhcp(d) => (super::events::kind(event), format!("{:?} {} {}{}", d.kind, d.ip, d.boot_file, d.vendor_class.as_deref().map(|v| format!(" ({v})")).unwrap_or_default())),
         ServiceEvent::Tftp(t) => ("tftp", format!("{} {:?} {} bytes in {} ms {}", t.file, t.outcome, t.bytes, t.millis, t.detail)),
         ServiceEvent::Nfs(n) => ("nfs", format!("{} {}:{}", if n.connected { "connected" } else { "closed" }, n.client, n.port)),
         ServiceEvent::Segment(s) => ("segment", format!("{s:?}")),
@@ -428,7 +429,7 @@ mod test {
             stages: vec![stage("firmware → DHCP", 0.1, 2.0, None), stage("kernel → NFS root", 2.0, 5.0, Some("timed out"))],
             facts: vec![],
         };
-        let report = RunReport::gather("t", dir.path(), &log, &[], false, Some("pxelab run install-default --keep".into()));
+        let report = RunReport::gather("t", dir.path(), &log, &[], &Totals::default(), false, Some("pxelab run install-default --keep".into()));
         report.write(dir.path()).unwrap();
         assert_eq!(report.result, Outcome::Failed);
         assert_eq!(report.failure.as_ref().unwrap().stage, "kernel → NFS root");
@@ -443,35 +444,49 @@ mod test {
         assert!(json["files"].as_array().unwrap().iter().any(|f| f == "client/console.log"), "{json}");
     }
 
-    /// A flood of 450,000 events (a 240 s flood made a 23 MB report, built in one pass over
-    /// the events per MAC): the report keeps a bounded number of them with per-kind counts,
-    /// and is built and written fast.
+    /// A flood of 450,000 events from one port (a 240 s flood made a 23 MB report, built in
+    /// one pass over the events per MAC, and memory grew with the log): memory keeps the
+    /// port's latest [`PORT_WINDOW`] and a client's on another port all, `events.jsonl` all
+    /// of them, and the report a bounded number with per-kind counts, built and written fast.
     #[test]
     fn a_flood_of_events_makes_a_report_of_bounded_size() {
+        use super::super::events::{port_of_event, Events, PORT_WINDOW};
+        use crate::event::Sink;
         use crate::services::dhcp::{DhcpEvent, DhcpEventKind};
         let dir = tempfile::tempdir().unwrap();
-        let events: Vec<(Duration, ServiceEvent)> = (0..450_000u32)
-            .map(|i| {
-                let [_, a, b, c] = i.to_be_bytes();
-                let event = DhcpEvent {
-                    kind: DhcpEventKind::Offer,
-                    mac: crate::net::Mac([2, a, b, c, 0, 1]),
-                    ip: std::net::Ipv4Addr::new(192, 0, 2, 100 + (i % 100) as u8),
-                    hostname: None,
-                    arch: None,
-                    vendor_class: None,
-                    boot_file: String::new(),
-                    switch_port: Some(3),
-                };
-                (Duration::from_micros(u64::from(i) * 500), ServiceEvent::Dhcp(event))
+        let (_failed, watch) = tokio::sync::watch::channel(None);
+        let log = Events::new(&dir.path().join("events.jsonl"), tokio::time::Instant::now(), watch).unwrap();
+        let dhcp = |i: u32, port| {
+            let [_, a, b, c] = i.to_be_bytes();
+            ServiceEvent::Dhcp(DhcpEvent {
+                kind: DhcpEventKind::Offer,
+                mac: crate::net::Mac([2, a, b, c, 0, 1]),
+                ip: std::net::Ipv4Addr::new(192, 0, 2, 100 + (i % 100) as u8),
+                hostname: None,
+                arch: None,
+                vendor_class: None,
+                boot_file: String::new(),
+                switch_port: Some(port),
             })
-            .collect();
+        };
         let begun = std::time::Instant::now();
-        let report = RunReport::gather("flood", dir.path(), &RunLog::default(), &events, false, None);
+        log.publish(dhcp(0, 2));
+        for i in 1..450_000u32 {
+            log.publish(dhcp(i, 3));
+        }
+        log.publish(dhcp(450_000, 2));
+        let events = log.all();
+        assert_eq!(events.len(), PORT_WINDOW + 2, "port 3's latest, and both of port 2's");
+        assert_eq!(events.first().map(|(_, e)| port_of_event(e)), Some(Some(2)), "the client's first event outlives the flood");
+        let jsonl = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+        assert_eq!(jsonl.lines().count(), 450_001);
+        let last: serde_json::Value = serde_json::from_str(jsonl.lines().last().unwrap()).unwrap();
+        assert_eq!((last["service"].as_str(), last["switch_port"].as_u64(), last["at_ms"].is_u64()), (Some("dhcp"), Some(2), true), "{last}");
+        let report = RunReport::gather("flood", dir.path(), &RunLog::default(), &events, &log.totals(), false, None);
         report.write(dir.path()).unwrap();
         let took = begun.elapsed();
-        assert_eq!((report.events.len(), report.events_left_out), (REPORT_EVENTS, 450_000 - REPORT_EVENTS));
-        assert_eq!(report.event_counts.get("dhcp"), Some(&450_000));
+        assert_eq!((report.events.len(), report.events_left_out), (REPORT_EVENTS, 450_001 - REPORT_EVENTS));
+        assert_eq!(report.event_counts.get("dhcp"), Some(&450_001));
         let (json, html) = (std::fs::metadata(dir.path().join("report.json")).unwrap().len(), std::fs::metadata(dir.path().join("report.html")).unwrap().len());
         assert!(json < 2 << 20 && html < 2 << 20, "report.json {json} bytes, report.html {html} bytes");
         assert!(took < Duration::from_secs(10), "{took:?}");

@@ -50,6 +50,19 @@ pub enum SegmentEvent {
     Flood { port: PortId, rate: u32, seed: u64 },
 }
 
+impl SegmentEvent {
+    /// The port the event is about.
+    pub fn port(&self) -> PortId {
+        match self {
+            SegmentEvent::Dropped { port, .. }
+            | SegmentEvent::Fault { port, .. }
+            | SegmentEvent::Link { port, .. }
+            | SegmentEvent::Impaired { port, .. }
+            | SegmentEvent::Flood { port, .. } => *port,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DropReason {

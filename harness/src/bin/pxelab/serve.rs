@@ -58,7 +58,8 @@ pub async fn serve(options: InstallOptions, clients: u8, spinner: &indicatif::Pr
             },
             () = events.wait_past(shown) => {
                 let new = events.since(shown);
-                for (at, event) in &new {
+                for pxelab::lab::Logged { seq, at, event } in &new {
+                    shown = seq + 1;
                     let (service, what) = pxelab::lab::describe_event(event);
                     let client = match event {
                         pxelab::services::ServiceEvent::Dhcp(d) => d.mac.to_string(),
@@ -68,7 +69,6 @@ pub async fn serve(options: InstallOptions, clients: u8, spinner: &indicatif::Pr
                     };
                     println!("[{:9.3}] {service:<7} {client:<17} {what}", at.as_secs_f64());
                 }
-                shown += new.len();
             }
             _ = tokio::signal::ctrl_c() => break,
         }
