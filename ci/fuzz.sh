@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzz one target with AFL++ for SECONDS: ci/fuzz.sh TARGET SECONDS
+# Fuzz one target with AFL++ for SECONDS, or until EXECS executions when given first:
+# ci/fuzz.sh TARGET SECONDS [EXECS]
 #
 # Targets are pxelab::fuzz::TARGETS (dhcp, tftp_wire, tftp_transfer, rpc_records, nfs_stream,
 # framing, varstore, paths). The corpus starts from fuzz/corpus/TARGET plus inputs taken from
@@ -9,7 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:?usage: ci/fuzz.sh TARGET SECONDS}
-seconds=${2:?usage: ci/fuzz.sh TARGET SECONDS}
+seconds=${2:?usage: ci/fuzz.sh TARGET SECONDS [EXECS]}
+execs_goal=${3:-}
 command -v cargo-afl >/dev/null || cargo install --locked cargo-afl
 (cd fuzz && cargo afl build --release --quiet)
 work=target/fuzz/$target
@@ -20,11 +22,12 @@ if [ -d target/pxelab-runs ]; then
   if [ -d "$work/seeds/$target" ]; then cp "$work/seeds/$target"/* "$work/in/"; fi
 fi
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_QUIET=1
-cargo afl fuzz -i "$work/in" -o "$work" -V "$seconds" -- fuzz/target/release/target "$target" >"$work/afl.log" 2>&1 || true
+cargo afl fuzz -i "$work/in" -o "$work" -V "$seconds" ${execs_goal:+-E "$execs_goal"} -- fuzz/target/release/target "$target" >"$work/afl.log" 2>&1 || true
 stats=$work/default/fuzzer_stats
 [ -f "$stats" ] || { tail -n 30 "$work/afl.log"; exit 2; }
 execs=$(awk -F' *: *' '$1=="execs_done"{print $2}' "$stats")
 rate=$(awk -F' *: *' '$1=="execs_per_sec"{print $2}' "$stats")
 crashes=$(find "$work/default/crashes" -type f -name 'id:*' | wc -l)
-echo "$target: $execs execs in ${seconds}s ($rate/s), $crashes crashes"
+took=$(awk -F' *: *' '$1=="run_time"{print $2}' "$stats")
+echo "$target: $execs execs in ${took:-$seconds}s ($rate/s), $crashes crashes"
 [ "$crashes" -eq 0 ]

@@ -42,6 +42,8 @@ pub enum FloodKind {
     RogueOffer,
     ArpClaimServer,
     ArpClaimVictim,
+    /// An IPv6 neighbour advertisement claiming the victim's link-local address.
+    NeighborClaimVictim,
     VictimMacSpoof,
     TftpUnacked,
     TftpTraversal,
@@ -52,7 +54,7 @@ pub enum FloodKind {
 
 impl FloodKind {
     /// Every kind, in the order the flood sends them.
-    pub const ALL: [FloodKind; 13] = [
+    pub const ALL: [FloodKind; 14] = [
         FloodKind::DhcpDiscover,
         FloodKind::ForgedRequest,
         FloodKind::ForgedDecline,
@@ -60,6 +62,7 @@ impl FloodKind {
         FloodKind::RogueOffer,
         FloodKind::ArpClaimServer,
         FloodKind::ArpClaimVictim,
+        FloodKind::NeighborClaimVictim,
         FloodKind::VictimMacSpoof,
         FloodKind::TftpUnacked,
         FloodKind::TftpTraversal,
@@ -143,6 +146,10 @@ impl Flood {
                 let mac = self.mac();
                 arp_reply(mac, t.victim_ip, t.server_mac, t.server_ip)
             }
+            FloodKind::NeighborClaimVictim => {
+                let mac = self.mac();
+                neighbor_advertisement(mac, crate::net::switch::link_local(t.victim_mac))
+            }
             FloodKind::VictimMacSpoof => {
                 let payload = vec![0u8; 32];
                 udp(t.victim_mac, t.server_mac, t.victim_ip, t.server_ip, 40_000, 69, payload)
@@ -194,6 +201,20 @@ fn dhcp(op: u8, xid: u32, chaddr: Mac, ciaddr: Ipv4Addr, options: &[u8]) -> Vec<
 }
 
 /// An ARP reply: `sender` says it has `claimed`, to `target`.
+/// An unsolicited neighbour advertisement from `sender` (its own link-local source) to all
+/// nodes, claiming `target` with `sender`'s MAC (override set).
+fn neighbor_advertisement(sender: Mac, target: std::net::Ipv6Addr) -> Vec<u8> {
+    let mut f = [&[0x33, 0x33, 0, 0, 0, 1][..], &sender.0[..], &[0x86, 0xdd]].concat();
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 32, 58, 255]);
+    f.extend_from_slice(&crate::net::switch::link_local(sender).octets());
+    f.extend_from_slice(&std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets());
+    f.extend_from_slice(&[136, 0, 0, 0, 0x20, 0, 0, 0]);
+    f.extend_from_slice(&target.octets());
+    f.extend_from_slice(&[2, 1]);
+    f.extend_from_slice(&sender.0);
+    f
+}
+
 fn arp_reply(sender: Mac, claimed: Ipv4Addr, target: Mac, target_ip: Ipv4Addr) -> Vec<u8> {
     let mut frame = Vec::with_capacity(60);
     frame.extend(target.0);
@@ -252,7 +273,7 @@ mod test {
     #[test]
     fn the_same_seed_makes_the_same_frames_and_every_kind_comes() {
         let (mut a, mut b) = (Flood::new(7, target()), Flood::new(7, target()));
-        let kinds: std::collections::HashSet<FloodKind> = (0..24).map(|_| a.next_frame().0).collect();
+        let kinds: std::collections::HashSet<FloodKind> = (0..28).map(|_| a.next_frame().0).collect();
         assert_eq!(kinds.len(), FloodKind::ALL.len());
         let (mut a, mut c) = (Flood::new(7, target()), Flood::new(8, target()));
         let frames: Vec<Vec<u8>> = (0..24).map(|_| a.next_frame().1).collect();
@@ -278,7 +299,7 @@ mod test {
             let forward = s.forward(now, 3, &frame);
             let expected = match kind {
                 FloodKind::RogueOffer => Some(Forward::RogueDhcp),
-                FloodKind::ArpClaimServer | FloodKind::ArpClaimVictim => Some(Forward::ArpSpoofed),
+                FloodKind::ArpClaimServer | FloodKind::ArpClaimVictim | FloodKind::NeighborClaimVictim => Some(Forward::ArpSpoofed),
                 FloodKind::VictimMacSpoof => Some(Forward::Spoofed),
                 FloodKind::ForgedRelease => Some(Forward::IpSpoofed),
                 _ => None,

@@ -75,11 +75,12 @@ pub enum DropReason {
     Spoofed,
     /// A DHCP server message from a port other than the harness host's (DHCP snooping).
     RogueDhcp,
-    /// An ARP message claiming the lab's address or a declared client's from another port
-    /// (dynamic ARP inspection).
+    /// An ARP message claiming the lab's address or a declared client's, or an IPv6 neighbour
+    /// advertisement claiming a pinned MAC's link-local address, from another port (dynamic ARP
+    /// and neighbour discovery inspection).
     ArpSpoofed,
-    /// An IPv4 packet from the lab's address or a declared client's from another port (IP
-    /// source guard).
+    /// An IPv4 packet from the lab's address or a declared client's, or an IPv6 packet from a
+    /// pinned MAC's link-local address, from another port (IP source guard).
     IpSpoofed,
     /// A frame to flood past its port's storm limit (storm control).
     Storm,

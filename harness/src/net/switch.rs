@@ -15,9 +15,13 @@
 //! - **Dynamic ARP inspection and IP source guard.** An ARP message whose sender address is
 //!   a protected IP (the lab's, a declared client's), or an IPv4 packet from one, is dropped
 //!   unless it comes from that address's port.
+//! - **Neighbour discovery inspection (IPv6).** The link-local address of each pinned MAC
+//!   (its EUI-64 `fe80::` address, what a firmware or kernel forms first) is protected too: a
+//!   neighbour advertisement naming it as its target, or an IPv6 packet from it, is dropped
+//!   unless it comes from that MAC's port.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use super::Mac;
@@ -41,9 +45,10 @@ pub enum Forward {
     Spoofed,
     /// Nowhere: a DHCP server message from an untrusted port.
     RogueDhcp,
-    /// Nowhere: an ARP message claiming a protected address from another port.
+    /// Nowhere: an ARP message or IPv6 neighbour advertisement claiming a protected address
+    /// from another port.
     ArpSpoofed,
-    /// Nowhere: an IPv4 packet from a protected address sent from another port.
+    /// Nowhere: an IPv4 or IPv6 packet from a protected address sent from another port.
     IpSpoofed,
     /// Nowhere: its port sent more frames to flood (broadcast, multicast, unknown unicast)
     /// than [`STORM_LIMIT`] a second.
@@ -68,6 +73,8 @@ pub struct Switch {
     learned: HashMap<PortId, usize>,
     pinned: HashMap<Mac, PortId>,
     protected: HashMap<Ipv4Addr, PortId>,
+    /// Link-local IPv6 addresses of pinned MACs, and their port.
+    protected6: HashMap<Ipv6Addr, PortId>,
     trusted: Option<PortId>,
     /// Per port: the second being counted and the frames flooded in it.
     flooded: HashMap<PortId, (u64, u32)>,
@@ -80,6 +87,7 @@ impl Switch {
             self.unlearn(old);
         }
         self.pinned.insert(mac, port);
+        self.protected6.insert(link_local(mac), port);
     }
 
     /// Only `port` may claim `ip` in ARP.
@@ -121,6 +129,14 @@ impl Switch {
         }
         if let Some(source) = ipv4_source(frame) {
             if self.protected.get(&source).is_some_and(|&home| home != port) {
+                return Forward::IpSpoofed;
+            }
+        }
+        if let Some((source, advertised)) = ipv6_claims(frame) {
+            if advertised.is_some_and(|target| self.protected6.get(&target).is_some_and(|&home| home != port)) {
+                return Forward::ArpSpoofed;
+            }
+            if self.protected6.get(&source).is_some_and(|&home| home != port) {
                 return Forward::IpSpoofed;
             }
         }
@@ -220,6 +236,26 @@ fn ipv4_source(frame: &[u8]) -> Option<Ipv4Addr> {
     }
     let src: [u8; 4] = frame.get(26..30)?.try_into().ok()?;
     Some(Ipv4Addr::from(src))
+}
+
+/// The link-local IPv6 address a host with `mac` forms first (modified EUI-64, RFC 4291).
+pub fn link_local(mac: Mac) -> Ipv6Addr {
+    let m = mac.0;
+    Ipv6Addr::from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, m[0] ^ 2, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]])
+}
+
+/// An IPv6 packet's source address, and the target a neighbour advertisement in it claims
+/// (ICMPv6 type 136 right after the fixed header).
+fn ipv6_claims(frame: &[u8]) -> Option<(Ipv6Addr, Option<Ipv6Addr>)> {
+    if frame.get(12..14) != Some(&[0x86, 0xdd]) {
+        return None;
+    }
+    let source: [u8; 16] = frame.get(22..38)?.try_into().ok()?;
+    let advertised = match (frame.get(20), frame.get(54)) {
+        (Some(58), Some(136)) => frame.get(62..78).and_then(|t| <[u8; 16]>::try_from(t).ok()).map(Ipv6Addr::from),
+        _ => None,
+    };
+    Some((Ipv6Addr::from(source), advertised))
 }
 
 /// The sender protocol address an Ethernet/IPv4 ARP message claims.
@@ -352,6 +388,35 @@ mod test {
         from_client[26..30].copy_from_slice(&[192, 0, 2, 10]);
         assert_eq!(s.forward(T, 3, &from_client), Forward::IpSpoofed, "IP source guard");
         assert_eq!(s.forward(T, 1, &from_client), Forward::Flood, "the address's own port");
+    }
+
+    /// A neighbour advertisement from another port naming a pinned MAC's link-local address
+    /// (IPv6's ARP spoofing), or an IPv6 packet from that address, is dropped; the owner's
+    /// own pass, and so do other addresses.
+    #[test]
+    fn neighbour_advertisements_claiming_a_pinned_link_local_address_are_dropped() {
+        let mut s = Switch::default();
+        let (client, neighbour) = (Mac(A), [2, 0, 0, 0, 0, 0x66]);
+        s.pin(client, 1);
+        let victim = link_local(client);
+        assert_eq!(victim, "fe80::5054:ff:fe00:a".parse::<Ipv6Addr>().unwrap());
+        let na = |src: [u8; 6], source: Ipv6Addr, target: Ipv6Addr| {
+            let mut f = [&BROADCAST[..], &src[..], &[0x86, 0xdd]].concat();
+            f.extend_from_slice(&[0x60, 0, 0, 0, 0, 32, 58, 255]);
+            f.extend_from_slice(&source.octets());
+            f.extend_from_slice(&"ff02::1".parse::<Ipv6Addr>().unwrap().octets());
+            f.extend_from_slice(&[136, 0, 0, 0, 0x20, 0, 0, 0]);
+            f.extend_from_slice(&target.octets());
+            f.extend_from_slice(&[2, 1]);
+            f.extend_from_slice(&src);
+            f
+        };
+        let own = link_local(Mac(neighbour));
+        assert_eq!(s.forward(T, 3, &na(neighbour, own, victim)), Forward::ArpSpoofed, "claims the client's address");
+        assert_eq!(s.forward(T, 3, &na(neighbour, victim, own)), Forward::IpSpoofed, "sent from the client's address");
+        assert_eq!(s.forward(T, 1, &na(A, victim, victim)), Forward::Flood, "the client's own");
+        assert_eq!(s.forward(T, 3, &na(neighbour, own, own)), Forward::Flood, "the neighbour's own");
+        assert_eq!(s.forward(T, 3, &na(neighbour, own, victim)[..60]), Forward::Flood, "cut short: no target to check");
     }
 
     /// Only the trusted port sends DHCP server messages: a rogue server's OFFER is dropped,
