@@ -16,6 +16,7 @@ use super::client::HostClient;
 use super::events::{from_port, lease_for, EventWaitError, Events};
 use crate::net::fault::{Direction, Faults, Impairment};
 use crate::net::flood::{Flood, FloodTarget};
+use crate::net::probe::{Probe, ProbeAnswers};
 use crate::net::host::{HostAddr, Interceptor, IpHost};
 use crate::net::segment::SegmentEvent;
 use crate::net::switch::PortId;
@@ -336,6 +337,31 @@ impl Network {
         FloodHandle { port, task: task.abort_handle() }
     }
 
+    /// A well-behaved client's check of the servers from a port of its own
+    /// ([`crate::net::probe`]): a DHCP DISCOVER, then TFTP and a TCP SYN to the portmapper from
+    /// the offered address. What answered within `timeout`, and how fast.
+    pub async fn probe(&self, timeout: Duration) -> ProbeAnswers {
+        let mut mac = [0u8; 6];
+        fastrand::fill(&mut mac);
+        mac[0] = (mac[0] & 0xfc) | 0x02;
+        let (sender, mut frames) = self.segment.attach();
+        let mut probe = Probe::new(Mac(mac), HOST_MAC, self.server_ip(), fastrand::u32(..));
+        let begun = tokio::time::Instant::now();
+        sender.send(probe.start(Duration::ZERO));
+        let _ = tokio::time::timeout(timeout, async {
+            while let Some(frame) = frames.recv().await {
+                for reply in probe.on_frame(begun.elapsed(), &frame) {
+                    sender.send(reply);
+                }
+                if probe.answers().complete() {
+                    break;
+                }
+            }
+        })
+        .await;
+        probe.answers()
+    }
+
     /// Plug a connected stream socket (a QEMU started by hand with `-netdev stream`) into a
     /// port of its own.
     pub fn plug_stream(&self, stream: tokio::net::UnixStream) -> PortId {
@@ -527,6 +553,25 @@ mod test {
     /// 100 half-open connections to each of NFS and the portmapper, from an address that never
     /// answers (eight of them kept every client out until the lab restarted): a client that
     /// completes its handshake still connects, within the sockets' recycling time.
+    /// A well-behaved probe (DHCP, TFTP, TCP to the portmapper) is answered before, during
+    /// and after a neighbour's mixed flood at 2,000 frames a second.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_servers_answer_a_probe_through_a_flood() {
+        let dir = tempfile::tempdir().unwrap();
+        let network = network(dir.path());
+        let before = network.probe(Duration::from_secs(5)).await;
+        assert!(before.complete(), "before the flood: {before}");
+        let flood = network.start_flood(3, 2_000, Mac(CLIENT_MAC));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for round in 0..3 {
+            let during = network.probe(Duration::from_secs(5)).await;
+            assert!(during.complete(), "during the flood, probe {round}: {during}");
+        }
+        drop(flood);
+        let after = network.probe(Duration::from_secs(5)).await;
+        assert!(after.complete(), "after the flood: {after}");
+    }
+
     #[tokio::test]
     async fn half_open_connections_do_not_keep_others_out() {
         let dir = tempfile::tempdir().unwrap();

@@ -230,12 +230,23 @@ fn arp_reply(sender: Mac, claimed: Ipv4Addr, target: Mac, target_ip: Ipv4Addr) -
 
 /// A TCP SYN.
 pub(crate) fn syn(src_mac: Mac, dst_mac: Mac, src_ip: Ipv4Addr, dst_ip: Ipv4Addr, src_port: u16, dst_port: u16, seq: u32) -> Vec<u8> {
+    tcp_frame(src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, seq, (TcpControl::Syn, None))
+}
+
+/// A TCP RST with `seq` (`reset`), or a SYN-ACK acknowledging `seq`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tcp_segment(src_mac: Mac, dst_mac: Mac, src_ip: Ipv4Addr, dst_ip: Ipv4Addr, src_port: u16, dst_port: u16, seq: u32, reset: bool) -> Vec<u8> {
+    tcp_frame(src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, seq, if reset { (TcpControl::Rst, None) } else { (TcpControl::Syn, Some(seq.wrapping_add(1))) })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tcp_frame(src_mac: Mac, dst_mac: Mac, src_ip: Ipv4Addr, dst_ip: Ipv4Addr, src_port: u16, dst_port: u16, seq: u32, (control, ack): (TcpControl, Option<u32>)) -> Vec<u8> {
     let tcp = TcpRepr {
         src_port,
         dst_port,
-        control: TcpControl::Syn,
+        control,
         seq_number: TcpSeqNumber(seq as i32),
-        ack_number: None,
+        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
         window_len: 1024,
         window_scale: None,
         max_seg_size: None,

@@ -14,6 +14,7 @@ pub mod host;
 pub mod mac;
 
 pub mod pcap;
+pub mod probe;
 pub mod segment;
 
 pub mod switch;

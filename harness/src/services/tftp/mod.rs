@@ -12,4 +12,4 @@ pub mod wire;
 
 pub use path::{resolve, resolve_in, PathError};
 pub use task::{serve, TftpConfig, TftpEvent, TftpOutcome, TftpService};
-pub use transfer::{admit, BlockSource, Refusal, Step, Transfer, TransferLimits, TransferOutcome, MTU_BLKSIZE};
+pub use transfer::{admit, BlockSource, Holder, Refusal, Step, Transfer, TransferLimits, TransferOutcome, MTU_BLKSIZE};

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_smoltcp::{Net, UdpSocket};
 
 use super::wire::{code, Packet};
-use super::{admit, resolve_in, Step, Transfer, TransferLimits, TransferOutcome};
+use super::{admit, resolve_in, Holder, Step, Transfer, TransferLimits, TransferOutcome};
 use crate::net::host::IpHost;
 use crate::event::Sink;
 use crate::services::{recv_datagram, send_datagram, ServiceEvent};
@@ -87,14 +87,15 @@ pub async fn serve(host: Arc<IpHost>, config: TftpConfig, events: Arc<dyn Sink<S
                     let event = TftpEvent { client: *peer.ip(), file: old.file, outcome: TftpOutcome::Aborted, bytes: 0, millis, detail, switch_port: None };
                     events.publish(ServiceEvent::Tftp(TftpEvent { switch_port: host.port_of(event.client), ..event }));
                 }
-                let running: Vec<Ipv4Addr> = table.keys().map(|p| *p.ip()).collect();
-                if let Err(refusal) = admit(&config.limits, &config.declared, &running, *peer.ip()) {
+                let running: Vec<Holder> = table.iter().map(|(p, r)| Holder { ip: *p.ip(), port: r.port }).collect();
+                let port = host.port_of(*peer.ip());
+                if let Err(refusal) = admit(&config.limits, &config.declared, &running, Holder { ip: *peer.ip(), port }) {
                     tracing::info!("tftp: RRQ from {peer} for {filename} ignored: {refusal}");
                     continue;
                 }
                 next_id += 1;
                 let id = next_id;
-                table.insert(peer, Running { id, file: filename.clone(), since: now, abort: None });
+                table.insert(peer, Running { id, file: filename.clone(), since: now, abort: None, port });
                 drop(table);
                 let slot = Slot { table: transfers.clone(), peer, id };
                 let (host, config, events) = (host.clone(), config.clone(), events.clone());
@@ -154,6 +155,8 @@ type Table = Arc<Mutex<HashMap<SocketAddrV4, Running>>>;
 /// A running transfer: which one, of what, since when, and how to stop it.
 struct Running {
     id: u64,
+    /// The switch port its request came in on.
+    port: Option<usize>,
     file: String,
     since: Instant,
     abort: Option<tokio::task::AbortHandle>,
@@ -324,7 +327,7 @@ mod test {
     #[test]
     fn only_a_quick_repeat_of_the_same_file_is_a_retransmission() {
         let since = Instant::now();
-        let running = Running { id: 1, file: "nixos/bzImage".into(), since, abort: None };
+        let running = Running { id: 1, file: "nixos/bzImage".into(), since, abort: None, port: None };
         assert!(retransmitted(&running, "nixos/bzImage", since + Duration::from_millis(900)));
         assert!(!retransmitted(&running, "nixos/bzImage", since + Duration::from_secs(20)), "a client that started over");
         assert!(!retransmitted(&running, "nixos/initrd", since + Duration::from_millis(10)), "another file");

@@ -112,17 +112,31 @@ pub enum Refusal {
     UndeclaredFull(usize),
 }
 
-/// Whether a transfer for `client` may start beside the running ones (their clients'
-/// addresses), under `limits`; `declared`: the lab's declared clients.
-pub fn admit(limits: &TransferLimits, declared: &[std::net::Ipv4Addr], running: &[std::net::Ipv4Addr], client: std::net::Ipv4Addr) -> Result<(), Refusal> {
+/// A transfer's client: its address, and the switch port its request came in on when known.
+/// One port is one client, whatever addresses it sends from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    pub ip: std::net::Ipv4Addr,
+    pub port: Option<usize>,
+}
+
+impl Holder {
+    fn same_client(&self, other: &Holder) -> bool {
+        self.ip == other.ip || (self.port.is_some() && self.port == other.port)
+    }
+}
+
+/// Whether a transfer for `client` may start beside the running ones (their clients), under
+/// `limits`; `declared`: the lab's declared clients' addresses.
+pub fn admit(limits: &TransferLimits, declared: &[std::net::Ipv4Addr], running: &[Holder], client: Holder) -> Result<(), Refusal> {
     if running.len() >= limits.max_transfers {
         return Err(Refusal::Full(limits.max_transfers));
     }
-    if running.iter().filter(|c| **c == client).count() >= limits.max_per_client {
+    if running.iter().filter(|c| c.same_client(&client)).count() >= limits.max_per_client {
         return Err(Refusal::ClientFull(limits.max_per_client));
     }
     let share = limits.max_transfers.saturating_sub(limits.reserved_for_declared).max(1);
-    if !declared.contains(&client) && running.iter().filter(|c| !declared.contains(c)).count() >= share {
+    if !declared.contains(&client.ip) && running.iter().filter(|c| !declared.contains(&c.ip)).count() >= share {
         return Err(Refusal::UndeclaredFull(share));
     }
     Ok(())
@@ -622,31 +636,51 @@ mod test {
     #[test]
     fn a_flood_of_requests_leaves_room_for_declared_clients() {
         let limits = TransferLimits::default();
+        let at = |ip: &str| Holder { ip: ip.parse().unwrap(), port: None };
         let declared: Vec<std::net::Ipv4Addr> = vec!["192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap()];
         let mut running = Vec::new();
         for i in 0..100u32 {
-            let attacker = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(192, 0, 2, 100)) + i % 30);
+            let attacker = Holder { ip: std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(192, 0, 2, 100)) + i % 30), port: None };
             if admit(&limits, &declared, &running, attacker).is_ok() {
                 running.push(attacker);
             }
         }
         let share = limits.max_transfers - limits.reserved_for_declared;
         assert_eq!(running.len(), share, "undeclared clients stop at their share");
-        assert_eq!(admit(&limits, &declared, &running, "192.0.2.150".parse().unwrap()), Err(Refusal::UndeclaredFull(share)));
+        assert_eq!(admit(&limits, &declared, &running, at("192.0.2.150")), Err(Refusal::UndeclaredFull(share)));
+        let first = Holder { ip: declared[0], port: None };
         for _ in 0..limits.max_per_client {
-            assert_eq!(admit(&limits, &declared, &running, declared[0]), Ok(()), "a declared client is served");
-            running.push(declared[0]);
+            assert_eq!(admit(&limits, &declared, &running, first), Ok(()), "a declared client is served");
+            running.push(first);
         }
-        assert_eq!(admit(&limits, &declared, &running, declared[0]), Err(Refusal::ClientFull(limits.max_per_client)));
-        assert_eq!(admit(&limits, &declared, &running, declared[1]), Ok(()));
-        let one = std::net::Ipv4Addr::new(192, 0, 2, 200);
+        assert_eq!(admit(&limits, &declared, &running, first), Err(Refusal::ClientFull(limits.max_per_client)));
+        assert_eq!(admit(&limits, &declared, &running, Holder { ip: declared[1], port: None }), Ok(()));
+        let one = at("192.0.2.200");
         let mut alone = Vec::new();
         while admit(&limits, &[], &alone, one).is_ok() {
             alone.push(one);
         }
         assert_eq!(alone.len(), limits.max_per_client, "one address runs at most its share");
-        let full = vec![declared[1]; limits.max_transfers];
-        assert_eq!(admit(&TransferLimits { max_per_client: usize::MAX, ..limits }, &declared, &full, declared[0]), Err(Refusal::Full(limits.max_transfers)));
+        let full = vec![Holder { ip: declared[1], port: None }; limits.max_transfers];
+        assert_eq!(admit(&TransferLimits { max_per_client: usize::MAX, ..limits }, &declared, &full, first), Err(Refusal::Full(limits.max_transfers)));
+    }
+
+    /// A neighbour sending from many addresses on one switch port (a flood's random sources
+    /// held every undeclared slot, and a well-behaved undeclared client got no answer): the
+    /// port is one client and holds its share only, so another port's client is served.
+    #[test]
+    fn one_port_is_one_client_whatever_addresses_it_sends_from() {
+        let limits = TransferLimits::default();
+        let mut running = Vec::new();
+        for i in 0..200u32 {
+            let spoofed = Holder { ip: std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(192, 0, 2, 100)) + i % 100), port: Some(3) };
+            if admit(&limits, &[], &running, spoofed).is_ok() {
+                running.push(spoofed);
+            }
+        }
+        assert_eq!(running.len(), limits.max_per_client, "the flooding port holds its share");
+        let neighbour = Holder { ip: "192.0.2.150".parse().unwrap(), port: Some(4) };
+        assert_eq!(admit(&limits, &[], &running, neighbour), Ok(()));
     }
 
     /// A `timeout` option past the cap is not accepted (RFC 2349: the server answers the
