@@ -4,7 +4,8 @@
 //! with the client's MAC, unacknowledged TFTP requests with long timeouts, traversal names,
 //! TCP SYNs to the portmapper and NFS, garbage and oversized frames) while a declared client
 //! installs. The switch's protections and the servers' bounds keep the install whole, and
-//! what the switch drops is counted under the neighbour's port.
+//! what the switch drops is counted under the neighbour's port. A well-behaved client's probe
+//! is answered during a flood and after it.
 
 use std::time::Instant;
 
@@ -62,4 +63,14 @@ async fn a_declared_client_installs_beside_a_flooding_neighbour() {
         .count();
     assert_eq!(forged_for_client, 0, "a message forged for the client's MAC counted");
     assert_eq!(lab.network().lease_of(mac).map(|a| a.to_string()).as_deref(), Some(ip));
+
+    // A well-behaved client on a port of its own is answered by DHCP, TFTP and the
+    // portmapper while a neighbour floods, and after.
+    let flood = lab.network().start_flood(12, RATE * 4, mac);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let during = lab.network().probe(std::time::Duration::from_secs(10)).await;
+    assert!(during.complete(), "a probe during a flood of {} frames/s: {during}", RATE * 4);
+    drop(flood);
+    let after = lab.network().probe(std::time::Duration::from_secs(10)).await;
+    assert!(after.complete(), "a probe after the flood: {after}");
 }

@@ -6,6 +6,7 @@ use pxelab_fixtures::nfs_root::NFS_ROOT_MARKER;
 use pxelab_fixtures::{initramfs, HostFiles, NfsRoot, PxeTree};
 
 use crate::jobs::{BenchError, Stage};
+use crate::net::probe::ProbeAnswers;
 use crate::net::Mac;
 use crate::lab::{Lab, PxeConfig};
 use crate::vm::{Cable, Disk, DiskFormat, Nic, NicModel, Rom, VmBuilder};
@@ -346,6 +347,166 @@ async fn time_to(client: VmBuilder, pattern: &str) -> Result<Duration, BenchErro
     let vm = client.start().await?;
     vm.wait_for_console_text(pattern, Duration::from_secs(300)).await?;
     Ok(started.elapsed())
+}
+
+/// An install beside a flooding neighbour against a lone one, measured in one run, and what
+/// the flood cost the lab: `pxelab bench hostile`.
+#[derive(Debug, Clone)]
+pub struct HostileBench {
+    /// The flood's frames a second.
+    pub rate: u32,
+    /// How long the flood ran in all.
+    pub flood_for: Duration,
+    /// The install cycle alone.
+    pub lone: Duration,
+    /// The install cycle beside the flood.
+    pub flooded: Duration,
+    /// Probes of the servers from a well-behaved client's port during the flood.
+    pub during: Vec<ProbeAnswers>,
+    /// The probe after the flood.
+    pub after: ProbeAnswers,
+    /// The switch's drops per port and reason.
+    pub drops: Vec<(crate::net::switch::PortId, crate::net::segment::DropReason, u64)>,
+    /// Events in all.
+    pub events: usize,
+    /// Events memory held at the end.
+    pub events_held: usize,
+    /// The harness process's resident memory (VmRSS, KiB): when the flood began, its peak,
+    /// when the flood ended.
+    pub rss_kib: (u64, u64, u64),
+    /// Writing the report and stopping the lab after the flood.
+    pub stop: Duration,
+    /// `report.json` and `report.html`, bytes.
+    pub report_bytes: (u64, u64),
+}
+
+/// The goal: an install beside the flood within this many times its lone time.
+pub const HOSTILE_GOAL: f64 = 2.0;
+/// The goal: the lab stops within this after any flood.
+pub const STOP_GOAL: Duration = Duration::from_secs(2);
+
+impl HostileBench {
+    /// What `pxelab bench hostile` prints.
+    pub fn report(&self) -> String {
+        let secs = |d: Duration| d.as_secs_f64();
+        let ratio = secs(self.flooded) / secs(self.lone);
+        let answered = self.during.iter().filter(|p| p.complete()).count();
+        let slowest = |pick: fn(&ProbeAnswers) -> Option<Duration>| {
+            self.during.iter().filter_map(pick).max().map_or("none".to_owned(), |d| format!("{:.1} ms", secs(d) * 1000.0))
+        };
+        let mut out = format!(
+            "flood: {} frames/s for {:.0} s (about {} frames), the seeded mix of net::flood
+             install alone: {:.1} s
+install beside the flood: {:.1} s
+flooded / alone: {:.2} (goal ≤ {HOSTILE_GOAL:.1})
+             probes during the flood answered: {answered}/{} (slowest DHCP offer {}, TFTP reply {}, TCP SYN-ACK {})
+             probe after the flood: {}
+             events: {} in all, {} held in memory
+             memory (VmRSS): {:.1} MiB at the flood's start, peak {:.1} MiB, {:.1} MiB at its end
+             stop after the flood (report + lab): {:.2} s (goal < {:.0} s)
+             report: report.json {} KiB, report.html {} KiB
+             switch drops:",
+            self.rate,
+            secs(self.flood_for),
+            (f64::from(self.rate) * secs(self.flood_for)).round() as u64,
+            secs(self.lone),
+            secs(self.flooded),
+            ratio,
+            self.during.len(),
+            slowest(|p| p.dhcp_offer),
+            slowest(|p| p.tftp_reply),
+            slowest(|p| p.tcp_syn_ack),
+            self.after,
+            self.events,
+            self.events_held,
+            self.rss_kib.0 as f64 / 1024.0,
+            self.rss_kib.1 as f64 / 1024.0,
+            self.rss_kib.2 as f64 / 1024.0,
+            secs(self.stop),
+            secs(STOP_GOAL),
+            self.report_bytes.0 / 1024,
+            self.report_bytes.1 / 1024,
+        );
+        for (port, reason, n) in &self.drops {
+            out += &format!(" port {port} {reason:?} {n};");
+        }
+        out.trim_end_matches(';').to_owned()
+    }
+}
+
+/// The harness process's resident memory, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())))
+        .unwrap_or(0)
+}
+
+/// An install alone, then one beside a neighbour flooding at `rate` frames a second for
+/// `flood_for` in all (past the install's end if it is shorter), probing the servers from a
+/// well-behaved client's port every 15 s of it and once after it; then the report is written
+/// and the lab stopped, timed.
+pub async fn hostile(rate: u32, flood_for: Duration, seed: u64) -> Result<HostileBench, BenchError> {
+    let options = crate::jobs::InstallOptions::default();
+    let total = |report: &crate::jobs::InstallReport| cycle_of(report).iter().map(|(_, d)| *d).sum::<Duration>();
+    let lone = {
+        let mut lab = lab("hostile-alone")?;
+        let (report, vm) = crate::jobs::install(&mut lab, &options).await?;
+        drop(vm);
+        total(&report)
+    };
+    let mut lab = lab("hostile-flood")?;
+    let flooded_options = crate::jobs::InstallOptions { faults: crate::jobs::InstallFaults { seed, flood: Some(rate), ..Default::default() }, ..options };
+    let rss_start = rss_kib();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss_start));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let begun = Instant::now();
+    let (report, vm) = crate::jobs::install(&mut lab, &flooded_options).await?;
+    let flooded = total(&report);
+    let mac = crate::jobs::INSTALL_CLIENT.0;
+    // The rest of the flood, past the install, with probes.
+    let flood = lab.network().start_flood(seed + 1, rate, mac);
+    let mut during = Vec::new();
+    while begun.elapsed() < flood_for {
+        during.push(lab.network().probe(Duration::from_secs(10)).await);
+        tokio::time::sleep(Duration::from_secs(15).min(flood_for.saturating_sub(begun.elapsed()))).await;
+    }
+    drop(flood);
+    let flood_for = begun.elapsed();
+    let rss_end = rss_kib();
+    sampler.abort();
+    let after = lab.network().probe(Duration::from_secs(10)).await;
+    let drops = report.facts.switch_drops.clone();
+    let (events, events_held) = (lab.network().events().count(), lab.network().events().all().len());
+    drop(vm);
+    let dir = lab.dir().to_owned();
+    let stopping = Instant::now();
+    lab.write_report()?;
+    drop(lab);
+    let stop = stopping.elapsed();
+    let size = |f: &str| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
+    Ok(HostileBench {
+        rate,
+        flood_for,
+        lone,
+        flooded,
+        during,
+        after,
+        drops,
+        events,
+        events_held,
+        rss_kib: (rss_start, peak.load(std::sync::atomic::Ordering::Relaxed).max(rss_end), rss_end),
+        stop,
+        report_bytes: (size("report.json"), size("report.html")),
+    })
 }
 
 /// An install's stages and durations, the ones that prepare it left out ([`NOT_THE_CYCLE`]).

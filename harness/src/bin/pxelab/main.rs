@@ -150,6 +150,20 @@ pub(crate) enum Bench {
         #[arg(long, default_value_t = 256)]
         size_mib: usize,
     },
+    /// An install beside a neighbour flooding the lab network, against a lone install, in one
+    /// run: the ratio, probes of the servers during and after the flood, the switch's drops,
+    /// memory, and the time to stop the lab after it.
+    Hostile {
+        /// The flood's frames a second.
+        #[arg(long, default_value_t = 1900)]
+        rate: u32,
+        /// How long the flood runs in all, in seconds (past the install's end if longer).
+        #[arg(long, default_value_t = 240)]
+        secs: u64,
+        /// The flood's seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {

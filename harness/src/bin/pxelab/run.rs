@@ -126,6 +126,7 @@ pub async fn bench(what: Bench) -> ExitCode {
         Bench::Nfs { .. } => "nfs",
         Bench::Install { .. } => "install",
         Bench::Floor => "floor",
+        Bench::Hostile { .. } => "hostile",
     };
     let result = async {
         let (report, artifacts) = match what {
@@ -141,6 +142,10 @@ pub async fn bench(what: Bench) -> ExitCode {
                 let mut lab = pxelab::jobs::bench::lab(name)?;
                 let bench = pxelab::jobs::bench::floor(&mut lab, &InstallOptions::default()).await?;
                 (bench.report(), lab.dir().display().to_string())
+            }
+            Bench::Hostile { rate, secs, seed } => {
+                let bench = pxelab::jobs::bench::hostile(rate, std::time::Duration::from_secs(secs), seed).await?;
+                (bench.report(), "bench-hostile-alone and bench-hostile-flood beside the other runs".to_owned())
             }
             Bench::Install { runs, wait_out_boot_menus, cold_firmware } => {
                 let options = InstallOptions { wait_out_boot_menus, cold_firmware, ..InstallOptions::default() };
