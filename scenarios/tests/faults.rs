@@ -16,7 +16,7 @@ async fn install_with(test: &str, faults: InstallFaults) -> Lab {
     let options = InstallOptions { faults, ..InstallOptions::default() };
     let (report, _vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     println!("{}", report.stages.table());
-    assert_eq!(report.facts.dhcp_after_reboot, 0, "the installed disk booted");
+    assert_eq!(report.facts.network_boot_after_reboot, 0, "the installed disk booted");
     lab
 }
 

@@ -27,7 +27,7 @@ async fn a_declared_client_installs_beside_a_flooding_neighbour() {
     let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     println!("{}\ninstalled beside the flood in {:.1?}", report.stages.table(), started.elapsed());
     let (mac, ip, hostname) = INSTALL_CLIENT;
-    assert_eq!(report.facts.dhcp_after_reboot, 0, "the disk booted, not the network");
+    assert_eq!(report.facts.network_boot_after_reboot, 0, "the disk booted, not the network");
     assert_eq!(vm.succeed("hostname").await.unwrap(), hostname);
 
     let events = lab.network().events().all();

@@ -28,9 +28,9 @@ async fn pxe_install_then_boot_from_disk() {
     let install = jobs::INSTALL_DEFAULT.install(&mut lab, InstallOptions::default(), None).await;
     let (report, vm) = install.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     println!("{}", report.stages.table());
-    let (_, _, hostname) = INSTALL_CLIENT;
+    let (mac, _, hostname) = INSTALL_CLIENT;
 
-    assert_eq!(report.facts.dhcp_after_reboot, 0, "the disk booted, not the network");
+    assert_eq!(report.facts.network_boot_after_reboot, 0, "the disk booted, not the network");
     let entries = vm.var_store().boot_entries().unwrap();
     let first = entries.first().expect("a BootOrder");
     assert_eq!(first.description, "NixOS (pxelab fixture)");
@@ -59,7 +59,7 @@ async fn pxe_install_then_boot_from_disk() {
     // A power cycle keeps the disk and the NVRAM: the firmware boots the installed entry again
     // (a fresh NVRAM would find no loader on the disk's fallback path and PXE-boot).
     vm.succeed("umount /mnt; echo kept > /root/written-before; sync").await.unwrap();
-    let pxe_before = lab.network().events().count();
+    let pxe_before = lab.network().network_boot_requests(mac);
     let vm = lab.restart(vm).await.unwrap();
     let booted = vm.wait_for_console_text(r#"BdsDxe: starting Boot[0-9A-F]{4} "([^"]*)""#, Duration::from_secs(120)).await.unwrap();
     assert_eq!(booted.groups[0].as_deref(), Some("NixOS (pxelab fixture)"));
@@ -70,7 +70,7 @@ async fn pxe_install_then_boot_from_disk() {
     vm.send_line(&login.password).await.unwrap();
     vm.wait_for_console_text(&login.shell_prompt, Duration::from_secs(60)).await.unwrap();
     assert_eq!(vm.succeed("cat /root/written-before").await.unwrap(), "kept");
-    assert_eq!(lab.network().events().count(), pxe_before, "no DHCP or TFTP: the disk booted");
+    assert_eq!(lab.network().network_boot_requests(mac), pxe_before, "no network boot: the disk booted");
 }
 
 /// Per-host files override the generic config (most specific wins), whatever the image's
@@ -147,7 +147,7 @@ async fn prebuilt_artifacts_from_a_directory_install() {
 
     let options = InstallOptions { provider: Provider::Dir(user), ..InstallOptions::default() };
     let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
-    assert_eq!(report.facts.dhcp_after_reboot, 0);
+    assert_eq!(report.facts.network_boot_after_reboot, 0, "the disk booted");
     assert_eq!(vm.succeed("cat /etc/pxelab-version").await.unwrap(), IMAGE_VERSION);
 }
 
@@ -157,7 +157,7 @@ async fn e1000_client_installs() {
     let options = InstallOptions { hardware: Hardware { nic: Some(NicModel::E1000), ..Hardware::default() }, ..InstallOptions::default() };
     let mut lab = Lab::new("e1000_client_installs").unwrap();
     let (report, _vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
-    assert_eq!(report.facts.dhcp_after_reboot, 0);
+    assert_eq!(report.facts.network_boot_after_reboot, 0, "the disk booted");
     let cmdline = std::fs::read_to_string(lab.dir().join("client/qemu.cmdline")).unwrap();
     assert!(cmdline.contains("-device e1000,netdev=net0"), "{cmdline}");
     // The firmware's DHCP came through iPXE (OVMF has no e1000 driver), Linux's through the

@@ -49,5 +49,5 @@ async fn artifacts_built_by_nix_build_install() {
     let options = InstallOptions { provider: Provider::Nix { installer: installer_file, image: image_file }, ..InstallOptions::default() };
     let (report, _vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     println!("{}", report.stages.table());
-    assert_eq!(report.facts.dhcp_after_reboot, 0);
+    assert_eq!(report.facts.network_boot_after_reboot, 0, "the disk booted");
 }

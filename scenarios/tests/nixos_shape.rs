@@ -103,7 +103,7 @@ async fn nixos_shape_installs_through_upstreams_path_to_a_systemd_login() {
     assert!(first.path.to_lowercase().ends_with(r"\efi\systemd\systemd-bootx64.efi"), "{entries:?}");
     assert!(facts.firmware_booted.contains("Linux Boot Manager"), "{facts:?}");
     assert_eq!((facts.hostname.as_str(), facts.image_version.as_str()), (hostname, VERSION));
-    assert_eq!((facts.network_boot_after_reboot, facts.dhcp_after_reboot), (0, 0));
+    assert_eq!(facts.network_boot_after_reboot, 0, "the disk booted (its own DHCP may follow: upstream's has networking.useDHCP)");
     assert!(vm.succeed("cat /proc/cmdline").await.unwrap().contains("root=PARTUUID="));
     assert_eq!(vm.succeed("bootctl is-installed").await.unwrap(), "yes");
 }

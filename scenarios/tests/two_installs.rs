@@ -36,7 +36,7 @@ async fn two_clients_install_at_once_each_by_its_own_config() {
     for ((report, vm), (name, hostname, root, config)) in reports.iter().zip(expected) {
         assert_eq!(report.facts.hostname, hostname, "{name}");
         assert_eq!(report.facts.root_fs, root, "{name}");
-        assert_eq!(report.facts.dhcp_after_reboot, 0, "{name}");
+        assert_eq!(report.facts.network_boot_after_reboot, 0, "{name}");
         let console = std::fs::read_to_string(lab.dir().join(name).join("console.log")).unwrap();
         assert!(console.contains(&format!("Trying /installer/{config}...loading")), "{name} read {config}");
         assert_eq!(vm.succeed("findfs LABEL=nixos").await.unwrap(), root, "{name}");

@@ -395,16 +395,16 @@ impl HostileBench {
             self.during.iter().filter_map(pick).max().map_or("none".to_owned(), |d| format!("{:.1} ms", secs(d) * 1000.0))
         };
         let mut out = format!(
-            "flood: {} frames/s for {:.0} s (about {} frames), the seeded mix of net::flood
-             install alone: {:.1} s
-install beside the flood: {:.1} s
-flooded / alone: {:.2} (goal ≤ {HOSTILE_GOAL:.1})
-             probes during the flood answered: {answered}/{} (slowest DHCP offer {}, TFTP reply {}, TCP SYN-ACK {})
-             probe after the flood: {}
-             events: {} in all, {} held in memory
-             memory (VmRSS): {:.1} MiB at the flood's start, peak {:.1} MiB, {:.1} MiB at its end
-             stop after the flood (report + lab): {:.2} s (goal < {:.0} s)
-             report: report.json {} KiB, report.html {} KiB
+            "flood: {} frames/s for {:.0} s (about {} frames), the seeded mix of net::flood\n\
+             install alone: {:.1} s\n\
+             install beside the flood: {:.1} s\n\
+             flooded / alone: {:.2} (goal ≤ {HOSTILE_GOAL:.1})\n\
+             probes during the flood answered: {answered}/{} (slowest DHCP offer {}, TFTP reply {}, TCP SYN-ACK {})\n\
+             probe after the flood: {}\n\
+             events: {} in all, {} held in memory\n\
+             memory (VmRSS): {:.1} MiB at the flood's start, peak {:.1} MiB, {:.1} MiB at its end\n\
+             stop after the flood (report + lab): {:.2} s (goal < {:.0} s)\n\
+             report: report.json {} KiB, report.html {} KiB\n\
              switch drops:",
             self.rate,
             secs(self.flood_for),
@@ -484,7 +484,14 @@ pub async fn hostile(rate: u32, flood_for: Duration, seed: u64) -> Result<Hostil
     let rss_end = rss_kib();
     sampler.abort();
     let after = lab.network().probe(Duration::from_secs(10)).await;
-    let drops = report.facts.switch_drops.clone();
+    // The switch's latest totals, per port and reason, over both floods.
+    let mut latest = std::collections::BTreeMap::new();
+    for (_, e) in lab.network().events().all() {
+        if let crate::services::ServiceEvent::Segment(crate::net::segment::SegmentEvent::Dropped { port, reason, total }) = e {
+            latest.insert((port, format!("{reason:?}")), (reason, total));
+        }
+    }
+    let drops = latest.into_iter().map(|((port, _), (reason, total))| (port, reason, total)).collect();
     let (events, events_held) = (lab.network().events().count(), lab.network().events().all().len());
     drop(vm);
     let dir = lab.dir().to_owned();

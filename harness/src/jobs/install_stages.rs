@@ -9,7 +9,7 @@ use pxelab_fixtures::InstallerStep;
 
 use crate::artifacts::ArtifactSet;
 use crate::console::{banner, ConsoleError};
-use crate::lab::{addresses_of, from_port, lease_for, EventWaitError, Lab, Logged, Server, StageError, Stages};
+use crate::lab::{from_port, lease_for, EventWaitError, Lab, Logged, Server, StageError, Stages};
 use crate::services::ServiceEvent;
 use crate::vm::{FirmwareStart, NicModel, Vm};
 
@@ -79,7 +79,7 @@ impl<'a> Install<'a> {
         for step in InstallerStep::ALL {
             self.installer_step(vm, stages, step).await?;
         }
-        let before = Counts { dhcp: dhcp_events(self.lab, self.mac), network_boot: network_boot_events(self.lab, self.mac) };
+        let before = Counts { dhcp: dhcp_events(self.lab, self.mac), network_boot: self.lab.network().network_boot_requests(self.mac) };
         let booted = stages.run(Stage::FirmwareDisk, vm.firmware_console().wait_for_console_text(DISK_BOOT, self.budget(Stage::FirmwareDisk))).await?;
         self.login(vm, stages).await?;
         let commands_on = stages.run(Stage::CommandChannel, self.command_channel(vm)).await?;
@@ -96,7 +96,7 @@ impl<'a> Install<'a> {
             label_nixos: String::new(),
             firmware_booted: format!("{} {}", group(0), group(1)),
             first_boot_entry: String::new(),
-            network_boot_after_reboot: network_boot_events(self.lab, self.mac) - before.network_boot,
+            network_boot_after_reboot: self.lab.network().network_boot_requests(self.mac) - before.network_boot,
             dhcp_after_reboot: dhcp_events(self.lab, self.mac) - before.dhcp,
             switch_drops: switch_drops(self.lab),
         };
@@ -424,22 +424,6 @@ fn leased_after(lab: &Lab, mac: Mac, after: usize) -> bool {
 fn dhcp_events(lab: &Lab, mac: Mac) -> usize {
     let port = lab.network().port_of(mac);
     lab.network().events().all().iter().filter(|(_, e)| from_port(e, port) && matches!(e, ServiceEvent::Dhcp(d) if d.mac == mac)).count()
-}
-
-/// How many network boot requests `mac` has made so far: firmware DHCP (client architecture
-/// or a `PXEClient` vendor class) and TFTP transfers from its addresses.
-fn network_boot_events(lab: &Lab, mac: Mac) -> usize {
-    let port = lab.network().port_of(mac);
-    let events: Vec<_> = lab.network().events().all().into_iter().filter(|(_, e)| from_port(e, port)).collect();
-    let ips = addresses_of(&events, mac);
-    events
-        .iter()
-        .filter(|(_, e)| match e {
-            ServiceEvent::Dhcp(d) => d.mac == mac && (d.arch.is_some() || d.vendor_class.as_deref().is_some_and(|c| c.starts_with("PXEClient"))),
-            ServiceEvent::Tftp(t) => ips.contains(&t.client),
-            _ => false,
-        })
-        .count()
 }
 
 #[cfg(test)]

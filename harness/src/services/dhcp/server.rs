@@ -14,6 +14,10 @@ use super::{ConfigError, DhcpConfig};
 pub const BOOTP_MIN_LEN: usize = 300;
 /// How long an offer holds an address for a client that has not requested it yet.
 const OFFER_HOLD: Duration = Duration::from_secs(60);
+/// Most pool addresses the clients on one switch port hold (offered or bound): a neighbour
+/// inventing MACs (a DHCP starvation attack) takes this many, not the pool. Declared clients
+/// have addresses of their own and do not count.
+pub const POOL_PER_PORT: usize = 8;
 /// How long a declined address stays out of the pool (another host may be using it); then
 /// it is offered again, so that declines, forged or not, cannot drain the pool for good.
 pub const DECLINE_QUARANTINE: Duration = Duration::from_secs(300);
@@ -68,6 +72,8 @@ pub struct Lease {
     pub ip: Ipv4Addr,
     pub bound: bool,
     pub expires: Duration,
+    /// The switch port the client asked from, when known.
+    pub port: Option<usize>,
 }
 
 /// The DHCP server: configuration plus the lease table.
@@ -77,6 +83,8 @@ pub struct DhcpServer {
     leases: HashMap<Mac, Lease>,
     /// Declined addresses and until when they stay out of the pool.
     declined: HashMap<Ipv4Addr, Duration>,
+    /// The switch port of the message being handled.
+    arrival: Option<usize>,
 }
 
 /// Why a request got no reply (logged, never fatal).
@@ -97,6 +105,8 @@ pub enum Ignored {
     OtherServer,
     #[error("address pool exhausted")]
     PoolExhausted,
+    #[error("the clients on switch port {port} hold {held} pool addresses, their most")]
+    PortFull { port: usize, held: usize },
     #[error("message type {0:?} needs no reply")]
     NoReply(MessageType),
 }
@@ -105,7 +115,7 @@ impl DhcpServer {
     /// A server for `config`, once [`DhcpConfig::check`] accepts it.
     pub fn new(config: DhcpConfig) -> Result<Self, ConfigError> {
         config.check()?;
-        Ok(DhcpServer { config, leases: HashMap::new(), declined: HashMap::new() })
+        Ok(DhcpServer { config, leases: HashMap::new(), declined: HashMap::new(), arrival: None })
     }
 
     pub fn config(&self) -> &DhcpConfig {
@@ -122,11 +132,19 @@ impl DhcpServer {
     /// agents): with the switch's port security, that is from the port where a declared
     /// client's MAC lives, so no neighbour requests, declines or releases another client's
     /// address, or has the server send it answers it did not ask for.
-    pub fn handle_from(&mut self, now: Duration, sender: Mac, payload: &[u8]) -> Result<(Option<Reply>, DhcpEvent), Ignored> {
+    ///
+    /// `port` is the switch port the frame came in on: the clients of one port hold at most
+    /// [`POOL_PER_PORT`] pool addresses.
+    pub fn handle_from(&mut self, now: Duration, sender: Mac, port: Option<usize>, payload: &[u8]) -> Result<(Option<Reply>, DhcpEvent), Ignored> {
         let forged = |m: &Message| m.htype() == HType::Eth && m.hlen() == 6 && m.chaddr().get(..6) != Some(&sender.0[..]);
         match decode(payload) {
             Ok(message) if forged(&message) => Err(Ignored::OtherSender { sender }),
-            _ => self.handle(now, payload),
+            _ => {
+                self.arrival = port;
+                let handled = self.handle(now, payload);
+                self.arrival = None;
+                handled
+            }
         }
     }
 
@@ -187,7 +205,7 @@ impl DhcpServer {
             }
             Some(MessageType::Discover) => {
                 let ip = self.allocate(&mac, requested)?;
-                self.leases.insert(mac, Lease { ip, bound: false, expires: now + OFFER_HOLD });
+                self.leases.insert(mac, Lease { ip, bound: false, expires: now + OFFER_HOLD, port: self.arrival });
                 (DhcpEventKind::Offer, ip)
             }
             Some(MessageType::Request) => {
@@ -238,7 +256,7 @@ impl DhcpServer {
 
     fn bind(&mut self, mac: Mac, ip: Ipv4Addr, now: Duration) {
         let expires = now + Duration::from_secs(self.config.lease_secs.into());
-        self.leases.insert(mac, Lease { ip, bound: true, expires });
+        self.leases.insert(mac, Lease { ip, bound: true, expires, port: self.arrival });
     }
 
     /// The address for `mac`: its declaration, its current lease, the address it asks for if
@@ -249,6 +267,13 @@ impl DhcpServer {
         }
         if let Some(lease) = self.leases.get(mac) {
             return Ok(lease.ip);
+        }
+        if let Some(port) = self.arrival {
+            let declared = |ip: Ipv4Addr| self.config.hosts.iter().any(|h| h.ip == ip);
+            let held = self.leases.values().filter(|l| l.port == Some(port) && !declared(l.ip)).count();
+            if held >= POOL_PER_PORT {
+                return Err(Ignored::PortFull { port, held });
+            }
         }
         let (first, last) = (u32::from(self.config.pool.0), u32::from(self.config.pool.1));
         let free = |ip: Ipv4Addr| {
@@ -665,14 +690,40 @@ mod test {
         let (victim, neighbour) = (Mac([2, 0, 0, 0, 0, 0x41]), Mac([2, 0, 0, 0, 0, 0x42]));
         let (_, lease) = reply(&mut server, 0, &request(victim, Some(MessageType::Discover), vec![], false));
         let decline = request(victim, Some(MessageType::Decline), vec![DhcpOption::RequestedIpAddress(lease.ip)], false);
-        assert_eq!(server.handle_from(Duration::from_secs(1), neighbour, &decline).unwrap_err(), Ignored::OtherSender { sender: neighbour });
+        assert_eq!(server.handle_from(Duration::from_secs(1), neighbour, None, &decline).unwrap_err(), Ignored::OtherSender { sender: neighbour });
         assert_eq!(server.leases()[&victim].ip, lease.ip, "the victim keeps its offer");
-        let (_, event) = server.handle_from(Duration::from_secs(1), victim, &decline).unwrap();
+        let (_, event) = server.handle_from(Duration::from_secs(1), victim, None, &decline).unwrap();
         assert_eq!(event.kind, DhcpEventKind::Decline, "its own decline counts");
         let discover = request(neighbour, Some(MessageType::Discover), vec![], false);
-        assert!(server.handle_from(Duration::from_secs(2), neighbour, &discover).is_ok(), "its own messages count");
+        assert!(server.handle_from(Duration::from_secs(2), neighbour, None, &discover).is_ok(), "its own messages count");
         let forged = request(victim, Some(MessageType::Request), vec![DhcpOption::RequestedIpAddress(lease.ip)], false);
-        assert_eq!(server.handle_from(Duration::from_secs(2), neighbour, &forged).unwrap_err(), Ignored::OtherSender { sender: neighbour }, "nor a REQUEST for another's MAC");
+        assert_eq!(server.handle_from(Duration::from_secs(2), neighbour, None, &forged).unwrap_err(), Ignored::OtherSender { sender: neighbour }, "nor a REQUEST for another's MAC");
+    }
+
+    /// A neighbour inventing MACs on one port (DHCP starvation: 240 s of a flood's DISCOVERs
+    /// held the whole pool, and a well-behaved client on another port got no offer) holds at
+    /// most its port's share; another port's client still gets an address, and a declared
+    /// client its own. A port's share frees as its offers expire.
+    #[test]
+    fn one_port_inventing_macs_holds_its_share_of_the_pool_only() {
+        let mut server = DhcpServer::new(config()).unwrap();
+        let mut offered = 0;
+        for i in 0..200u8 {
+            let mac = Mac([2, 0x66, 0, 0, 1, i]);
+            match server.handle_from(Duration::from_secs(1), mac, Some(3), &request(mac, Some(MessageType::Discover), vec![], false)) {
+                Ok(_) => offered += 1,
+                Err(e) => assert_eq!(e, Ignored::PortFull { port: 3, held: POOL_PER_PORT }),
+            }
+        }
+        assert_eq!(offered, POOL_PER_PORT);
+        let other = Mac([2, 0, 0, 0, 0, 0x77]);
+        assert!(server.handle_from(Duration::from_secs(2), other, Some(4), &request(other, Some(MessageType::Discover), vec![], false)).is_ok(), "another port's client");
+        let declared = config().hosts[0].mac;
+        let (_, event) = server.handle_from(Duration::from_secs(2), declared, Some(3), &request(declared, Some(MessageType::Discover), vec![], false)).unwrap();
+        assert_eq!(event.ip, config().hosts[0].ip, "a declared client on a full port");
+        let later = Duration::from_secs(2) + OFFER_HOLD;
+        let mac = Mac([2, 0x66, 0, 0, 2, 0]);
+        assert!(server.handle_from(later, mac, Some(3), &request(mac, Some(MessageType::Discover), vec![], false)).is_ok(), "offers expired");
     }
 
     /// Declines cannot drain the pool for good (a neighbour forged 70 of them, and clients

@@ -28,7 +28,7 @@ pub fn interceptor(
             return Some(Vec::new());
         }
         let mut server = server.lock().expect("dhcp lock");
-        match server.handle_from(started.elapsed(), udp.src_mac, &udp.payload) {
+        match server.handle_from(started.elapsed(), udp.src_mac, Some(from), &udp.payload) {
             Ok((reply, mut event)) => {
                 event.switch_port = Some(from);
                 tracing::info!(
