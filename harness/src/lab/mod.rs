@@ -113,6 +113,11 @@ impl Lab {
         Stages::recording(self.epoch, self.log.clone())
     }
 
+    /// The stages run so far as a table, the failed one marked ([`RunLog::table`]).
+    pub fn stage_table(&self) -> String {
+        self.log.lock().expect("run log lock").table()
+    }
+
     /// Stages of one of several clients, logged as `<client>: <stage>`.
     pub fn stages_for(&self, client: &str) -> Stages {
         self.stages().prefixed(client)
@@ -188,6 +193,7 @@ impl Drop for Lab {
             }
         }
         if std::thread::panicking() {
+            eprintln!("{}", self.stage_table());
             eprintln!("pxelab: {} failed; serial logs, console transcripts and QEMU output are in {}", self.name, self.dir.display());
             eprintln!("report: {}", self.dir.join("report.html").display());
             if let Some(repro) = &self.repro {

@@ -39,6 +39,22 @@ pub struct RunLog {
     pub facts: Vec<(String, String)>,
 }
 
+impl RunLog {
+    /// Every stage run so far, the failed one too: how long each took, when it ended since
+    /// the lab started, and `FAILED` against the one that failed. What a failed run prints
+    /// beside its error.
+    pub fn table(&self) -> String {
+        let width = self.stages.iter().map(|s| s.name.chars().count()).max().unwrap_or(5).max(5);
+        let mut out = format!("{:<width$}  {:>9}  {:>9}", "stage", "took", "at");
+        for stage in &self.stages {
+            let took = stage.end.saturating_sub(stage.start).as_secs_f64();
+            let mark = if stage.error.is_some() { "  FAILED" } else { "" };
+            let _ = write!(out, "\n{:<width$}  {took:>8.2}s  {:>8.2}s{mark}", stage.name, stage.end.as_secs_f64());
+        }
+        out
+    }
+}
+
 impl StageError {
     /// `stage` failed with `cause` before it started any work.
     pub fn before(stage: impl AsRef<str>, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
@@ -145,6 +161,22 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// A failed run's table lists the stages that passed and marks the one that failed.
+    #[test]
+    fn the_run_logs_table_marks_the_failed_stage() {
+        let stage = |name: &str, start: u64, end: u64, error: Option<&str>| StageRecord {
+            name: name.into(),
+            start: Duration::from_millis(start),
+            end: Duration::from_millis(end),
+            error: error.map(str::to_owned),
+        };
+        let log = RunLog { stages: vec![stage("firmware → DHCP", 100, 2_100, None), stage("TFTP: GRUB", 2_100, 9_600, Some("timed out"))], facts: vec![] };
+        assert_eq!(
+            log.table(),
+            "stage                 took         at\nfirmware → DHCP      2.00s      2.10s\nTFTP: GRUB           7.50s      9.60s  FAILED"
+        );
+    }
 
     #[tokio::test]
     async fn failing_stage_is_named_and_table_lists_done_ones() {

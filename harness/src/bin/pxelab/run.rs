@@ -51,7 +51,10 @@ pub async fn run(name: &str, options: InstallOptions, given: Option<Provider>, k
                 println!("{}", crlf(format!("{what}: {value}")));
             }
         }
-        Err(e) => eprintln!("{}", crlf(format!("pxelab: {name} failed: {:#}", anyhow::Error::from(e)))),
+        Err(e) => {
+            eprintln!("{}", crlf(lab.stage_table()));
+            eprintln!("{}", crlf(format!("pxelab: {name} failed: {:#}", anyhow::Error::from(e))));
+        }
     }
     let code = if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS };
     match lab.write_report() {
