@@ -11,4 +11,4 @@ pub use cache::{Cache, CacheError};
 pub use check::{check, ArtifactError};
 pub use provider::{ArtifactSet, Provider, ProviderError};
 pub use prune::{mark_used, CacheEntry, CacheListing};
-pub use system::{InstalledSystem, Login, SystemFileError, SYSTEM_FILE};
+pub use system::{InstalledSystem, Login, SystemFileError, DHCP_HOSTNAME, SYSTEM_FILE, UPSTREAM_HOSTNAME};

@@ -15,7 +15,7 @@ use pxelab_fixtures::{
     Recipe, SerialConsole, ServiceStack,
 };
 
-use super::{Cache, CacheError, InstalledSystem, SystemFileError};
+use super::{Cache, CacheError, InstalledSystem, SystemFileError, DHCP_HOSTNAME};
 
 /// An artifact set, ready to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +113,10 @@ impl Provider {
                 let installer = cache.get_or_build(&NixosShapeInstaller { host: host.clone(), kernel: kernel.clone(), console: *console })?;
                 let image = cache.get_or_build(&NixosShapeImage { host, kernel, services: *services, console: *console })?;
                 let outputs = [installer, image];
-                from_files(cache, &Files::in_outputs(&outputs)?, InstalledSystem::find(&outputs)?)
+                // Upstream's shape, but pxelab's installer, which writes the DHCP host name
+                // into the system's configuration (upstream's leaves `nixos`).
+                let system = InstalledSystem { hostname: DHCP_HOSTNAME.into(), ..InstalledSystem::find(&outputs)? };
+                from_files(cache, &Files::in_outputs(&outputs)?, system)
             }
             Provider::Dir(dir) => from_files(cache, &Files::in_dir(dir)?, InstalledSystem::find(std::slice::from_ref(dir))?),
             Provider::Nix { installer, image } => {

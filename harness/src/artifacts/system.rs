@@ -11,6 +11,7 @@
 //! ready_command = "systemctl is-system-running --wait"
 //! diagnose_command = "systemctl --failed …"  # its output is quoted when the ready command fails
 //! backdoor = false  # a root shell on the command port; left out: looked for for 2 s after login
+//! hostname = "nixos" # what the installed system calls itself; "dhcp": the lab's DHCP host name
 //!
 //! [login]
 //! prompt = '(?m)^(\S+ )?login: $'  # regexes, matched on the ANSI-stripped console
@@ -60,6 +61,26 @@ pub struct InstalledSystem {
     /// for it and fails without it; `false`, commands go to the console's login shell at
     /// once; `None`, the harness looks for one for 2 s.
     pub backdoor: Option<bool>,
+    /// What the installed system calls itself: a name ([`UPSTREAM_HOSTNAME`], upstream's
+    /// default image's `networking.hostName`, when left out), or [`DHCP_HOSTNAME`] for the
+    /// host name the lab's DHCP server gives the client (an installer that writes it into the
+    /// system's configuration, as pxelab's fixtures do).
+    pub hostname: String,
+}
+
+/// Upstream's default image calls itself this.
+pub const UPSTREAM_HOSTNAME: &str = "nixos";
+/// `hostname = "dhcp"`: the system takes the lab's DHCP host name.
+pub const DHCP_HOSTNAME: &str = "dhcp";
+
+impl InstalledSystem {
+    /// The name the installed system must have, for a client whose DHCP host name is `dhcp`.
+    pub fn expected_hostname<'a>(&'a self, dhcp: Option<&'a str>) -> Option<&'a str> {
+        match self.hostname.as_str() {
+            DHCP_HOSTNAME => dhcp,
+            name => Some(name),
+        }
+    }
 }
 
 /// How to log in on the serial console.
@@ -85,6 +106,7 @@ impl Default for InstalledSystem {
             ready_command: "systemctl is-system-running --wait".into(),
             diagnose_command: FAILED_UNITS.into(),
             backdoor: None,
+            hostname: UPSTREAM_HOSTNAME.into(),
         }
     }
 }
@@ -160,6 +182,21 @@ mod test {
         assert_eq!(system.backdoor, None, "looked for unless the file says");
         std::fs::write(dir.path().join(SYSTEM_FILE), "backdoor = false\n").unwrap();
         assert_eq!(InstalledSystem::find(&[dir.path().to_owned()]).unwrap().backdoor, Some(false));
+    }
+
+    /// Upstream's system calls itself `nixos` whatever the lab's DHCP says (a check that took
+    /// the DHCP host name failed an upstream-built install); `dhcp` takes the DHCP name.
+    #[test]
+    fn the_installed_systems_name_comes_from_the_artifact_set() {
+        let upstream = InstalledSystem::default();
+        assert_eq!(upstream.expected_hostname(Some("nixos-pxe-1")), Some("nixos"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SYSTEM_FILE), "hostname = \"dhcp\"\n").unwrap();
+        let fixture = InstalledSystem::find(&[dir.path().to_owned()]).unwrap();
+        assert_eq!(fixture.expected_hostname(Some("nixos-pxe-1")), Some("nixos-pxe-1"));
+        assert_eq!(fixture.expected_hostname(None), None, "no DHCP host name, nothing to check");
+        std::fs::write(dir.path().join(SYSTEM_FILE), "hostname = \"rack1-node4\"\n").unwrap();
+        assert_eq!(InstalledSystem::find(&[dir.path().to_owned()]).unwrap().expected_hostname(Some("x")), Some("rack1-node4"));
     }
 
     #[test]

@@ -349,6 +349,18 @@ impl<'a> Install<'a> {
         let label_nixos = vm.succeed("findfs LABEL=nixos").await?;
         let image_version = vm.succeed(&self.artifacts.system.version_command).await?;
         let hostname = vm.succeed("hostname").await?;
+        let declared = self.lab.network().dhcp_config().hosts.iter().find(|h| h.mac == self.mac).and_then(|h| h.hostname.clone());
+        let system = &self.artifacts.system;
+        if let Some(expected) = system.expected_hostname(declared.as_deref()).filter(|e| *e != hostname) {
+            let rule = match system.hostname.as_str() {
+                crate::artifacts::DHCP_HOSTNAME => "`hostname = \"dhcp\"`: the lab's DHCP host name".to_owned(),
+                name => format!("`hostname = \"{name}\"`{}", if name == crate::artifacts::UPSTREAM_HOSTNAME { " (upstream's default image's, when pxelab.toml says none)" } else { "" }),
+            };
+            return Err(SystemError::Check(format!(
+                "the installed system calls itself {hostname:?} where its artifact set expects {expected:?} ({rule}); \
+                 say in pxelab.toml what the system's name should be"
+            )));
+        }
         let modes = vm.succeed("stat -c %a / /tmp").await?.split_whitespace().collect::<Vec<_>>().join(" ");
         if modes != "755 1777" {
             return Err(SystemError::Check(format!(
