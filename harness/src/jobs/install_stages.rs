@@ -335,7 +335,23 @@ impl<'a> Install<'a> {
             (0, output) => Ok(output),
             (status, output) => {
                 let (_, diagnosis) = vm.execute(&system.diagnose_command).await?;
-                Err(SystemError::Check(format!("{:?} exited {status}: {output}\n{}", system.ready_command, banner("diagnosis", &diagnosis))))
+                let mut text = format!("{:?} exited {status}: {output}\n{}", system.ready_command, banner("diagnosis", &diagnosis));
+                // A unit that failed before journald ran has an empty journal: its cause is on
+                // the console, and in the boot's journal around its program's lines.
+                let console = std::fs::read_to_string(vm.dir().join("console.log")).unwrap_or_default();
+                for unit in crate::diagnose::units::failed_units(&diagnosis) {
+                    let description = crate::diagnose::units::description(&unit, &diagnosis);
+                    let lines = crate::diagnose::units::console_lines_about(&unit, description.as_deref(), &console);
+                    if !lines.is_empty() {
+                        text += &format!("\n{}", banner(&format!("console lines about {unit}"), &lines.join("\n")));
+                    }
+                    if let Ok((_, around)) = vm.execute(&crate::diagnose::units::journal_around(&unit)).await {
+                        if !around.trim().is_empty() {
+                            text += &format!("\n{}", banner(&format!("the boot's journal around {unit}"), &around));
+                        }
+                    }
+                }
+                Err(SystemError::Check(text))
             }
         }
     }

@@ -4,6 +4,8 @@
 
 use regex::Regex;
 
+pub mod units;
+
 /// A failure with the known causes found for it.
 #[derive(Debug, thiserror::Error)]
 #[error("{source}\n{}", crate::console::banner("known causes", &causes.join("\n")))]
@@ -16,7 +18,7 @@ pub struct Diagnosed {
 /// `error` with the known causes `console` shows, if any (else `error` as it is). `config`
 /// reads an installer file (`config`, `config-<mac>`, …) as the client sees it.
 pub fn diagnose(error: Box<dyn std::error::Error + Send + Sync>, console: &str, config: impl Fn(&str) -> Option<String>) -> Box<dyn std::error::Error + Send + Sync> {
-    let causes: Vec<String> = [partition_separator(console), config_precedence(console, &config)].into_iter().flatten().collect();
+    let causes: Vec<String> = [partition_separator(console), config_precedence(console, &config), address_lost_to_stderr(console)].into_iter().flatten().collect();
     match causes.is_empty() {
         true => error,
         false => Box::new(Diagnosed { causes, source: error }),
@@ -34,6 +36,21 @@ fn partition_separator(console: &str) -> Option<String> {
             "the installer looked for partition {disk}{n}, but the partitions of {disk} are named {disk}p{n}: set \
              partitionSeparator=p in the install config (the protocol's rule for NVMe and MMC disks)"
         )
+    })
+}
+
+/// Upstream's installer reads its address with `eval "$(dhcpcd … -c hook …)"`, from the hook's
+/// stdout; dhcpcd 9 and later send a hook's output to stderr, so `$ipv4Address` is empty and
+/// the installer asks for `/installer/config-` instead of `config-<address>`: a per-address
+/// config is silently ignored. Seen as a `Trying /installer/config-...` with no address.
+pub fn address_lost_to_stderr(console: &str) -> Option<String> {
+    let empty = Regex::new(r"Trying /installer/config-\.\.\.").expect("valid pattern");
+    empty.is_match(console).then(|| {
+        "the installer asked for /installer/config- with no address: its `eval \"$(dhcpcd … -c hook …)\"` reads the \
+         hook's stdout, but dhcpcd 9 and later send a hook's output to stderr, so $ipv4Address stayed empty and a \
+         config-<address> file is never read (upstream's bug with current nixpkgs; redirect the hook's output, e.g. \
+         `-c hook 2>&1`, or take the address from `ip -4 addr`)"
+            .to_owned()
     })
 }
 
@@ -72,6 +89,18 @@ mod test {
         let cause = partition_separator(console).unwrap();
         assert!(cause.contains("partitions of /dev/nvme0n1 are named /dev/nvme0n1p2"), "{cause}");
         assert_eq!(partition_separator("mkfs.ext4 /dev/vda2 done\n/dev/vda2 not found\n"), None, "vda's partitions take no separator");
+    }
+
+    /// Upstream's installer with dhcpcd 9: the address is lost to stderr, and the per-address
+    /// config is asked for with no address.
+    #[test]
+    fn an_address_lost_to_dhcpcds_stderr_is_named() {
+        let broken = "Trying /installer/config-52:54:00:1a:5e:01...not present\nTrying /installer/config-...not present\nTrying /installer/config...loading\n";
+        let cause = address_lost_to_stderr(broken).unwrap();
+        assert!(cause.contains("dhcpcd 9 and later send a hook's output to stderr"), "{cause}");
+        let fixed = broken.replace("config-...", "config-192.0.2.10...");
+        assert_eq!(address_lost_to_stderr(&fixed), None);
+        assert_eq!(address_lost_to_stderr("Trying /installer/config...loading\n"), None, "the generic config is not the per-address one");
     }
 
     #[test]
