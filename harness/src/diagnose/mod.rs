@@ -39,6 +39,40 @@ fn partition_separator(console: &str) -> Option<String> {
     })
 }
 
+/// Another DHCP server on the lab network answered the client `mac` (the lab's DHCP service
+/// logs each foreign OFFER and ACK it sees): its address and port, and what the client took
+/// from it. An ACK means the client took the rogue's address and boot file.
+pub fn rogue_dhcp_server(events: &[(std::time::Duration, crate::services::ServiceEvent)], mac: crate::net::Mac) -> Option<String> {
+    use crate::services::dhcp::DhcpEventKind;
+    use crate::services::ServiceEvent;
+    let foreign = |kind: DhcpEventKind| {
+        events.iter().rev().find_map(|(_, e)| match e {
+            ServiceEvent::Dhcp(d) if d.mac == mac && d.kind == kind => Some(d.clone()),
+            _ => None,
+        })
+    };
+    let (event, took) = match (foreign(DhcpEventKind::ForeignAck), foreign(DhcpEventKind::ForeignOffer)) {
+        (Some(ack), _) => (ack, true),
+        (None, Some(offer)) => (offer, false),
+        (None, None) => return None,
+    };
+    let server = event.server.map_or("an unknown address".to_owned(), |s| s.to_string());
+    let port = event.switch_port.map_or(String::new(), |p| format!(" on switch port {p}"));
+    let file = if event.boot_file.is_empty() { "no boot file".to_owned() } else { format!("boot file {}", event.boot_file) };
+    Some(match took {
+        true => format!(
+            "a second DHCP server, {server}{port}, answered {mac} and the client took its offer: address {}, {file}, \
+             from that server and not the lab's; find that server and stop it (a rogue DHCP server on the segment)",
+            event.ip
+        ),
+        false => format!(
+            "a second DHCP server, {server}{port}, offered {mac} address {} and {file}; the client may have taken it \
+             over the lab's offer (a rogue DHCP server on the segment)",
+            event.ip
+        ),
+    })
+}
+
 /// Upstream's installer reads its address with `eval "$(dhcpcd … -c hook …)"`, from the hook's
 /// stdout; dhcpcd 9 and later send a hook's output to stderr, so `$ipv4Address` is empty and
 /// the installer asks for `/installer/config-` instead of `config-<address>`: a per-address
@@ -101,6 +135,35 @@ mod test {
         let fixed = broken.replace("config-...", "config-192.0.2.10...");
         assert_eq!(address_lost_to_stderr(&fixed), None);
         assert_eq!(address_lost_to_stderr("Trying /installer/config...loading\n"), None, "the generic config is not the per-address one");
+    }
+
+    /// The rogue's ACK to the client names the server, its port and what the client took;
+    /// another client's is not this one's cause.
+    #[test]
+    fn a_rogue_dhcp_server_the_client_took_is_named() {
+        use crate::services::dhcp::{DhcpEvent, DhcpEventKind};
+        use crate::services::ServiceEvent;
+        let client = crate::net::Mac([0x52, 0x54, 0, 0x1a, 0x5e, 1]);
+        let foreign = |kind, mac| {
+            let event = DhcpEvent {
+                kind,
+                mac,
+                ip: "192.0.2.200".parse().unwrap(),
+                hostname: None,
+                arch: None,
+                vendor_class: None,
+                boot_file: "rogue/bootx64.efi".into(),
+                switch_port: Some(3),
+                server: Some("192.0.2.66".parse().unwrap()),
+            };
+            (std::time::Duration::ZERO, ServiceEvent::Dhcp(event))
+        };
+        let events = [foreign(DhcpEventKind::ForeignOffer, client), foreign(DhcpEventKind::ForeignAck, client)];
+        let cause = rogue_dhcp_server(&events, client).unwrap();
+        assert!(cause.contains("192.0.2.66 on switch port 3") && cause.contains("took its offer: address 192.0.2.200, boot file rogue/bootx64.efi"), "{cause}");
+        let other = crate::net::Mac([2, 0, 0, 0, 0, 9]);
+        assert_eq!(rogue_dhcp_server(&events, other), None);
+        assert!(rogue_dhcp_server(&events[..1], client).unwrap().contains("may have taken it"));
     }
 
     #[test]

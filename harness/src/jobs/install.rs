@@ -104,6 +104,7 @@ pub(super) async fn configure(lab: &Lab, stages: &mut Stages, installs: &[Instal
         config = config.host(*mac, *ip, hostname);
     }
     config.seed = first.faults.seed;
+    config.rogue_dhcp = first.faults.rogue_dhcp.then(crate::lab::RogueDhcp::default);
     if let Some(configure) = first.configure_lab {
         configure(&mut config);
     }
@@ -174,8 +175,16 @@ async fn network_install(
         Ok(facts) => Ok((InstallReport::new(stages, facts), vm)),
         Err(mut e) => {
             let why = crate::lab::chain(e.source.as_ref());
+            let mut more = Vec::new();
+            // A rogue DHCP server's answer explains any stage that follows it.
+            if let Some(cause) = crate::diagnose::rogue_dhcp_server(&lab.network().events().all(), install.mac()) {
+                more.push(crate::console::banner("known causes", &cause));
+            }
             if !why.contains(crate::console::TAIL_LABEL) {
-                e.source = format!("{why}\n{}", vm.console().tail_block()).into();
+                more.push(vm.console().tail_block());
+            }
+            if !more.is_empty() {
+                e.source = format!("{why}\n{}", more.join("\n")).into();
             }
             Err(e)
         }

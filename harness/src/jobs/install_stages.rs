@@ -64,6 +64,11 @@ impl<'a> Install<'a> {
         Install { lab, artifacts, options, budgets, mac: options.client.mac, nic, after }
     }
 
+    /// The client's MAC.
+    pub(super) fn mac(&self) -> Mac {
+        self.mac
+    }
+
     fn budget(&self, stage: Stage) -> Duration {
         self.budgets.of(stage)
     }
@@ -72,7 +77,7 @@ impl<'a> Install<'a> {
     pub(super) async fn run(&self, vm: &mut Vm, stages: &mut Stages) -> Result<InstallFacts, StageError> {
         // A hostile neighbour for as long as the install runs.
         let _flood = self.options.faults.flood.map(|rate| self.lab.network().start_flood(self.options.faults.seed, rate, self.mac));
-        stages.run(Stage::FirmwareDhcp, self.lab.network().wait_for_dhcp_lease_after(self.mac, self.after, self.budget(Stage::FirmwareDhcp))).await?;
+        stages.run(Stage::FirmwareDhcp, self.firmware_dhcp()).await?;
         stages.run(Stage::TftpGrub, self.tftp_grub(vm)).await?;
         let kernel_started = self.tftp_kernel(vm, stages).await?;
         self.kernel_nfs_root(vm, stages, kernel_started).await?;
@@ -101,6 +106,23 @@ impl<'a> Install<'a> {
             switch_drops: switch_drops(self.lab),
         };
         stages.run(Stage::CheckTheSystem, self.check_the_system(vm, facts)).await
+    }
+
+    /// `firmware → DHCP`: the lab's lease for the client, or at once the ACK of another DHCP
+    /// server on the segment that the client took instead (a rogue server).
+    async fn firmware_dhcp(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let (net, mac, after, budget) = (self.lab.network(), self.mac, self.after, self.budget(Stage::FirmwareDhcp));
+        let rogue = net.events().wait_for("another DHCP server's ACK", budget, |e| match &e.event {
+            ServiceEvent::Dhcp(d) if e.seq >= after && d.mac == mac && d.kind == crate::services::dhcp::DhcpEventKind::ForeignAck => Some(()),
+            _ => None,
+        });
+        tokio::select! {
+            lease = net.wait_for_dhcp_lease_after(mac, after, budget) => lease.map(drop).map_err(Into::into),
+            Ok(()) = rogue => {
+                let cause = crate::diagnose::rogue_dhcp_server(&net.events().all(), mac).unwrap_or_default();
+                Err(format!("the client took another DHCP server's address, not the lab's: {cause}").into())
+            }
+        }
     }
 
     /// `TFTP: GRUB`: the boot loader fetched, or the firmware's PXE saying why it gave up.

@@ -189,6 +189,11 @@ pub struct InstallFaults {
         help = "A hostile neighbour sends this many frames a second during the install: DHCP floods and forged DECLINE/RELEASE, a rogue DHCP server, ARP spoofing, unacknowledged TFTP and traversal requests, TCP SYNs, garbage"
     )]
     pub flood: Option<u32>,
+    /// A second DHCP server on the lab network answers before the lab's, with its own
+    /// address, boot file and root path ([`crate::lab::RogueDhcp`]); the switch's DHCP
+    /// snooping lets it through. The install fails, and the diagnosis names the rogue.
+    #[arg(long, help = "A rogue DHCP server on the lab network answers first, with another boot file and root path (MAAS's first known bad)")]
+    pub rogue_dhcp: bool,
 }
 
 impl InstallFaults {
@@ -313,6 +318,9 @@ impl InstallFaults {
                 words.push(format!("{} {}", flag::<InstallFaults>(id), duration_text(d)));
             }
         }
+        if self.rogue_dhcp {
+            words.push(flag::<InstallFaults>("rogue_dhcp"));
+        }
         if let Some(rate) = self.flood {
             words.push(format!("{} {rate}", flag::<InstallFaults>("flood")));
         }
@@ -407,6 +415,7 @@ mod test {
             link_down_during_kernel: Some(Duration::from_secs(10)),
             nfs_restart_during_unpack: Some(Duration::from_millis(1500)),
             flood: Some(500),
+            rogue_dhcp: true,
         };
         let words = [hardware.args().unwrap(), faults.args()].concat().join(" ");
         let run = parse(&words.split(' ').collect::<Vec<_>>());

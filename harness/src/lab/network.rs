@@ -22,6 +22,7 @@ use crate::net::segment::SegmentEvent;
 use crate::net::switch::PortId;
 use crate::net::Segment;
 use crate::event::Sink;
+use crate::net::wire::UdpFrame;
 use crate::net::Mac;
 use crate::services::dhcp::{DhcpConfig, DhcpEvent, DhcpServer, DhcpService, HostDecl};
 use crate::services::ndp::NdpService;
@@ -45,6 +46,64 @@ pub struct PxeConfig {
     pub nfs: Option<NfsExport>,
     /// Seed of the fault injector's decisions (the same seed makes the same decisions).
     pub seed: u64,
+    /// A rogue DHCP server on the segment, on a port of its own ([`RogueDhcp`]).
+    pub rogue_dhcp: Option<RogueDhcp>,
+}
+
+/// A second DHCP server on the lab network (MAAS's first "known bad"): it answers each
+/// DISCOVER and REQUEST before the lab's server does, with its own address, boot file and
+/// root path, from a port the switch's DHCP snooping lets through for this fault. Nothing
+/// answers at its address, so a client that takes its offer asks it for files in vain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RogueDhcp {
+    pub server: Ipv4Addr,
+    pub mac: Mac,
+    pub pool: (Ipv4Addr, Ipv4Addr),
+    pub boot_file: String,
+    pub root_path: String,
+}
+
+impl Default for RogueDhcp {
+    fn default() -> Self {
+        RogueDhcp {
+            server: Ipv4Addr::new(192, 0, 2, 66),
+            mac: Mac([0x02, 0x72, 0x6f, 0x67, 0x75, 0x65]),
+            pool: (Ipv4Addr::new(192, 0, 2, 200), Ipv4Addr::new(192, 0, 2, 220)),
+            boot_file: "rogue/bootx64.efi".into(),
+            root_path: "192.0.2.66:/srv/rogue".into(),
+        }
+    }
+}
+
+impl RogueDhcp {
+    /// Its frame hook, run before the lab's: it answers from its own port first, then lets
+    /// the lab's server answer too.
+    fn hook(&self, segment: &Segment, subnet: &DhcpConfig, started: Instant) -> Interceptor {
+        let mut config = subnet.clone();
+        config.server = self.server;
+        config.router = Some(self.server);
+        config.dns = vec![self.server];
+        config.pool = self.pool;
+        config.hosts.clear();
+        config.boot_files = config.boot_files.iter().map(|(arch, _)| (*arch, self.boot_file.clone())).collect();
+        config.root_path = Some(self.root_path.clone());
+        let mut server = DhcpServer::new(config).expect("the rogue's configuration is the lab's, readdressed");
+        let (sender, mut frames) = segment.attach();
+        segment.trust(sender.port());
+        // It takes nothing from its port.
+        tokio::spawn(async move { while frames.recv().await.is_some() {} });
+        let (mac, ip) = (self.mac, self.server);
+        Box::new(move |_, frame| {
+            let udp = UdpFrame::parse(frame).filter(|u| u.dst_port == 67)?;
+            if let Ok((Some(reply), _)) = server.handle_from(started.elapsed(), udp.src_mac, None, &udp.payload) {
+                // Broadcast, as a server may answer: every port sees it, the lab's host too,
+                // which logs another server's answers.
+                let answer = UdpFrame { src_mac: mac, dst_mac: Mac::BROADCAST, src_ip: ip, dst_ip: Ipv4Addr::BROADCAST, src_port: 67, dst_port: 68, payload: reply.bytes };
+                sender.send(answer.emit());
+            }
+            None
+        })
+    }
 }
 
 /// A read-only NFS export: the path clients mount and its directories, top first.
@@ -60,7 +119,7 @@ pub const NFS_ROOT_OPTIONS: &str = "vers=3,tcp,rsize=32768,wsize=32768,actimeo=6
 impl PxeConfig {
     /// The protocol's defaults on 192.0.2.0/24, serving `tftp_roots`.
     pub fn new(tftp_roots: Vec<PathBuf>) -> Self {
-        PxeConfig { dhcp: DhcpConfig::for_subnet([192, 0, 2]), tftp_roots, tftp_limits: TransferLimits::default(), nfs: None, seed: 0 }
+        PxeConfig { dhcp: DhcpConfig::for_subnet([192, 0, 2]), tftp_roots, tftp_limits: TransferLimits::default(), nfs: None, seed: 0, rogue_dhcp: None }
     }
 
     /// Export `layers` (top first) read-only over NFS at `path`, and hand clients the
@@ -193,7 +252,8 @@ impl Network {
         let prefix_len = u32::from(config.dhcp.netmask).leading_ones() as u8;
         let dhcp = Arc::new(Mutex::new(DhcpServer::new(config.dhcp.clone())?));
         let services = services(server_ip, dhcp.clone(), &config);
-        let mut hooks: Vec<Interceptor> = services.iter().filter_map(|s| s.intercept(sink.clone(), started)).collect();
+        let rogue = config.rogue_dhcp.as_ref().map(|rogue| rogue.hook(&segment, &config.dhcp, started));
+        let mut hooks: Vec<Interceptor> = rogue.into_iter().chain(services.iter().filter_map(|s| s.intercept(sink.clone(), started))).collect();
         let intercept: Interceptor = Box::new(move |from, frame| hooks.iter_mut().find_map(|hook| hook(from, frame)));
         let addr = HostAddr { mac: HOST_MAC, ip: server_ip, prefix_len };
         let host = Arc::new(IpHost::start(&segment, addr, intercept, &supervisor));

@@ -467,6 +467,7 @@ mod test {
                 vendor_class: None,
                 boot_file: String::new(),
                 switch_port: Some(port),
+                server: None,
             })
         };
         let begun = std::time::Instant::now();

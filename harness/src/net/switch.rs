@@ -75,7 +75,9 @@ pub struct Switch {
     protected: HashMap<Ipv4Addr, PortId>,
     /// Link-local IPv6 addresses of pinned MACs, and their port.
     protected6: HashMap<Ipv6Addr, PortId>,
-    trusted: Option<PortId>,
+    /// Ports that may send DHCP server messages: the harness host's, and a rogue server's
+    /// when a fault puts one there on purpose.
+    trusted: Vec<PortId>,
     /// Per port: the second being counted and the frames flooded in it.
     flooded: HashMap<PortId, (u64, u32)>,
 }
@@ -95,9 +97,12 @@ impl Switch {
         self.protected.insert(ip, port);
     }
 
-    /// `port` (the harness host's) alone may send DHCP server messages.
+    /// `port` (the harness host's, first) may send DHCP server messages; the first trusted
+    /// port also floods without a storm limit.
     pub fn trust(&mut self, port: PortId) {
-        self.trusted = Some(port);
+        if !self.trusted.contains(&port) {
+            self.trusted.push(port);
+        }
     }
 
     fn unlearn(&mut self, port: PortId) {
@@ -119,7 +124,7 @@ impl Switch {
             None if !src.is_group() => self.learn(now, src, port),
             None => {}
         }
-        if self.trusted.is_some_and(|trusted| trusted != port) && is_dhcp_server_message(frame) {
+        if !self.trusted.is_empty() && !self.trusted.contains(&port) && is_dhcp_server_message(frame) {
             return Forward::RogueDhcp;
         }
         if let Some(claimed) = arp_sender(frame) {
@@ -167,7 +172,7 @@ impl Switch {
     /// Flood a frame from `port`, unless the port is past its [`STORM_LIMIT`] this second
     /// (the trusted port, the harness host's, has none: its broadcasts answer the guests).
     fn flood(&mut self, now: Duration, port: PortId) -> Forward {
-        if self.trusted == Some(port) {
+        if self.trusted.first() == Some(&port) {
             return Forward::Flood;
         }
         let second = now.as_secs();

@@ -37,6 +37,10 @@ pub struct DhcpEvent {
     /// The switch port the message came in on (set where the frame is seen, not by the
     /// server): a message forged for a client's MAC shows another port than its own.
     pub switch_port: Option<crate::net::switch::PortId>,
+    /// The server that answered, for a message of another DHCP server on the segment
+    /// ([`DhcpEventKind::ForeignOffer`], [`DhcpEventKind::ForeignAck`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -44,6 +48,10 @@ pub struct DhcpEvent {
 pub enum DhcpEventKind {
     Offer,
     Ack,
+    /// Another DHCP server's OFFER, seen on the segment (a rogue server).
+    ForeignOffer,
+    /// Another DHCP server's ACK, seen on the segment: the client took its address.
+    ForeignAck,
     /// A BOOTP reply (a request without option 53).
     Bootp,
     Nak,
@@ -109,6 +117,40 @@ pub enum Ignored {
     PortFull { port: usize, held: usize },
     #[error("message type {0:?} needs no reply")]
     NoReply(MessageType),
+}
+
+/// Another DHCP server's OFFER or ACK (a UDP payload from port 67 to port 68 that the lab did
+/// not send), as an event: the client it names, the address and boot file it gives, the
+/// server (option 54, else `siaddr`). `None` for anything else.
+pub fn foreign_reply(payload: &[u8]) -> Option<DhcpEvent> {
+    let message = decode(payload).ok()?;
+    if message.opcode() != Opcode::BootReply || message.htype() != HType::Eth || message.hlen() != 6 {
+        return None;
+    }
+    let kind = match message.opts().msg_type() {
+        Some(MessageType::Offer) => DhcpEventKind::ForeignOffer,
+        Some(MessageType::Ack) => DhcpEventKind::ForeignAck,
+        _ => return None,
+    };
+    let server = match message.opts().get(OptionCode::ServerIdentifier) {
+        Some(DhcpOption::ServerIdentifier(ip)) => *ip,
+        _ => message.siaddr(),
+    };
+    let boot_file = match message.opts().get(OptionCode::BootfileName) {
+        Some(DhcpOption::BootfileName(name)) => String::from_utf8_lossy(name).into_owned(),
+        _ => String::from_utf8_lossy(message.fname().unwrap_or_default()).trim_end_matches('\0').to_owned(),
+    };
+    Some(DhcpEvent {
+        kind,
+        mac: Mac(message.chaddr().get(..6)?.try_into().ok()?),
+        ip: message.yiaddr(),
+        hostname: None,
+        arch: None,
+        vendor_class: None,
+        boot_file,
+        switch_port: None,
+        server: Some(server),
+    })
 }
 
 impl DhcpServer {
@@ -193,6 +235,7 @@ impl DhcpServer {
             vendor_class: vendor_class.clone(),
             boot_file: boot_file.to_owned(),
             switch_port: None,
+            server: None,
         };
         let (kind, ip) = match opts.msg_type() {
             None => {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
-use super::DhcpServer;
+use super::{DhcpEvent, DhcpServer};
 use crate::net::wire::UdpFrame;
 use crate::event::Sink;
 use crate::services::ServiceEvent;
@@ -23,7 +23,18 @@ pub fn interceptor(
     started: Instant,
 ) -> crate::net::host::Interceptor {
     Box::new(move |from, frame: &[u8]| {
-        let udp = UdpFrame::parse(frame).filter(|u| u.dst_port == SERVER_PORT)?;
+        let udp = UdpFrame::parse(frame)?;
+        // Another server's answer on the segment (a rogue server): seen, not consumed.
+        if udp.src_port == SERVER_PORT && udp.dst_port == CLIENT_PORT && udp.src_mac != host_mac {
+            if let Some(event) = super::server::foreign_reply(&udp.payload) {
+                tracing::warn!("dhcp: another server, {:?}, answered {} with {} ({:?})", event.server, event.mac, event.ip, event.kind);
+                events.publish(ServiceEvent::Dhcp(DhcpEvent { switch_port: Some(from), ..event }));
+            }
+            return None;
+        }
+        if udp.dst_port != SERVER_PORT {
+            return None;
+        }
         if !running.load(Ordering::SeqCst) {
             return Some(Vec::new());
         }
