@@ -59,7 +59,7 @@ async fn pxe_install_then_boot_from_disk() {
     // A power cycle keeps the disk and the NVRAM: the firmware boots the installed entry again
     // (a fresh NVRAM would find no loader on the disk's fallback path and PXE-boot).
     vm.succeed("umount /mnt; echo kept > /root/written-before; sync").await.unwrap();
-    let pxe_before = lab.network().network_boot_requests(mac);
+    let before = lab.network().events().count();
     let vm = lab.restart(vm).await.unwrap();
     let booted = vm.wait_for_console_text(r#"BdsDxe: starting Boot[0-9A-F]{4} "([^"]*)""#, Duration::from_secs(120)).await.unwrap();
     assert_eq!(booted.groups[0].as_deref(), Some("NixOS (pxelab fixture)"));
@@ -70,7 +70,7 @@ async fn pxe_install_then_boot_from_disk() {
     vm.send_line(&login.password).await.unwrap();
     vm.wait_for_console_text(&login.shell_prompt, Duration::from_secs(60)).await.unwrap();
     assert_eq!(vm.succeed("cat /root/written-before").await.unwrap(), "kept");
-    assert_eq!(lab.network().network_boot_requests(mac), pxe_before, "no network boot: the disk booted");
+    assert_eq!(lab.network().network_boot_requests_after(mac, before), 0, "no network boot: the disk booted");
 }
 
 /// Per-host files override the generic config (most specific wins), whatever the image's

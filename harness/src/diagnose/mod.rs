@@ -58,7 +58,10 @@ pub fn rogue_dhcp_server(events: &[(std::time::Duration, crate::services::Servic
     };
     let server = event.server.map_or("an unknown address".to_owned(), |s| s.to_string());
     let port = event.switch_port.map_or(String::new(), |p| format!(" on switch port {p}"));
-    let file = if event.boot_file.is_empty() { "no boot file".to_owned() } else { format!("boot file {}", event.boot_file) };
+    let mut file = if event.boot_file.is_empty() { "no boot file".to_owned() } else { format!("boot file {}", event.boot_file) };
+    if let Some(path) = &event.root_path {
+        file += &format!(", root path {path}");
+    }
     Some(match took {
         true => format!(
             "a second DHCP server, {server}{port}, answered {mac} and the client took its offer: address {}, {file}, \
@@ -155,12 +158,13 @@ mod test {
                 boot_file: "rogue/bootx64.efi".into(),
                 switch_port: Some(3),
                 server: Some("192.0.2.66".parse().unwrap()),
+                root_path: Some("192.0.2.66:/srv/rogue".into()),
             };
             (std::time::Duration::ZERO, ServiceEvent::Dhcp(event))
         };
         let events = [foreign(DhcpEventKind::ForeignOffer, client), foreign(DhcpEventKind::ForeignAck, client)];
         let cause = rogue_dhcp_server(&events, client).unwrap();
-        assert!(cause.contains("192.0.2.66 on switch port 3") && cause.contains("took its offer: address 192.0.2.200, boot file rogue/bootx64.efi"), "{cause}");
+        assert!(cause.contains("192.0.2.66 on switch port 3") && cause.contains("took its offer: address 192.0.2.200, boot file rogue/bootx64.efi, root path 192.0.2.66:/srv/rogue"), "{cause}");
         let other = crate::net::Mac([2, 0, 0, 0, 0, 9]);
         assert_eq!(rogue_dhcp_server(&events, other), None);
         assert!(rogue_dhcp_server(&events[..1], client).unwrap().contains("may have taken it"));

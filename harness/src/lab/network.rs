@@ -78,7 +78,8 @@ impl Default for RogueDhcp {
 impl RogueDhcp {
     /// Its frame hook, run before the lab's: it answers from its own port first, then lets
     /// the lab's server answer too.
-    fn hook(&self, segment: &Segment, subnet: &DhcpConfig, started: Instant) -> Interceptor {
+    /// Its port is plugged by [`RogueDhcp::plug`], after the host's (the first trusted port).
+    fn hook(&self, port: Arc<std::sync::OnceLock<crate::net::segment::PortSender>>, subnet: &DhcpConfig, started: Instant) -> Interceptor {
         let mut config = subnet.clone();
         config.server = self.server;
         config.router = Some(self.server);
@@ -88,10 +89,6 @@ impl RogueDhcp {
         config.boot_files = config.boot_files.iter().map(|(arch, _)| (*arch, self.boot_file.clone())).collect();
         config.root_path = Some(self.root_path.clone());
         let mut server = DhcpServer::new(config).expect("the rogue's configuration is the lab's, readdressed");
-        let (sender, mut frames) = segment.attach();
-        segment.trust(sender.port());
-        // It takes nothing from its port.
-        tokio::spawn(async move { while frames.recv().await.is_some() {} });
         let (mac, ip) = (self.mac, self.server);
         Box::new(move |_, frame| {
             let udp = UdpFrame::parse(frame).filter(|u| u.dst_port == 67)?;
@@ -99,10 +96,21 @@ impl RogueDhcp {
                 // Broadcast, as a server may answer: every port sees it, the lab's host too,
                 // which logs another server's answers.
                 let answer = UdpFrame { src_mac: mac, dst_mac: Mac::BROADCAST, src_ip: ip, dst_ip: Ipv4Addr::BROADCAST, src_port: 67, dst_port: 68, payload: reply.bytes };
-                sender.send(answer.emit());
+                if let Some(sender) = port.get() {
+                    sender.send(answer.emit());
+                }
             }
             None
         })
+    }
+
+    /// Plug its port, trusted by the switch's DHCP snooping for this fault.
+    fn plug(segment: &Segment, port: &std::sync::OnceLock<crate::net::segment::PortSender>) {
+        let (sender, mut frames) = segment.attach();
+        segment.trust(sender.port());
+        // It takes nothing from its port.
+        tokio::spawn(async move { while frames.recv().await.is_some() {} });
+        let _ = port.set(sender);
     }
 }
 
@@ -252,11 +260,16 @@ impl Network {
         let prefix_len = u32::from(config.dhcp.netmask).leading_ones() as u8;
         let dhcp = Arc::new(Mutex::new(DhcpServer::new(config.dhcp.clone())?));
         let services = services(server_ip, dhcp.clone(), &config);
-        let rogue = config.rogue_dhcp.as_ref().map(|rogue| rogue.hook(&segment, &config.dhcp, started));
+        let rogue_port = Arc::new(std::sync::OnceLock::new());
+        let rogue = config.rogue_dhcp.as_ref().map(|rogue| rogue.hook(rogue_port.clone(), &config.dhcp, started));
+        let rogue_plugged = rogue.is_some();
         let mut hooks: Vec<Interceptor> = rogue.into_iter().chain(services.iter().filter_map(|s| s.intercept(sink.clone(), started))).collect();
         let intercept: Interceptor = Box::new(move |from, frame| hooks.iter_mut().find_map(|hook| hook(from, frame)));
         let addr = HostAddr { mac: HOST_MAC, ip: server_ip, prefix_len };
         let host = Arc::new(IpHost::start(&segment, addr, intercept, &supervisor));
+        if rogue_plugged {
+            RogueDhcp::plug(&segment, &rogue_port);
+        }
         let network = Network {
             segment,
             host,
@@ -463,10 +476,17 @@ impl Network {
     /// installed system's own DHCP (upstream's has `networking.useDHCP`) is not one: none
     /// after a reboot means the disk booted.
     pub fn network_boot_requests(&self, mac: impl Into<Mac>) -> usize {
+        self.network_boot_requests_after(mac, 0)
+    }
+
+    /// [`Network::network_boot_requests`] among the events numbered `after` or later (see
+    /// [`Events::count`]), from the port the client is on now: a power cycle plugs it anew.
+    pub fn network_boot_requests_after(&self, mac: impl Into<Mac>, after: usize) -> usize {
         let mac = mac.into();
         let port = self.port_of(mac);
-        let events: Vec<_> = self.events.all().into_iter().filter(|(_, e)| from_port(e, port)).collect();
-        let ips = super::addresses_of(&events, mac);
+        let events: Vec<_> = self.events.since(after).into_iter().filter(|e| from_port(&e.event, port)).map(|e| (e.at, e.event)).collect();
+        let mut ips = super::addresses_of(&events, mac);
+        ips.extend(self.lease_of(mac));
         events
             .iter()
             .filter(|(_, e)| match e {

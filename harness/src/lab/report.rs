@@ -468,6 +468,7 @@ mod test {
                 boot_file: String::new(),
                 switch_port: Some(port),
                 server: None,
+                root_path: None,
             })
         };
         let begun = std::time::Instant::now();

@@ -41,6 +41,9 @@ pub struct DhcpEvent {
     /// ([`DhcpEventKind::ForeignOffer`], [`DhcpEventKind::ForeignAck`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<Ipv4Addr>,
+    /// The root path (option 17) another server gave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -150,6 +153,10 @@ pub fn foreign_reply(payload: &[u8]) -> Option<DhcpEvent> {
         boot_file,
         switch_port: None,
         server: Some(server),
+        root_path: match message.opts().get(OptionCode::RootPath) {
+            Some(DhcpOption::RootPath(path)) => Some(path.clone()),
+            _ => None,
+        },
     })
 }
 
@@ -236,6 +243,7 @@ impl DhcpServer {
             boot_file: boot_file.to_owned(),
             switch_port: None,
             server: None,
+            root_path: None,
         };
         let (kind, ip) = match opts.msg_type() {
             None => {
