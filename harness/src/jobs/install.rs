@@ -171,6 +171,12 @@ async fn network_install(
     after: usize,
 ) -> Result<(InstallReport, Vm), StageError> {
     let install = Install::new(lab, &vm, artifacts, options, after);
+    // A failed stage says whether the host let the guest run (flake triage).
+    let (pid, budgets) = (vm.pid(), install.budgets());
+    stages.watch(
+        (std::sync::Arc::new(move || crate::vm::HostSample::of(pid)), format!("{:?}", vm.accel())),
+        std::sync::Arc::new(move |name| super::Stage::named(name).map(|stage| budgets.of(stage))),
+    );
     match install.run(&mut vm, &mut stages).await {
         Ok(facts) => Ok((InstallReport::new(stages, facts), vm)),
         Err(mut e) => {

@@ -64,6 +64,11 @@ impl<'a> Install<'a> {
         Install { lab, artifacts, options, budgets, mac: options.client.mac, nic, after }
     }
 
+    /// The stages' budgets.
+    pub(super) fn budgets(&self) -> super::stage::Budgets {
+        self.budgets
+    }
+
     /// The client's MAC.
     pub(super) fn mac(&self) -> Mac {
         self.mac

@@ -7,13 +7,21 @@ use std::time::{Duration, Instant};
 
 /// A stage failed: which one, after how long, and why.
 #[derive(Debug, thiserror::Error)]
-#[error("stage '{stage}' failed after {elapsed:.1?}")]
+#[error("stage '{stage}' failed after {elapsed:.1?}{}", triage.as_deref().map(|t| format!("\n{t}")).unwrap_or_default())]
 pub struct StageError {
     pub stage: String,
     pub elapsed: Duration,
+    /// Whether the host let the guest run during the stage, and how close the stage came to
+    /// its budget ([`Stages::watch`]): an infrastructure problem told from a product bug.
+    pub triage: Option<String>,
     #[source]
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
+
+/// Samples the VM's process for [`StageError::triage`]; the accelerator's name.
+pub type HostWatch = (Arc<dyn Fn() -> Option<crate::vm::HostSample> + Send + Sync>, String);
+/// A stage's budget by its name, when it has one.
+pub type BudgetOf = Arc<dyn Fn(&str) -> Option<Duration> + Send + Sync>;
 
 /// One stage as it ran, on its lab's clock (time since the lab started).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -58,12 +66,11 @@ impl RunLog {
 impl StageError {
     /// `stage` failed with `cause` before it started any work.
     pub fn before(stage: impl AsRef<str>, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        StageError { stage: stage.as_ref().to_owned(), elapsed: Duration::ZERO, source: cause.into() }
+        StageError { stage: stage.as_ref().to_owned(), elapsed: Duration::ZERO, triage: None, source: cause.into() }
     }
 }
 
 /// Times each stage of a run, in order.
-#[derive(Debug)]
 pub struct Stages {
     epoch: Instant,
     started: Instant,
@@ -71,6 +78,14 @@ pub struct Stages {
     log: Arc<Mutex<RunLog>>,
     /// Put before each stage's name in the log (`client-2: `), for runs of several clients.
     prefix: String,
+    watch: Option<HostWatch>,
+    budget_of: Option<BudgetOf>,
+}
+
+impl std::fmt::Debug for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stages").field("done", &self.done).field("prefix", &self.prefix).field("watched", &self.watch.is_some()).finish()
+    }
 }
 
 impl Default for Stages {
@@ -86,7 +101,14 @@ impl Stages {
 
     /// Stages that also record into `log`, timed from `epoch` (see [`crate::lab::Lab::stages`]).
     pub fn recording(epoch: Instant, log: Arc<Mutex<RunLog>>) -> Self {
-        Stages { epoch, started: Instant::now(), done: Vec::new(), log, prefix: String::new() }
+        Stages { epoch, started: Instant::now(), done: Vec::new(), log, prefix: String::new(), watch: None, budget_of: None }
+    }
+
+    /// Sample the VM's process at each stage's start and end, and say in a failed stage's
+    /// error whether the host let the guest run, and how much of its budget it used.
+    pub fn watch(&mut self, watch: HostWatch, budget_of: BudgetOf) {
+        self.watch = Some(watch);
+        self.budget_of = Some(budget_of);
     }
 
     /// Log each stage as `<prefix>: <stage>`.
@@ -104,6 +126,7 @@ impl Stages {
         let name = format!("{}{stage}", self.prefix);
         tracing::info!(stage = %name, "stage started");
         let started = Instant::now();
+        let sampled = self.watch.as_ref().and_then(|(sample, _)| sample());
         let result = work.await;
         let elapsed = started.elapsed();
         let (start, end) = (started - self.epoch, started - self.epoch + elapsed);
@@ -114,8 +137,17 @@ impl Stages {
                 Ok(value)
             }
             Err(e) => {
-                let error = StageError { stage: name, elapsed, source: e.into() };
-                record.error = Some(chain(error.source.as_ref()));
+                let mut triage = match (&self.watch, sampled) {
+                    (Some((sample, accel)), Some(before)) => sample().map(|after| before.triage(&after, elapsed, accel)),
+                    _ => None,
+                };
+                if let Some(budget) = self.budget_of.as_ref().and_then(|b| b(stage)) {
+                    let used = format!("the stage used {:.0} % of its {:.0?} budget", 100.0 * elapsed.as_secs_f64() / budget.as_secs_f64().max(0.001), budget);
+                    triage = Some(triage.map_or(used.clone(), |t| format!("{t}; {used}")));
+                }
+                let error = StageError { stage: name, elapsed, triage, source: e.into() };
+                let why = chain(error.source.as_ref());
+                record.error = Some(error.triage.as_ref().map_or(why.clone(), |t| format!("{why}\n{t}")));
                 Err(error)
             }
         };

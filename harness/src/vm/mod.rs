@@ -14,7 +14,7 @@ mod verbs;
 pub use accel::{probe as probe_accel, select as select_accel, Accel, AccelError};
 pub use builder::{make_disk, VmBuilder};
 pub use command::{DiskBus, DiskFormat, DiskSpec, NetBackend, NicModel, NicSpec, Rom, Serial, VmSpec};
-pub use process::QemuProcess;
+pub use process::{HostSample, QemuProcess};
 pub use qmp::{Qmp, QmpError, QmpEvent};
 pub use snapshot::{FirmwareStart, Snapshot, SnapshotError};
 pub use verbs::shell_quote;

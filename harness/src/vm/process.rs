@@ -171,3 +171,85 @@ fn install_signal_handlers() {
             .expect("spawn signal thread");
     });
 }
+
+/// How a process has used the host so far, from `/proc`: CPU time (all its threads), time
+/// its threads waited on a run queue for a CPU, and whether it is stopped (SIGSTOP, a
+/// debugger). Two samples tell a starved or stopped guest from one that ran and failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostSample {
+    pub cpu: Duration,
+    pub waited: Duration,
+    pub stopped: bool,
+}
+
+impl HostSample {
+    /// The sample of process `pid`, or `None` when it is gone.
+    pub fn of(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command's closing parenthesis: state, then fields 4…; utime and stime
+        // are fields 14 and 15, in clock ticks.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        // SAFETY: sysconf has no preconditions.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|&h| h > 0).unwrap_or(100);
+        let cpu = Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz);
+        let stopped = matches!(fields.first(), Some(&"T") | Some(&"t"));
+        let waited = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().nth(1).and_then(|w| w.parse::<u64>().ok()))
+            .map(Duration::from_nanos)
+            .sum();
+        Some(HostSample { cpu, waited, stopped })
+    }
+
+    /// What the host did to the process between `self` and `after`, over `wall`: a sentence
+    /// that says whether the guest ran, was starved of CPU, or was stopped.
+    pub fn triage(&self, after: &HostSample, wall: Duration, accel: &str) -> String {
+        let cpu = after.cpu.saturating_sub(self.cpu);
+        let waited = after.waited.saturating_sub(self.waited);
+        let share = |d: Duration| 100.0 * d.as_secs_f64() / wall.as_secs_f64().max(0.001);
+        let figures = format!("QEMU ran {:.1} s of CPU in the stage's {:.1} s ({:.0} %) and waited {:.1} s for a CPU ({:.0} %); accelerator {accel}", cpu.as_secs_f64(), wall.as_secs_f64(), share(cpu), waited.as_secs_f64(), share(waited));
+        let verdict = if after.stopped {
+            "QEMU is stopped (SIGSTOP or a debugger): the guest did not run, an infrastructure problem, not the product's"
+        } else if share(cpu) < 20.0 && share(waited) >= 20.0 {
+            "the host starved the guest of CPU (another load on the machine): an infrastructure problem, not the product's"
+        } else if share(cpu) < 5.0 && wall > Duration::from_secs(5) {
+            "the guest barely ran, and not for want of a CPU: it waited (on the network, a device, or stopped for a while)"
+        } else {
+            "the guest had its CPU: not a starved host"
+        };
+        format!("host: {verdict}; {figures}")
+    }
+}
+
+#[cfg(test)]
+mod host_test {
+    use super::*;
+
+    /// A stopped process reads as stopped, and two samples of a running one as the guest
+    /// having its CPU; a stopped guest is classed as an infrastructure problem.
+    #[test]
+    fn a_stopped_process_is_triaged_as_the_host_not_the_product() {
+        let mut child = std::process::Command::new("sh").arg("-c").arg("while :; do :; done").spawn().unwrap();
+        let pid = child.id();
+        let before = HostSample::of(pid).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+        let running = HostSample::of(pid).unwrap();
+        assert!(running.cpu > before.cpu, "{before:?} {running:?}");
+        assert!(running.triage(&running, Duration::from_secs(1), "TCG").contains("QEMU ran 0.0 s"));
+        assert!(before.triage(&running, Duration::from_millis(600), "TCG").contains("the guest had its CPU"), "{}", before.triage(&running, Duration::from_millis(600), "TCG"));
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        std::thread::sleep(Duration::from_millis(300));
+        let stopped = HostSample::of(pid).unwrap();
+        assert!(stopped.stopped);
+        assert!(running.triage(&stopped, Duration::from_secs(10), "TCG").contains("QEMU is stopped"));
+        let starved = HostSample { cpu: before.cpu + Duration::from_millis(500), waited: before.waited + Duration::from_secs(6), stopped: false };
+        assert!(before.triage(&starved, Duration::from_secs(10), "TCG").contains("starved the guest"));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(HostSample::of(pid), None, "gone");
+    }
+}
