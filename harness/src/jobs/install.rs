@@ -123,6 +123,9 @@ async fn start_client(lab: &Lab, options: &InstallOptions, artifacts: &ArtifactS
             lab.network().impair(*mac, direction, faults.impairment);
         }
     }
+    if let Some(mtu) = faults.mtu {
+        lab.network().set_mtu(*mac, usize::from(mtu));
+    }
     let hw = &options.hardware;
     let client = client
         .memory_mib(hw.memory_mib)

@@ -163,7 +163,30 @@ impl<'a> Install<'a> {
         tokio::select! {
             grub = grub => grub,
             failed = pxe_error => failed,
+            Some(too_big) = self.too_big(budget) => Err(too_big),
         }
+    }
+
+    /// The first frame the client's link dropped for its MTU (`--mtu`), in a sentence that
+    /// names the MTU and the TFTP block size that does not fit; `None` when none is dropped
+    /// within `budget`.
+    async fn too_big(&self, budget: Duration) -> Option<String> {
+        let port = self.lab.network().port_of(self.mac)?;
+        let after = self.after;
+        let dropped = self.lab.network().events().wait_for("a frame over the link's MTU", budget, |e| match &e.event {
+            ServiceEvent::Segment(crate::net::segment::SegmentEvent::Fault { port: p, injected: crate::net::fault::Injected::TooBig { len, mtu }, .. })
+                if e.seq >= after && *p == port => Some((*len, *mtu)),
+            _ => None,
+        });
+        let (len, mtu) = dropped.await.ok()?;
+        // The IP packet of a TFTP DATA block: 20 bytes of IP, 8 of UDP, 4 of TFTP.
+        let block = len.saturating_sub(32);
+        Some(format!(
+            "the client's link dropped a {len}-byte IP packet, over its MTU of {mtu} bytes: TFTP blocks of {block} bytes (the block \
+             size the client negotiated) do not fit; blocks of at most {} bytes would. A switch port or link set to a smaller MTU \
+             than the client's; fix the MTU, or have the client ask for a smaller blksize",
+            mtu.saturating_sub(32)
+        ))
     }
 
     /// A TFTP refusal with what the TFTP root holds.

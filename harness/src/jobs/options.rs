@@ -194,6 +194,10 @@ pub struct InstallFaults {
     /// snooping lets it through. The install fails, and the diagnosis names the rogue.
     #[arg(long, help = "A rogue DHCP server on the lab network answers first, with another boot file and root path (MAAS's first known bad)")]
     pub rogue_dhcp: bool,
+    /// The client's link drops frames whose IP packet is over this many bytes, either way
+    /// (a switch port misconfigured for a smaller MTU).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(576..=9000), help = "The client's link drops frames with an IP packet over this many bytes (a misconfigured switch port's MTU)")]
+    pub mtu: Option<u16>,
 }
 
 impl InstallFaults {
@@ -318,6 +322,9 @@ impl InstallFaults {
                 words.push(format!("{} {}", flag::<InstallFaults>(id), duration_text(d)));
             }
         }
+        if let Some(mtu) = self.mtu {
+            words.push(format!("{} {mtu}", flag::<InstallFaults>("mtu")));
+        }
         if self.rogue_dhcp {
             words.push(flag::<InstallFaults>("rogue_dhcp"));
         }
@@ -416,6 +423,7 @@ mod test {
             nfs_restart_during_unpack: Some(Duration::from_millis(1500)),
             flood: Some(500),
             rogue_dhcp: true,
+            mtu: Some(1400),
         };
         let words = [hardware.args().unwrap(), faults.args()].concat().join(" ");
         let run = parse(&words.split(' ').collect::<Vec<_>>());

@@ -340,6 +340,17 @@ impl Network {
         });
     }
 
+    /// Give `mac`'s link an MTU: frames with an IP packet over `mtu` bytes are dropped either
+    /// way (a misconfigured switch port), each logged as a `too_big` fault.
+    pub fn set_mtu(&self, mac: impl Into<Mac>, mtu: usize) {
+        let mac = mac.into();
+        let Some(port) = self.port_of(mac) else { return tracing::warn!("mtu: {mac} is not plugged in") };
+        self.segment.with_faults(move |faults| {
+            faults.set_mtu(port, mtu);
+            Vec::new()
+        });
+    }
+
     /// Take `mac`'s link down: nothing passes either way until [`Network::unblock`] (the
     /// NixOS test driver's `block`).
     pub fn block(&self, mac: impl Into<Mac>) {

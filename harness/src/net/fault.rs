@@ -117,6 +117,9 @@ impl Impairment {
 pub enum Injected {
     Drop,
     LinkDown,
+    /// Dropped: its IP packet of `len` bytes is over the link's `mtu` (a misconfigured
+    /// switch port).
+    TooBig { len: usize, mtu: usize },
     Duplicate,
     Reorder { held_ms: u64 },
     Corrupt { offset: usize },
@@ -137,12 +140,14 @@ pub struct Faults {
     seed: u64,
     impaired: HashMap<(PortId, Direction), Impairment>,
     down: HashSet<PortId>,
+    /// Ports whose link drops frames with an IP packet over this size.
+    mtu: HashMap<PortId, usize>,
 }
 
 impl Faults {
     /// No faults yet; decisions drawn from `seed`.
     pub fn new(seed: u64) -> Self {
-        Faults { rng: fastrand::Rng::with_seed(seed), seed, impaired: HashMap::new(), down: HashSet::new() }
+        Faults { rng: fastrand::Rng::with_seed(seed), seed, impaired: HashMap::new(), down: HashSet::new(), mtu: HashMap::new() }
     }
 
     pub fn seed(&self) -> u64 {
@@ -157,6 +162,11 @@ impl Faults {
     /// Remove every impairment of `port`.
     pub fn clear(&mut self, port: PortId) {
         self.impaired.retain(|(p, _), _| *p != port);
+    }
+
+    /// Drop `port`'s frames, either way, whose payload (the IP packet) is over `mtu` bytes.
+    pub fn set_mtu(&mut self, port: PortId, mtu: usize) {
+        self.mtu.insert(port, mtu);
     }
 
     /// Take `port`'s link down (`false`) or up; a down link passes nothing either way.
@@ -176,6 +186,12 @@ impl Faults {
     pub fn fate(&mut self, port: PortId, direction: Direction, frame: &[u8]) -> Fate {
         if self.down.contains(&port) {
             return Fate { copies: vec![], injected: vec![Injected::LinkDown] };
+        }
+        if let Some(&mtu) = self.mtu.get(&port) {
+            let len = frame.len().saturating_sub(14);
+            if len > mtu {
+                return Fate { copies: vec![], injected: vec![Injected::TooBig { len, mtu }] };
+            }
         }
         let Some(imp) = self.impaired.get(&(port, direction)).copied() else {
             return Fate { copies: vec![(Duration::ZERO, frame.to_vec())], injected: vec![] };
@@ -227,6 +243,20 @@ mod test {
         let mut faults = Faults::new(seed);
         faults.impair(1, Direction::In, imp);
         (0..n).map(|_| faults.fate(1, Direction::In, &FRAME)).collect()
+    }
+
+    /// A port with an MTU drops, either way, frames whose IP packet is over it and passes the
+    /// rest: what a misconfigured switch port does to TFTP blocks that do not fit.
+    #[test]
+    fn frames_over_a_ports_mtu_are_dropped_either_way() {
+        let mut faults = Faults::new(1);
+        faults.set_mtu(1, 1400);
+        let (fits, big) = (vec![0u8; 14 + 1400], vec![0u8; 14 + 1401]);
+        for direction in [Direction::In, Direction::Out] {
+            assert_eq!(faults.fate(1, direction, &fits).copies.len(), 1);
+            assert_eq!(faults.fate(1, direction, &big), Fate { copies: vec![], injected: vec![Injected::TooBig { len: 1401, mtu: 1400 }] });
+        }
+        assert_eq!(faults.fate(2, Direction::In, &big).copies.len(), 1, "another port");
     }
 
     #[test]
