@@ -143,6 +143,21 @@ async fn start_client(lab: &Lab, options: &InstallOptions, artifacts: &ArtifactS
 /// machine: its shell sets `BootNext` to its IPv4 PXE entry (through efivarfs) and reboots;
 /// the firmware PXE-boots and the install runs as [`install`]'s, with the same checks.
 pub async fn reinstall(lab: &Lab, vm: Vm, options: &InstallOptions) -> Result<(InstallReport, Vm), StageError> {
+    reinstall_by(lab, vm, options, NetworkTurn::BootNext).await
+}
+
+/// How a reinstall turns the installed client back to the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkTurn {
+    /// `BootNext` set to its IPv4 PXE entry, then a reboot: what works.
+    BootNext,
+    /// A reboot alone, the disk still first in BootOrder: the redeploy bug reported against
+    /// MAAS. The firmware boots the old disk, and `firmware → DHCP` says so at once.
+    RebootOnly,
+}
+
+/// [`reinstall`], turning the client to the network as `turn` says.
+pub async fn reinstall_by(lab: &Lab, vm: Vm, options: &InstallOptions, turn: NetworkTurn) -> Result<(InstallReport, Vm), StageError> {
     let mut stages = lab.stages();
     let mac = options.client.mac;
     let artifacts = stages.run(Stage::BuildArtifacts, options.provider.provide_async(lab.cache())).await?;
@@ -154,7 +169,9 @@ pub async fn reinstall(lab: &Lab, vm: Vm, options: &InstallOptions) -> Result<(I
             let Some(pxe) = entries.options.iter().find(|o| o.path.contains(&nic) && o.path.ends_with("IPv4")) else {
                 return Err(SystemError::Check(format!("no IPv4 PXE entry for {nic} in NVRAM: {entries:?}")));
             };
-            vm.set_boot_next(pxe.number).await?;
+            if turn == NetworkTurn::BootNext {
+                vm.set_boot_next(pxe.number).await?;
+            }
             vm.reboot().await?;
             Ok(())
         })

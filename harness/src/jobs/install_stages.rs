@@ -82,7 +82,7 @@ impl<'a> Install<'a> {
     pub(super) async fn run(&self, vm: &mut Vm, stages: &mut Stages) -> Result<InstallFacts, StageError> {
         // A hostile neighbour for as long as the install runs.
         let _flood = self.options.faults.flood.map(|rate| self.lab.network().start_flood(self.options.faults.seed, rate, self.mac));
-        stages.run(Stage::FirmwareDhcp, self.firmware_dhcp()).await?;
+        stages.run(Stage::FirmwareDhcp, self.firmware_dhcp(vm)).await?;
         stages.run(Stage::TftpGrub, self.tftp_grub(vm)).await?;
         let kernel_started = self.tftp_kernel(vm, stages).await?;
         self.kernel_nfs_root(vm, stages, kernel_started).await?;
@@ -115,7 +115,7 @@ impl<'a> Install<'a> {
 
     /// `firmware → DHCP`: the lab's lease for the client, or at once the ACK of another DHCP
     /// server on the segment that the client took instead (a rogue server).
-    async fn firmware_dhcp(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn firmware_dhcp(&self, vm: &Vm) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let (net, mac, after, budget) = (self.lab.network(), self.mac, self.after, self.budget(Stage::FirmwareDhcp));
         let rogue = net.events().wait_for("another DHCP server's ACK", budget, |e| match &e.event {
             ServiceEvent::Dhcp(d) if e.seq >= after && d.mac == mac && d.kind == crate::services::dhcp::DhcpEventKind::ForeignAck => Some(()),
@@ -126,6 +126,16 @@ impl<'a> Install<'a> {
             Ok(()) = rogue => {
                 let cause = crate::diagnose::rogue_dhcp_server(&net.events().all(), mac).unwrap_or_default();
                 Err(format!("the client took another DHCP server's address, not the lab's: {cause}").into())
+            }
+            // The firmware booted a disk where a network boot was expected (a redeploy that
+            // left the disk first in BootOrder and set no BootNext).
+            Ok(booted) = vm.firmware_console().wait_for_console_text(DISK_BOOT, budget) => {
+                let (entry, name) = (booted.groups[0].clone().unwrap_or_default(), booted.groups[1].clone().unwrap_or_default());
+                Err(format!(
+                    "the firmware booted {entry} \"{name}\" from the disk where a network boot was expected: set BootNext to the \
+                     client's network entry, or put it first in BootOrder (a redeploy that leaves the disk first loses network control)"
+                )
+                .into())
             }
         }
     }
