@@ -485,13 +485,7 @@ pub async fn hostile(rate: u32, flood_for: Duration, seed: u64) -> Result<Hostil
     sampler.abort();
     let after = lab.network().probe(Duration::from_secs(10)).await;
     // The switch's latest totals, per port and reason, over both floods.
-    let mut latest = std::collections::BTreeMap::new();
-    for (_, e) in lab.network().events().all() {
-        if let crate::services::ServiceEvent::Segment(crate::net::segment::SegmentEvent::Dropped { port, reason, total }) = e {
-            latest.insert((port, format!("{reason:?}")), (reason, total));
-        }
-    }
-    let drops = latest.into_iter().map(|((port, _), (reason, total))| (port, reason, total)).collect();
+    let drops = super::install_stages::switch_drops(&lab);
     let (events, events_held) = (lab.network().events().count(), lab.network().events().all().len());
     drop(vm);
     let dir = lab.dir().to_owned();

@@ -54,7 +54,8 @@ pub(super) struct Install<'a> {
 /// What the network boot saw, for the installed system's check.
 struct Counts {
     dhcp: usize,
-    network_boot: usize,
+    /// The next event's number: network boots are counted from it.
+    seq: usize,
 }
 
 impl<'a> Install<'a> {
@@ -89,7 +90,7 @@ impl<'a> Install<'a> {
         for step in InstallerStep::ALL {
             self.installer_step(vm, stages, step).await?;
         }
-        let before = Counts { dhcp: dhcp_events(self.lab, self.mac), network_boot: self.lab.network().network_boot_requests(self.mac) };
+        let before = Counts { dhcp: dhcp_events(self.lab, self.mac), seq: self.lab.network().events().count() };
         let booted = stages.run(Stage::FirmwareDisk, vm.firmware_console().wait_for_console_text(DISK_BOOT, self.budget(Stage::FirmwareDisk))).await?;
         self.login(vm, stages).await?;
         let commands_on = stages.run(Stage::CommandChannel, self.command_channel(vm)).await?;
@@ -106,7 +107,7 @@ impl<'a> Install<'a> {
             label_nixos: String::new(),
             firmware_booted: format!("{} {}", group(0), group(1)),
             first_boot_entry: String::new(),
-            network_boot_after_reboot: self.lab.network().network_boot_requests(self.mac) - before.network_boot,
+            network_boot_after_reboot: self.lab.network().network_boot_requests_after(self.mac, before.seq),
             dhcp_after_reboot: dhcp_events(self.lab, self.mac) - before.dhcp,
             switch_drops: switch_drops(self.lab),
         };
@@ -492,7 +493,7 @@ fn tftp_listing(root: &std::path::Path) -> String {
 }
 
 /// The switch's latest drop totals, per port and reason, in port order.
-fn switch_drops(lab: &Lab) -> Vec<(crate::net::switch::PortId, crate::net::segment::DropReason, u64)> {
+pub(super) fn switch_drops(lab: &Lab) -> Vec<(crate::net::switch::PortId, crate::net::segment::DropReason, u64)> {
     let mut latest = std::collections::BTreeMap::new();
     for (_, e) in lab.network().events().all() {
         if let ServiceEvent::Segment(crate::net::segment::SegmentEvent::Dropped { port, reason, total }) = e {
