@@ -7,6 +7,8 @@
 # the scenarios' captures (target/pxelab-runs/*/segment.pcap, OVMF_VARS.fd) when there are
 # any. Prints the executions done and the crashes found; a crash's input is kept under
 # target/fuzz/TARGET/default/crashes: turn each one into a unit test. Exits 1 on a crash.
+# RESUME=1 goes on from the last run's queue and counts (AFL++ keeps execs_done across a
+# resume), so 10 M executions may be reached in several sittings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:?usage: ci/fuzz.sh TARGET SECONDS}
@@ -15,14 +17,19 @@ execs_goal=${3:-}
 command -v cargo-afl >/dev/null || cargo install --locked cargo-afl
 (cd fuzz && cargo afl build --release --quiet)
 work=target/fuzz/$target
-rm -rf "$work" && mkdir -p "$work/in"
-cp fuzz/corpus/"$target"/* "$work/in/"
-if [ -d target/pxelab-runs ]; then
-  fuzz/target/release/seed target/pxelab-runs "$work/seeds" >/dev/null
-  if [ -d "$work/seeds/$target" ]; then cp "$work/seeds/$target"/* "$work/in/"; fi
+input=$work/in
+if [ "${RESUME:-}" = 1 ] && [ -f "$work/default/fuzzer_stats" ]; then
+  input=-
+else
+  rm -rf "$work" && mkdir -p "$work/in"
+  cp fuzz/corpus/"$target"/* "$work/in/"
+  if [ -d target/pxelab-runs ]; then
+    fuzz/target/release/seed target/pxelab-runs "$work/seeds" >/dev/null
+    if [ -d "$work/seeds/$target" ]; then cp "$work/seeds/$target"/* "$work/in/"; fi
+  fi
 fi
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_QUIET=1
-cargo afl fuzz -i "$work/in" -o "$work" -V "$seconds" ${execs_goal:+-E "$execs_goal"} -- fuzz/target/release/target "$target" >"$work/afl.log" 2>&1 || true
+cargo afl fuzz -i "$input" -o "$work" -V "$seconds" ${execs_goal:+-E "$execs_goal"} -- fuzz/target/release/target "$target" >"$work/afl.log" 2>&1 || true
 stats=$work/default/fuzzer_stats
 [ -f "$stats" ] || { tail -n 30 "$work/afl.log"; exit 2; }
 execs=$(awk -F' *: *' '$1=="execs_done"{print $2}' "$stats")

@@ -59,7 +59,7 @@ async fn pxe_install_then_boot_from_disk() {
     // A power cycle keeps the disk and the NVRAM: the firmware boots the installed entry again
     // (a fresh NVRAM would find no loader on the disk's fallback path and PXE-boot).
     vm.succeed("umount /mnt; echo kept > /root/written-before; sync").await.unwrap();
-    let before = lab.network().events().count();
+    let before = lab.network().events().mark();
     let vm = lab.restart(vm).await.unwrap();
     let booted = vm.wait_for_console_text(r#"BdsDxe: starting Boot[0-9A-F]{4} "([^"]*)""#, Duration::from_secs(120)).await.unwrap();
     assert_eq!(booted.groups[0].as_deref(), Some("NixOS (pxelab fixture)"));

@@ -54,8 +54,8 @@ pub(super) struct Install<'a> {
 /// What the network boot saw, for the installed system's check.
 struct Counts {
     dhcp: usize,
-    /// The next event's number: network boots are counted from it.
-    seq: usize,
+    /// The log's point at the reboot: network boots are counted from it.
+    mark: crate::lab::Mark,
 }
 
 impl<'a> Install<'a> {
@@ -90,7 +90,7 @@ impl<'a> Install<'a> {
         for step in InstallerStep::ALL {
             self.installer_step(vm, stages, step).await?;
         }
-        let before = Counts { dhcp: dhcp_events(self.lab, self.mac), seq: self.lab.network().events().count() };
+        let before = Counts { dhcp: dhcp_events(self.lab, self.mac), mark: self.lab.network().events().mark() };
         let booted = stages.run(Stage::FirmwareDisk, vm.firmware_console().wait_for_console_text(DISK_BOOT, self.budget(Stage::FirmwareDisk))).await?;
         self.login(vm, stages).await?;
         let commands_on = stages.run(Stage::CommandChannel, self.command_channel(vm)).await?;
@@ -107,7 +107,7 @@ impl<'a> Install<'a> {
             label_nixos: String::new(),
             firmware_booted: format!("{} {}", group(0), group(1)),
             first_boot_entry: String::new(),
-            network_boot_after_reboot: self.lab.network().network_boot_requests_after(self.mac, before.seq),
+            network_boot_after_reboot: self.lab.network().network_boot_requests_after(self.mac, before.mark),
             dhcp_after_reboot: dhcp_events(self.lab, self.mac) - before.dhcp,
             switch_drops: switch_drops(self.lab),
         };

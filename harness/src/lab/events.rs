@@ -37,16 +37,40 @@ pub fn from_port(event: &ServiceEvent, port: Option<crate::net::switch::PortId>)
     port.is_none() || came_in.is_none() || came_in == port
 }
 
-/// Every address the DHCP server named to the client `mac` among `events`: where its TFTP
-/// requests come from.
-pub fn addresses_of(events: &[(Duration, ServiceEvent)], mac: Mac) -> Vec<std::net::Ipv4Addr> {
-    events
+/// A point in the lab's log: the next event's number and the time since the lab started
+/// ([`Events::mark`]). What began after it, began after it: a TFTP transfer is logged when it
+/// ends, and one begun before the mark can end after it (a lost last ACK waits out retries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mark {
+    pub seq: usize,
+    pub at: Duration,
+}
+
+/// How many network boot requests the client `mac` made after `mark` among `events`, from
+/// `port`: DHCP with a network boot's signs (a client architecture, option 93, or a
+/// `PXEClient` or `HTTPClient` vendor class, option 60) and TFTP transfers begun after the
+/// mark from its addresses (those the events name, and `lease`). An installed system's own
+/// DHCP is not one.
+pub fn network_boot_requests(events: &[Logged], mac: Mac, port: Option<crate::net::switch::PortId>, lease: Option<std::net::Ipv4Addr>, mark: Mark) -> usize {
+    let events: Vec<&Logged> = events.iter().filter(|e| e.seq >= mark.seq && from_port(&e.event, port)).collect();
+    let mut ips: Vec<std::net::Ipv4Addr> = events
         .iter()
-        .filter_map(|(_, e)| match e {
+        .filter_map(|e| match &e.event {
             ServiceEvent::Dhcp(d) if d.mac == mac => Some(d.ip),
             _ => None,
         })
-        .collect()
+        .collect();
+    ips.extend(lease);
+    events
+        .iter()
+        .filter(|e| match &e.event {
+            ServiceEvent::Dhcp(d) => {
+                d.mac == mac && (d.arch.is_some() || d.vendor_class.as_deref().is_some_and(|c| c.starts_with("PXEClient") || c.starts_with("HTTPClient")))
+            }
+            ServiceEvent::Tftp(t) => ips.contains(&t.client) && e.at.saturating_sub(Duration::from_millis(t.millis)) >= mark.at,
+            _ => false,
+        })
+        .count()
 }
 
 /// A wait for an event ended without it.
@@ -155,6 +179,12 @@ impl Events {
         self.store.lock().expect("events lock").totals.count
     }
 
+    /// The next event's number and the time now: what comes after is counted from it.
+    pub fn mark(&self) -> Mark {
+        let store = self.store.lock().expect("events lock");
+        Mark { seq: store.totals.count, at: self.started.elapsed() }
+    }
+
     /// The totals: how many events there were of each kind.
     pub fn totals(&self) -> Totals {
         self.store.lock().expect("events lock").totals.clone()
@@ -256,5 +286,52 @@ impl Sink<ServiceEvent> for Events {
         window.push_back(Logged { seq, at, event });
         drop(store);
         self.changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::services::dhcp::DhcpEventKind;
+    use crate::services::tftp::{TftpEvent, TftpOutcome};
+
+    const MAC: Mac = Mac([0x52, 0x54, 0, 0x1a, 0x5e, 1]);
+    const IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 10);
+
+    fn dhcp(seq: usize, at_ms: u64, arch: Option<u16>) -> Logged {
+        let event = DhcpEvent {
+            kind: DhcpEventKind::Ack,
+            mac: MAC,
+            ip: IP,
+            hostname: None,
+            arch,
+            vendor_class: None,
+            boot_file: String::new(),
+            switch_port: None,
+            server: None,
+            root_path: None,
+        };
+        Logged { seq, at: Duration::from_millis(at_ms), event: ServiceEvent::Dhcp(event) }
+    }
+
+    fn tftp(seq: usize, at_ms: u64, millis: u64, outcome: TftpOutcome) -> Logged {
+        let event = TftpEvent { client: IP, file: "nixos/initrd".into(), outcome, bytes: 1, millis, detail: String::new(), switch_port: None };
+        Logged { seq, at: Duration::from_millis(at_ms), event: ServiceEvent::Tftp(event) }
+    }
+
+    #[test]
+    fn a_transfer_begun_before_the_mark_and_ended_after_it_is_no_request_after_it() {
+        // The firmware's DHCP and the boot loader's transfer; the initrd's last ACK is lost
+        // and the server logs the transfer when its retries run out, after the reboot.
+        let mark = Mark { seq: 2, at: Duration::from_secs(30) };
+        let events = [dhcp(0, 4_000, Some(7)), tftp(1, 6_000, 100, TftpOutcome::Done), tftp(2, 33_000, 21_000, TftpOutcome::Unconfirmed), dhcp(3, 45_000, None)];
+        assert_eq!(network_boot_requests(&events, MAC, None, Some(IP), mark), 0, "the installed system's own DHCP and a transfer of the first boot");
+        assert_eq!(network_boot_requests(&events, MAC, None, Some(IP), Mark::default()), 3);
+
+        // The firmware netboots again after the mark: its DHCP and its transfer count.
+        let again = [tftp(2, 33_000, 21_000, TftpOutcome::Unconfirmed), dhcp(3, 40_000, Some(7)), tftp(4, 41_000, 200, TftpOutcome::Aborted)];
+        assert_eq!(network_boot_requests(&again, MAC, None, Some(IP), mark), 2);
+        // A transfer from another address is no request of this client.
+        assert_eq!(network_boot_requests(&again[2..], MAC, None, None, mark), 0);
     }
 }

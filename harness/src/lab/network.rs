@@ -481,33 +481,19 @@ impl Network {
         self.dhcp.lock().expect("dhcp lock").leases().get(&mac.into()).map(|l| l.ip)
     }
 
-    /// How many network boot requests the client `mac` has made so far, from its own port:
-    /// DHCP with a network boot's signs (a client architecture, option 93, or a `PXEClient` or
-    /// `HTTPClient` vendor class, option 60) and TFTP transfers from its addresses. An
-    /// installed system's own DHCP (upstream's has `networking.useDHCP`) is not one: none
-    /// after a reboot means the disk booted.
+    /// How many network boot requests the client `mac` has made so far, from its own port
+    /// (see [`super::events::network_boot_requests`]). An installed system's own DHCP
+    /// (upstream's has `networking.useDHCP`) is not one: none after a reboot means the disk
+    /// booted.
     pub fn network_boot_requests(&self, mac: impl Into<Mac>) -> usize {
-        self.network_boot_requests_after(mac, 0)
+        self.network_boot_requests_after(mac, super::events::Mark::default())
     }
 
-    /// [`Network::network_boot_requests`] among the events numbered `after` or later (see
-    /// [`Events::count`]), from the port the client is on now: a power cycle plugs it anew.
-    pub fn network_boot_requests_after(&self, mac: impl Into<Mac>, after: usize) -> usize {
+    /// [`Network::network_boot_requests`] made after `mark` (see [`Events::mark`]), from the
+    /// port the client is on now: a power cycle plugs it anew.
+    pub fn network_boot_requests_after(&self, mac: impl Into<Mac>, mark: super::events::Mark) -> usize {
         let mac = mac.into();
-        let port = self.port_of(mac);
-        let events: Vec<_> = self.events.since(after).into_iter().filter(|e| from_port(&e.event, port)).map(|e| (e.at, e.event)).collect();
-        let mut ips = super::addresses_of(&events, mac);
-        ips.extend(self.lease_of(mac));
-        events
-            .iter()
-            .filter(|(_, e)| match e {
-                ServiceEvent::Dhcp(d) => {
-                    d.mac == mac && (d.arch.is_some() || d.vendor_class.as_deref().is_some_and(|c| c.starts_with("PXEClient") || c.starts_with("HTTPClient")))
-                }
-                ServiceEvent::Tftp(t) => ips.contains(&t.client),
-                _ => false,
-            })
-            .count()
+        super::events::network_boot_requests(&self.events.since(mark.seq), mac, self.port_of(mac), self.lease_of(mac), mark)
     }
 
     /// Wait until `mac` is given an address (a DHCP ACK or a BOOTP reply).
