@@ -56,32 +56,16 @@ fn utf16(bytes: &[u8]) -> String {
 
 /// The live variables of a VARS image.
 pub fn parse_variables(image: &[u8]) -> Result<Vec<Variable>, VarsError> {
-    if image.get(40..44) != Some(b"_FVH") {
-        return Err(VarsError::Format("no firmware volume header"));
-    }
-    let store = u16_at(image, 48).ok_or(VarsError::Format("truncated volume header"))? as usize;
-    let kind = image.get(store..store + 16).ok_or(VarsError::Format("no variable store"))?;
-    let header_len = match <[u8; 16]>::try_from(kind).expect("16 bytes") {
-        AUTHENTICATED_STORE => 60,
-        PLAIN_STORE => 32,
-        _ => return Err(VarsError::Format("unknown variable store format")),
-    };
-    let store_size = u32_at(image, store + 16).ok_or(VarsError::Format("truncated store header"))? as usize;
-    let end = (store + store_size).min(image.len());
-    let mut at = store + 28;
+    let StoreLayout { first, end, header_len } = store_layout(image)?;
+    let mut at = first;
     let mut variables = Vec::new();
     while at + header_len <= end && u16_at(image, at) == Some(START_ID) {
         let state = image[at + 2];
         let attributes = u32_at(image, at + 4).unwrap_or(0);
-        let (name_size, data_size, vendor_at) = if header_len == 60 {
-            (u32_at(image, at + 36), u32_at(image, at + 40), at + 44)
-        } else {
-            (u32_at(image, at + 8), u32_at(image, at + 12), at + 16)
-        };
-        let (Some(name_size), Some(data_size)) = (name_size, data_size) else { break };
+        let Some((name_size, data_size, vendor_at)) = sizes(image, at, header_len) else { break };
         let name_at = at + header_len;
-        let data_at = name_at + name_size as usize;
-        let next = data_at + data_size as usize;
+        let data_at = name_at + name_size;
+        let next = data_at + data_size;
         if next > end {
             return Err(VarsError::Format("variable runs past the store"));
         }
@@ -102,6 +86,94 @@ pub fn parse_variables(image: &[u8]) -> Result<Vec<Variable>, VarsError> {
         live.push(v);
     }
     Ok(live)
+}
+
+/// `EFI_VARIABLE_NON_VOLATILE | BOOTSERVICE_ACCESS | RUNTIME_ACCESS`: a boot variable's.
+pub const BOOT_VARIABLE_ATTRIBUTES: u32 = 7;
+/// A deleted variable's state: `VAR_ADDED` with the `VAR_DELETED` bit cleared.
+const VAR_DELETED_STATE: u8 = 0x3d;
+
+/// Set `variable` in a VARS image, as the firmware's variable driver would: its live copies
+/// are marked deleted and the new one is written to the store's free space. For an image no
+/// firmware runs on (the VM powered off): a BMC's or a provisioning host's edit of NVRAM.
+/// Fails when the store has no room (the firmware would reclaim deleted copies first).
+pub fn set_variable(image: &mut [u8], variable: &Variable) -> Result<(), VarsError> {
+    let layout = store_layout(image)?;
+    let mut at = layout.first;
+    let mut live_copies = Vec::new();
+    while at + layout.header_len <= layout.end && u16_at(image, at) == Some(START_ID) {
+        let (name_size, data_size, vendor_at) = sizes(image, at, layout.header_len).ok_or(VarsError::Format("truncated variable header"))?;
+        let name_at = at + layout.header_len;
+        let next = name_at + name_size + data_size;
+        if next > layout.end {
+            return Err(VarsError::Format("variable runs past the store"));
+        }
+        let state = image[at + 2];
+        if (state == VAR_ADDED || state == VAR_ADDED_IN_DELETE_TRANSITION)
+            && image[vendor_at..vendor_at + 16] == variable.vendor
+            && utf16(&image[name_at..name_at + name_size]) == variable.name
+        {
+            live_copies.push(at);
+        }
+        at = next.div_ceil(4) * 4;
+    }
+    let name: Vec<u8> = variable.name.encode_utf16().chain([0]).flat_map(|u| u.to_le_bytes()).collect();
+    let mut record = Vec::with_capacity(layout.header_len + name.len() + variable.data.len());
+    record.extend(START_ID.to_le_bytes());
+    record.extend([VAR_ADDED, 0]);
+    record.extend(variable.attributes.to_le_bytes());
+    if layout.header_len == 60 {
+        // Monotonic count, time stamp and public key index: unused without time-based
+        // authentication.
+        record.extend([0u8; 8 + 16 + 4]);
+    }
+    record.extend((name.len() as u32).to_le_bytes());
+    record.extend((variable.data.len() as u32).to_le_bytes());
+    record.extend(variable.vendor);
+    record.extend(&name);
+    record.extend(&variable.data);
+    let free = image.get(at..layout.end).unwrap_or_default();
+    if free.len() < record.len() || free[..record.len()].iter().any(|&b| b != 0xff) {
+        return Err(VarsError::Format("no room left in the variable store"));
+    }
+    image[at..at + record.len()].copy_from_slice(&record);
+    for copy in live_copies {
+        image[copy + 2] = VAR_DELETED_STATE;
+    }
+    Ok(())
+}
+
+/// Where a VARS image's variables are: the first one's offset, the store's end, and the
+/// header length of its format.
+struct StoreLayout {
+    first: usize,
+    end: usize,
+    header_len: usize,
+}
+
+fn store_layout(image: &[u8]) -> Result<StoreLayout, VarsError> {
+    if image.get(40..44) != Some(b"_FVH") {
+        return Err(VarsError::Format("no firmware volume header"));
+    }
+    let store = u16_at(image, 48).ok_or(VarsError::Format("truncated volume header"))? as usize;
+    let kind = image.get(store..store + 16).ok_or(VarsError::Format("no variable store"))?;
+    let header_len = match <[u8; 16]>::try_from(kind).expect("16 bytes") {
+        AUTHENTICATED_STORE => 60,
+        PLAIN_STORE => 32,
+        _ => return Err(VarsError::Format("unknown variable store format")),
+    };
+    let store_size = u32_at(image, store + 16).ok_or(VarsError::Format("truncated store header"))? as usize;
+    Ok(StoreLayout { first: store + 28, end: (store + store_size).min(image.len()), header_len })
+}
+
+/// A variable header's name size, data size and vendor GUID's offset.
+fn sizes(image: &[u8], at: usize, header_len: usize) -> Option<(usize, usize, usize)> {
+    let (name_size, data_size, vendor_at) = if header_len == 60 {
+        (u32_at(image, at + 36)?, u32_at(image, at + 40)?, at + 44)
+    } else {
+        (u32_at(image, at + 8)?, u32_at(image, at + 12)?, at + 16)
+    };
+    Some((name_size as usize, data_size as usize, vendor_at))
 }
 
 /// One `Boot####` load option.
@@ -184,6 +256,19 @@ impl VarStore {
     /// Read the boot entries this VM's firmware stored (the file is read as it is now).
     pub fn boot_entries(&self) -> Result<BootEntries, VarsError> {
         Ok(boot_entries(&read_variables(&self.path)?))
+    }
+}
+
+impl VarStore {
+    /// Set `BootNext` to `entry` in this store, for a VM that is powered off: the host turns
+    /// the machine's next boot to that entry, as a BMC does (`ipmitool chassis bootdev pxe`).
+    /// The firmware consumes it at its next boot.
+    pub fn set_boot_next(&self, entry: u16) -> Result<(), VarsError> {
+        let read = |source| VarsError::Read { path: self.path.clone(), source };
+        let mut image = std::fs::read(&self.path).map_err(read)?;
+        let variable = Variable { name: "BootNext".into(), vendor: GLOBAL_VARIABLE, attributes: BOOT_VARIABLE_ATTRIBUTES, data: entry.to_le_bytes().to_vec() };
+        set_variable(&mut image, &variable)?;
+        std::fs::write(&self.path, image).map_err(read)
     }
 }
 
@@ -290,6 +375,49 @@ mod test {
         let mut bad = image(&[record("X", GLOBAL_VARIABLE, VAR_ADDED, &[0; 8])]);
         bad[72 + 28 + 40..72 + 28 + 44].copy_from_slice(&0xffff_fff0u32.to_le_bytes()); // absurd data size
         assert!(matches!(parse_variables(&bad), Err(VarsError::Format(_))));
+    }
+
+    #[test]
+    fn a_variable_set_on_the_host_replaces_its_live_copy_and_others_stay() {
+        let installed = load_option_bytes("pxelab fixture", &hd_file_path("\\EFI\\pxelab\\grubx64.efi"));
+        let mut img = image(&[record("Boot0004", GLOBAL_VARIABLE, VAR_ADDED, &installed), record("BootNext", GLOBAL_VARIABLE, VAR_ADDED, &[4, 0])]);
+        let boot_next = |n: u16| Variable { name: "BootNext".into(), vendor: GLOBAL_VARIABLE, attributes: BOOT_VARIABLE_ATTRIBUTES, data: n.to_le_bytes().to_vec() };
+        set_variable(&mut img, &boot_next(3)).unwrap();
+        set_variable(&mut img, &boot_next(1)).unwrap();
+        let vars = parse_variables(&img).unwrap();
+        let names: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["Boot0004", "BootNext"]);
+        assert_eq!(vars[1], boot_next(1));
+        // Each older copy is marked deleted, not left live beside the new one.
+        let copies = img.windows(name_bytes("BootNext").len()).filter(|w| *w == name_bytes("BootNext").as_slice()).count();
+        assert_eq!(copies, 3);
+        assert_eq!(img.iter().filter(|&&b| b == VAR_DELETED_STATE).count(), 2);
+    }
+
+    fn name_bytes(name: &str) -> Vec<u8> {
+        utf16z(name)
+    }
+
+    #[test]
+    fn a_full_store_is_refused_and_left_as_it_was() {
+        let mut img = image(&[]);
+        let big = Variable { name: "Big".into(), vendor: [2; 16], attributes: BOOT_VARIABLE_ATTRIBUTES, data: vec![0; 0x1_0000 - 200] };
+        set_variable(&mut img, &big).unwrap();
+        let before = img.clone();
+        let again = Variable { data: vec![1; 300], ..big };
+        assert!(matches!(set_variable(&mut img, &again), Err(VarsError::Format("no room left in the variable store"))));
+        assert_eq!(img, before, "nothing written, the live copy not deleted");
+    }
+
+    #[test]
+    fn boot_next_set_in_debians_template_parses_back() {
+        let Ok(mut img) = std::fs::read("/usr/share/OVMF/OVMF_VARS_4M.fd") else { return };
+        let before = parse_variables(&img).unwrap();
+        let variable = Variable { name: "BootNext".into(), vendor: GLOBAL_VARIABLE, attributes: BOOT_VARIABLE_ATTRIBUTES, data: vec![7, 0] };
+        set_variable(&mut img, &variable).unwrap();
+        let after = parse_variables(&img).unwrap();
+        assert_eq!(after.len(), before.len() + 1);
+        assert_eq!(after.last(), Some(&variable));
     }
 
     #[test]

@@ -11,5 +11,5 @@ mod discover;
 mod vars;
 
 pub use discover::{discover, discover_with, DiscoverError, Firmware, FlashSize, Lookup, CANDIDATES};
-pub use boot::{boot_entries, device_path, parse_variables, read_variables, BootEntries, LoadOption, Variable, VarsError};
+pub use boot::{boot_entries, device_path, parse_variables, read_variables, set_variable, BootEntries, LoadOption, Variable, VarsError, BOOT_VARIABLE_ATTRIBUTES, GLOBAL_VARIABLE};
 pub use vars::{VarStore, VarStoreError};

@@ -91,6 +91,27 @@ pub fn address_lost_to_stderr(console: &str) -> Option<String> {
     })
 }
 
+/// Boot entries piling up across reinstalls (reported against Ironic): NVRAM holds more than
+/// one entry for the installed system's loader (a disk partition's file), because the
+/// installer adds one at each activation without removing the one it made before. The
+/// rendered path leaves out the partition's GUID, which each reinstall makes anew: an entry
+/// left with the old one points at nothing.
+pub fn piled_boot_entries(entries: &pxelab_ovmf::BootEntries) -> Option<String> {
+    let mut by_loader: std::collections::BTreeMap<&str, Vec<&pxelab_ovmf::LoadOption>> = Default::default();
+    for option in entries.options.iter().filter(|o| o.path.starts_with("HD(")) {
+        by_loader.entry(option.path.as_str()).or_default().push(option);
+    }
+    let (loader, options) = by_loader.into_iter().find(|(_, options)| options.len() > 1)?;
+    let names: Vec<String> = options.iter().map(|o| format!("Boot{:04X} {:?}", o.number, o.description)).collect();
+    Some(format!(
+        "NVRAM holds {} boot entries for one loader, {loader}: {}. The installer adds an entry at each activation \
+         without removing the one it made before, so every reinstall leaves one more until the NVRAM is full; remove \
+         the entries of the same loader first (`efibootmgr -b #### -B`), or let the boot loader's installer update its own",
+        options.len(),
+        names.join(", ")
+    ))
+}
+
 /// The installer ran on a different disk than the most specific config file it loaded
 /// names, and the generic `config` names that disk: it read the generic file last, so the
 /// generic file's values override the per-host ones (upstream's order).
@@ -119,6 +140,28 @@ fn config_precedence(console: &str, config: impl Fn(&str) -> Option<String>) -> 
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn boot_entries_of_one_loader_are_named_and_others_are_not() {
+        use pxelab_ovmf::{BootEntries, LoadOption};
+        let option = |number, description: &str, path: &str| LoadOption { number, active: true, description: description.into(), path: path.into() };
+        let loader = "HD(1,GPT)/\\EFI\\pxelab\\grubx64.efi";
+        let mut entries = BootEntries {
+            order: vec![5, 3, 1],
+            options: vec![
+                option(0, "UiApp", "Fv/FvFile"),
+                option(1, "UEFI PXEv4 (MAC:525400AB0001)", "PciRoot/Pci(0x3,0x0)/MAC(525400ab0001)/IPv4"),
+                option(2, "UEFI Misc Device", "PciRoot/Pci(0x4,0x0)"),
+                option(3, "NixOS (pxelab fixture)", loader),
+                option(4, "EFI Shell", "Fv/FvFile"),
+            ],
+        };
+        assert_eq!(piled_boot_entries(&entries), None, "one entry a loader, and firmware entries alike");
+        entries.options.push(option(5, "NixOS (pxelab fixture)", loader));
+        entries.options.push(option(6, "NixOS", loader));
+        let cause = piled_boot_entries(&entries).unwrap();
+        assert!(cause.starts_with(&format!("NVRAM holds 3 boot entries for one loader, {loader}: Boot0003 \"NixOS (pxelab fixture)\", Boot0005 \"NixOS (pxelab fixture)\", Boot0006 \"NixOS\".")), "{cause}");
+    }
 
     #[test]
     fn a_missing_separator_on_nvme_is_named() {

@@ -39,6 +39,9 @@ pub enum SystemError {
     /// A command or a console wait failed.
     #[error(transparent)]
     Console(#[from] ConsoleError),
+    /// The host could not power-cycle it (a `BootNext` set from the host).
+    #[error(transparent)]
+    Vm(#[from] VmError),
     /// The system is not as the protocol and the artifact set say (the message says how).
     #[error("{0}")]
     Check(String),

@@ -154,6 +154,10 @@ pub enum NetworkTurn {
     /// A reboot alone, the disk still first in BootOrder: the redeploy bug reported against
     /// MAAS. The firmware boots the old disk, and `firmware → DHCP` says so at once.
     RebootOnly,
+    /// The host powers the machine off, sets `BootNext` to its IPv4 PXE entry in its NVRAM
+    /// and powers it on, as a BMC does for Ironic or MAAS (`ipmitool chassis bootdev pxe`):
+    /// for an installed system that cannot write UEFI variables itself.
+    HostBootNext,
 }
 
 /// [`reinstall`], turning the client to the network as `turn` says.
@@ -162,18 +166,22 @@ pub async fn reinstall_by(lab: &Lab, vm: Vm, options: &InstallOptions, turn: Net
     let mac = options.client.mac;
     let artifacts = stages.run(Stage::BuildArtifacts, options.provider.provide_async(lab.cache())).await?;
     let after = lab.network().events().count();
-    stages
+    let vm = stages
         .run(Stage::BootNextPxe, async {
             let entries = vm.var_store().boot_entries()?;
             let nic = format!("MAC({})", mac.hex());
             let Some(pxe) = entries.options.iter().find(|o| o.path.contains(&nic) && o.path.ends_with("IPv4")) else {
                 return Err(SystemError::Check(format!("no IPv4 PXE entry for {nic} in NVRAM: {entries:?}")));
             };
-            if turn == NetworkTurn::BootNext {
-                vm.set_boot_next(pxe.number).await?;
+            match turn {
+                NetworkTurn::BootNext => {
+                    vm.set_boot_next(pxe.number).await?;
+                    vm.reboot().await?;
+                }
+                NetworkTurn::RebootOnly => vm.reboot().await?,
+                NetworkTurn::HostBootNext => return Ok(lab.restart_with_boot_next(vm, pxe.number).await?),
             }
-            vm.reboot().await?;
-            Ok(())
+            Ok(vm)
         })
         .await?;
     network_install(lab, vm, stages, &artifacts, options, after).await

@@ -421,6 +421,9 @@ impl<'a> Install<'a> {
     /// `/tmp` must have the protocol's modes.
     async fn check_the_system(&self, vm: &Vm, facts: InstallFacts) -> Result<InstallFacts, SystemError> {
         let entries = vm.var_store().boot_entries()?;
+        if let Some(piled) = crate::diagnose::piled_boot_entries(&entries) {
+            return Err(SystemError::Check(piled));
+        }
         let first_boot_entry = entries.first().map(|o| format!("Boot{:04X} {} {}", o.number, o.description, o.path)).unwrap_or_default();
         let root_fs = vm.succeed(ROOT_DEVICE).await?;
         let label_nixos = vm.succeed("findfs LABEL=nixos").await?;

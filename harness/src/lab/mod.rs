@@ -157,7 +157,22 @@ impl Lab {
     /// and NVRAM, its NICs plugged into this lab's switch again (the NixOS driver's
     /// `crash(); start()`). Its console log goes on in the same file.
     pub async fn restart(&self, vm: Vm) -> Result<Vm, VmError> {
+        self.restart_to(vm, None).await
+    }
+
+    /// [`Lab::restart`] with `BootNext` set to `entry` in the VM's NVRAM while it is off: the
+    /// host turns its next boot, as a BMC does (`ipmitool chassis bootdev pxe`), whatever
+    /// the installed system can write.
+    pub async fn restart_with_boot_next(&self, vm: Vm, entry: u16) -> Result<Vm, VmError> {
+        self.restart_to(vm, Some(entry)).await
+    }
+
+    async fn restart_to(&self, vm: Vm, boot_next: Option<u16>) -> Result<Vm, VmError> {
+        let store = vm.var_store().clone();
         let was = vm.power_off().await?;
+        if let Some(entry) = boot_next {
+            store.set_boot_next(entry).map_err(|source| VmError::Nvram { what: format!("cannot set BootNext to Boot{entry:04X} in {}", store.path.display()), source })?;
+        }
         let mut builder = self.vm(&was.name).memory_mib(was.memory_mib).cpus(was.cpus).accel(was.accel).console_unit(was.console_unit).keep_nvram();
         for (path, format, bus, bootindex) in was.disks {
             builder = builder.disk_on(bus, Disk::Image { path, format }, bootindex);

@@ -39,6 +39,12 @@ pub enum VmError {
     Firmware(#[from] DiscoverError),
     #[error(transparent)]
     VarStore(#[from] VarStoreError),
+    #[error("{what}")]
+    Nvram {
+        what: String,
+        #[source]
+        source: pxelab_ovmf::VarsError,
+    },
     #[error(transparent)]
     Accel(#[from] AccelError),
     #[error("{what}")]

@@ -207,6 +207,10 @@ impl HostSample {
     /// What the host did to the process between `self` and `after`, over `wall`: a sentence
     /// that says whether the guest ran, was starved of CPU, or was stopped.
     pub fn triage(&self, after: &HostSample, wall: Duration, accel: &str) -> String {
+        if wall < Duration::from_secs(1) && !after.stopped {
+            // A check that failed at once: the host had no time to matter.
+            return format!("host: not in question, the stage failed after {:.2} s; accelerator {accel}", wall.as_secs_f64());
+        }
         let cpu = after.cpu.saturating_sub(self.cpu);
         let waited = after.waited.saturating_sub(self.waited);
         let share = |d: Duration| 100.0 * d.as_secs_f64() / wall.as_secs_f64().max(0.001);
@@ -232,14 +236,24 @@ mod host_test {
     /// having its CPU; a stopped guest is classed as an infrastructure problem.
     #[test]
     fn a_stopped_process_is_triaged_as_the_host_not_the_product() {
-        let mut child = std::process::Command::new("sh").arg("-c").arg("while :; do :; done").spawn().unwrap();
-        let pid = child.id();
+        /// Killed however the test ends: a failed assertion must not leave a spinning shell.
+        struct Spinner(std::process::Child);
+        impl Drop for Spinner {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let child = Spinner(std::process::Command::new("sh").arg("-c").arg("while :; do :; done").spawn().unwrap());
+        let pid = child.0.id();
         let before = HostSample::of(pid).unwrap();
         std::thread::sleep(Duration::from_millis(600));
         let running = HostSample::of(pid).unwrap();
         assert!(running.cpu > before.cpu, "{before:?} {running:?}");
         assert!(running.triage(&running, Duration::from_secs(1), "TCG").contains("QEMU ran 0.0 s"));
-        assert!(before.triage(&running, Duration::from_millis(600), "TCG").contains("the guest had its CPU"), "{}", before.triage(&running, Duration::from_millis(600), "TCG"));
+        assert_eq!(running.triage(&running, Duration::from_millis(150), "TCG"), "host: not in question, the stage failed after 0.15 s; accelerator TCG");
+        let verdict = before.triage(&running, Duration::from_secs(1), "TCG");
+        assert!(verdict.contains("the guest had its CPU"), "{verdict}");
         // SAFETY: a signal to our own child.
         unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
         std::thread::sleep(Duration::from_millis(300));
@@ -248,8 +262,7 @@ mod host_test {
         assert!(running.triage(&stopped, Duration::from_secs(10), "TCG").contains("QEMU is stopped"));
         let starved = HostSample { cpu: before.cpu + Duration::from_millis(500), waited: before.waited + Duration::from_secs(6), stopped: false };
         assert!(before.triage(&starved, Duration::from_secs(10), "TCG").contains("starved the guest"));
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(child);
         assert_eq!(HostSample::of(pid), None, "gone");
     }
 }
