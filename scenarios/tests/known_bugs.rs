@@ -1,10 +1,12 @@
 //! Known bugs of installers, each reproduced through a fixture switch and caught with its
 //! diagnosis; the same setup without the bug passes in `install.rs` (named with each).
 
+use pxelab::artifacts::Provider;
 use pxelab::jobs::{self, Hardware, InstallOptions, INSTALL_CLIENT};
 use pxelab::lab::{Lab, StageError};
 use pxelab::vm::DiskBus;
 use pxelab_scenarios::error_chain;
+use pxelab_fixtures::SerialConsole;
 
 async fn fails(name: &str, options: InstallOptions) -> (StageError, String) {
     let mut lab = Lab::new(name).unwrap();
@@ -88,4 +90,29 @@ async fn a_reworded_installer_marker_fails_its_stage_at_the_next_step() {
     let missed = "the installer went on to a later step without printing \"Unpacking image /installer/nixos-image...done\"";
     assert!(text.contains(missed) && text.contains("...system configuration done"), "{text}");
     assert!(err.elapsed < std::time::Duration::from_secs(120), "failed at the next step, not at the budget: {:?}", err.elapsed);
+}
+
+/// Upstream's installer reads its address with `eval "$(dhcpcd … -c hook …)"`; dhcpcd 9 (the
+/// nixos-shape NFS root's, Debian 12's) sends the hook's output to stderr, so the address
+/// is empty and `config-<address>` is never read (the fixture's `pxelab-upstream-dhcpcd`
+/// switch runs upstream's line against the real dhcpcd). Here the per-address file names the
+/// disk and the generic one a missing device: the install fails at the disk, and the
+/// diagnosis says why. (Fixed: `nixos_shape_installs_with_its_console_on_ttys1_at_57600`,
+/// the same files read through the hook's own file.)
+#[tokio::test]
+async fn a_per_address_config_lost_to_dhcpcds_stderr_is_diagnosed() {
+    let ip = INSTALL_CLIENT.1;
+    let options = InstallOptions {
+        provider: Provider::NixosShape { services: None, console: SerialConsole::UPSTREAM },
+        installer_files: vec![
+            ("pxelab-upstream-dhcpcd".into(), String::new()),
+            ("config".into(), "rootDevice=/dev/does-not-exist\n".into()),
+            (format!("config-{ip}"), "rootDevice=/dev/vda\n".into()),
+        ],
+        ..InstallOptions::default()
+    };
+    let (err, text) = fails("a_per_address_config_lost_to_dhcpcds_stderr_is_diagnosed", options).await;
+    assert_eq!(err.stage, "installer: disk label and partitions", "{text}");
+    assert!(text.contains("the installer asked for /installer/config- with no address"), "{text}");
+    assert!(text.contains("dhcpcd 9 and later send a hook's output to stderr"), "{text}");
 }

@@ -130,12 +130,20 @@ async fn a_virtio_client_with_upstreams_kernel_fails_fast_naming_its_nic() {
 /// the kernel's `console=ttyS1,57600n8` for the installer and the installed system, and a
 /// `pxelab.toml` that says so. The harness reads the console on ttyS1 and the firmware apart
 /// on ttyS0.
+///
+/// Its install config is per address: `config-<address>` names the disk, the generic
+/// `config` a missing device. The installer's dhcpcd round hands it the address through the
+/// hook's own file, so the per-address file wins (upstream's `eval "$(dhcpcd …)"` loses the
+/// address with dhcpcd 9: `a_per_address_config_lost_to_dhcpcds_stderr_is_diagnosed`).
 #[tokio::test]
 async fn nixos_shape_installs_with_its_console_on_ttys1_at_57600() {
     let mut lab = Lab::new("nixos_shape_installs_with_its_console_on_ttys1_at_57600").unwrap();
     let console = SerialConsole { unit: 1, speed: 57_600 };
-    let options = InstallOptions { provider: Provider::NixosShape { services: None, console }, ..InstallOptions::default() };
+    let ip = INSTALL_CLIENT.1;
+    let installer_files = vec![("config".into(), "rootDevice=/dev/does-not-exist\n".into()), (format!("config-{ip}"), "rootDevice=/dev/vda\n".into())];
+    let options = InstallOptions { provider: Provider::NixosShape { services: None, console }, installer_files, ..InstallOptions::default() };
     let (report, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert!(vm.console().text().contains(&format!("Trying /installer/config-{ip}...loading")), "the per-address config read");
     assert_eq!(report.facts.system_state, "running", "{:?}", report.facts);
     assert_eq!(report.facts.commands_on, "ttyS1 (console login)");
 
