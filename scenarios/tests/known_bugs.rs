@@ -116,3 +116,23 @@ async fn a_per_address_config_lost_to_dhcpcds_stderr_is_diagnosed() {
     assert!(text.contains("the installer asked for /installer/config- with no address"), "{text}");
     assert!(text.contains("dhcpcd 9 and later send a hook's output to stderr"), "{text}");
 }
+
+/// A unit that fails before journald runs has an empty journal: `systemd-sysctl.service`
+/// refusing a `kernel.pid_max` over the kernel's limit (the fixture's `pxelab-bad-sysctl`
+/// switch, as Debian's 50-pid-max.conf on a kernel capped at 32768). The failed check of the
+/// installed system quotes the console's lines about the unit, where its cause is. (Fixed:
+/// every other nixos-shape install, which reaches `running` with no failed unit.)
+#[tokio::test]
+async fn a_unit_that_failed_before_journald_is_diagnosed_from_the_console() {
+    let options = InstallOptions {
+        provider: Provider::NixosShape { services: None, console: SerialConsole::UPSTREAM },
+        installer_files: vec![("pxelab-bad-sysctl".into(), String::new())],
+        ..InstallOptions::default()
+    };
+    let (err, text) = fails("a_unit_that_failed_before_journald_is_diagnosed_from_the_console", options).await;
+    println!("{text}");
+    assert_eq!(err.stage, "system ready", "{text}");
+    assert!(text.contains("systemd-sysctl.service"), "{text}");
+    assert!(text.contains("console lines about systemd-sysctl.service"), "{text}");
+    assert!(text.contains("Couldn't write '4194305' to 'kernel/pid_max'"), "the cause, from the console: {text}");
+}
