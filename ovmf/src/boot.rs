@@ -54,31 +54,51 @@ fn utf16(bytes: &[u8]) -> String {
     String::from_utf16_lossy(&units)
 }
 
-/// The live variables of a VARS image.
-pub fn parse_variables(image: &[u8]) -> Result<Vec<Variable>, VarsError> {
-    let StoreLayout { first, end, header_len } = store_layout(image)?;
-    let mut at = first;
-    let mut variables = Vec::new();
-    while at + header_len <= end && u16_at(image, at) == Some(START_ID) {
-        let state = image[at + 2];
-        let attributes = u32_at(image, at + 4).unwrap_or(0);
-        let Some((name_size, data_size, vendor_at)) = sizes(image, at, header_len) else { break };
-        let name_at = at + header_len;
+/// One variable record of a VARS image, as offsets into it.
+struct Record {
+    at: usize,
+    state: u8,
+    attributes: u32,
+    vendor_at: usize,
+    name_at: usize,
+    data_at: usize,
+    next: usize,
+}
+
+impl Record {
+    fn live(&self) -> bool {
+        self.state == VAR_ADDED || self.state == VAR_ADDED_IN_DELETE_TRANSITION
+    }
+}
+
+/// The variable records of a VARS image in order (deleted ones too), and the offset after
+/// the last one: where the store's free space starts.
+fn records(image: &[u8], layout: &StoreLayout) -> Result<(Vec<Record>, usize), VarsError> {
+    let mut at = layout.first;
+    let mut records = Vec::new();
+    while at + layout.header_len <= layout.end && u16_at(image, at) == Some(START_ID) {
+        let Some((name_size, data_size, vendor_at)) = sizes(image, at, layout.header_len) else { break };
+        let name_at = at + layout.header_len;
         let data_at = name_at + name_size;
         let next = data_at + data_size;
-        if next > end {
+        if next > layout.end {
             return Err(VarsError::Format("variable runs past the store"));
         }
-        if state == VAR_ADDED || state == VAR_ADDED_IN_DELETE_TRANSITION {
-            variables.push(Variable {
-                name: utf16(&image[name_at..data_at]),
-                vendor: image[vendor_at..vendor_at + 16].try_into().expect("16 bytes"),
-                attributes,
-                data: image[data_at..next].to_vec(),
-            });
-        }
+        records.push(Record { at, state: image[at + 2], attributes: u32_at(image, at + 4).unwrap_or(0), vendor_at, name_at, data_at, next });
         at = next.div_ceil(4) * 4;
     }
+    Ok((records, at))
+}
+
+/// The live variables of a VARS image.
+pub fn parse_variables(image: &[u8]) -> Result<Vec<Variable>, VarsError> {
+    let (records, _) = records(image, &store_layout(image)?)?;
+    let variables = records.iter().filter(|r| r.live()).map(|r| Variable {
+        name: utf16(&image[r.name_at..r.data_at]),
+        vendor: image[r.vendor_at..r.vendor_at + 16].try_into().expect("16 bytes"),
+        attributes: r.attributes,
+        data: image[r.data_at..r.next].to_vec(),
+    });
     // A variable rewritten in place leaves its old copy "in delete transition": the later wins.
     let mut live: Vec<Variable> = Vec::new();
     for v in variables {
@@ -99,24 +119,12 @@ const VAR_DELETED_STATE: u8 = 0x3d;
 /// Fails when the store has no room (the firmware would reclaim deleted copies first).
 pub fn set_variable(image: &mut [u8], variable: &Variable) -> Result<(), VarsError> {
     let layout = store_layout(image)?;
-    let mut at = layout.first;
-    let mut live_copies = Vec::new();
-    while at + layout.header_len <= layout.end && u16_at(image, at) == Some(START_ID) {
-        let (name_size, data_size, vendor_at) = sizes(image, at, layout.header_len).ok_or(VarsError::Format("truncated variable header"))?;
-        let name_at = at + layout.header_len;
-        let next = name_at + name_size + data_size;
-        if next > layout.end {
-            return Err(VarsError::Format("variable runs past the store"));
-        }
-        let state = image[at + 2];
-        if (state == VAR_ADDED || state == VAR_ADDED_IN_DELETE_TRANSITION)
-            && image[vendor_at..vendor_at + 16] == variable.vendor
-            && utf16(&image[name_at..name_at + name_size]) == variable.name
-        {
-            live_copies.push(at);
-        }
-        at = next.div_ceil(4) * 4;
-    }
+    let (records, at) = records(image, &layout)?;
+    let live_copies: Vec<usize> = records
+        .iter()
+        .filter(|r| r.live() && image[r.vendor_at..r.vendor_at + 16] == variable.vendor && utf16(&image[r.name_at..r.data_at]) == variable.name)
+        .map(|r| r.at)
+        .collect();
     let name: Vec<u8> = variable.name.encode_utf16().chain([0]).flat_map(|u| u.to_le_bytes()).collect();
     let mut record = Vec::with_capacity(layout.header_len + name.len() + variable.data.len());
     record.extend(START_ID.to_le_bytes());
