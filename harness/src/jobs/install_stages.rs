@@ -51,13 +51,6 @@ pub(super) struct Install<'a> {
     after: usize,
 }
 
-/// What the network boot saw, for the installed system's check.
-struct Counts {
-    dhcp: usize,
-    /// The log's point at the reboot: network boots are counted from it.
-    mark: crate::lab::Mark,
-}
-
 impl<'a> Install<'a> {
     pub(super) fn new(lab: &'a Lab, vm: &Vm, artifacts: &'a ArtifactSet, options: &'a InstallOptions, after: usize) -> Self {
         let budgets = Budgets::new(vm.accel(), &options.faults);
@@ -90,7 +83,8 @@ impl<'a> Install<'a> {
         for step in InstallerStep::ALL {
             self.installer_step(vm, stages, step).await?;
         }
-        let before = Counts { dhcp: dhcp_events(self.lab, self.mac), mark: self.lab.network().events().mark() };
+        // The log's point at the reboot: what the client asks after it is counted from it.
+        let reboot = self.lab.network().events().mark();
         let booted = stages.run(Stage::FirmwareDisk, vm.firmware_console().wait_for_console_text(DISK_BOOT, self.budget(Stage::FirmwareDisk))).await?;
         self.login(vm, stages).await?;
         let commands_on = stages.run(Stage::CommandChannel, self.command_channel(vm)).await?;
@@ -107,8 +101,8 @@ impl<'a> Install<'a> {
             label_nixos: String::new(),
             firmware_booted: format!("{} {}", group(0), group(1)),
             first_boot_entry: String::new(),
-            network_boot_after_reboot: self.lab.network().network_boot_requests_after(self.mac, before.mark),
-            dhcp_after_reboot: dhcp_events(self.lab, self.mac) - before.dhcp,
+            network_boot_after_reboot: self.lab.network().network_boot_requests_after(self.mac, reboot),
+            dhcp_after_reboot: dhcp_events_after(self.lab, self.mac, reboot.seq),
             switch_drops: switch_drops(self.lab),
         };
         stages.run(Stage::CheckTheSystem, self.check_the_system(vm, facts)).await
@@ -512,10 +506,11 @@ fn leased_after(lab: &Lab, mac: Mac, after: usize) -> bool {
     lab.network().events().since(after).iter().any(|e| from_port(&e.event, port) && lease_for(&e.event, mac).is_some())
 }
 
-/// How many DHCP requests `mac` has made so far (an installed system may run DHCP itself).
-fn dhcp_events(lab: &Lab, mac: Mac) -> usize {
+/// How many DHCP messages of `mac` the events numbered `after` or later hold, from its port
+/// (an installed system may run DHCP itself).
+fn dhcp_events_after(lab: &Lab, mac: Mac, after: usize) -> usize {
     let port = lab.network().port_of(mac);
-    lab.network().events().all().iter().filter(|(_, e)| from_port(e, port) && matches!(e, ServiceEvent::Dhcp(d) if d.mac == mac)).count()
+    lab.network().events().since(after).iter().filter(|e| from_port(&e.event, port) && matches!(&e.event, ServiceEvent::Dhcp(d) if d.mac == mac)).count()
 }
 
 #[cfg(test)]
