@@ -20,6 +20,7 @@ use crate::event::Sink;
 use crate::net::host::{Interceptor, IpHost};
 
 pub mod dhcp;
+pub mod http;
 pub mod ndp;
 pub mod nfs;
 pub mod syn_guard;
