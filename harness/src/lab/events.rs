@@ -29,10 +29,8 @@ pub fn lease_for(event: &ServiceEvent, mac: Mac) -> Option<&DhcpEvent> {
 /// neighbour's forged for its MAC.
 pub fn from_port(event: &ServiceEvent, port: Option<crate::net::switch::PortId>) -> bool {
     let came_in = match event {
-        ServiceEvent::Dhcp(d) => d.switch_port,
-        ServiceEvent::Tftp(t) => t.switch_port,
-        ServiceEvent::Nfs(n) => n.switch_port,
-        _ => None,
+        ServiceEvent::Segment(_) => None,
+        _ => port_of_event(event),
     };
     port.is_none() || came_in.is_none() || came_in == port
 }
@@ -48,8 +46,8 @@ pub struct Mark {
 
 /// How many network boot requests the client `mac` made after `mark` among `events`, from
 /// `port`: DHCP with a network boot's signs (a client architecture, option 93, or a
-/// `PXEClient` or `HTTPClient` vendor class, option 60) and TFTP transfers begun after the
-/// mark from its addresses (those the events name, and `lease`). An installed system's own
+/// `PXEClient` or `HTTPClient` vendor class, option 60), and TFTP transfers and HTTP requests
+/// begun after the mark from its addresses (those the events name, and `lease`). An installed system's own
 /// DHCP is not one.
 pub fn network_boot_requests(events: &[Logged], mac: Mac, port: Option<crate::net::switch::PortId>, lease: Option<std::net::Ipv4Addr>, mark: Mark) -> usize {
     let events: Vec<&Logged> = events.iter().filter(|e| e.seq >= mark.seq && from_port(&e.event, port)).collect();
@@ -68,6 +66,7 @@ pub fn network_boot_requests(events: &[Logged], mac: Mac, port: Option<crate::ne
                 d.mac == mac && (d.arch.is_some() || d.vendor_class.as_deref().is_some_and(|c| c.starts_with("PXEClient") || c.starts_with("HTTPClient")))
             }
             ServiceEvent::Tftp(t) => ips.contains(&t.client) && e.at.saturating_sub(Duration::from_millis(t.millis)) >= mark.at,
+            ServiceEvent::Http(h) => ips.contains(&h.client) && e.at.saturating_sub(Duration::from_millis(h.served.millis)) >= mark.at,
             _ => false,
         })
         .count()
@@ -114,12 +113,13 @@ pub struct Totals {
     pub by_kind: BTreeMap<String, u64>,
 }
 
-/// An event's kind: `dhcp`, `tftp`, `nfs`, `segment` or `server`.
+/// An event's kind: `dhcp`, `tftp`, `nfs`, `http`, `segment` or `server`.
 pub fn kind(event: &ServiceEvent) -> &'static str {
     match event {
         ServiceEvent::Dhcp(_) => "dhcp",
         ServiceEvent::Tftp(_) => "tftp",
         ServiceEvent::Nfs(_) => "nfs",
+        ServiceEvent::Http(_) => "http",
         ServiceEvent::Segment(_) => "segment",
         ServiceEvent::Server { .. } => "server",
     }
@@ -131,6 +131,7 @@ pub fn port_of_event(event: &ServiceEvent) -> Option<PortId> {
         ServiceEvent::Dhcp(d) => d.switch_port,
         ServiceEvent::Tftp(t) => t.switch_port,
         ServiceEvent::Nfs(n) => n.switch_port,
+        ServiceEvent::Http(h) => h.switch_port,
         ServiceEvent::Segment(s) => Some(s.port()),
         ServiceEvent::Server { .. } => None,
     }

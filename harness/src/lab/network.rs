@@ -27,6 +27,7 @@ use crate::net::Mac;
 use crate::services::dhcp::{DhcpConfig, DhcpEvent, DhcpServer, DhcpService, HostDecl};
 use crate::services::ndp::NdpService;
 use crate::services::syn_guard::SynGuardService;
+use crate::services::http::{HttpConfig, HttpService};
 use crate::services::nfs::{NfsConfig, NfsService};
 use crate::services::tftp::{TftpConfig, TftpEvent, TftpOutcome, TftpService, TransferLimits};
 use crate::services::{LabService, ServiceEvent};
@@ -48,6 +49,8 @@ pub struct PxeConfig {
     pub seed: u64,
     /// A rogue DHCP server on the segment, on a port of its own ([`RogueDhcp`]).
     pub rogue_dhcp: Option<RogueDhcp>,
+    /// Serve the TFTP roots over HTTP too, on port 80 ([`crate::services::http`]).
+    pub http: bool,
 }
 
 /// A second DHCP server on the lab network (MAAS's first "known bad"): it answers each
@@ -127,7 +130,7 @@ pub const NFS_ROOT_OPTIONS: &str = "vers=3,tcp,rsize=32768,wsize=32768,actimeo=6
 impl PxeConfig {
     /// The protocol's defaults on 192.0.2.0/24, serving `tftp_roots`.
     pub fn new(tftp_roots: Vec<PathBuf>) -> Self {
-        PxeConfig { dhcp: DhcpConfig::for_subnet([192, 0, 2]), tftp_roots, tftp_limits: TransferLimits::default(), nfs: None, seed: 0, rogue_dhcp: None }
+        PxeConfig { dhcp: DhcpConfig::for_subnet([192, 0, 2]), tftp_roots, tftp_limits: TransferLimits::default(), nfs: None, seed: 0, rogue_dhcp: None, http: false }
     }
 
     /// Export `layers` (top first) read-only over NFS at `path`, and hand clients the
@@ -157,6 +160,12 @@ impl PxeConfig {
             return Err("the lab's DHCP sends no router (option 3): the installer finds its network interface by the default route, and would find none".into());
         }
         Ok(())
+    }
+
+    /// Serve the boot tree (the TFTP roots) over HTTP as well, at `http://<lab>/…`.
+    pub fn http(mut self) -> Self {
+        self.http = true;
+        self
     }
 
     /// Declare a host: `mac` always gets `ip` and `hostname`.
@@ -242,6 +251,10 @@ fn services(server_ip: Ipv4Addr, dhcp: Arc<Mutex<DhcpServer>>, config: &PxeConfi
     ];
     if let Some(export) = &config.nfs {
         services.push(Arc::new(NfsService(NfsConfig::new(server_ip, &export.path, export.layers.clone()))));
+    }
+    if config.http {
+        let http = HttpConfig { ip: server_ip, roots: config.tftp_roots.clone(), idle_timeout: crate::services::http::IDLE_TIMEOUT };
+        services.push(Arc::new(HttpService(http)));
     }
     services
 }
@@ -699,6 +712,83 @@ mod test {
                 }
             }
         }
+    }
+
+    /// The boot tree over HTTP from a guest's own TCP stack: the file, a response event under
+    /// the guest's switch port, and a client past its connection bound refused while others
+    /// are served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_boot_tree_is_served_over_http_to_a_guest() {
+        use crate::services::http::{CONNECTIONS_PER_CLIENT, HTTP_PORT};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let tftp = dir.path().join("tftp");
+        std::fs::create_dir_all(tftp.join("nixos")).unwrap();
+        let kernel: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(tftp.join("nixos/bzImage"), &kernel).unwrap();
+        let network = Network::start(dir.path(), PxeConfig::new(vec![tftp]).http(), Instant::now()).unwrap();
+        let (client, _guard) = client(&network);
+        let server = SocketAddr::from((network.server_ip(), HTTP_PORT));
+        let mut stream = client.net().tcp_connect(server).await.unwrap();
+        stream.write_all(b"GET /nixos/bzImage HTTP/1.1\r\nHost: 192.0.2.1\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&response[..split]);
+        assert!(head.starts_with("HTTP/1.1 200 OK") && head.contains("content-length: 100000"), "{head}");
+        assert_eq!(&response[split..], &kernel[..]);
+        drop(stream);
+        let served = network
+            .events()
+            .wait_for("the HTTP response", Duration::from_secs(5), |e| match &e.event {
+                ServiceEvent::Http(h) => Some(h.clone()),
+                _ => None,
+            })
+            .await
+            .unwrap();
+        assert_eq!((served.client, served.served.path.as_str(), served.served.status, served.served.bytes), (CLIENT_IP, "/nixos/bzImage", 200, 100_000));
+        assert!(served.switch_port.is_some(), "{served:?}");
+
+        // A client that holds its bound of connections gets the next one closed at once.
+        let connect = || async { tokio::time::timeout(Duration::from_secs(10), client.net().tcp_connect(server)).await.expect("a connection").unwrap() };
+        let mut held = Vec::new();
+        for _ in 0..CONNECTIONS_PER_CLIENT {
+            // Lingering: closed with a FIN when dropped (a bare stream's drop tells nobody).
+            held.push(crate::services::tcp::Lingering::new(connect().await));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The server closes it at once, so early that tokio-smoltcp's connect may miss the
+        // Established state and wait for good (its poll_connected knows Established and Closed
+        // only): the capture tells what the server did.
+        let fins_before = fins_from(&dir.path().join("segment.pcap"), network.server_ip(), HTTP_PORT);
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.net().tcp_connect(server)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let fins = fins_from(&dir.path().join("segment.pcap"), network.server_ip(), HTTP_PORT);
+        assert_eq!(fins.len(), fins_before.len() + 1, "one connection past the bound closed by the server: {fins_before:?} then {fins:?}");
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut again = connect().await;
+        again.write_all(b"HEAD /nixos/bzImage HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut head = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), again.read_to_end(&mut head)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200 OK"), "served again once the others closed");
+    }
+
+    /// The client ports that `server:port` sent a FIN to, in the capture at `pcap`.
+    fn fins_from(pcap: &Path, server: Ipv4Addr, port: u16) -> std::collections::BTreeSet<u16> {
+        let mut reader = pcap_file::pcap::PcapReader::new(std::fs::File::open(pcap).unwrap()).unwrap();
+        let mut fins = std::collections::BTreeSet::new();
+        while let Some(Ok(packet)) = reader.next_packet() {
+            let f = &packet.data;
+            if f.len() < 54 || f[12..14] != [8, 0] || f[23] != 6 || f[26..30] != server.octets() {
+                continue;
+            }
+            let tcp = &f[14 + usize::from(f[14] & 0x0f) * 4..];
+            if u16::from_be_bytes([tcp[0], tcp[1]]) == port && tcp[13] & 0x01 != 0 {
+                fins.insert(u16::from_be_bytes([tcp[2], tcp[3]]));
+            }
+        }
+        fins
     }
 
     fn syn(src_mac: [u8; 6], src_ip: Ipv4Addr, src_port: u16, dst_ip: Ipv4Addr, dst_port: u16) -> Vec<u8> {

@@ -341,7 +341,7 @@ h1{font-size:1.5em}h2{margin-top:1.5em;border-bottom:1px solid #ccc}\
 .timeline .row{display:flex;align-items:center;height:20px}.label{width:16em;flex:none;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}\
 .track{position:relative;flex:1;height:14px;background:#f3f3f3}.took{width:6em;text-align:right;flex:none}\
 .bar{position:absolute;top:0;height:14px;background:#4a7fd4}.bar.failed{background:#d33}\
-.mark{position:absolute;top:0;width:3px;height:14px}.mark.dhcp{background:#e89b1a}.mark.tftp{background:#2a9d5c}.mark.nfs{background:#8e44ad}.mark.segment,.mark.server{background:#777}\
+.mark{position:absolute;top:0;width:3px;height:14px}.mark.dhcp{background:#e89b1a}.mark.tftp{background:#2a9d5c}.mark.nfs{background:#8e44ad}.mark.http{background:#1a7fb5}.mark.segment,.mark.server{background:#777}\
 .axis .track{background:none;font-size:11px;color:#666}\
 pre{background:#fafafa;border:1px solid #ddd;padding:.4em;overflow-x:auto;font-size:12px}\
 mark.failing{background:#fbb;display:inline-block;width:100%}details.failed>summary{color:#c00;font-weight:bold}\
@@ -353,6 +353,7 @@ pub fn summary(event: &ServiceEvent) -> (&'static str, String) {
         ServiceEvent::Dhcp(d) => (super::events::kind(event), format!("{:?} {} {}{}", d.kind, d.ip, d.boot_file, d.vendor_class.as_deref().map(|v| format!(" ({v})")).unwrap_or_default())),
         ServiceEvent::Tftp(t) => ("tftp", format!("{} {:?} {} bytes in {} ms {}", t.file, t.outcome, t.bytes, t.millis, t.detail)),
         ServiceEvent::Nfs(n) => ("nfs", format!("{} {}:{}", if n.connected { "connected" } else { "closed" }, n.client, n.port)),
+        ServiceEvent::Http(h) => ("http", format!("{} {} {} {} bytes in {} ms", h.served.method, h.served.path, h.served.status, h.served.bytes, h.served.millis)),
         ServiceEvent::Segment(s) => ("segment", format!("{s:?}")),
         ServiceEvent::Server { name, running } => ("server", format!("{name} {}", if *running { "started" } else { "stopped" })),
     }

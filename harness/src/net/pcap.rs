@@ -91,7 +91,7 @@ pub struct Summary {
     pub bytes: u64,
     /// Seconds from the first frame to the last.
     pub seconds: u64,
-    /// Frames per protocol (`arp`, `dhcp`, `tftp`, `nfs`, `portmap`, `other udp`, ...), most first.
+    /// Frames per protocol (`arp`, `dhcp`, `tftp`, `nfs`, `portmap`, `http`, `other udp`, ...), most first.
     pub protocols: Vec<(String, u64)>,
     /// How many frames were corrupt or cut short at the end of the file (a killed run).
     pub unreadable: u64,
@@ -143,6 +143,7 @@ fn protocol(frame: &[u8]) -> &'static str {
         Some(17) => "other udp",
         Some(6) if port(2049) => "nfs",
         Some(6) if port(111) => "portmap",
+        Some(6) if port(80) => "http",
         Some(6) => "other tcp",
         Some(1) => "icmp",
         _ => "other ipv4",
@@ -177,9 +178,9 @@ mod test {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("segment.pcap");
         let mut capture = Capture::create(&path).unwrap();
-        let udp = |source: u16, destination: u16| {
+        let ip = |protocol: u8, source: u16, destination: u16| {
             let mut frame = vec![0u8; 12];
-            frame.extend([0x08, 0x00, 0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17]);
+            frame.extend([0x08, 0x00, 0x45, 0, 0, 0, 0, 0, 0, 0, 64, protocol]);
             frame.extend([0u8; 10]);
             frame.extend(source.to_be_bytes());
             frame.extend(destination.to_be_bytes());
@@ -188,13 +189,14 @@ mod test {
         };
         let mut arp = vec![0u8; 12];
         arp.extend([0x08, 0x06, 0, 1]);
-        for frame in [udp(68, 67), udp(67, 68), udp(2000, 69), arp] {
+        for frame in [ip(17, 68, 67), ip(17, 67, 68), ip(17, 2000, 69), arp, ip(6, 80, 40000)] {
             capture.record(&frame);
         }
         drop(capture);
         std::thread::sleep(Duration::from_millis(200));
         let summary = summarize(&path).unwrap();
-        assert_eq!(summary.frames, 4);
-        assert_eq!(summary.protocols, [("dhcp".to_owned(), 2), ("arp".to_owned(), 1), ("tftp".to_owned(), 1)]);
+        assert_eq!(summary.frames, 5);
+        let expected = [("dhcp", 2), ("arp", 1), ("http", 1), ("tftp", 1)].map(|(p, n)| (p.to_owned(), n));
+        assert_eq!(summary.protocols, expected);
     }
 }

@@ -24,6 +24,7 @@ pub mod http;
 pub mod ndp;
 pub mod nfs;
 pub mod syn_guard;
+pub mod tcp;
 pub mod tftp;
 
 /// Something a service did that a test may wait for.
@@ -33,6 +34,7 @@ pub enum ServiceEvent {
     Dhcp(dhcp::DhcpEvent),
     Tftp(tftp::TftpEvent),
     Nfs(nfs::NfsEvent),
+    Http(http::HttpEvent),
     /// The switch dropped frames or injected a fault.
     Segment(crate::net::segment::SegmentEvent),
     /// A server was stopped or started on purpose (fault injection).

@@ -21,6 +21,101 @@ use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWrite};
 
 pub use respond::{respond, Body, Plan};
 
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+
+use crate::event::Sink;
+use crate::net::host::IpHost;
+use crate::services::tcp::{accept, Closed, Handler};
+use crate::services::ServiceEvent;
+
+/// Where the HTTP server listens on the lab network.
+pub const HTTP_PORT: u16 = 80;
+/// Most connections one client address may hold at once: a firmware or iPXE needs one or
+/// two; a client past this has a new connection closed at once.
+pub const CONNECTIONS_PER_CLIENT: usize = 8;
+/// A connection with no traffic either way for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One response of the lab's HTTP server, for the lab's events.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HttpEvent {
+    pub client: Ipv4Addr,
+    #[serde(flatten)]
+    pub served: Served,
+    /// The switch port the client's connection came in on.
+    pub switch_port: Option<crate::net::switch::PortId>,
+}
+
+/// What the HTTP server serves.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub ip: Ipv4Addr,
+    /// Served directories, searched in order (TFTP's roots: the lab's boot tree).
+    pub roots: Vec<PathBuf>,
+    pub idle_timeout: Duration,
+}
+
+/// The HTTP server as a [`crate::services::LabService`]: a task on the lab host's TCP port 80.
+pub struct HttpService(pub HttpConfig);
+
+impl crate::services::LabService for HttpService {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn listens_on(&self) -> String {
+        format!("TCP {}:{HTTP_PORT} (HTTP/1.1, GET and HEAD of the boot tree)", self.0.ip)
+    }
+
+    fn serve(&self, host: Arc<IpHost>, events: Arc<dyn Sink<ServiceEvent>>, _started: tokio::time::Instant) -> Option<futures::future::BoxFuture<'static, std::io::Result<()>>> {
+        Some(Box::pin(serve_lab(host, self.0.clone(), events)))
+    }
+}
+
+/// Serve the boot tree on the lab host's port 80 until the host goes away (or the task is
+/// aborted: a server stop).
+pub async fn serve_lab(host: Arc<IpHost>, config: HttpConfig, events: Arc<dyn Sink<ServiceEvent>>) -> std::io::Result<()> {
+    let roots = Arc::new(config.roots.clone());
+    let held: Arc<Mutex<HashMap<Ipv4Addr, usize>>> = Arc::default();
+    let seen = host.clone();
+    let handler: Handler = Arc::new(move |stream, peer| {
+        let (roots, events, host, held) = (roots.clone(), events.clone(), seen.clone(), held.clone());
+        Box::pin(async move {
+            let SocketAddr::V4(client) = peer else { return };
+            let ip = *client.ip();
+            let full = {
+                let mut held = held.lock().expect("http lock");
+                let count = held.entry(ip).or_insert(0);
+                let full = *count >= CONNECTIONS_PER_CLIENT;
+                *count += usize::from(!full);
+                full
+            };
+            if full {
+                tracing::info!("http: {peer} holds {CONNECTIONS_PER_CLIENT} connections: closed a new one");
+                return; // dropped: closed with a FIN (services::tcp::Lingering)
+            }
+            let release = held.clone();
+            let _released = Closed(Some(Box::new(move || {
+                let mut held = release.lock().expect("http lock");
+                if let Some(count) = held.get_mut(&ip) {
+                    *count -= 1;
+                    if *count == 0 {
+                        held.remove(&ip);
+                    }
+                }
+            })));
+            let switch_port = host.port_of(ip);
+            let report: OnServed = Arc::new(move |served| events.publish(ServiceEvent::Http(HttpEvent { client: ip, served, switch_port })));
+            if let Err(e) = serve(stream, roots, report).await {
+                tracing::debug!("http: connection from {peer} ended: {e}");
+            }
+        })
+    });
+    accept(host, SocketAddr::from((config.ip, HTTP_PORT)), config.idle_timeout, handler).await
+}
+
 /// Most bytes of a request's line and headers (hyper's read buffer; its floor is 8 KiB).
 pub const MAX_HEAD: usize = 16 * 1024;
 /// How long a request's head may take to arrive.

@@ -7,23 +7,20 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use nfsserve::tcp::NFSConnections;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::Instant;
-use tokio_smoltcp::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::rpc::{record, RecordDecoder};
 use super::{Portmap, StackedExport};
 use crate::net::host::IpHost;
 use crate::event::Sink;
+use crate::services::tcp::{accept, Closed, Handler, Idle, Lingering};
 use crate::services::{recv_datagram, send_datagram, ServiceEvent};
+
+pub use crate::services::tcp::RECYCLE_AFTER;
 
 /// An NFS client connected or its connection ended (for a run's timeline).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -38,11 +35,6 @@ pub struct NfsEvent {
 /// Where NFS and MOUNT listen on the lab network.
 pub const NFS_PORT: u16 = 2049;
 const PORTMAP_PORT: u16 = 111;
-/// Listening sockets per TCP port: this many handshakes may be in progress at once.
-pub const BACKLOG: usize = 16;
-/// A listening socket that completed no handshake for this long (up to twice this, staggered)
-/// is replaced, in case a half-open connection holds it.
-pub const RECYCLE_AFTER: Duration = Duration::from_secs(5);
 /// A TCP connection with no traffic either way for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -116,63 +108,6 @@ pub async fn serve(host: Arc<IpHost>, config: NfsConfig, events: Arc<dyn Sink<Se
     .map(drop)
 }
 
-/// Runs its closure when dropped.
-struct Closed(Option<Box<dyn FnOnce() + Send>>);
-
-impl Drop for Closed {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
-}
-
-/// Serves one accepted connection.
-type Handler = Arc<dyn Fn(Idle<TcpStream>, SocketAddr) -> BoxFuture<'static, ()> + Send + Sync>;
-
-/// Accept on `addr` with [`BACKLOG`] listening sockets; each connection runs `handler` in a
-/// task of its own, closed after `idle` without traffic. Connection tasks end with this
-/// future (a server stop closes every connection).
-///
-/// A listening socket that has completed no handshake for [`RECYCLE_AFTER`] is replaced by a
-/// fresh one: the userspace stack keeps a socket whose handshake never completes (a SYN
-/// from an address that never answers, a SYN flood) half-open for good, and eight of them
-/// kept every client out until the lab restarted. A handshake takes milliseconds, so a
-/// client rarely meets a socket as it is replaced, and its SYN retransmission finds another.
-async fn accept(host: Arc<IpHost>, addr: SocketAddr, idle: Duration, handler: Handler) -> std::io::Result<()> {
-    let (done, _) = tokio::sync::broadcast::channel::<()>(1);
-    let mut listeners = tokio::task::JoinSet::new();
-    for slot in 0..BACKLOG {
-        let (host, handler, done) = (host.clone(), handler.clone(), done.clone());
-        listeners.spawn(async move {
-            // Staggered, so that the sockets are not all replaced at once.
-            let recycle = RECYCLE_AFTER + RECYCLE_AFTER * slot as u32 / BACKLOG as u32;
-            loop {
-                let mut listener = host.net().tcp_bind(addr).await?;
-                while let Ok(accepted) = tokio::time::timeout(recycle, listener.accept()).await {
-                    let (stream, peer) = accepted?;
-                    let (handler, mut stop) = (handler.clone(), done.subscribe());
-                    tokio::spawn(async move {
-                        let (stream, last) = Idle::new(stream);
-                        tokio::select! {
-                            _ = handler(stream, peer) => {}
-                            _ = last.expired(idle) => tracing::info!("{addr}: closed the connection from {peer}, idle for {idle:?}"),
-                            _ = stop.recv() => {}
-                        }
-                    });
-                }
-                tracing::debug!("{addr}: listening socket {slot} replaced after {recycle:?} without a handshake");
-            }
-        });
-    }
-    let ended = listeners.join_next().await.expect("a listener");
-    drop(done);
-    match ended {
-        Ok(result) => result,
-        Err(e) => Err(std::io::Error::other(e)),
-    }
-}
-
 async fn portmap_udp(host: &IpHost, ip: Ipv4Addr, portmap: &Portmap) -> std::io::Result<()> {
     let socket = host.net().udp_bind(SocketAddr::from((ip, PORTMAP_PORT))).await?;
     let mut buf = vec![0u8; 9000];
@@ -184,7 +119,7 @@ async fn portmap_udp(host: &IpHost, ip: Ipv4Addr, portmap: &Portmap) -> std::io:
     }
 }
 
-async fn portmap_connection(mut stream: Idle<TcpStream>, peer: SocketAddr, portmap: Portmap) {
+async fn portmap_connection(mut stream: Idle<Lingering>, peer: SocketAddr, portmap: Portmap) {
     let mut decoder = RecordDecoder::default();
     let mut buf = vec![0u8; 4096];
     loop {
@@ -203,71 +138,6 @@ async fn portmap_connection(mut stream: Idle<TcpStream>, peer: SocketAddr, portm
                 }
             }
         }
-    }
-}
-
-/// A stream that notes when it last moved data, for idle timeouts.
-pub struct Idle<S> {
-    inner: S,
-    last: Arc<LastActivity>,
-}
-
-/// When a connection last moved data, in milliseconds since it opened.
-pub struct LastActivity {
-    opened: Instant,
-    at_ms: AtomicU64,
-}
-
-impl LastActivity {
-    fn touch(&self) {
-        self.at_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Resolve once no data has moved for `idle`.
-    async fn expired(&self, idle: Duration) {
-        loop {
-            let last = self.opened + Duration::from_millis(self.at_ms.load(Ordering::Relaxed));
-            if last.elapsed() >= idle {
-                return;
-            }
-            tokio::time::sleep_until(last + idle).await;
-        }
-    }
-}
-
-impl<S> Idle<S> {
-    pub fn new(inner: S) -> (Self, Arc<LastActivity>) {
-        let last = Arc::new(LastActivity { opened: Instant::now(), at_ms: AtomicU64::new(0) });
-        (Idle { inner, last: last.clone() }, last)
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Idle<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.last.touch();
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.touch();
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -345,23 +215,5 @@ mod test {
         // GETATTR whose file handle claims 4 GiB - 1 bytes.
         let (replies, ended) = exchange(nfs_call(9, 1, &[u32::MAX, 0, 0]), 1).await;
         assert!(ended && replies.is_empty(), "the call is refused, not allocated");
-    }
-
-    #[tokio::test]
-    async fn a_connection_expires_only_after_its_idle_time_without_traffic() {
-        let (near, mut far) = tokio::io::duplex(64);
-        let (mut near, last) = Idle::new(near);
-        let idle = Duration::from_millis(300);
-        let begun = Instant::now();
-        for _ in 0..4 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            near.write_all(b"x").await.unwrap();
-            let mut byte = [0u8; 1];
-            far.read_exact(&mut byte).await.unwrap();
-        }
-        last.expired(idle).await;
-        let waited = begun.elapsed();
-        assert!(waited >= Duration::from_millis(900), "traffic kept it open: {waited:?}");
-        assert!(waited < Duration::from_millis(1500), "{waited:?}");
     }
 }
