@@ -8,7 +8,16 @@ use std::time::Duration;
 use dhcproto::v4::{DhcpOption, DhcpOptions, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
-use super::{ConfigError, DhcpConfig};
+use super::{BootClient, ConfigError, DhcpConfig};
+
+/// What a reply offers to boot.
+#[derive(Clone, Copy)]
+struct Boot<'a> {
+    client: BootClient,
+    arch: Option<u16>,
+    /// The boot file (a URL for what boots over HTTP); empty for none.
+    file: &'a str,
+}
 
 /// BOOTP's minimum message length (RFC 951); shorter replies are padded.
 pub const BOOTP_MIN_LEN: usize = 300;
@@ -221,10 +230,16 @@ impl DhcpServer {
             Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
             _ => None,
         };
-        let vendor_class = match opts.get(OptionCode::ClassIdentifier) {
-            Some(DhcpOption::ClassIdentifier(v)) => Some(String::from_utf8_lossy(v).into_owned()),
+        let vendor_class_bytes = match opts.get(OptionCode::ClassIdentifier) {
+            Some(DhcpOption::ClassIdentifier(v)) => Some(v.as_slice()),
             _ => None,
         };
+        let user_class = match opts.get(OptionCode::UserClass) {
+            Some(DhcpOption::UserClass(v)) => Some(v.as_slice()),
+            _ => None,
+        };
+        let client = BootClient::of(vendor_class_bytes, user_class);
+        let vendor_class = vendor_class_bytes.map(|v| String::from_utf8_lossy(v).into_owned());
         let requested = match opts.get(OptionCode::RequestedIpAddress) {
             Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
             _ => None,
@@ -295,9 +310,9 @@ impl DhcpServer {
             }
             Some(other) => return Err(Ignored::NoReply(other)),
         };
-        let reply = self.answer(&request, &mac, kind, ip, arch, rfc1048);
+        let boot_file = self.config.boot_file_for(client, arch);
+        let reply = self.answer(&request, &mac, kind, ip, Boot { client, arch, file: &boot_file }, rfc1048);
         let hostname = self.hostname(&mac).map(str::to_owned);
-        let boot_file = self.config.boot_file(arch).to_owned();
         Ok((Some(reply), event(kind, ip, hostname, &boot_file)))
     }
 
@@ -341,9 +356,9 @@ impl DhcpServer {
         (first..=last).map(Ipv4Addr::from).find(|ip| free(*ip)).ok_or(Ignored::PoolExhausted)
     }
 
-    fn answer(&self, request: &Message, mac: &Mac, kind: DhcpEventKind, ip: Ipv4Addr, arch: Option<u16>, rfc1048: bool) -> Reply {
+    fn answer(&self, request: &Message, mac: &Mac, kind: DhcpEventKind, ip: Ipv4Addr, boot: Boot, rfc1048: bool) -> Reply {
         let c = &self.config;
-        let boot_file = c.boot_file(arch);
+        let boot_file = boot.file;
         let mut reply = base_reply(request);
         if request.opts().msg_type() != Some(MessageType::Inform) {
             reply.set_yiaddr(ip);
@@ -380,9 +395,12 @@ impl DhcpServer {
         if !boot_file.is_empty() {
             opts.insert(DhcpOption::BootfileName(boot_file.as_bytes().to_vec()));
         }
-        // No option 60 unless a quirk asks: OVMF's PXE rejects a `PXEClient` offer without
+        // UEFI HTTP boot takes only an offer with option 60 `HTTPClient`. A PXE client gets
+        // no option 60 unless a quirk asks: OVMF's PXE rejects a `PXEClient` offer without
         // option 43.
-        if c.quirks.pxe_client_without_43 && arch.is_some() {
+        if boot.client == BootClient::UefiHttp && !boot_file.is_empty() {
+            opts.insert(DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
+        } else if c.quirks.pxe_client_without_43 && boot.arch.is_some() {
             opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
         }
         if c.quirks.bootp_without_options && !rfc1048 {
@@ -607,6 +625,43 @@ mod test {
         let (offer, event) = reply(&mut server, 0, &req);
         assert_eq!((event.ip, event.boot_file.as_str()), ("192.0.2.100".parse().unwrap(), "nixos/bootx64.efi"));
         insta::assert_snapshot!("ipxe_offer", describe(&offer));
+    }
+
+    #[test]
+    fn uefi_http_boot_gets_option_60_and_a_url_and_ipxe_its_script() {
+        let mut c = config();
+        c.http_boot = crate::services::dhcp::HttpBoot { uefi: Some("ipxe/ipxe.efi".into()), ipxe_script: Some("pxelab.ipxe".into()) };
+        let mut server = DhcpServer::new(c).unwrap();
+        // OVMF's HttpBootDxe: architecture 16 (x64 UEFI HTTP), vendor class HTTPClient.
+        let http_boot = request(
+            MAC,
+            Some(MessageType::Discover),
+            vec![
+                DhcpOption::ClientSystemArchitecture(Architecture::from(16)),
+                DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016:UNDI:003001".to_vec()),
+            ],
+            true,
+        );
+        let (offer, event) = reply(&mut server, 0, &http_boot);
+        assert_eq!(event.boot_file, "http://192.0.2.1/ipxe/ipxe.efi");
+        insta::assert_snapshot!("uefi_http_boot_offer", describe(&offer));
+        let ipxe = request(
+            Mac([0x52, 0x54, 0, 0, 0, 0x42]),
+            Some(MessageType::Discover),
+            vec![
+                DhcpOption::ClientSystemArchitecture(Architecture::from(7)),
+                DhcpOption::ClassIdentifier(b"PXEClient:Arch:00007:UNDI:003010".to_vec()),
+                DhcpOption::UserClass(b"iPXE".to_vec()),
+            ],
+            false,
+        );
+        let (offer, event) = reply(&mut server, 0, &ipxe);
+        assert_eq!(event.boot_file, "http://192.0.2.1/pxelab.ipxe");
+        assert_eq!(offer.message.fname_str().and_then(Result::ok), Some("http://192.0.2.1/pxelab.ipxe"));
+        assert!(offer.message.opts().get(OptionCode::ClassIdentifier).is_none(), "iPXE needs no option 60");
+        let (offer, event) = reply(&mut server, 0, &ovmf(MessageType::Discover, vec![]));
+        assert_eq!(event.boot_file, "nixos/bootx64.efi", "PXE firmware still gets its TFTP file");
+        assert!(offer.message.opts().get(OptionCode::ClassIdentifier).is_none());
     }
 
     /// `bytes` with its RFC 1048 cookie zeroed, as a GRUB that sends no cookie: plain BOOTP.
