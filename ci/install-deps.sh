@@ -10,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
-packages=(qemu-system-x86 ovmf ipxe-qemu grub-efi-amd64-bin grub-common linux-image-amd64 busybox-static
+packages=(qemu-system-x86 ovmf ipxe-qemu ipxe grub-efi-amd64-bin grub-common linux-image-amd64 busybox-static
           mmdebstrap kmod xz-utils zstd nix-bin chromium
           linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev)
 $sudo apt-get update -qq

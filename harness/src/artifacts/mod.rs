@@ -3,6 +3,7 @@
 
 mod cache;
 mod check;
+pub mod ipxe;
 mod provider;
 mod prune;
 mod system;

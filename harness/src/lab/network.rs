@@ -27,7 +27,7 @@ use crate::net::Mac;
 use crate::services::dhcp::{DhcpConfig, DhcpEvent, DhcpServer, DhcpService, HostDecl};
 use crate::services::ndp::NdpService;
 use crate::services::syn_guard::SynGuardService;
-use crate::services::http::{HttpConfig, HttpService};
+use crate::services::http::{HttpConfig, HttpEvent, HttpService};
 use crate::services::nfs::{NfsConfig, NfsService};
 use crate::services::tftp::{TftpConfig, TftpEvent, TftpOutcome, TftpService, TransferLimits};
 use crate::services::{LabService, ServiceEvent};
@@ -166,6 +166,40 @@ impl PxeConfig {
     pub fn http(mut self) -> Self {
         self.http = true;
         self
+    }
+
+    /// Boot iPXE over HTTP: iPXE clients (user class `iPXE`) get the URL of an entry script
+    /// that loads the boot tree's kernel and initrds by HTTP. The scripts are written into
+    /// `dir`, served before the other roots, from the `load-kernel*.cfg` files beside the
+    /// boot loader of UEFI x86-64 clients ([`crate::artifacts::ipxe`]).
+    pub fn ipxe_over_http(mut self, dir: &Path) -> Result<Self, crate::artifacts::ipxe::ScriptError> {
+        use crate::artifacts::ipxe;
+        let boot_file = self.dhcp.boot_file(Some(crate::services::dhcp::ARCH_EFI_X64)).to_owned();
+        let prefix = Path::new(&boot_file).parent().unwrap_or(Path::new("")).to_path_buf();
+        let root = self.tftp_roots.iter().find(|r| r.join(&prefix).is_dir()).cloned().unwrap_or_default();
+        ipxe::write_scripts(&root, &boot_file, dir, &format!("http://{}", self.dhcp.server))?;
+        self.dhcp.http_boot.ipxe_script = Some(ipxe::ENTRY_SCRIPT.to_owned());
+        self.serve_first(dir);
+        Ok(self)
+    }
+
+    /// UEFI HTTP boot: a firmware's HTTP boot (option 60 `HTTPClient`) gets the URL of
+    /// `program`, copied into `dir` (served before the other roots), and runs it.
+    pub fn uefi_http_boot(mut self, program: &Path, dir: &Path) -> std::io::Result<Self> {
+        let name = program.file_name().ok_or_else(|| std::io::Error::other(format!("{} names no file", program.display())))?;
+        std::fs::create_dir_all(dir)?;
+        std::fs::copy(program, dir.join(name)).map_err(|e| std::io::Error::new(e.kind(), format!("cannot copy {} into {}: {e}", program.display(), dir.display())))?;
+        self.dhcp.http_boot.uefi = Some(name.to_string_lossy().into_owned());
+        self.serve_first(dir);
+        Ok(self)
+    }
+
+    /// Serve `dir` over TFTP and HTTP before the other roots.
+    fn serve_first(&mut self, dir: &Path) {
+        if !self.tftp_roots.iter().any(|r| r == dir) {
+            self.tftp_roots.insert(0, dir.to_path_buf());
+        }
+        self.http = true;
     }
 
     /// Declare a host: `mac` always gets `ip` and `hostname`.
@@ -558,6 +592,31 @@ impl Network {
                     }
                     _ => None,
                 })
+            .await?
+    }
+
+    /// Wait until the client with `mac` has fetched `path` (`/nixos/bzImage`) by HTTP GET,
+    /// whole (200) or in part (206). A path the server does not have ends the wait at once
+    /// ([`EventWaitError::Refused`]).
+    pub async fn wait_for_http_request(&self, mac: impl Into<Mac>, path: &str, timeout: Duration) -> Result<HttpEvent, EventWaitError> {
+        let mac = mac.into();
+        let path = format!("/{}", path.trim_start_matches('/'));
+        let what = format!("{mac} to fetch {path} by HTTP");
+        let port = self.port_of(mac);
+        let mut ips: Vec<Ipv4Addr> = self.lease_of(mac).into_iter().collect();
+        self.events
+            .wait_for(&what, timeout, |e| match &e.event {
+                ServiceEvent::Dhcp(d) if d.mac == mac && from_port(&e.event, port) => {
+                    ips.push(d.ip);
+                    None
+                }
+                ServiceEvent::Http(h) if ips.contains(&h.client) && h.served.path == path && h.served.method == "GET" => match h.served.status {
+                    200 | 206 => Some(Ok(h.clone())),
+                    404 => Some(Err(EventWaitError::Refused { what: what.clone(), detail: format!("the lab's HTTP server has no {path} (404)") })),
+                    _ => None,
+                },
+                _ => None,
+            })
             .await?
     }
 }

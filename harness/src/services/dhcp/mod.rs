@@ -8,6 +8,6 @@ mod config;
 mod server;
 mod task;
 
-pub use config::{BootClient, ConfigError, DhcpConfig, HostDecl, HttpBoot, Quirks};
+pub use config::{BootClient, ConfigError, DhcpConfig, HostDecl, HttpBoot, Quirks, ARCH_EFI_X64, ARCH_EFI_X64_ALT};
 pub use server::{DhcpEvent, DhcpEventKind, DhcpServer, Ignored, Lease, Reply, BOOTP_MIN_LEN};
 pub use task::{interceptor, DhcpService};
