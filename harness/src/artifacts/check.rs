@@ -26,6 +26,14 @@ pub enum ArtifactError {
     Console { file: PathBuf, found: String, console: SerialConsole },
     #[error("{}: the image is damaged or truncated ({tool} -t: {output}); the installer would fail unpacking it", file.display())]
     Image { file: PathBuf, tool: &'static str, output: String },
+    #[error("{}: {cause}", file.display())]
+    NetbootScript { file: PathBuf, cause: String },
+    #[error("{}: names {name}, which is not in {}; it holds: {holds}", file.display(), dir.display())]
+    NetbootMissing { file: PathBuf, name: String, dir: PathBuf, holds: String },
+    #[error("{}: the kernel is truncated: {cause}", file.display())]
+    Kernel { file: PathBuf, cause: String },
+    #[error("{}: the initrd is damaged or truncated: {cause}; the kernel would panic unpacking it, or boot without its root", file.display())]
+    Initrd { file: PathBuf, cause: String },
     #[error("cannot check {}", path.display())]
     Io {
         path: PathBuf,
@@ -42,6 +50,127 @@ pub async fn check(tftp_root: &Path, nfs_layers: &[PathBuf], console: SerialCons
         image_intact(&image).await?;
     }
     Ok(())
+}
+
+/// A set in netboot.nix's shape: its iPXE `script` in `dir` parses and loads a kernel, each
+/// image it names is in `dir` (a URL elsewhere is the user's to serve), the kernel is whole
+/// (its bzImage header's sizes) and each initrd is (a newc archive to its trailer, or a
+/// compressed stream to its end).
+pub async fn check_netboot(dir: &Path, script: &str) -> Result<(), ArtifactError> {
+    let file = dir.join(script);
+    let text = std::fs::read_to_string(&file).map_err(|source| ArtifactError::Io { path: file.clone(), source })?;
+    let loads = super::ipxe::loads(&text).map_err(|cause| ArtifactError::NetbootScript { file: file.clone(), cause })?;
+    let local = |name: &str| -> Option<PathBuf> { (!name.contains("://")).then(|| dir.join(name.trim_start_matches('/'))) };
+    let mut images = vec![(loads.kernel.clone(), true)];
+    images.extend(loads.initrds.iter().map(|i| (i.clone(), false)));
+    for (name, kernel) in images {
+        let Some(path) = local(&name) else { continue };
+        if !path.is_file() {
+            let mut holds: Vec<String> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            holds.sort();
+            return Err(ArtifactError::NetbootMissing { file: file.clone(), name, dir: dir.to_owned(), holds: holds.join(", ") });
+        }
+        let (path2, check) = (path.clone(), if kernel { kernel_whole as fn(&Path) -> Result<(), String> } else { initrd_whole });
+        let checked = tokio::task::spawn_blocking(move || check(&path2)).await.map_err(|e| ArtifactError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+        checked.map_err(|cause| match kernel {
+            true => ArtifactError::Kernel { file: path.clone(), cause },
+            false => ArtifactError::Initrd { file: path.clone(), cause },
+        })?;
+    }
+    Ok(())
+}
+
+/// A bzImage holds its setup sectors and protected-mode code whole (Linux boot protocol:
+/// `setup_sects` at 0x1f1, `HdrS` at 0x202, `syssize` in 16-byte units at 0x1f4).
+fn kernel_whole(path: &Path) -> Result<(), String> {
+    let mut head = [0u8; 0x210];
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    std::io::Read::read_exact(&mut file, &mut head).map_err(|_| format!("{len} bytes, shorter than a bzImage header"))?;
+    if &head[0x202..0x206] != b"HdrS" {
+        return Err("no bzImage header (HdrS at 0x202): not a Linux kernel image".into());
+    }
+    let setup = u64::from(if head[0x1f1] == 0 { 4 } else { head[0x1f1] });
+    let syssize = u64::from(u32::from_le_bytes([head[0x1f4], head[0x1f5], head[0x1f6], head[0x1f7]]));
+    let want = (setup + 1) * 512 + syssize * 16;
+    match len < want {
+        true => Err(format!("{len} bytes of the {want} its header announces")),
+        false => Ok(()),
+    }
+}
+
+/// An initrd reads to its end: newc archives (concatenated, zero-padded) to their trailers,
+/// a gzip stream decompressed whole; zstd and xz by their tools' own test.
+fn initrd_whole(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut magic = [0u8; 6];
+    let n = file.read(&mut magic).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    match &magic[..n] {
+        [0x1f, 0x8b, ..] => {
+            let mut gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
+            newc_whole(&mut gz)
+        }
+        [0xfd, b'7', b'z', b'X', b'Z', 0] | [0x28, 0xb5, 0x2f, 0xfd, ..] => {
+            let tool = if magic[0] == 0xfd { "xz" } else { "zstd" };
+            let out = std::process::Command::new(tool).args(["-t", "-q"]).arg(path).output().map_err(|e| format!("{tool}: {e}"))?;
+            match out.status.success() {
+                true => Ok(()),
+                false => Err(format!("{tool} -t: {}", String::from_utf8_lossy(&out.stderr).trim())),
+            }
+        }
+        [b'0', b'7', b'0', b'7', b'0', b'1' | b'2'] => newc_whole(&mut std::io::BufReader::new(file)),
+        _ => Ok(()), // lz4, bzip2, …: left to the kernel
+    }
+}
+
+/// Walk newc archives to their trailers; what follows a trailer is padding or another archive.
+fn newc_whole(input: &mut dyn std::io::Read) -> Result<(), String> {
+    use std::io::Read;
+    let mut input = std::io::BufReader::with_capacity(1 << 20, input);
+    let mut offset: u64 = 0;
+    let skip = |input: &mut dyn Read, n: u64, offset: &mut u64| -> Result<(), String> {
+        let copied = std::io::copy(&mut input.take(n), &mut std::io::sink()).map_err(|e| format!("at byte {offset}: {e}"))?;
+        *offset += copied;
+        if copied < n {
+            return Err(format!("it ends at byte {offset}, inside an entry"));
+        }
+        Ok(())
+    };
+    let (mut archives, mut in_archive) = (0, false);
+    loop {
+        // Zero padding between archives, or the end.
+        let mut header = [0u8; 110];
+        let mut got = 0;
+        while got == 0 {
+            let mut first = [0u8; 1];
+            match input.read(&mut first).map_err(|e| format!("at byte {offset}: {e}"))? {
+                0 if in_archive => return Err(format!("it ends at byte {offset}, before its archive's trailer (TRAILER!!!)")),
+                0 if archives > 0 => return Ok(()),
+                0 => return Err("it holds no cpio archive".into()),
+                _ if first[0] == 0 => offset += 1,
+                _ => {
+                    header[0] = first[0];
+                    got = 1;
+                }
+            }
+        }
+        input.read_exact(&mut header[1..]).map_err(|_| format!("it ends at byte {offset}, inside an entry's header"))?;
+        offset += 110;
+        if &header[..5] != b"07070" {
+            return Err(format!("at byte {}: no newc header where one should be", offset - 110));
+        }
+        let field = |i: usize| u64::from_str_radix(std::str::from_utf8(&header[6 + i * 8..14 + i * 8]).unwrap_or("x"), 16).map_err(|_| format!("at byte {}: a damaged header", offset - 110));
+        let (size, name_len) = (field(6)?, field(11)?);
+        let name_pad = (4 - (110 + name_len) % 4) % 4;
+        let mut name = vec![0u8; name_len as usize];
+        input.read_exact(&mut name).map_err(|_| format!("it ends at byte {offset}, inside an entry's name"))?;
+        offset += name_len;
+        skip(&mut input, name_pad + size + (4 - size % 4) % 4, &mut offset)?;
+        in_archive = !name.starts_with(b"TRAILER!!!");
+        archives += usize::from(!in_archive);
+    }
 }
 
 /// Every `*.cfg` parses (`grub-script-check`), puts its serial line and kernel console on
@@ -209,5 +338,71 @@ mod test {
         assert!(matches!(&err, ArtifactError::Image { tool: "gzip", output, .. } if output.contains("unexpected end of file")), "{err}");
         std::fs::write(layer.join("nixos.tar.gz"), &whole).unwrap();
         image_intact(&image_of(&[dir.path().join("layer")]).unwrap()).await.unwrap();
+    }
+
+    /// A bzImage-shaped file: `HdrS`, one setup sector, `syssize` 16-byte units of code.
+    fn bzimage(syssize: u32, len: usize) -> Vec<u8> {
+        let mut k = vec![0u8; len];
+        k[0x1f1] = 1;
+        k[0x1f4..0x1f8].copy_from_slice(&syssize.to_le_bytes());
+        k[0x202..0x206].copy_from_slice(b"HdrS");
+        k
+    }
+
+    fn newc(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, body) in entries.iter().copied().chain([("TRAILER!!!", &b""[..])]) {
+            let header = format!("070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}", 1, 0o100644, 0, 0, 1, 0, body.len(), 0, 0, 0, 0, name.len() + 1, 0);
+            out.extend(header.as_bytes());
+            out.extend(name.as_bytes());
+            out.push(0);
+            while out.len() % 4 != 0 {
+                out.push(0);
+            }
+            out.extend(body);
+            while out.len() % 4 != 0 {
+                out.push(0);
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_netboot_set_that_cannot_boot_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let script = "#!ipxe\nkernel bzImage init=/nix/store/x/init initrd=initrd\ninitrd initrd\nboot\n";
+        std::fs::write(d.join("netboot.ipxe"), script).unwrap();
+        std::fs::write(d.join("bzImage"), bzimage(64, 1024 + 64 * 16)).unwrap();
+        let initrd = newc(&[("init", b"#!/bin/sh\n"), ("big", &[7u8; 5000])]);
+        std::fs::write(d.join("initrd"), &initrd).unwrap();
+        check_netboot(d, "netboot.ipxe").await.unwrap();
+        // Two archives, zero-padded between them, as concatenated initrds are.
+        let two = [initrd.clone(), vec![0; 512], newc(&[("extra", b"x")])].concat();
+        std::fs::write(d.join("initrd"), &two).unwrap();
+        check_netboot(d, "netboot.ipxe").await.unwrap();
+
+        std::fs::write(d.join("initrd"), &initrd[..initrd.len() - 200]).unwrap();
+        let err = check_netboot(d, "netboot.ipxe").await.unwrap_err();
+        assert!(matches!(err, ArtifactError::Initrd { .. }) && err.to_string().contains("ends at byte"), "{err}");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &initrd).unwrap();
+        let gz = gz.finish().unwrap();
+        std::fs::write(d.join("initrd"), &gz).unwrap();
+        check_netboot(d, "netboot.ipxe").await.unwrap();
+        std::fs::write(d.join("initrd"), &gz[..gz.len() / 2]).unwrap();
+        assert!(matches!(check_netboot(d, "netboot.ipxe").await, Err(ArtifactError::Initrd { .. })));
+        std::fs::write(d.join("initrd"), &initrd).unwrap();
+
+        std::fs::write(d.join("bzImage"), bzimage(64, 1024 + 63 * 16)).unwrap();
+        let err = check_netboot(d, "netboot.ipxe").await.unwrap_err();
+        assert!(err.to_string().contains("2032 bytes of the 2048"), "{err}");
+        std::fs::write(d.join("bzImage"), bzimage(64, 1024 + 64 * 16)).unwrap();
+
+        std::fs::write(d.join("netboot.ipxe"), script.replace("initrd initrd", "initrd initrd.zst")).unwrap();
+        let err = check_netboot(d, "netboot.ipxe").await.unwrap_err();
+        assert!(err.to_string().contains("names initrd.zst") && err.to_string().contains("holds: bzImage, initrd, netboot.ipxe"), "{err}");
+        std::fs::write(d.join("netboot.ipxe"), "kernel bzImage\n").unwrap();
+        assert!(matches!(check_netboot(d, "netboot.ipxe").await, Err(ArtifactError::NetbootScript { .. })));
     }
 }

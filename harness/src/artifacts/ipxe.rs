@@ -77,6 +77,45 @@ pub fn translate(file: &str, text: &str, prefix_url: &str) -> Result<String, Tra
     Ok(script)
 }
 
+/// What an iPXE script loads: its `kernel` image and its `initrd` images, as the script names
+/// them (a URL, or a path relative to the script's). Options (`--name x`) are skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loads {
+    pub kernel: String,
+    pub initrds: Vec<String>,
+}
+
+/// The images `script` loads; `Err` says why it loads no kernel.
+pub fn loads(script: &str) -> Result<Loads, String> {
+    if !script.starts_with("#!ipxe") {
+        return Err("it does not start with `#!ipxe`".into());
+    }
+    let image = |args: &[&str]| -> Option<String> {
+        let mut words = args.iter();
+        while let Some(word) = words.next() {
+            match *word {
+                "--name" | "-n" | "--timeout" | "-t" => {
+                    words.next();
+                }
+                w if w.starts_with('-') => {}
+                w => return Some(w.to_owned()),
+            }
+        }
+        None
+    };
+    let (mut kernel, mut initrds) = (None, Vec::new());
+    for line in script.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.split_first() {
+            Some((&("kernel" | "imgselect" | "chain" | "boot"), args)) if kernel.is_none() && !args.is_empty() => kernel = image(args),
+            Some((&("initrd" | "imgfetch" | "module"), args)) => initrds.extend(image(args)),
+            _ => {}
+        }
+    }
+    let kernel = kernel.ok_or("it loads no kernel (no `kernel` line)")?;
+    Ok(Loads { kernel, initrds })
+}
+
 /// The last path segment of a URL: the name iPXE gives the image it downloads.
 fn name_of(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
@@ -159,6 +198,16 @@ mod test {
         // Upstream's shape: no initrd, an explicit boot.
         let upstream = "linux  $prefix/bzImage console=ttyS0 root=/dev/nfs init=/nix/store/x-nfsroot-setup.sh\nboot\n";
         assert_eq!(translate("load-kernel.cfg", upstream, "http://s/nixos/").unwrap(), "#!ipxe\nkernel http://s/nixos/bzImage console=ttyS0 root=/dev/nfs init=/nix/store/x-nfsroot-setup.sh\nboot\n");
+    }
+
+    #[test]
+    fn a_scripts_images_are_read_as_ipxe_reads_them() {
+        let netboot = "#!ipxe\n# comment\nkernel bzImage init=/nix/store/x/init initrd=initrd loglevel=4 ${cmdline}\ninitrd initrd\nboot\n";
+        assert_eq!(loads(netboot), Ok(Loads { kernel: "bzImage".into(), initrds: vec!["initrd".into()] }));
+        let named = "#!ipxe\nkernel --name k http://s/vmlinuz quiet\ninitrd -n i http://s/a.img\ninitrd http://s/b.img\nboot\n";
+        assert_eq!(loads(named), Ok(Loads { kernel: "http://s/vmlinuz".into(), initrds: vec!["http://s/a.img".into(), "http://s/b.img".into()] }));
+        assert!(loads("kernel bzImage\n").unwrap_err().contains("#!ipxe"));
+        assert!(loads("#!ipxe\necho hi\n").unwrap_err().contains("no kernel"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod prune;
 mod system;
 
 pub use cache::{Cache, CacheError};
-pub use check::{check, ArtifactError};
-pub use provider::{ArtifactSet, Provider, ProviderError};
+pub use check::{check, check_netboot, ArtifactError};
+pub use provider::{ArtifactSet, Provider, ProviderError, NETBOOT_SCRIPT};
 pub use prune::{mark_used, CacheEntry, CacheListing};
 pub use system::{InstalledSystem, Login, SystemFileError, DHCP_HOSTNAME, SYSTEM_FILE, UPSTREAM_HOSTNAME};

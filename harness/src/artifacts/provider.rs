@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pxelab_fixtures::{
-    Compression, FixtureError, HostFiles, Input, InstallImage, InstallerRoot, NixosShapeImage, NixosShapeInstaller, NixosShapeKernel, PxeTree,
+    Compression, FixtureError, HostFiles, Input, InstallImage, InstallerRoot, NetbootShape, NixosShapeImage, NixosShapeInstaller, NixosShapeKernel, PxeTree,
     Recipe, SerialConsole, ServiceStack,
 };
 
@@ -26,7 +26,13 @@ pub struct ArtifactSet {
     pub nfs_layers: Vec<PathBuf>,
     /// What the installed system is like (`pxelab.toml`).
     pub system: InstalledSystem,
+    /// A set in netboot.nix's shape (`bzImage`, `initrd`, `netboot.ipxe` in `tftp_root`,
+    /// no NFS root): the iPXE script, which iPXE is given over HTTP.
+    pub netboot: Option<String>,
 }
+
+/// The iPXE script of a set in netboot.nix's shape.
+pub const NETBOOT_SCRIPT: &str = "netboot.ipxe";
 
 /// Where the artifacts come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +44,12 @@ pub enum Provider {
     /// with no `pxelab.toml`, taken as a user's directory is; the image may add a service stack,
     /// and the console may be on another serial port and speed (then named in a `pxelab.toml`).
     NixosShape { services: Option<ServiceStack>, console: SerialConsole },
-    /// A directory of prebuilt artifacts.
+    /// The `netboot-shape` flavour, built here: netboot.nix's outputs (`bzImage`, an
+    /// `initrd` holding the whole system, `netboot.ipxe`), whose system installs the fixture
+    /// image onto the disk.
+    NetbootShape,
+    /// A directory of prebuilt artifacts: upstream's PXE installer files, or netboot.nix's
+    /// outputs (`bzImage`, `initrd`, `netboot.ipxe`).
     Dir(PathBuf),
     /// `nix-build <installer>` (NFS root and boot loader) and `nix-build <image>` (image and
     /// config), as in the upstream README.
@@ -105,8 +116,27 @@ impl Provider {
                     tftp_root: tree.join(PxeTree::ROOT),
                     nfs_layers: vec![image.join(InstallImage::LAYER), root.join(InstallerRoot::ROOT)],
                     system: InstalledSystem::read(&image.join(InstallImage::SYSTEM))?,
+                    netboot: None,
                 })
             }
+            Provider::NetbootShape => {
+                let host = HostFiles::find()?;
+                let installer_root = cache.get_or_build(&InstallerRoot { host: host.clone() })?;
+                let image = cache.get_or_build(&InstallImage { host: host.clone(), compression: Compression::Gzip })?;
+                let built = cache.get_or_build(&NetbootShape { host, installer_root, image })?;
+                Ok(ArtifactSet {
+                    tftp_root: built.join(NetbootShape::DIR),
+                    nfs_layers: Vec::new(),
+                    system: InstalledSystem::read(&built.join(NetbootShape::SYSTEM))?,
+                    netboot: Some(NETBOOT_SCRIPT.into()),
+                })
+            }
+            Provider::Dir(dir) if dir.join(NETBOOT_SCRIPT).is_file() => Ok(ArtifactSet {
+                tftp_root: dir.clone(),
+                nfs_layers: Vec::new(),
+                system: InstalledSystem::find(std::slice::from_ref(dir))?,
+                netboot: Some(NETBOOT_SCRIPT.into()),
+            }),
             Provider::NixosShape { services, console } => {
                 let kernel = cache.get_or_build(&NixosShapeKernel::find()?)?.join(NixosShapeKernel::IMAGE);
                 let host = HostFiles::find()?;
@@ -194,7 +224,7 @@ fn from_files(cache: &Cache, files: &Files, system: InstalledSystem) -> Result<A
             ("installer/nixos-image".into(), Source::Symlink(format!("./{image_name}"))),
         ],
     )?;
-    Ok(ArtifactSet { tftp_root, nfs_layers: vec![installer, nfs_root], system })
+    Ok(ArtifactSet { tftp_root, nfs_layers: vec![installer, nfs_root], system, netboot: None })
 }
 
 /// Unpack a tarball (compression detected from its content) into `<entry>/<into>`.

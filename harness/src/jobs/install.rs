@@ -77,8 +77,13 @@ async fn prepare(lab: &Lab, stages: &mut Stages, installs: &[InstallOptions]) ->
             for options in installs {
                 check_disk(options.hardware.disk_bytes).map_err(InputError::Setup)?;
             }
-            config.check_install().map_err(InputError::Setup)?;
-            crate::artifacts::check(&artifacts.tftp_root, &artifacts.nfs_layers, artifacts.system.console).await?;
+            match &artifacts.netboot {
+                None => {
+                    config.check_install().map_err(InputError::Setup)?;
+                    crate::artifacts::check(&artifacts.tftp_root, &artifacts.nfs_layers, artifacts.system.console).await?;
+                }
+                Some(script) => crate::artifacts::check_netboot(&artifacts.tftp_root, script).await?,
+            }
             Ok::<_, InputError>(())
         })
         .await?;
@@ -99,7 +104,10 @@ pub(super) async fn configure(lab: &Lab, stages: &mut Stages, installs: &[Instal
         files.iter().try_for_each(|(name, contents)| std::fs::write(top.join("installer").join(name), contents))
     });
     written.await.map_err(std::io::Error::other).and_then(|r| r).map_err(|e| StageError::before(Stage::StartNetwork, e))?;
-    let mut config = PxeConfig::new(vec![artifacts.tftp_root.clone()]).nfs_root(NFS_EXPORT, layers);
+    let mut config = match &artifacts.netboot {
+        None => PxeConfig::new(vec![artifacts.tftp_root.clone()]).nfs_root(NFS_EXPORT, layers),
+        Some(script) => netboot_config(lab, &artifacts, script).map_err(|e| StageError::before(Stage::StartNetwork, e))?,
+    };
     for Client { mac, ip, hostname, .. } in installs.iter().map(|o| &o.client) {
         config = config.host(*mac, *ip, hostname);
     }
@@ -109,6 +117,20 @@ pub(super) async fn configure(lab: &Lab, stages: &mut Stages, installs: &[Instal
         configure(&mut config);
     }
     Ok((artifacts, config))
+}
+
+/// The lab for a set in netboot.nix's shape, served as pixiecore serves one: PXE firmware
+/// gets iPXE's EFI program by TFTP (UEFI HTTP boot gets it by HTTP), and iPXE gets the set's
+/// script by HTTP, which loads the kernel and initrd by HTTP too.
+fn netboot_config(lab: &Lab, artifacts: &ArtifactSet, script: &str) -> Result<PxeConfig, Box<dyn std::error::Error + Send + Sync>> {
+    let ipxe = pxelab_fixtures::HostFiles::ipxe_efi()?;
+    let mut config = PxeConfig::new(vec![artifacts.tftp_root.clone()]).uefi_http_boot(&ipxe, &lab.dir().join("http"))?;
+    let program = config.dhcp.http_boot.uefi.clone().unwrap_or_default();
+    for (_, file) in &mut config.dhcp.boot_files {
+        file.clone_from(&program);
+    }
+    config.dhcp.http_boot.ipxe_script = Some(script.to_owned());
+    Ok(config)
 }
 
 /// Start `options`' client with a blank disk, its NIC on the lab's network, its faults set.

@@ -77,9 +77,14 @@ impl<'a> Install<'a> {
         // A hostile neighbour for as long as the install runs.
         let _flood = self.options.faults.flood.map(|rate| self.lab.network().start_flood(self.options.faults.seed, rate, self.mac));
         stages.run(Stage::FirmwareDhcp, self.firmware_dhcp(vm)).await?;
-        stages.run(Stage::TftpGrub, self.tftp_grub(vm)).await?;
-        let kernel_started = self.tftp_kernel(vm, stages).await?;
-        self.kernel_nfs_root(vm, stages, kernel_started).await?;
+        match &self.artifacts.netboot {
+            None => {
+                stages.run(Stage::TftpGrub, self.tftp_grub(vm)).await?;
+                let kernel_started = self.tftp_kernel(vm, stages).await?;
+                self.kernel_nfs_root(vm, stages, kernel_started).await?;
+            }
+            Some(script) => self.netboot(vm, stages, script).await?,
+        }
         for step in InstallerStep::ALL {
             self.installer_step(vm, stages, step).await?;
         }
@@ -135,6 +140,59 @@ impl<'a> Install<'a> {
         }
     }
 
+    /// A set in netboot.nix's shape: `iPXE: script`, then `HTTP: kernel and initrd`, the
+    /// images the script names (relative to it, or URLs of the lab's server). The firmware's
+    /// PXE saying why it gave up ends the first at once.
+    async fn netboot(&self, vm: &Vm, stages: &mut Stages, script: &str) -> Result<(), StageError> {
+        let (net, mac, after) = (self.lab.network(), self.mac, self.after);
+        let budget = self.budget(Stage::IpxeScript);
+        let fetched = async { net.wait_for_http_request_after(mac, script, after, budget).await.map(drop).map_err(|e| self.listed(e)) };
+        stages
+            .run(Stage::IpxeScript, async {
+                tokio::select! {
+                    fetched = fetched => fetched,
+                    failed = self.pxe_gave_up(vm, budget) => failed,
+                }
+            })
+            .await?;
+        let text = std::fs::read_to_string(self.artifacts.tftp_root.join(script)).map_err(|e| StageError::before(Stage::HttpKernel, e))?;
+        let loads = crate::artifacts::ipxe::loads(&text).map_err(|e| StageError::before(Stage::HttpKernel, e))?;
+        let server = format!("http://{}/", net.server_ip());
+        let images: Vec<String> = std::iter::once(loads.kernel).chain(loads.initrds).filter_map(|i| match i.strip_prefix(&server) {
+            Some(path) => Some(path.to_owned()),
+            None => (!i.contains("://")).then_some(i),
+        }).collect();
+        let budget = self.budget(Stage::HttpKernel);
+        stages
+            .run(Stage::HttpKernel, async {
+                for image in &images {
+                    net.wait_for_http_request_after(mac, image, after, budget).await.map_err(|e| self.listed(e))?;
+                }
+                Ok::<_, String>(())
+            })
+            .await
+    }
+
+    /// The firmware's PXE saying why it gives up (`PXE-E16: No valid offer received.`), as
+    /// an error; pending while it says nothing.
+    async fn pxe_gave_up(&self, vm: &Vm, budget: Duration) -> Result<(), String> {
+        let net = self.lab.network();
+        let Ok(line) = vm.firmware_console().wait_for_console_text(r"PXE-E[0-9A-F]{2}: [^\n]*\n", budget).await else {
+            return std::future::pending().await;
+        };
+        let hint = match line.matched.contains("PXE-E16") {
+            true => {
+                let quirk = match net.dhcp_config().quirks.pxe_client_without_43 {
+                    true => "; this lab's DHCP sends option 60 `PXEClient` without option 43 (Quirks::pxe_client_without_43)",
+                    false => "",
+                };
+                format!(": OVMF's PXE takes an offer that carries option 60 `PXEClient` and no option 43 for no valid offer{quirk}")
+            }
+            false => String::new(),
+        };
+        Err(format!("the firmware's PXE gave up: {:?}{hint}", line.matched.trim()))
+    }
+
     /// `TFTP: GRUB`: the boot loader fetched, or the firmware's PXE saying why it gave up.
     async fn tftp_grub(&self, vm: &Vm) -> Result<(), String> {
         let (net, mac, after, budget) = (self.lab.network(), self.mac, self.after, self.budget(Stage::TftpGrub));
@@ -148,26 +206,9 @@ impl<'a> Install<'a> {
                 Ok(()) = net.events().wait_for("GRUB's first request", budget, grub_asks) => Ok(()),
             }
         };
-        // The firmware's PXE says why it gives up (`PXE-E16: No valid offer received.`).
-        let pxe_error = async {
-            let Ok(line) = vm.firmware_console().wait_for_console_text(r"PXE-E[0-9A-F]{2}: [^\n]*\n", budget).await else {
-                return std::future::pending().await;
-            };
-            let hint = match line.matched.contains("PXE-E16") {
-                true => {
-                    let quirk = match net.dhcp_config().quirks.pxe_client_without_43 {
-                        true => "; this lab's DHCP sends option 60 `PXEClient` without option 43 (Quirks::pxe_client_without_43)",
-                        false => "",
-                    };
-                    format!(": OVMF's PXE takes an offer that carries option 60 `PXEClient` and no option 43 for no valid offer{quirk}")
-                }
-                false => String::new(),
-            };
-            Err::<(), String>(format!("the firmware's PXE gave up: {:?}{hint}", line.matched.trim()))
-        };
         tokio::select! {
             grub = grub => grub,
-            failed = pxe_error => failed,
+            failed = self.pxe_gave_up(vm, budget) => failed,
             Some(too_big) = self.too_big(budget) => Err(too_big),
         }
     }

@@ -341,9 +341,10 @@ impl InstallOptions {
     /// `None` when the options have no command-line form (a service-stack image, a changed
     /// lab configuration, another client).
     pub fn repro_command(&self, installer_dir: &Path) -> Option<String> {
-        let scenario = match self.provider == Provider::nixos_shape() {
-            true => &super::INSTALL_NIXOS_SHAPE,
-            false => &super::INSTALL_DEFAULT,
+        let scenario = match &self.provider {
+            p if *p == Provider::nixos_shape() => &super::INSTALL_NIXOS_SHAPE,
+            Provider::NetbootShape => &super::INSTALL_NETBOOT_SHAPE,
+            _ => &super::INSTALL_DEFAULT,
         };
         self.repro_command_for(scenario, installer_dir)
     }
@@ -366,7 +367,7 @@ impl InstallOptions {
                     words.push(format!("{} {}", flag::<ArtifactArgs>("compression"), value(compression)));
                 }
             }
-            (_, Provider::NixosShape { .. }) => return None,
+            (_, Provider::NixosShape { .. } | Provider::NetbootShape) => return None,
             (_, Provider::Dir(dir)) => words.push(artifact("artifacts", dir)),
             (_, Provider::Nix { installer, image }) => words.extend([artifact("nix_installer", installer), artifact("nix_image", image)]),
         }

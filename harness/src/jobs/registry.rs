@@ -88,6 +88,13 @@ pub const INSTALL_NIXOS_SHAPE: Scenario = Scenario {
     runs: Runs::Install { artifacts: Artifacts::Own(Provider::nixos_shape), adapt: |options| options },
 };
 
+/// The install with the `netboot-shape` flavour: netboot.nix's outputs over iPXE and HTTP.
+pub const INSTALL_NETBOOT_SHAPE: Scenario = Scenario {
+    name: "install-netboot-shape",
+    about: "The same install from netboot.nix-shaped artifacts built here: iPXE (chained by the firmware's PXE) runs netboot.ipxe, kernel and a whole-system initrd by HTTP, no NFS",
+    runs: Runs::Install { artifacts: Artifacts::Own(|| Provider::NetbootShape), adapt: |options| options },
+};
+
 /// OVMF → GRUB → the Debian kernel → a busybox shell, from the UEFI disk fixture.
 pub const UEFI_BOOT: Scenario = Scenario {
     name: "uefi-boot",
@@ -96,7 +103,7 @@ pub const UEFI_BOOT: Scenario = Scenario {
 };
 
 /// Every runnable scenario.
-pub const SCENARIOS: &[Scenario] = &[INSTALL_DEFAULT, INSTALL_NVME, INSTALL_NIXOS_SHAPE, UEFI_BOOT];
+pub const SCENARIOS: &[Scenario] = &[INSTALL_DEFAULT, INSTALL_NVME, INSTALL_NIXOS_SHAPE, INSTALL_NETBOOT_SHAPE, UEFI_BOOT];
 
 fn names() -> String {
     SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")

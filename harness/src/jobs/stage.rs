@@ -34,6 +34,10 @@ pub enum Stage {
     TftpKernel,
     /// `kernel → NFS root`: the kernel's DHCP and the NFS root's setup marker.
     KernelNfsRoot,
+    /// `iPXE: script`: iPXE fetched the netboot set's script by HTTP.
+    IpxeScript,
+    /// `HTTP: kernel and initrd`: what the netboot script loads, fetched.
+    HttpKernel,
     /// `installer: <step>`: the installer printed the step's marker.
     Installer(InstallerStep),
     /// `firmware → disk`: the firmware started a boot entry from the disk.
@@ -77,6 +81,8 @@ impl Stage {
             Stage::TftpGrub => "TFTP: GRUB",
             Stage::TftpKernel => "TFTP: kernel",
             Stage::KernelNfsRoot => "kernel → NFS root",
+            Stage::IpxeScript => "iPXE: script",
+            Stage::HttpKernel => "HTTP: kernel and initrd",
             Stage::Installer(step) => match step {
                 InstallerStep::Start => "installer: installer start",
                 InstallerStep::ModulesAndUdev => "installer: kernel modules and udev",
@@ -112,7 +118,9 @@ impl Stage {
 
     /// The stage of this name, of any scenario.
     pub fn named(name: &str) -> Option<Stage> {
-        const OTHERS: [Stage; 13] = [
+        const OTHERS: [Stage; 15] = [
+            Stage::IpxeScript,
+            Stage::HttpKernel,
             Stage::BuildArtifacts,
             Stage::CheckInputs,
             Stage::StartNetworkAndQemu,

@@ -599,6 +599,11 @@ impl Network {
     /// whole (200) or in part (206). A path the server does not have ends the wait at once
     /// ([`EventWaitError::Refused`]).
     pub async fn wait_for_http_request(&self, mac: impl Into<Mac>, path: &str, timeout: Duration) -> Result<HttpEvent, EventWaitError> {
+        self.wait_for_http_request_after(mac, path, 0, timeout).await
+    }
+
+    /// [`Network::wait_for_http_request`], among the events after the first `after`.
+    pub async fn wait_for_http_request_after(&self, mac: impl Into<Mac>, path: &str, after: usize, timeout: Duration) -> Result<HttpEvent, EventWaitError> {
         let mac = mac.into();
         let path = format!("/{}", path.trim_start_matches('/'));
         let what = format!("{mac} to fetch {path} by HTTP");
@@ -610,7 +615,7 @@ impl Network {
                     ips.push(d.ip);
                     None
                 }
-                ServiceEvent::Http(h) if ips.contains(&h.client) && h.served.path == path && h.served.method == "GET" => match h.served.status {
+                ServiceEvent::Http(h) if e.seq >= after && ips.contains(&h.client) && h.served.path == path && h.served.method == "GET" => match h.served.status {
                     200 | 206 => Some(Ok(h.clone())),
                     404 => Some(Err(EventWaitError::Refused { what: what.clone(), detail: format!("the lab's HTTP server has no {path} (404)") })),
                     _ => None,

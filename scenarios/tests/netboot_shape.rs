@@ -1,0 +1,45 @@
+//! The path most NixOS users PXE-boot with (netboot.nix): the firmware's PXE chains iPXE,
+//! iPXE runs `netboot.ipxe` by HTTP, the kernel and an initrd that holds the whole system come
+//! by HTTP, and that system installs itself onto the disk; then the install job drives it as
+//! it drives the NFS flavour: the disk boots, login, the ready command, the facts.
+
+use pxelab::jobs::{self, InstallOptions, INSTALL_CLIENT};
+use pxelab::lab::Lab;
+use pxelab::net::pcap;
+use pxelab::services::ServiceEvent;
+use pxelab_fixtures::netboot::STAGE_2_MARKER;
+use pxelab_scenarios::error_chain;
+
+#[tokio::test]
+async fn netboot_shape_installs_over_ipxe_and_http_without_nfs() {
+    let mut lab = Lab::new("netboot_shape_installs_over_ipxe_and_http_without_nfs").unwrap();
+    let install = jobs::INSTALL_NETBOOT_SHAPE.install(&mut lab, InstallOptions::default(), None).await;
+    let (report, vm) = install.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let facts = &report.facts;
+    let (_, ip, hostname) = INSTALL_CLIENT;
+
+    // The whole system came by HTTP: the script, the kernel, the initrd, whole.
+    let served: Vec<(String, u16, u64)> = lab
+        .network()
+        .events()
+        .all()
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            ServiceEvent::Http(h) if h.client.to_string() == ip && h.served.method == "GET" => Some((h.served.path.clone(), h.served.status, h.served.bytes)),
+            _ => None,
+        })
+        .collect();
+    let paths: Vec<&str> = served.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(paths, ["/netboot.ipxe", "/bzImage", "/initrd"], "{served:?}");
+    let initrd = served[2].2;
+    assert!(initrd > 100 << 20, "the initrd holds the whole system: {initrd} bytes");
+    let console = vm.console().text();
+    assert!(console.contains(STAGE_2_MARKER), "the initrd's stage 1 ran netboot.ipxe's init=; see {}", vm.console().log_path().display());
+    // No NFS: nothing was mounted from the lab.
+    let summary = pcap::summarize(&lab.dir().join("segment.pcap")).unwrap();
+    assert!(!summary.protocols.iter().any(|(p, _)| p == "nfs" || p == "portmap"), "{:?}", summary.protocols);
+
+    assert_eq!(facts.hostname, hostname, "{facts:?}");
+    assert_eq!(facts.network_boot_after_reboot, 0, "the disk booted: {facts:?}");
+    assert!(!vm.succeed("cat /proc/cmdline").await.unwrap().contains("init=/nix/store/"), "the installed system, not the netboot one");
+}
