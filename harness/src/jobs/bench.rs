@@ -132,6 +132,84 @@ async fn time_nbp(client: VmBuilder) -> Result<Duration, BenchError> {
     Ok(started.elapsed())
 }
 
+/// One large initrd moved three ways by iPXE, timed in the same run.
+#[derive(Debug, Clone)]
+pub struct HttpBench {
+    /// The file's size in bytes.
+    pub file_bytes: u64,
+    /// iPXE's `imgfetch` from pxelab's HTTP server.
+    pub http: Vec<Duration>,
+    /// From pxelab's TFTP server (iPXE: blksize 1432, no window, an ACK a block).
+    pub tftp: Vec<Duration>,
+    /// From QEMU's slirp TFTP (`restrict=on`).
+    pub slirp: Vec<Duration>,
+}
+
+impl HttpBench {
+    /// The report `pxelab bench http` prints: MB/s of each way (median) and the ratios.
+    pub fn report(&self) -> String {
+        let mbs = |times: &[Duration]| self.file_bytes as f64 / 1e6 / median(times).as_secs_f64();
+        let line = |what: &str, times: &[Duration]| {
+            let all: Vec<String> = times.iter().map(|t| format!("{:.2} s", t.as_secs_f64())).collect();
+            format!("{what:<28} {:>7.1} MB/s  ({})", mbs(times), all.join(", "))
+        };
+        format!(
+            "file: the netboot-shape initrd, {} bytes, fetched by iPXE (`imgfetch`, the ROM of a virtio-net client) into memory\n{}\n{}\n{}\n\
+             HTTP / pxelab TFTP: {:.2}\nHTTP / slirp TFTP: {:.2}\npxelab TFTP / slirp TFTP: {:.2}",
+            self.file_bytes,
+            line("iPXE, pxelab HTTP", &self.http),
+            line("iPXE, pxelab TFTP", &self.tftp),
+            line("iPXE, slirp TFTP", &self.slirp),
+            mbs(&self.http) / mbs(&self.tftp),
+            mbs(&self.http) / mbs(&self.slirp),
+            mbs(&self.tftp) / mbs(&self.slirp),
+        )
+    }
+}
+
+/// An iPXE script that times fetching `url` between two console markers.
+fn fetch_script(url: &str) -> String {
+    format!("#!ipxe\necho pxelab-bench: fetching\nimgfetch {url} || shell\necho pxelab-bench: fetched\nshell\n")
+}
+
+/// Have iPXE (the virtio-net ROM) fetch the netboot-shape flavour's initrd (over 200 MB)
+/// from pxelab's HTTP server, from its TFTP server and from QEMU's slirp TFTP
+/// (`restrict=on`), `runs` times each, in turn.
+pub async fn http(lab: &mut Lab, runs: usize) -> Result<HttpBench, BenchError> {
+    let set = crate::artifacts::Provider::NetbootShape.provide_async(lab.cache()).await?;
+    let initrd = set.tftp_root.join("initrd");
+    let (ours, slirp_root) = (lab.dir().join("scripts"), lab.dir().join("slirp"));
+    std::fs::create_dir_all(&ours)?;
+    std::fs::create_dir_all(&slirp_root)?;
+    // Each client its script: iPXE asks for `bench.ipxe`, which chains the one of its MAC.
+    let (http_mac, tftp_mac) = (Mac([0x52, 0x54, 0x00, 0xbe, 0x48, 0x01]), Mac([0x52, 0x54, 0x00, 0xbe, 0x48, 0x02]));
+    std::fs::write(ours.join("bench.ipxe"), "#!ipxe\nchain bench-${net0/mac:hexhyp}.ipxe\n")?;
+    let hyphens = |mac: Mac| mac.to_string().replace(':', "-");
+    std::fs::write(ours.join(format!("bench-{}.ipxe", hyphens(http_mac))), fetch_script("http://192.0.2.1/initrd"))?;
+    std::fs::write(ours.join(format!("bench-{}.ipxe", hyphens(tftp_mac))), fetch_script("tftp://192.0.2.1/initrd"))?;
+    std::fs::write(slirp_root.join("bench.ipxe"), fetch_script("tftp://10.0.2.2/initrd"))?;
+    std::os::unix::fs::symlink(&initrd, slirp_root.join("initrd"))?;
+    let mut config = PxeConfig::new(vec![ours, set.tftp_root.clone()]).http();
+    config.dhcp.http_boot.ipxe_script = Some("bench.ipxe".into());
+    lab.start_network(config)?;
+    let mut bench = HttpBench { file_bytes: std::fs::metadata(&initrd)?.len(), http: vec![], tftp: vec![], slirp: vec![] };
+    for run in 0..runs {
+        let http = lab.pxe_client(&format!("http-{run}"), http_mac, NicModel::VirtioNet, Rom::Ipxe)?.memory_mib(1024);
+        bench.http.push(time_fetch(http).await?);
+        let tftp = lab.pxe_client(&format!("tftp-{run}"), tftp_mac, NicModel::VirtioNet, Rom::Ipxe)?.memory_mib(1024);
+        bench.tftp.push(time_fetch(tftp).await?);
+        let slirp = lab.vm(&format!("slirp-{run}")).memory_mib(1024).nic(Nic {
+            model: NicModel::VirtioNet,
+            mac: MAC,
+            rom: Rom::Ipxe,
+            bootindex: Some(2),
+            cable: Cable::Slirp { tftp_root: slirp_root.clone(), bootfile: "bench.ipxe".into() },
+        });
+        bench.slirp.push(time_fetch(slirp).await?);
+    }
+    Ok(bench)
+}
+
 /// Sequential reads of one large file from the NFS root, inside the guest.
 #[derive(Debug, Clone)]
 pub struct NfsBench {
@@ -551,6 +629,16 @@ mod test {
         assert!(line("kernel → reboot").contains(" 20.00 s  20.00 s   1.00  none"), "{report}");
         assert!(line("reboot → login prompt").contains(" 12.00 s   8.00 s   1.50"), "{report}");
         assert!(report.ends_with("cycle: 45.0 s\nfloor: 36.0 s\ncycle / floor: 1.25\ngoal: 45.0 s (cycle / goal: 1.00)"), "{report}");
+    }
+
+    #[test]
+    fn http_report_gives_each_ways_rate_and_the_ratios() {
+        let secs = |s: f64| vec![Duration::from_secs_f64(s)];
+        let bench = HttpBench { file_bytes: 200_000_000, http: secs(5.0), tftp: secs(20.0), slirp: secs(10.0) };
+        let report = bench.report();
+        assert!(report.contains("iPXE, pxelab HTTP               40.0 MB/s  (5.00 s)"), "{report}");
+        assert!(report.contains("iPXE, pxelab TFTP               10.0 MB/s"), "{report}");
+        assert!(report.contains("HTTP / pxelab TFTP: 4.00\nHTTP / slirp TFTP: 2.00\npxelab TFTP / slirp TFTP: 0.50"), "{report}");
     }
 
     #[test]

@@ -126,6 +126,13 @@ pub(crate) enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The netboot-shape initrd (over 200 MB) fetched by iPXE from pxelab's HTTP server, its
+    /// TFTP server and QEMU's slirp TFTP: MB/s of each and the ratios
+    Http {
+        /// Runs of each way (in turn); the median is reported.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
     /// The full install cycle N times: min and median wall time against the goal, each
     /// stage's share.
     Install {

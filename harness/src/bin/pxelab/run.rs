@@ -126,6 +126,7 @@ pub async fn matrix(file: &std::path::Path, spinner: &indicatif::ProgressBar) ->
 pub async fn bench(what: Bench) -> ExitCode {
     let name = match what {
         Bench::Tftp { .. } => "tftp",
+        Bench::Http { .. } => "http",
         Bench::Nfs { .. } => "nfs",
         Bench::Install { .. } => "install",
         Bench::Floor => "floor",
@@ -136,6 +137,10 @@ pub async fn bench(what: Bench) -> ExitCode {
             Bench::Tftp { runs } => {
                 let mut lab = pxelab::jobs::bench::lab(name)?;
                 (pxelab::jobs::bench::tftp(&mut lab, runs.max(1)).await?.report(), lab.dir().display().to_string())
+            }
+            Bench::Http { runs } => {
+                let mut lab = pxelab::jobs::bench::lab(name)?;
+                (pxelab::jobs::bench::http(&mut lab, runs.max(1)).await?.report(), lab.dir().display().to_string())
             }
             Bench::Nfs { runs, size_mib } => {
                 let mut lab = pxelab::jobs::bench::lab(name)?;
