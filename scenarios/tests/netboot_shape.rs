@@ -3,6 +3,9 @@
 //! by HTTP, and that system installs itself onto the disk; then the install job drives it as
 //! it drives the NFS flavour: the disk boots, login, the ready command, the facts.
 
+use std::time::Duration;
+
+use pxelab::artifacts::Provider;
 use pxelab::jobs::{self, InstallOptions, INSTALL_CLIENT};
 use pxelab::lab::Lab;
 use pxelab::net::pcap;
@@ -42,4 +45,54 @@ async fn netboot_shape_installs_over_ipxe_and_http_without_nfs() {
     assert_eq!(facts.hostname, hostname, "{facts:?}");
     assert_eq!(facts.network_boot_after_reboot, 0, "the disk booted: {facts:?}");
     assert!(!vm.succeed("cat /proc/cmdline").await.unwrap().contains("init=/nix/store/"), "the installed system, not the netboot one");
+}
+
+/// A user's directory in netboot.nix's layout, linked to the flavour's files; then `edit`.
+fn netboot_dir(lab: &Lab, edit: impl FnOnce(&std::path::Path)) -> std::path::PathBuf {
+    let set = Provider::NetbootShape.provide(lab.cache()).unwrap();
+    let dir = lab.dir().join("artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["bzImage", "initrd", "netboot.ipxe"] {
+        std::os::unix::fs::symlink(set.tftp_root.join(name), dir.join(name)).unwrap();
+    }
+    std::os::unix::fs::symlink(set.tftp_root.parent().unwrap().join("pxelab.toml"), dir.join("pxelab.toml")).unwrap();
+    edit(&dir);
+    dir
+}
+
+/// The install of a netboot directory `edit` broke fails at "check inputs" within seconds,
+/// before any VM starts, saying `cause`.
+async fn refused_before_boot(name: &str, edit: impl FnOnce(&std::path::Path), cause: &str) {
+    let mut lab = Lab::new(name).unwrap();
+    let options = InstallOptions { provider: Provider::Dir(netboot_dir(&lab, edit)), ..InstallOptions::default() };
+    let err = match jobs::install(&mut lab, &options).await {
+        Ok(_) => panic!("{name}: installed"),
+        Err(e) => e,
+    };
+    let text = error_chain(&err);
+    assert_eq!(err.stage, "check inputs", "{text}");
+    assert!(err.elapsed < Duration::from_secs(5), "{:?}: {text}", err.elapsed);
+    assert!(text.contains(cause), "{text}");
+    assert!(!lab.dir().join("client").exists(), "no VM was started");
+}
+
+#[tokio::test]
+async fn a_netboot_script_naming_a_missing_file_is_refused_before_boot() {
+    let renamed = |dir: &std::path::Path| {
+        let script = std::fs::read_to_string(dir.join("netboot.ipxe")).unwrap().replace("initrd initrd", "initrd initrd.zst");
+        std::fs::remove_file(dir.join("netboot.ipxe")).unwrap();
+        std::fs::write(dir.join("netboot.ipxe"), script).unwrap();
+    };
+    let cause = "netboot.ipxe: names initrd.zst, which is not in";
+    refused_before_boot("a_netboot_script_naming_a_missing_file_is_refused_before_boot", renamed, cause).await;
+}
+
+#[tokio::test]
+async fn a_truncated_netboot_initrd_is_refused_before_boot() {
+    let truncated = |dir: &std::path::Path| {
+        let whole = std::fs::read(dir.join("initrd")).unwrap();
+        std::fs::remove_file(dir.join("initrd")).unwrap();
+        std::fs::write(dir.join("initrd"), &whole[..whole.len() / 3]).unwrap();
+    };
+    refused_before_boot("a_truncated_netboot_initrd_is_refused_before_boot", truncated, "the initrd is damaged or truncated: it ends at byte").await;
 }

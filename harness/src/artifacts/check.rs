@@ -53,14 +53,19 @@ pub async fn check(tftp_root: &Path, nfs_layers: &[PathBuf], console: SerialCons
 }
 
 /// A set in netboot.nix's shape: its iPXE `script` in `dir` parses and loads a kernel, each
-/// image it names is in `dir` (a URL elsewhere is the user's to serve), the kernel is whole
+/// image it names is in `dir` (by a relative path or a URL of the lab's `server`; a URL
+/// elsewhere is the user's to serve), the kernel is whole
 /// (its bzImage header's sizes) and each initrd is (a newc archive to its trailer, or a
 /// compressed stream to its end).
-pub async fn check_netboot(dir: &Path, script: &str) -> Result<(), ArtifactError> {
+pub async fn check_netboot(dir: &Path, script: &str, server: std::net::Ipv4Addr) -> Result<(), ArtifactError> {
     let file = dir.join(script);
     let text = std::fs::read_to_string(&file).map_err(|source| ArtifactError::Io { path: file.clone(), source })?;
     let loads = super::ipxe::loads(&text).map_err(|cause| ArtifactError::NetbootScript { file: file.clone(), cause })?;
-    let local = |name: &str| -> Option<PathBuf> { (!name.contains("://")).then(|| dir.join(name.trim_start_matches('/'))) };
+    let ours = [format!("http://{server}/"), format!("tftp://{server}/")];
+    let local = |name: &str| -> Option<PathBuf> {
+        let path = ours.iter().find_map(|u| name.strip_prefix(u.as_str())).or((!name.contains("://")).then_some(name))?;
+        Some(dir.join(path.trim_start_matches('/')))
+    };
     let mut images = vec![(loads.kernel.clone(), true)];
     images.extend(loads.initrds.iter().map(|i| (i.clone(), false)));
     for (name, kernel) in images {
@@ -367,6 +372,8 @@ mod test {
         out
     }
 
+    const LAB: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 1);
+
     #[tokio::test]
     async fn a_netboot_set_that_cannot_boot_is_refused_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -376,33 +383,39 @@ mod test {
         std::fs::write(d.join("bzImage"), bzimage(64, 1024 + 64 * 16)).unwrap();
         let initrd = newc(&[("init", b"#!/bin/sh\n"), ("big", &[7u8; 5000])]);
         std::fs::write(d.join("initrd"), &initrd).unwrap();
-        check_netboot(d, "netboot.ipxe").await.unwrap();
+        check_netboot(d, "netboot.ipxe", LAB).await.unwrap();
         // Two archives, zero-padded between them, as concatenated initrds are.
         let two = [initrd.clone(), vec![0; 512], newc(&[("extra", b"x")])].concat();
         std::fs::write(d.join("initrd"), &two).unwrap();
-        check_netboot(d, "netboot.ipxe").await.unwrap();
+        check_netboot(d, "netboot.ipxe", LAB).await.unwrap();
 
         std::fs::write(d.join("initrd"), &initrd[..initrd.len() - 200]).unwrap();
-        let err = check_netboot(d, "netboot.ipxe").await.unwrap_err();
+        let err = check_netboot(d, "netboot.ipxe", LAB).await.unwrap_err();
         assert!(matches!(err, ArtifactError::Initrd { .. }) && err.to_string().contains("ends at byte"), "{err}");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &initrd).unwrap();
         let gz = gz.finish().unwrap();
         std::fs::write(d.join("initrd"), &gz).unwrap();
-        check_netboot(d, "netboot.ipxe").await.unwrap();
+        check_netboot(d, "netboot.ipxe", LAB).await.unwrap();
         std::fs::write(d.join("initrd"), &gz[..gz.len() / 2]).unwrap();
-        assert!(matches!(check_netboot(d, "netboot.ipxe").await, Err(ArtifactError::Initrd { .. })));
+        assert!(matches!(check_netboot(d, "netboot.ipxe", LAB).await, Err(ArtifactError::Initrd { .. })));
         std::fs::write(d.join("initrd"), &initrd).unwrap();
 
         std::fs::write(d.join("bzImage"), bzimage(64, 1024 + 63 * 16)).unwrap();
-        let err = check_netboot(d, "netboot.ipxe").await.unwrap_err();
+        let err = check_netboot(d, "netboot.ipxe", LAB).await.unwrap_err();
         assert!(err.to_string().contains("2032 bytes of the 2048"), "{err}");
         std::fs::write(d.join("bzImage"), bzimage(64, 1024 + 64 * 16)).unwrap();
 
         std::fs::write(d.join("netboot.ipxe"), script.replace("initrd initrd", "initrd initrd.zst")).unwrap();
-        let err = check_netboot(d, "netboot.ipxe").await.unwrap_err();
+        let err = check_netboot(d, "netboot.ipxe", LAB).await.unwrap_err();
         assert!(err.to_string().contains("names initrd.zst") && err.to_string().contains("holds: bzImage, initrd, netboot.ipxe"), "{err}");
+        // A URL of the lab's own server is the same file; another server's is not checked.
+        std::fs::write(d.join("netboot.ipxe"), script.replace("initrd initrd\n", "initrd http://192.0.2.1/missing\ninitrd http://198.51.100.7/x\n")).unwrap();
+        let err = check_netboot(d, "netboot.ipxe", LAB).await.unwrap_err();
+        assert!(err.to_string().contains("names http://192.0.2.1/missing"), "{err}");
+        std::fs::write(d.join("netboot.ipxe"), script.replace("initrd initrd\n", "initrd http://198.51.100.7/x\n")).unwrap();
+        check_netboot(d, "netboot.ipxe", LAB).await.unwrap();
         std::fs::write(d.join("netboot.ipxe"), "kernel bzImage\n").unwrap();
-        assert!(matches!(check_netboot(d, "netboot.ipxe").await, Err(ArtifactError::NetbootScript { .. })));
+        assert!(matches!(check_netboot(d, "netboot.ipxe", LAB).await, Err(ArtifactError::NetbootScript { .. })));
     }
 }

@@ -82,7 +82,7 @@ async fn prepare(lab: &Lab, stages: &mut Stages, installs: &[InstallOptions]) ->
                     config.check_install().map_err(InputError::Setup)?;
                     crate::artifacts::check(&artifacts.tftp_root, &artifacts.nfs_layers, artifacts.system.console).await?;
                 }
-                Some(script) => crate::artifacts::check_netboot(&artifacts.tftp_root, script).await?,
+                Some(script) => crate::artifacts::check_netboot(&artifacts.tftp_root, script, config.dhcp.server).await?,
             }
             Ok::<_, InputError>(())
         })

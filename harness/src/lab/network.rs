@@ -607,6 +607,7 @@ impl Network {
         let mac = mac.into();
         let path = format!("/{}", path.trim_start_matches('/'));
         let what = format!("{mac} to fetch {path} by HTTP");
+        let server = self.server_ip();
         let port = self.port_of(mac);
         let mut ips: Vec<Ipv4Addr> = self.lease_of(mac).into_iter().collect();
         self.events
@@ -615,9 +616,10 @@ impl Network {
                     ips.push(d.ip);
                     None
                 }
-                ServiceEvent::Http(h) if e.seq >= after && ips.contains(&h.client) && h.served.path == path && h.served.method == "GET" => match h.served.status {
+                // Its addresses, or its switch port (a client with an address of its own).
+                ServiceEvent::Http(h) if e.seq >= after && (ips.contains(&h.client) || (port.is_some() && h.switch_port == port)) && h.served.path == path && h.served.method == "GET" => match h.served.status {
                     200 | 206 => Some(Ok(h.clone())),
-                    404 => Some(Err(EventWaitError::Refused { what: what.clone(), detail: format!("the lab's HTTP server has no {path} (404)") })),
+                    404 => Some(Err(EventWaitError::Refused { what: what.clone(), detail: format!("http://{server}{path}: the lab's HTTP server has no such file (404)") })),
                     _ => None,
                 },
                 _ => None,
@@ -812,6 +814,14 @@ mod test {
             .unwrap();
         assert_eq!((served.client, served.served.path.as_str(), served.served.status, served.served.bytes), (CLIENT_IP, "/nixos/bzImage", 200, 100_000));
         assert!(served.switch_port.is_some(), "{served:?}");
+        // A path the server lacks ends a wait at once, naming the URL. (The client has an
+        // address of its own: its requests are known by its switch port.)
+        network.ports.lock().unwrap().insert(Mac(CLIENT_MAC), served.switch_port.unwrap());
+        let mut missing = client.net().tcp_connect(server).await.unwrap();
+        missing.write_all(b"GET /nixos/initrd HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
+        let refused = network.wait_for_http_request(CLIENT_MAC, "/nixos/initrd", Duration::from_secs(30)).await;
+        assert!(matches!(&refused, Err(EventWaitError::Refused { detail, .. }) if detail.starts_with("http://192.0.2.1/nixos/initrd: ")), "{refused:?}");
+        drop(crate::services::tcp::Lingering::new(missing));
 
         // A client that holds its bound of connections gets the next one closed at once.
         let connect = || async { tokio::time::timeout(Duration::from_secs(10), client.net().tcp_connect(server)).await.expect("a connection").unwrap() };
