@@ -82,13 +82,12 @@ async fn ovmf_pxe_chains_ipxe_which_boots_the_kernel_over_http() {
     boots_over_http(&lab, &vm, &host).await;
 }
 
-#[tokio::test]
-async fn uefi_http_boot_runs_ipxe_and_boots_the_kernel_by_http_alone() {
-    let (lab, host) = lab("uefi_http_boot_runs_ipxe_and_boots_the_kernel_by_http_alone", true, false);
+/// A client whose NVRAM boots its `UEFI HTTPv4` entry next. OVMF writes its network boot
+/// entries before it tries the first (PXEv4, which gets no boot file here); the host then
+/// turns the next boot to the HTTPv4 entry, as a BMC would.
+async fn boot_next_http(lab: &Lab) -> Vm {
     let net = lab.network();
     let vm = lab.pxe_client("client", MAC, NicModel::VirtioNet, Rom::OvmfNative).unwrap().start().await.unwrap();
-    // OVMF writes its network boot entries before it tries the first (PXEv4, which gets no
-    // boot file here); the host then turns the next boot to the HTTPv4 entry, as a BMC would.
     let offered = |e: &pxelab::lab::Logged| match &e.event {
         ServiceEvent::Dhcp(d) if d.mac == MAC.into() && d.kind == DhcpEventKind::Offer => Some(d.clone()),
         _ => None,
@@ -97,9 +96,37 @@ async fn uefi_http_boot_runs_ipxe_and_boots_the_kernel_by_http_alone() {
     assert_eq!(offer.boot_file, "", "no boot file for PXE");
     let entries = vm.var_store().boot_entries().unwrap();
     let http = entries.options.iter().find(|o| o.description.starts_with("UEFI HTTPv4")).unwrap_or_else(|| panic!("no HTTPv4 entry: {entries:?}"));
-    let vm = lab.restart_with_boot_next(vm, http.number).await.unwrap();
-    let program = net.wait_for_http_request(MAC, "/ipxe.efi", 3 * MINUTE).await.unwrap();
+    lab.restart_with_boot_next(vm, http.number).await.unwrap()
+}
+
+#[tokio::test]
+async fn uefi_http_boot_runs_ipxe_and_boots_the_kernel_by_http_alone() {
+    let (lab, host) = lab("uefi_http_boot_runs_ipxe_and_boots_the_kernel_by_http_alone", true, false);
+    let vm = boot_next_http(&lab).await;
+    let program = lab.wait_for_http_boot(&vm, MAC, 3 * MINUTE).await.unwrap();
+    assert_eq!(program.served.path, "/ipxe.efi");
     assert_eq!(program.served.bytes, std::fs::metadata(HostFiles::ipxe_efi().unwrap()).unwrap().len());
     boots_over_http(&lab, &vm, &host).await;
     assert_eq!(tftp_frames(&lab), 0, "nothing by TFTP");
+}
+
+/// A DHCP server that gives HTTP boot clients their URL but not option 60 `HTTPClient`: OVMF
+/// ignores its offers, and the wait fails at the firmware's own error, naming the cause.
+#[tokio::test]
+async fn an_http_boot_offer_without_option_60_is_diagnosed_from_the_firmwares_line() {
+    let name = "an_http_boot_offer_without_option_60_is_diagnosed_from_the_firmwares_line";
+    let host = HostFiles::find().unwrap();
+    let mut lab = Lab::new(name).unwrap();
+    let tree = lab.cache().get_or_build(&PxeTree { host }).unwrap();
+    let http_dir = lab.dir().join("http");
+    let mut config = PxeConfig::new(vec![tree.join(PxeTree::ROOT)]).uefi_http_boot(&HostFiles::ipxe_efi().unwrap(), &http_dir).unwrap();
+    config.dhcp.boot_files.clear();
+    config.dhcp.quirks.http_client_without_60 = true;
+    lab.start_network(config).unwrap();
+    let vm = boot_next_http(&lab).await;
+    let started = std::time::Instant::now();
+    let err = lab.wait_for_http_boot(&vm, MAC, 5 * MINUTE).await.unwrap_err().to_string();
+    assert!(err.contains("the firmware's HTTP boot gave up: \"Error: ") && err.contains("Quirks::http_client_without_60"), "{err}");
+    assert!(started.elapsed() < 2 * MINUTE, "at the firmware's error, not the wait's timeout: {:?}", started.elapsed());
+    assert_eq!(lab.network().events().all().iter().filter(|(_, e)| matches!(e, ServiceEvent::Http(_))).count(), 0, "nothing was fetched");
 }

@@ -137,9 +137,39 @@ fn config_precedence(console: &str, config: impl Fn(&str) -> Option<String>) -> 
     })
 }
 
+/// OVMF's HTTP boot giving up, from its console (`>>Start HTTP Boot over IPv4`, then
+/// `Error: …`), with what in the lab's DHCP configuration makes it: no boot file for HTTP boot
+/// clients, or an offer without option 60 `HTTPClient`, which the firmware ignores.
+pub fn http_boot_gave_up(firmware_console: &str, dhcp: &crate::services::dhcp::DhcpConfig) -> Option<String> {
+    let after = &firmware_console[firmware_console.find(">>Start HTTP Boot over IPv4")?..];
+    let errors: Vec<&str> = after.lines().map(str::trim).filter(|l| l.starts_with("Error: ")).take(2).collect();
+    if errors.is_empty() {
+        return None;
+    }
+    let why = match (&dhcp.http_boot.uefi, dhcp.quirks.http_client_without_60) {
+        (None, _) => "the lab's DHCP gives UEFI HTTP boot clients no boot file URL (DhcpConfig::http_boot.uefi; PxeConfig::uefi_http_boot)".to_owned(),
+        (Some(_), true) => "the lab's DHCP leaves option 60 `HTTPClient` out of its offer to HTTP boot clients (Quirks::http_client_without_60), and OVMF's HTTP boot ignores an offer without it (UEFI specification, HTTP boot: the offer must carry option 60 `HTTPClient` and the boot file as a URL)".to_owned(),
+        (Some(program), false) => format!("the lab offered http://{}/{program}; see the HTTP events for what the firmware asked", dhcp.server),
+    };
+    Some(format!("the firmware's HTTP boot gave up: {:?}: {why}", errors.join(" ")))
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn an_http_boot_that_gave_up_is_named_with_its_cause_in_the_labs_dhcp() {
+        let console = ">>Start HTTP Boot over IPv4.....\n  Error: Could not retrieve NBP file size from HTTP server.\n\n  Error: Server response timeout.\nBdsDxe: failed to load Boot0005\n";
+        let mut dhcp = crate::services::dhcp::DhcpConfig::for_subnet([192, 0, 2]);
+        let none = http_boot_gave_up(console, &dhcp).unwrap();
+        assert!(none.contains("\"Error: Could not retrieve NBP file size from HTTP server. Error: Server response timeout.\"") && none.contains("no boot file URL"), "{none}");
+        dhcp.http_boot.uefi = Some("ipxe.efi".into());
+        dhcp.quirks.http_client_without_60 = true;
+        assert!(http_boot_gave_up(console, &dhcp).unwrap().contains("option 60 `HTTPClient`"));
+        assert_eq!(http_boot_gave_up(">>Start HTTP Boot over IPv4.\n  URI: http://x/y\n", &dhcp), None, "still going");
+        assert_eq!(http_boot_gave_up(">>Start PXE over IPv4.\n  Error: x\n", &dhcp), None, "not HTTP boot");
+    }
 
     #[test]
     fn boot_entries_of_one_loader_are_named_and_others_are_not() {
@@ -228,3 +258,4 @@ mod test {
         assert_eq!(config_precedence(&honoured, files), None);
     }
 }
+

@@ -167,6 +167,30 @@ impl Lab {
         self.restart_to(vm, Some(entry)).await
     }
 
+    /// Wait until `vm`'s firmware has downloaded its UEFI HTTP boot program from the lab
+    /// ([`PxeConfig::uefi_http_boot`]), or fail at once when the firmware says it gave up,
+    /// naming what in the lab's DHCP configuration made it ([`crate::diagnose::http_boot_gave_up`]).
+    pub async fn wait_for_http_boot(&self, vm: &Vm, mac: impl Into<crate::net::Mac>, timeout: std::time::Duration) -> Result<crate::services::http::HttpEvent, Box<dyn std::error::Error + Send + Sync>> {
+        let net = self.network();
+        let dhcp = net.dhcp_config();
+        let program = dhcp.http_boot.uefi.clone().unwrap_or_default();
+        let gave_up = async {
+            let line = vm.firmware_console().wait_for_console_text(r">>Start HTTP Boot over IPv4[\s\S]*?Error: [^\n]*\n", timeout).await;
+            match line {
+                Ok(_) => {
+                    // The firmware prints its errors a line apart: let the second arrive.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    crate::diagnose::http_boot_gave_up(&vm.firmware_console().text(), &dhcp).unwrap_or_else(|| "the firmware's HTTP boot gave up".into())
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            fetched = net.wait_for_http_request(mac, &program, timeout) => Ok(fetched?),
+            why = gave_up => Err(why.into()),
+        }
+    }
+
     async fn restart_to(&self, vm: Vm, boot_next: Option<u16>) -> Result<Vm, VmError> {
         let store = vm.var_store().clone();
         let was = vm.power_off().await?;

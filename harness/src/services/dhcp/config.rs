@@ -98,6 +98,9 @@ pub struct Quirks {
     /// Offer option 60 `PXEClient` without option 43, as a proxy-less server configured for
     /// PXE often does: OVMF's PXE rejects such offers (PXE-E16).
     pub pxe_client_without_43: bool,
+    /// Give a UEFI HTTP boot client its URL without option 60 `HTTPClient`, as a server
+    /// configured for HTTP boot by a recipe for PXE does: OVMF's HTTP boot ignores the offer.
+    pub http_client_without_60: bool,
     /// Answer a BOOTP request without the RFC 1048 cookie (as GRUBs before 2.04 sent) with no
     /// options, as ISC dhcpd does unless `always-reply-rfc1048 on`.
     pub bootp_without_options: bool,

@@ -398,7 +398,7 @@ impl DhcpServer {
         // UEFI HTTP boot takes only an offer with option 60 `HTTPClient`. A PXE client gets
         // no option 60 unless a quirk asks: OVMF's PXE rejects a `PXEClient` offer without
         // option 43.
-        if boot.client == BootClient::UefiHttp && !boot_file.is_empty() {
+        if boot.client == BootClient::UefiHttp && !boot_file.is_empty() && !c.quirks.http_client_without_60 {
             opts.insert(DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
         } else if c.quirks.pxe_client_without_43 && boot.arch.is_some() {
             opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
@@ -693,7 +693,7 @@ mod test {
     #[test]
     fn quirks_reproduce_other_servers_replies() {
         let mut quirky = config();
-        quirky.quirks = Quirks { pxe_client_without_43: true, bootp_without_options: true };
+        quirky.quirks = Quirks { pxe_client_without_43: true, bootp_without_options: true, http_client_without_60: false };
         let mut server = DhcpServer::new(quirky).unwrap();
         let (offer, _) = reply(&mut server, 0, &ovmf(MessageType::Discover, vec![]));
         let class = offer.message.opts().get(OptionCode::ClassIdentifier);
