@@ -572,16 +572,11 @@ impl Network {
         let mac = mac.into();
         let file = file.trim_start_matches('/');
         let what = format!("{mac} to fetch {file} by TFTP");
-        let port = self.port_of(mac);
-        // Its addresses: the one it holds, and each the DHCP server names to it.
-        let mut ips: Vec<Ipv4Addr> = self.lease_of(mac).into_iter().collect();
+        let mut client = Addresses::of(self, mac);
         self.events
             .wait_for(&what, timeout, |e| match &e.event {
-                    ServiceEvent::Dhcp(d) if d.mac == mac && from_port(&e.event, port) => {
-                        ips.push(d.ip);
-                        None
-                    }
-                    ServiceEvent::Tftp(t) if e.seq >= after && ips.contains(&t.client) && t.file.trim_start_matches('/') == file => {
+                    _ if client.learn(&e.event) => None,
+                    ServiceEvent::Tftp(t) if e.seq >= after && client.ips.contains(&t.client) && t.file.trim_start_matches('/') == file => {
                         match t.outcome {
                             TftpOutcome::Done => Some(Ok(t.clone())),
                             TftpOutcome::NotFound => {
@@ -608,16 +603,12 @@ impl Network {
         let path = format!("/{}", path.trim_start_matches('/'));
         let what = format!("{mac} to fetch {path} by HTTP");
         let server = self.server_ip();
-        let port = self.port_of(mac);
-        let mut ips: Vec<Ipv4Addr> = self.lease_of(mac).into_iter().collect();
+        let mut client = Addresses::of(self, mac);
         self.events
             .wait_for(&what, timeout, |e| match &e.event {
-                ServiceEvent::Dhcp(d) if d.mac == mac && from_port(&e.event, port) => {
-                    ips.push(d.ip);
-                    None
-                }
+                _ if client.learn(&e.event) => None,
                 // Its addresses, or its switch port (a client with an address of its own).
-                ServiceEvent::Http(h) if e.seq >= after && (ips.contains(&h.client) || (port.is_some() && h.switch_port == port)) && h.served.path == path && h.served.method == "GET" => match h.served.status {
+                ServiceEvent::Http(h) if e.seq >= after && client.sent(h.client, h.switch_port) && h.served.path == path && h.served.method == "GET" => match h.served.status {
                     200 | 206 => Some(Ok(h.clone())),
                     404 => Some(Err(EventWaitError::Refused { what: what.clone(), detail: format!("http://{server}{path}: the lab's HTTP server has no such file (404)") })),
                     _ => None,
@@ -629,6 +620,36 @@ impl Network {
 }
 
 
+
+/// A client's addresses, learnt as a wait goes through the events: the one it holds, and
+/// each the DHCP server names to it (from its own switch port).
+struct Addresses {
+    mac: Mac,
+    port: Option<PortId>,
+    ips: Vec<Ipv4Addr>,
+}
+
+impl Addresses {
+    fn of(network: &Network, mac: Mac) -> Self {
+        Addresses { mac, port: network.port_of(mac), ips: network.lease_of(mac).into_iter().collect() }
+    }
+
+    /// Note an address the DHCP server names to the client in `event`; whether it did.
+    fn learn(&mut self, event: &ServiceEvent) -> bool {
+        match event {
+            ServiceEvent::Dhcp(d) if d.mac == self.mac && from_port(event, self.port) => {
+                self.ips.push(d.ip);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a request from `ip` on `port` is the client's.
+    fn sent(&self, ip: Ipv4Addr, port: Option<PortId>) -> bool {
+        self.ips.contains(&ip) || (self.port.is_some() && port == self.port)
+    }
+}
 
 #[cfg(test)]
 mod test {
@@ -821,7 +842,10 @@ mod test {
         missing.write_all(b"GET /nixos/initrd HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
         let refused = network.wait_for_http_request(CLIENT_MAC, "/nixos/initrd", Duration::from_secs(30)).await;
         assert!(matches!(&refused, Err(EventWaitError::Refused { detail, .. }) if detail.starts_with("http://192.0.2.1/nixos/initrd: ")), "{refused:?}");
+        // Read to the server's close (Connection: close): its slot is free again.
+        tokio::time::timeout(Duration::from_secs(10), missing.read_to_end(&mut Vec::new())).await.unwrap().unwrap();
         drop(crate::services::tcp::Lingering::new(missing));
+        tokio::time::sleep(Duration::from_millis(300)).await;
 
         // A client that holds its bound of connections gets the next one closed at once.
         let connect = || async { tokio::time::timeout(Duration::from_secs(10), client.net().tcp_connect(server)).await.expect("a connection").unwrap() };
