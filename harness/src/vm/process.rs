@@ -145,6 +145,11 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
+/// Whether process `pid` exists and is not a zombie.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
 fn forget(pid: u32) {
     LIVE.lock().expect("live list").retain(|&p| p != pid);
 }
@@ -161,8 +166,17 @@ fn install_signal_handlers() {
             .name("pxelab-signals".into())
             .spawn(move || {
                 if let Some(sig) = signals.forever().next() {
-                    for &pid in LIVE.lock().expect("live list").iter() {
+                    let live: Vec<u32> = LIVE.lock().expect("live list").clone();
+                    for &pid in &live {
                         signal(pid, libc::SIGKILL);
+                    }
+                    // A killed process takes a moment to die (longer on a loaded machine): exit
+                    // only once each is gone or a zombie, so that none outlives this process.
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    for &pid in &live {
+                        while running(pid) && Instant::now() < deadline {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
                     }
                     let _ = signal_hook::low_level::emulate_default_handler(sig);
                     std::process::exit(128 + sig);
@@ -231,6 +245,21 @@ impl HostSample {
 #[cfg(test)]
 mod host_test {
     use super::*;
+
+    /// A live process runs; once it exited it does not, reaped or a zombie.
+    #[test]
+    fn a_zombie_or_a_reaped_process_no_longer_runs() {
+        assert!(running(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!running(pid), "a zombie, not reaped yet, has ended");
+        child.wait().unwrap();
+        assert!(!running(pid), "reaped");
+    }
 
     /// A stopped process reads as stopped, and two samples of a running one as the guest
     /// having its CPU; a stopped guest is classed as an infrastructure problem.
