@@ -6,7 +6,7 @@ use std::time::Duration;
 use pxelab::lab::{Lab, PxeConfig};
 use pxelab::vm::{NicModel, Rom};
 use pxelab_fixtures::pxe_tree::load_kernel_cfg;
-use pxelab_fixtures::{HostFiles, PxeTree};
+use pxelab_fixtures::{initramfs, HostFiles, PxeTree};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -38,7 +38,7 @@ async fn two_clients_get_their_declared_addresses_and_names() {
         assert_eq!(lease.hostname.as_deref(), Some(*name));
         let shown = vm.wait_for_console_text(r"efinet\d+ ([0-9a-f:]{17}) (\d+\.\d+\.\d+\.\d+)\n", 2 * MINUTE).await.unwrap();
         assert_eq!(shown.groups[1].as_deref(), Some(*ip), "GRUB on {name} got its address");
-        let booted = vm.wait_for_console_text(r"pxelab-fixture: booted by (\S+)\n", 4 * MINUTE).await.unwrap();
+        let booted = vm.wait_for_console_text(initramfs::BOOTED_BY, 4 * MINUTE).await.unwrap();
         assert_eq!(booted.groups[0].as_deref(), Some(format!("load-kernel-{name}.cfg").as_str()));
         assert_eq!(lab.network().lease_of(*mac).map(|ip| ip.to_string()).as_deref(), Some(*ip));
     }
