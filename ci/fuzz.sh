@@ -3,7 +3,7 @@
 # ci/fuzz.sh TARGET SECONDS [EXECS]
 #
 # Targets are pxelab::fuzz::TARGETS (dhcp, tftp_wire, tftp_transfer, rpc_records, nfs_stream,
-# framing, varstore, paths). The corpus starts from fuzz/corpus/TARGET plus inputs taken from
+# framing, varstore, paths, http). The corpus starts from fuzz/corpus/TARGET plus inputs taken from
 # the scenarios' captures (target/pxelab-runs/*/segment.pcap, OVMF_VARS.fd) when there are
 # any. Prints the executions done and the crashes found; a crash's input is kept under
 # target/fuzz/TARGET/default/crashes: turn each one into a unit test. Exits 1 on a crash.

@@ -28,6 +28,7 @@ pub const TARGETS: &[Target] = &[
     ("framing", framing_decoder),
     ("varstore", varstore),
     ("paths", paths),
+    ("http", http),
 ];
 
 /// DHCP `handle`: never panics; a reply is padded, decodes, and answers the request's xid
@@ -199,6 +200,38 @@ pub fn varstore(data: &[u8]) {
     if let Ok(variables) = pxelab_ovmf::parse_variables(data) {
         let entries = pxelab_ovmf::boot_entries(&variables);
         let _ = entries.first().map(|e| e.path.len());
+    }
+}
+
+/// The HTTP server's answer (`services::http::respond`) to a request line and a `Range`
+/// header from the input, over a tree with a symlink out of the root: never a panic, a file
+/// body only from inside the root and within the file, a status of the server's set, and a
+/// Content-Length that is the body's.
+pub fn http(data: &[u8]) {
+    use crate::services::http::{respond, Body};
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let root = dir.path().join("root");
+    let _ = std::fs::create_dir_all(root.join("nixos"));
+    let _ = std::fs::write(dir.path().join("secret"), "SECRET");
+    let _ = std::fs::write(root.join("nixos/bzImage"), vec![7u8; 1000]);
+    let _ = std::os::unix::fs::symlink(dir.path().join("secret"), root.join("out"));
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.split('\n');
+    let request = lines.next().unwrap_or_default();
+    let (method, target) = request.split_once(' ').unwrap_or((request, "/"));
+    let range = lines.next();
+    let plan = respond(std::slice::from_ref(&root), method, target, range);
+    assert!([200, 206, 400, 403, 404, 405, 416].contains(&plan.status), "{plan:?}");
+    let real_root = root.canonicalize().expect("the root exists");
+    if let Body::File { path, start, len } = &plan.body {
+        assert!(path.starts_with(&real_root) || path.starts_with(&root), "{target:?} served {}", path.display());
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        assert!(start + len <= size, "{start}+{len} of {size}: {plan:?}");
+    }
+    if let Some((_, length)) = plan.headers.iter().find(|(h, _)| *h == "content-length") {
+        if method != "HEAD" {
+            assert_eq!(length.parse::<u64>().ok(), Some(plan.body_len()), "{plan:?}");
+        }
     }
 }
 
