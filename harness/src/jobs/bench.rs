@@ -588,6 +588,210 @@ pub async fn hostile(rate: u32, flood_for: Duration, seed: u64) -> Result<Hostil
     })
 }
 
+/// A boot storm against a lone client, measured in one run: `pxelab bench storm`.
+#[derive(Debug, Clone, Default)]
+pub struct StormBench {
+    /// The lone client's power-on to its NFS root.
+    pub lone: Duration,
+    /// The lone client's TFTP rate while it transferred, bytes/s.
+    pub lone_tftp: f64,
+    /// Each storm client's power-on to its NFS root.
+    pub to_root: Vec<Duration>,
+    /// Storm clients whose firmware started from their snapshot.
+    pub from_snapshot: usize,
+    /// Storm clients whose lease is their declared address.
+    pub declared: usize,
+    /// The latency of each of the lab's DHCP offers to the storm's clients, from the request
+    /// it answers (both as the pcap has them).
+    pub offers: Vec<Duration>,
+    /// The same for its acks.
+    pub acks: Vec<Duration>,
+    /// TFTP bytes to the storm's clients.
+    pub tftp_bytes: u64,
+    /// How long at least one of the storm's TFTP transfers was under way.
+    pub tftp_span: Duration,
+    /// Each storm client's TFTP rate while it transferred, bytes/s.
+    pub tftp_per_client: Vec<f64>,
+    /// NFS file-system operations over the storm.
+    pub nfs_ops: u64,
+    /// Power-on until the last client reached its root.
+    pub wall: Duration,
+    /// Frames the switch dropped over the storm, by port and reason.
+    pub drops: Vec<(crate::net::switch::PortId, crate::net::segment::DropReason, u64)>,
+    /// CPU time over the storm.
+    pub cpu: crate::jobs::storm::CpuTime,
+}
+
+/// The goal: the lab's DHCP answers within this at the 99th percentile during a storm.
+pub const STORM_DHCP_P99_GOAL: Duration = Duration::from_millis(10);
+
+/// The value at quantile `q` (0..=1) of `values` (nearest rank); zero for none.
+fn quantile(values: &[Duration], q: f64) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or_default()
+}
+
+impl StormBench {
+    /// What `pxelab bench storm` prints.
+    pub fn report(&self) -> String {
+        let n = self.to_root.len();
+        let secs = |d: Duration| d.as_secs_f64();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mbs = |bps: f64| bps / 1e6;
+        let median_root = quantile(&self.to_root, 0.5);
+        let latency = |what: &str, v: &[Duration]| {
+            format!(
+                "DHCP {what} latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} paired in the pcap)",
+                ms(quantile(v, 0.5)),
+                ms(quantile(v, 0.99)),
+                ms(quantile(v, 1.0)),
+                v.len()
+            )
+        };
+        let p99 = quantile(&[self.offers.clone(), self.acks.clone()].concat(), 0.99);
+        let per_client: Vec<Duration> = self.tftp_per_client.iter().map(|r| Duration::from_secs_f64(*r)).collect();
+        let total_tftp = self.tftp_bytes as f64 / secs(self.tftp_span).max(f64::EPSILON);
+        let mut out = format!(
+            "clients: {n} at once, each PXE → GRUB → kernel + initramfs → NFS root (busybox flavour), {} of them from their firmware snapshot\n\
+             lone client to its NFS root: {:.1} s\n\
+             storm, per client to its NFS root: min {:.1} s, median {:.1} s, p95 {:.1} s, max {:.1} s (median / lone: {:.2})\n\
+             declared addresses: {}/{n} clients got theirs; NFS roots reached: {n}/{n}\n\
+             {}\n\
+             {}\n\
+             DHCP p99: {:.2} ms (goal < {:.0} ms: {})\n\
+             TFTP: {:.1} MB to the storm over {:.1} s with a transfer under way, {:.1} MB/s in all; per client while transferring: min {:.2}, median {:.2}, max {:.2} MB/s; lone client {:.2} MB/s (storm total / lone: {:.2})\n\
+             NFS: {} file-system operations, {:.0} a second over the storm's {:.1} s\n\
+             CPU over the storm: pxelab {:.1} s (switch, servers, capture), QEMU {:.1} s in all; pxelab's share {:.1}%; host busy {:.0}% of {} cores\n\
+             switch drops:",
+            self.from_snapshot,
+            secs(self.lone),
+            secs(quantile(&self.to_root, 0.0)),
+            secs(median_root),
+            secs(quantile(&self.to_root, 0.95)),
+            secs(quantile(&self.to_root, 1.0)),
+            secs(median_root) / secs(self.lone).max(f64::EPSILON),
+            self.declared,
+            latency("offer", &self.offers),
+            latency("ack", &self.acks),
+            ms(p99),
+            ms(STORM_DHCP_P99_GOAL),
+            if p99 < STORM_DHCP_P99_GOAL { "met" } else { "not met" },
+            self.tftp_bytes as f64 / 1e6,
+            secs(self.tftp_span),
+            mbs(total_tftp),
+            mbs(secs(quantile(&per_client, 0.0))),
+            mbs(secs(quantile(&per_client, 0.5))),
+            mbs(secs(quantile(&per_client, 1.0))),
+            mbs(self.lone_tftp),
+            total_tftp / self.lone_tftp.max(f64::EPSILON),
+            self.nfs_ops,
+            self.nfs_ops as f64 / secs(self.wall).max(f64::EPSILON),
+            secs(self.wall),
+            self.cpu.harness,
+            self.cpu.qemu,
+            100.0 * self.cpu.harness_share(),
+            100.0 * self.cpu.host_busy / (secs(self.wall) * self.cpu.cores as f64).max(f64::EPSILON),
+            self.cpu.cores,
+        );
+        if self.drops.is_empty() {
+            out += " none";
+        }
+        for (port, reason, n) in &self.drops {
+            out += &format!(" port {port} {reason:?} {n};");
+        }
+        out.trim_end_matches(';').to_owned()
+    }
+}
+
+/// How long at least one of `spans` (start, end) was under way.
+fn covered(mut spans: Vec<(Duration, Duration)>) -> Duration {
+    spans.sort();
+    let mut total = Duration::ZERO;
+    let mut current: Option<(Duration, Duration)> = None;
+    for (start, end) in spans {
+        current = match current {
+            Some((s, e)) if start <= e => Some((s, e.max(end))),
+            Some((s, e)) => {
+                total += e - s;
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    total + current.map_or(Duration::ZERO, |(s, e)| e - s)
+}
+
+/// TFTP bytes to `ip` in the transfers done among `events` (from the lab's clock `since`),
+/// and the time they took, summed.
+fn tftp_to(events: &[(Duration, crate::services::ServiceEvent)], ip: std::net::Ipv4Addr, since: Duration) -> (u64, Duration) {
+    events
+        .iter()
+        .filter(|(at, _)| *at >= since)
+        .filter_map(|(_, e)| match e {
+            crate::services::ServiceEvent::Tftp(t) if t.client == ip && t.outcome == crate::services::tftp::TftpOutcome::Done => Some((t.bytes, Duration::from_millis(t.millis))),
+            _ => None,
+        })
+        .fold((0, Duration::ZERO), |(b, t), (bytes, took)| (b + bytes, t + took))
+}
+
+/// A lone client boots to its NFS root, then `n` clients at once
+/// ([`crate::jobs::storm::boot`]), in one lab; the servers' side is read from the events,
+/// the pcap and the CPU times.
+pub async fn storm(lab: &mut Lab, n: usize) -> Result<StormBench, BenchError> {
+    use crate::jobs::storm::{self, StormClient};
+    let timeout = Duration::from_secs(300 + 60 * n as u64);
+    let clients = storm::clients(n);
+    let lone = StormClient { name: "lone".into(), mac: Mac([0x52, 0x54, 0x00, 0x57, 0x01, 0x00]), ip: std::net::Ipv4Addr::new(192, 0, 2, 99) };
+    let all: Vec<StormClient> = clients.iter().cloned().chain([lone.clone()]).collect();
+    storm::start_network(lab, &all).await?;
+    let alone = storm::boot(lab, std::slice::from_ref(&lone), timeout).await?;
+    let (bytes, took) = tftp_to(&lab.network().events().all(), lone.ip, alone.began);
+    let (lone_time, lone_tftp) = (alone.booted[0].to_root, bytes as f64 / took.as_secs_f64().max(f64::EPSILON));
+    drop(alone);
+    let drops_before = super::install_stages::switch_drops(lab);
+    let nfs_before = lab.network().operations(crate::lab::Server::Nfs).unwrap_or(0);
+    let storm = storm::boot(lab, &clients, timeout).await?;
+    let nfs_ops = lab.network().operations(crate::lab::Server::Nfs).unwrap_or(0) - nfs_before;
+    let events = lab.network().events().all();
+    let mut bench = StormBench { lone: lone_time, lone_tftp, wall: storm.wall, cpu: storm.cpu, nfs_ops, ..Default::default() };
+    let mut transfers = Vec::new();
+    for (at, e) in &events {
+        if let crate::services::ServiceEvent::Tftp(t) = e {
+            if *at >= storm.began && clients.iter().any(|c| c.ip == t.client) {
+                transfers.push((at.saturating_sub(Duration::from_millis(t.millis)), *at));
+                bench.tftp_bytes += t.bytes;
+            }
+        }
+    }
+    bench.tftp_span = covered(transfers);
+    for booted in &storm.booted {
+        bench.to_root.push(booted.to_root);
+        bench.from_snapshot += usize::from(booted.from_snapshot);
+        bench.declared += usize::from(lab.network().lease_of(booted.client.mac) == Some(booted.client.ip));
+        let (bytes, took) = tftp_to(&events, booted.client.ip, storm.began);
+        bench.tftp_per_client.push(bytes as f64 / took.as_secs_f64().max(f64::EPSILON));
+    }
+    // The capture's writer drains every 20 ms.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answers = crate::net::pcap::dhcp_answers(&lab.dir().join("segment.pcap"), lab.network().server_ip())?;
+    for answer in answers.iter().filter(|a| clients.iter().any(|c| c.mac == a.client)) {
+        match answer.reply {
+            dhcproto::v4::MessageType::Offer => bench.offers.push(answer.latency),
+            dhcproto::v4::MessageType::Ack => bench.acks.push(answer.latency),
+            _ => {}
+        }
+    }
+    let before: std::collections::HashMap<String, u64> = drops_before.iter().map(|(p, r, n)| (format!("{p} {r:?}"), *n)).collect();
+    bench.drops = super::install_stages::switch_drops(lab)
+        .into_iter()
+        .map(|(p, r, n)| (p, r, n - before.get(&format!("{p} {r:?}")).copied().unwrap_or(0)))
+        .filter(|(_, _, n)| *n > 0)
+        .collect();
+    Ok(bench)
+}
+
 /// An install's stages and durations, the ones that prepare it left out ([`NOT_THE_CYCLE`]).
 fn cycle_of(report: &crate::jobs::InstallReport) -> Vec<(String, Duration)> {
     let prepares = |name: &str| Stage::named(name).is_some_and(|s| NOT_THE_CYCLE.contains(&s));
@@ -629,6 +833,43 @@ mod test {
         assert!(line("kernel → reboot").contains(" 20.00 s  20.00 s   1.00  none"), "{report}");
         assert!(line("reboot → login prompt").contains(" 12.00 s   8.00 s   1.50"), "{report}");
         assert!(report.ends_with("cycle: 45.0 s\nfloor: 36.0 s\ncycle / floor: 1.25\ngoal: 45.0 s (cycle / goal: 1.00)"), "{report}");
+    }
+
+    #[test]
+    fn overlapping_transfers_are_counted_once() {
+        let s = Duration::from_secs;
+        assert_eq!(covered(vec![(s(5), s(7)), (s(0), s(2)), (s(1), s(3)), (s(6), s(9))]), s(7));
+        assert_eq!(covered(vec![]), Duration::ZERO);
+    }
+
+    #[test]
+    fn storm_report_sets_the_storm_against_the_lone_client() {
+        let ms = Duration::from_millis;
+        let bench = StormBench {
+            lone: Duration::from_secs(20),
+            lone_tftp: 10e6,
+            to_root: [40, 50, 60, 100].map(Duration::from_secs).to_vec(),
+            from_snapshot: 4,
+            declared: 3,
+            offers: (1..=100).map(ms).collect(),
+            acks: vec![ms(1)],
+            tftp_bytes: 80_000_000,
+            tftp_span: Duration::from_secs(4),
+            tftp_per_client: vec![4e6, 5e6, 6e6, 7e6],
+            nfs_ops: 1000,
+            wall: Duration::from_secs(100),
+            drops: vec![],
+            cpu: crate::jobs::storm::CpuTime { harness: 2.0, qemu: 198.0, host_busy: 190.0, cores: 2 },
+        };
+        let report = bench.report();
+        assert!(report.contains("min 40.0 s, median 50.0 s, p95 100.0 s, max 100.0 s (median / lone: 2.50)"), "{report}");
+        assert!(report.contains("declared addresses: 3/4 clients got theirs"), "{report}");
+        assert!(report.contains("DHCP offer latency: p50 50.00 ms, p99 99.00 ms, max 100.00 ms (100 paired"), "{report}");
+        assert!(report.contains("DHCP p99: 99.00 ms (goal < 10 ms: not met)"), "{report}");
+        assert!(report.contains("20.0 MB/s in all; per client while transferring: min 4.00, median 5.00, max 7.00 MB/s; lone client 10.00 MB/s (storm total / lone: 2.00)"), "{report}");
+        assert!(report.contains("NFS: 1000 file-system operations, 10 a second"), "{report}");
+        assert!(report.contains("pxelab's share 1.0%; host busy 95% of 2 cores"), "{report}");
+        assert!(report.ends_with("switch drops: none"), "{report}");
     }
 
     #[test]

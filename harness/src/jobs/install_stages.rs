@@ -280,27 +280,11 @@ impl<'a> Install<'a> {
         }
     }
 
-    /// Enter at GRUB's menu (a GRUB without a countdown just boots). The firmware may take
-    /// the key before GRUB does ([`ENTER_AGAIN_AFTER`]), and a GRUB sometimes takes it only
-    /// as the end of its countdown and stays in the menu: Enter again, for as long as the
-    /// stage runs, until it asks the TFTP server for a file, the sign that it left the menu.
-    /// Never returns.
+    /// Enter at GRUB's menu ([`enter_at_grub_menu`]), unless the options wait it out. Never
+    /// returns.
     async fn press_enter(&self, vm: &Vm) {
-        let net = self.lab.network();
-        if !self.options.wait_out_boot_menus && vm.wait_for_console_text(GRUB_COUNTDOWN, self.budget(Stage::TftpKernel)).await.is_ok() {
-            let ip = net.lease_of(self.mac);
-            for press in 1.. {
-                let seen = net.events().count();
-                tracing::info!("Enter at GRUB's menu ({press})");
-                if let Err(e) = vm.send_keys("\r").await {
-                    tracing::warn!("cannot press Enter at GRUB's menu: {e}");
-                    break;
-                }
-                let asked = tftp_request(ip, seen, None);
-                if !matches!(net.events().wait_for("GRUB to leave its menu", ENTER_AGAIN_AFTER, asked).await, Err(EventWaitError::Timeout { .. })) {
-                    break;
-                }
-            }
+        if !self.options.wait_out_boot_menus {
+            enter_at_grub_menu(self.lab.network(), vm, self.mac, self.budget(Stage::TftpKernel)).await;
         }
         std::future::pending::<()>().await
     }
@@ -517,6 +501,29 @@ fn tftp_request(ip: Option<std::net::Ipv4Addr>, after: usize, except: Option<&st
     move |e| {
         let asked = matches!(&e.event, ServiceEvent::Tftp(t) if Some(t.client) == ip && Some(t.file.trim_start_matches('/')) != except);
         (e.seq >= after && asked).then_some(())
+    }
+}
+
+/// Enter at GRUB's menu, once its countdown shows within `wait` (a GRUB without a countdown
+/// just boots). The firmware may take the key before GRUB does ([`ENTER_AGAIN_AFTER`]), and a
+/// GRUB sometimes takes it only as the end of its countdown and stays in the menu: Enter
+/// again until the client `mac` asks the TFTP server for a file, the sign that GRUB left the
+/// menu. Under TCG on a busy host a GRUB's 5 s countdown has been seen to last 88 s.
+pub async fn enter_at_grub_menu(net: &crate::lab::Network, vm: &Vm, mac: Mac, wait: Duration) {
+    if vm.wait_for_console_text(GRUB_COUNTDOWN, wait).await.is_err() {
+        return;
+    }
+    let ip = net.lease_of(mac);
+    for press in 1.. {
+        let seen = net.events().count();
+        tracing::info!(vm = %vm.name(), "Enter at GRUB's menu ({press})");
+        if let Err(e) = vm.send_keys("\r").await {
+            return tracing::warn!("cannot press Enter at GRUB's menu: {e}");
+        }
+        let asked = tftp_request(ip, seen, None);
+        if !matches!(net.events().wait_for("GRUB to leave its menu", ENTER_AGAIN_AFTER, asked).await, Err(EventWaitError::Timeout { .. })) {
+            return;
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`facts`]: what a scenario reports ([`Report`], [`InstallFacts`]).
 //! - [`mod@serve`]: the lab alone, for QEMUs the user starts by hand.
 //! - [`mod@matrix`] and [`mod@bench`]: artifact sets × scenarios, and the benchmarks.
+//! - [`storm`]: many clients booting at once.
 //!
 //! The layers below ([`crate::lab`], [`crate::vm`], [`crate::services`], [`crate::net`])
 //! know no scenario.
@@ -37,6 +38,7 @@ pub mod options;
 pub mod registry;
 pub mod serve;
 pub mod stage;
+pub mod storm;
 mod uefi_boot;
 
 pub use error::{BenchError, InputError, SystemError};

@@ -348,6 +348,12 @@ impl Network {
         self.services.iter().find(|s| s.name() == server.name())
     }
 
+    /// How many operations `server` has served, if it counts them ([`LabService::operations`]:
+    /// NFS counts its file-system operations).
+    pub fn operations(&self, server: Server) -> Option<u64> {
+        self.service(server).and_then(|s| s.operations())
+    }
+
     /// What each service listens on, as `name: what` lines (`pxelab serve` prints them).
     pub fn listening(&self) -> Vec<String> {
         self.services.iter().map(|s| format!("{}: {}", s.name(), s.listens_on())).collect()

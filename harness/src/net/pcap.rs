@@ -122,6 +122,78 @@ pub fn summarize(path: &Path) -> std::io::Result<Summary> {
     Ok(summary)
 }
 
+/// One reply of a DHCP server in a capture, set against the client's request it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpAnswer {
+    pub client: crate::net::Mac,
+    /// The reply's type: `Offer`, `Ack` or `Nak`.
+    pub reply: dhcproto::v4::MessageType,
+    /// When the reply was captured (the capture's clock).
+    pub at: Duration,
+    /// From the capture of the request it answers to the capture of the reply.
+    pub latency: Duration,
+}
+
+/// Pairs a DHCP server's replies with the requests they answer, frame by frame, by
+/// transaction id and client MAC: each reply answers the earliest request of that pair not
+/// yet answered (a client that resends its DISCOVER before the OFFER arrives gets two).
+/// Pure: frames and their capture times in, [`DhcpAnswer`]s out.
+#[derive(Debug, Default)]
+pub struct DhcpPairing {
+    server: Option<std::net::Ipv4Addr>,
+    pending: std::collections::HashMap<(u32, [u8; 6]), std::collections::VecDeque<Duration>>,
+    answers: Vec<DhcpAnswer>,
+}
+
+impl DhcpPairing {
+    /// Pair the replies sent from `server`'s address.
+    pub fn new(server: std::net::Ipv4Addr) -> Self {
+        DhcpPairing { server: Some(server), ..Default::default() }
+    }
+
+    /// Take one captured frame; any frame that is not DHCP over IPv4 is ignored.
+    pub fn push(&mut self, at: Duration, frame: &[u8]) {
+        use dhcproto::v4::{Message, MessageType, Opcode};
+        use dhcproto::Decodable;
+        if protocol(frame) != "dhcp" {
+            return;
+        }
+        let Some(udp) = super::wire::UdpFrame::parse(frame) else { return };
+        let Ok(message) = Message::from_bytes(&udp.payload) else { return };
+        let Some(client) = message.chaddr().get(..6).and_then(|c| <[u8; 6]>::try_from(c).ok()) else { return };
+        let key = (message.xid(), client);
+        match (message.opcode(), message.opts().msg_type()) {
+            (Opcode::BootRequest, Some(MessageType::Discover | MessageType::Request)) => {
+                self.pending.entry(key).or_default().push_back(at);
+            }
+            (Opcode::BootReply, Some(reply @ (MessageType::Offer | MessageType::Ack | MessageType::Nak))) if Some(udp.src_ip) == self.server => {
+                let asked = self.pending.get_mut(&key).and_then(|q| q.pop_front());
+                if let Some(asked) = asked {
+                    self.answers.push(DhcpAnswer { client: crate::net::Mac(client), reply, at, latency: at.saturating_sub(asked) });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The replies paired so far, in capture order.
+    pub fn answers(&self) -> &[DhcpAnswer] {
+        &self.answers
+    }
+}
+
+/// The DHCP replies `server` sent in the pcap file at `path`, each with its latency
+/// ([`DhcpPairing`]); a file cut short at its end (a killed run) gives what it holds.
+pub fn dhcp_answers(path: &Path, server: std::net::Ipv4Addr) -> std::io::Result<Vec<DhcpAnswer>> {
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut reader = pcap_file::pcap::PcapReader::new(file).map_err(std::io::Error::other)?;
+    let mut pairing = DhcpPairing::new(server);
+    while let Some(Ok(packet)) = reader.next_packet() {
+        pairing.push(packet.timestamp, &packet.data);
+    }
+    Ok(pairing.answers)
+}
+
 /// The protocol of an Ethernet frame, by EtherType, IP protocol and well-known port.
 fn protocol(frame: &[u8]) -> &'static str {
     let ethertype = frame.get(12..14).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
@@ -171,6 +243,50 @@ mod test {
             lens.push(packet.unwrap().data.len());
         }
         assert_eq!(lens, [60, 1514]);
+    }
+
+    /// A DHCP message of `op` (1 request, 2 reply) and `kind` (option 53), as a frame from `src_ip`.
+    fn dhcp_frame(op: u8, kind: u8, xid: u32, client: [u8; 6], src_ip: std::net::Ipv4Addr) -> Vec<u8> {
+        let mut m = vec![0u8; 236];
+        m[..3].copy_from_slice(&[op, 1, 6]);
+        m[4..8].copy_from_slice(&xid.to_be_bytes());
+        m[28..34].copy_from_slice(&client);
+        m.extend([99, 130, 83, 99, 53, 1, kind, 255]);
+        let (src_port, dst_port) = if op == 1 { (68, 67) } else { (67, 68) };
+        let mac = crate::net::Mac(client);
+        crate::net::wire::UdpFrame { src_mac: mac, dst_mac: crate::net::Mac::BROADCAST, src_ip, dst_ip: std::net::Ipv4Addr::BROADCAST, src_port, dst_port, payload: m }.emit()
+    }
+
+    #[test]
+    fn each_dhcp_reply_is_timed_from_the_request_it_answers() {
+        use dhcproto::v4::MessageType;
+        let server: std::net::Ipv4Addr = "192.0.2.1".parse().unwrap();
+        let rogue: std::net::Ipv4Addr = "192.0.2.254".parse().unwrap();
+        let zero = std::net::Ipv4Addr::UNSPECIFIED;
+        let (a, b) = ([0x52, 0x54, 0, 0, 0, 1], [0x52, 0x54, 0, 0, 0, 2]);
+        let ms = Duration::from_millis;
+        let mut pairing = DhcpPairing::new(server);
+        let frames = [
+            (ms(0), dhcp_frame(1, 1, 7, a, zero)),   // a DISCOVER
+            (ms(1), dhcp_frame(1, 1, 9, b, zero)),   // b DISCOVER
+            (ms(3), dhcp_frame(2, 2, 7, a, rogue)),  // another server's OFFER: not ours
+            (ms(4), dhcp_frame(2, 2, 7, a, server)), // a OFFER, 4 ms
+            (ms(5), dhcp_frame(1, 1, 9, b, zero)),   // b resends before its OFFER
+            (ms(6), dhcp_frame(2, 2, 9, b, server)), // answers b's first: 5 ms
+            (ms(7), dhcp_frame(2, 2, 9, b, server)), // and its second: 2 ms
+            (ms(8), dhcp_frame(2, 2, 9, b, server)), // nothing left to answer: not paired
+            (ms(10), dhcp_frame(1, 3, 7, a, zero)),  // a REQUEST
+            (ms(13), dhcp_frame(2, 5, 7, a, server)), // a ACK, 3 ms
+            (ms(14), vec![0u8; 60]),                 // not DHCP
+        ];
+        for (at, frame) in &frames {
+            pairing.push(*at, frame);
+        }
+        let got: Vec<(u8, MessageType, Duration)> = pairing.answers().iter().map(|x| (x.client.0[5], x.reply, x.latency)).collect();
+        assert_eq!(
+            got,
+            [(1, MessageType::Offer, ms(4)), (2, MessageType::Offer, ms(5)), (2, MessageType::Offer, ms(2)), (1, MessageType::Ack, ms(3))]
+        );
     }
 
     #[test]

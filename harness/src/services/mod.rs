@@ -65,6 +65,12 @@ pub trait LabService: Send + Sync {
     /// Stop or start answering, for a service that answers in its frame hook (a stopped
     /// server swallows what it would have answered).
     fn set_running(&self, _running: bool) {}
+
+    /// How many operations it has served, for a service that counts them (NFS: its
+    /// file-system operations); `None` if it does not.
+    fn operations(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Receive the next datagram for `service` on a lab UDP socket. A bad one (larger than

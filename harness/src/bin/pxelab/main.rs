@@ -157,6 +157,14 @@ pub(crate) enum Bench {
         #[arg(long, default_value_t = 256)]
         size_mib: usize,
     },
+    /// A boot storm: N clients power on at once and PXE-boot the busybox flavour to its NFS
+    /// root, against a lone client, in one run: per-client times, DHCP latency (p50/p99),
+    /// TFTP and NFS rates, the switch's drops and the CPU's split between pxelab and QEMU.
+    Storm {
+        /// Clients at once (at most 80).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=80))]
+        clients: u64,
+    },
     /// An install beside a neighbour flooding the lab network, against a lone install, in one
     /// run: the ratio, probes of the servers during and after the flood, the switch's drops,
     /// memory, and the time to stop the lab after it.

@@ -131,6 +131,7 @@ pub async fn bench(what: Bench) -> ExitCode {
         Bench::Install { .. } => "install",
         Bench::Floor => "floor",
         Bench::Hostile { .. } => "hostile",
+        Bench::Storm { .. } => "storm",
     };
     let result = async {
         let (report, artifacts) = match what {
@@ -150,6 +151,10 @@ pub async fn bench(what: Bench) -> ExitCode {
                 let mut lab = pxelab::jobs::bench::lab(name)?;
                 let bench = pxelab::jobs::bench::floor(&mut lab, &InstallOptions::default()).await?;
                 (bench.report(), lab.dir().display().to_string())
+            }
+            Bench::Storm { clients } => {
+                let mut lab = pxelab::jobs::bench::lab(name)?;
+                (pxelab::jobs::bench::storm(&mut lab, clients as usize).await?.report(), lab.dir().display().to_string())
             }
             Bench::Hostile { rate, secs, seed } => {
                 let bench = pxelab::jobs::bench::hostile(rate, std::time::Duration::from_secs(secs), seed).await?;

@@ -27,6 +27,8 @@ pub const RTMAX: u32 = 1024 * 1024;
 pub struct StackedExport {
     layers: Vec<PathBuf>,
     ids: RwLock<Ids>,
+    /// File-system operations asked of it ([`StackedExport::operations`]).
+    operations: std::sync::atomic::AtomicU64,
 }
 
 /// File ids handed out, by path relative to the export root.
@@ -42,7 +44,18 @@ impl StackedExport {
     pub fn new(layers: Vec<PathBuf>) -> Self {
         let layers = layers.into_iter().map(|l| l.canonicalize().unwrap_or(l)).collect();
         let ids = Ids { paths: vec![PathBuf::new()], by_path: HashMap::from([(PathBuf::new(), ROOT_ID)]) };
-        StackedExport { layers, ids: RwLock::new(ids) }
+        StackedExport { layers, ids: RwLock::new(ids), operations: Default::default() }
+    }
+
+    /// How many file-system operations nfsserve has asked of the export on its clients'
+    /// behalf (a lookup, an attribute read, a READ, a directory read, a refused write): about
+    /// one per NFS call, a call that nfsserve answers alone (NULL, FSINFO) being left out.
+    pub fn operations(&self) -> u64 {
+        self.operations.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.operations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn path_of(&self, id: fileid3) -> Result<PathBuf, nfsstat3> {
@@ -158,6 +171,7 @@ impl NFSFileSystem for StackedExport {
     }
 
     async fn lookup(&self, dirid: fileid3, filename: &filename3) -> Result<fileid3, nfsstat3> {
+        self.count();
         let dir = self.path_of(dirid)?;
         let (_, meta) = self.locate(&dir).ok_or(nfsstat3::NFS3ERR_STALE)?;
         if !meta.is_dir() {
@@ -174,15 +188,18 @@ impl NFSFileSystem for StackedExport {
     }
 
     async fn getattr(&self, id: fileid3) -> Result<fattr3, nfsstat3> {
+        self.count();
         let (_, meta) = self.stat(id)?;
         Ok(attr(id, &meta))
     }
 
     async fn setattr(&self, _id: fileid3, _setattr: sattr3) -> Result<fattr3, nfsstat3> {
+        self.count();
         Err(nfsstat3::NFS3ERR_ROFS)
     }
 
     async fn read(&self, id: fileid3, offset: u64, count: u32) -> Result<(Vec<u8>, bool), nfsstat3> {
+        self.count();
         let (path, meta) = self.stat(id)?;
         if !meta.is_file() {
             return Err(if meta.is_dir() { nfsstat3::NFS3ERR_ISDIR } else { nfsstat3::NFS3ERR_INVAL });
@@ -206,30 +223,37 @@ impl NFSFileSystem for StackedExport {
     }
 
     async fn write(&self, _id: fileid3, _offset: u64, _data: &[u8]) -> Result<fattr3, nfsstat3> {
+        self.count();
         Err(nfsstat3::NFS3ERR_ROFS)
     }
 
     async fn create(&self, _dirid: fileid3, _name: &filename3, _attr: sattr3) -> Result<(fileid3, fattr3), nfsstat3> {
+        self.count();
         Err(nfsstat3::NFS3ERR_ROFS)
     }
 
     async fn create_exclusive(&self, _dirid: fileid3, _name: &filename3) -> Result<fileid3, nfsstat3> {
+        self.count();
         Err(nfsstat3::NFS3ERR_ROFS)
     }
 
     async fn mkdir(&self, _dirid: fileid3, _name: &filename3) -> Result<(fileid3, fattr3), nfsstat3> {
+        self.count();
         Err(nfsstat3::NFS3ERR_ROFS)
     }
 
     async fn remove(&self, _dirid: fileid3, _name: &filename3) -> Result<(), nfsstat3> {
+        self.count();
         Err(nfsstat3::NFS3ERR_ROFS)
     }
 
     async fn rename(&self, _from: fileid3, _name: &filename3, _to: fileid3, _to_name: &filename3) -> Result<(), nfsstat3> {
+        self.count();
         Err(nfsstat3::NFS3ERR_ROFS)
     }
 
     async fn readdir(&self, dirid: fileid3, start_after: fileid3, max_entries: usize) -> Result<ReadDirResult, nfsstat3> {
+        self.count();
         let dir = self.path_of(dirid)?;
         let (_, meta) = self.locate(&dir).ok_or(nfsstat3::NFS3ERR_STALE)?;
         if !meta.is_dir() {
@@ -257,10 +281,12 @@ impl NFSFileSystem for StackedExport {
     }
 
     async fn symlink(&self, _dirid: fileid3, _name: &filename3, _target: &nfspath3, _attr: &sattr3) -> Result<(fileid3, fattr3), nfsstat3> {
+        self.count();
         Err(nfsstat3::NFS3ERR_ROFS)
     }
 
     async fn readlink(&self, id: fileid3) -> Result<nfspath3, nfsstat3> {
+        self.count();
         let (path, meta) = self.stat(id)?;
         if !meta.file_type().is_symlink() {
             return Err(nfsstat3::NFS3ERR_INVAL);

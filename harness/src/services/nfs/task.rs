@@ -63,6 +63,10 @@ impl crate::services::LabService for NfsService {
         format!("TCP/UDP {}:111 (portmap), TCP {}:{NFS_PORT} (NFSv3, MOUNT), export {}", self.0.ip, self.0.ip, self.0.export_path)
     }
 
+    fn operations(&self) -> Option<u64> {
+        Some(self.0.export.operations())
+    }
+
     fn serve(&self, host: Arc<IpHost>, events: Arc<dyn Sink<ServiceEvent>>, _started: tokio::time::Instant) -> Option<futures::future::BoxFuture<'static, std::io::Result<()>>> {
         let config = self.0.clone();
         Some(Box::pin(serve(host, config, events)))
