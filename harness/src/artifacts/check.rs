@@ -61,15 +61,9 @@ pub async fn check_netboot(dir: &Path, script: &str, server: std::net::Ipv4Addr)
     let file = dir.join(script);
     let text = std::fs::read_to_string(&file).map_err(|source| ArtifactError::Io { path: file.clone(), source })?;
     let loads = super::ipxe::loads(&text).map_err(|cause| ArtifactError::NetbootScript { file: file.clone(), cause })?;
-    let ours = [format!("http://{server}/"), format!("tftp://{server}/")];
-    let local = |name: &str| -> Option<PathBuf> {
-        let path = ours.iter().find_map(|u| name.strip_prefix(u.as_str())).or((!name.contains("://")).then_some(name))?;
-        Some(dir.join(path.trim_start_matches('/')))
-    };
-    let mut images = vec![(loads.kernel.clone(), true)];
-    images.extend(loads.initrds.iter().map(|i| (i.clone(), false)));
-    for (name, kernel) in images {
-        let Some(path) = local(&name) else { continue };
+    for image in loads.images(server) {
+        let Some((_, served)) = &image.served else { continue };
+        let (path, name, kernel) = (dir.join(served), image.name, image.kernel);
         if !path.is_file() {
             let mut holds: Vec<String> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
             holds.sort();

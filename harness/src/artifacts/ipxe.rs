@@ -85,6 +85,50 @@ pub struct Loads {
     pub initrds: Vec<String>,
 }
 
+/// How the lab serves an image a script loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A URL of the lab's HTTP server, or a relative name (iPXE fetches it beside the
+    /// script, which the lab serves over HTTP).
+    Http,
+    /// A `tftp://` URL of the lab's server.
+    Tftp,
+}
+
+/// An image a script loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// As the script names it.
+    pub name: String,
+    /// Whether it is the kernel (the others are initrds).
+    pub kernel: bool,
+    /// How the lab serves it and its path under the lab's root; `None`: a URL elsewhere,
+    /// the user's to serve.
+    pub served: Option<(Via, String)>,
+}
+
+impl Loads {
+    /// Each image, the kernel first, and how the lab at `server` serves it: the one answer to
+    /// "which files does this script need from the lab", for `check inputs` and the install's
+    /// waits alike.
+    pub fn images(&self, server: std::net::Ipv4Addr) -> Vec<Image> {
+        let (http, tftp) = (format!("http://{server}/"), format!("tftp://{server}/"));
+        let served = |name: &str| -> Option<(Via, String)> {
+            let (via, path) = match (name.strip_prefix(http.as_str()), name.strip_prefix(tftp.as_str())) {
+                (Some(path), _) => (Via::Http, path),
+                (_, Some(path)) => (Via::Tftp, path),
+                _ if name.contains("://") => return None,
+                _ => (Via::Http, name),
+            };
+            Some((via, path.trim_start_matches('/').to_owned()))
+        };
+        std::iter::once((&self.kernel, true))
+            .chain(self.initrds.iter().map(|i| (i, false)))
+            .map(|(name, kernel)| Image { name: name.clone(), kernel, served: served(name) })
+            .collect()
+    }
+}
+
 /// The images `script` loads; `Err` says why it loads no kernel.
 pub fn loads(script: &str) -> Result<Loads, String> {
     if !script.starts_with("#!ipxe") {
@@ -184,6 +228,25 @@ pub enum ScriptError {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn each_image_is_served_over_http_or_tftp_or_elsewhere() {
+        let loads = Loads {
+            kernel: "http://192.0.2.1/netboot/bzImage".into(),
+            initrds: vec!["initrd".into(), "tftp://192.0.2.1//nixos/extra".into(), "https://cache.example/x.img".into()],
+        };
+        let served: Vec<(bool, Option<(Via, String)>)> = loads.images("192.0.2.1".parse().unwrap()).into_iter().map(|i| (i.kernel, i.served)).collect();
+        assert_eq!(
+            served,
+            [
+                (true, Some((Via::Http, "netboot/bzImage".into()))),
+                (false, Some((Via::Http, "initrd".into()))),
+                (false, Some((Via::Tftp, "nixos/extra".into()))),
+                (false, None),
+            ]
+        );
+        assert_eq!(loads.images("192.0.2.9".parse().unwrap())[0].served, None, "another server's URL is not the lab's");
+    }
 
     #[test]
     fn a_kernel_file_becomes_a_script_that_names_its_initrd() {

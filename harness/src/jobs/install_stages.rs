@@ -14,6 +14,7 @@ use crate::services::ServiceEvent;
 use crate::vm::{FirmwareStart, NicModel, Vm};
 
 use super::stage::KERNEL_DHCP_BUDGET;
+use crate::artifacts::ipxe::Via;
 use super::{Budgets, InstallFacts, InstallOptions, Stage, SystemError};
 
 /// GRUB's menu countdown, at which the install presses Enter (see
@@ -157,16 +158,16 @@ impl<'a> Install<'a> {
             .await?;
         let text = std::fs::read_to_string(self.artifacts.tftp_root.join(script)).map_err(|e| StageError::before(Stage::HttpKernel, e))?;
         let loads = crate::artifacts::ipxe::loads(&text).map_err(|e| StageError::before(Stage::HttpKernel, e))?;
-        let server = format!("http://{}/", net.server_ip());
-        let images: Vec<String> = std::iter::once(loads.kernel).chain(loads.initrds).filter_map(|i| match i.strip_prefix(&server) {
-            Some(path) => Some(path.to_owned()),
-            None => (!i.contains("://")).then_some(i),
-        }).collect();
         let budget = self.budget(Stage::HttpKernel);
         stages
             .run(Stage::HttpKernel, async {
-                for image in &images {
-                    net.wait_for_http_request_after(mac, image, after, budget).await.map_err(|e| self.listed(e))?;
+                for image in loads.images(net.server_ip()) {
+                    match &image.served {
+                        Some((Via::Http, path)) => net.wait_for_http_request_after(mac, path, after, budget).await.map(drop),
+                        Some((Via::Tftp, path)) => net.wait_for_tftp_transfer_after(mac, path, after, budget).await.map(drop),
+                        None => continue,
+                    }
+                    .map_err(|e| self.listed(e))?;
                 }
                 Ok::<_, String>(())
             })
