@@ -597,6 +597,14 @@ pub struct StormBench {
     pub lone_tftp: f64,
     /// Each storm client's power-on to its NFS root.
     pub to_root: Vec<Duration>,
+    /// The lone client's GRUB's load of the kernel and initramfs over TFTP
+    /// ([`crate::jobs::storm::Booted::kernel_load`]).
+    pub lone_kernel_load: Duration,
+    /// Each storm client's.
+    pub kernel_load: Vec<Duration>,
+    /// Each client's in a storm of as many clients on QEMU's slirp TFTP (`restrict=on`),
+    /// in the same run.
+    pub slirp_kernel_load: Vec<Duration>,
     /// Storm clients whose firmware started from their snapshot.
     pub from_snapshot: usize,
     /// Storm clients whose lease is their declared address.
@@ -658,6 +666,7 @@ impl StormBench {
              lone client to its NFS root: {:.1} s\n\
              storm, per client to its NFS root: min {:.1} s, median {:.1} s, p95 {:.1} s, max {:.1} s (median / lone: {:.2})\n\
              declared addresses: {}/{n} clients got theirs; NFS roots reached: {n}/{n}\n\
+             GRUB's load of kernel + initramfs over TFTP: lone {:.1} s; storm on pxelab median {:.1} s (max {:.1} s); storm of {n} on slirp TFTP median {:.1} s (max {:.1} s); pxelab / slirp: {:.2}\n\
              {}\n\
              {}\n\
              DHCP p99: {:.2} ms (goal < {:.0} ms: {})\n\
@@ -673,6 +682,12 @@ impl StormBench {
             secs(quantile(&self.to_root, 1.0)),
             secs(median_root) / secs(self.lone).max(f64::EPSILON),
             self.declared,
+            secs(self.lone_kernel_load),
+            secs(quantile(&self.kernel_load, 0.5)),
+            secs(quantile(&self.kernel_load, 1.0)),
+            secs(quantile(&self.slirp_kernel_load, 0.5)),
+            secs(quantile(&self.slirp_kernel_load, 1.0)),
+            secs(quantile(&self.kernel_load, 0.5)) / secs(quantile(&self.slirp_kernel_load, 0.5)).max(f64::EPSILON),
             latency("offer", &self.offers),
             latency("ack", &self.acks),
             ms(p99),
@@ -736,6 +751,36 @@ fn tftp_to(events: &[(Duration, crate::services::ServiceEvent)], ip: std::net::I
         .fold((0, Duration::ZERO), |(b, t), (bytes, took)| (b + bytes, t + took))
 }
 
+/// `clients` (their names and MACs) power on at once, each on a slirp network of its own
+/// whose TFTP serves `tree` (`restrict=on`); each one's GRUB loads the kernel and initramfs
+/// (Enter at its menu as in the lab's storm). Returns each one's load, as
+/// [`crate::jobs::storm::Booted::kernel_load`]. They boot no further: slirp has no NFS.
+async fn slirp_storm(lab: &Lab, clients: &[crate::jobs::storm::StormClient], tree: &std::path::Path, timeout: Duration) -> Result<Vec<Duration>, BenchError> {
+    use super::install_stages::{KERNEL_STARTED, LOADING_KERNEL};
+    let builders = clients.iter().map(|c| {
+        lab.vm(&format!("slirp-{}", c.name)).memory_mib(512).nic(Nic {
+            model: NicModel::VirtioNet,
+            mac: c.mac,
+            rom: Rom::OvmfNative,
+            bootindex: Some(1),
+            cable: Cable::Slirp { tftp_root: tree.to_owned(), bootfile: "nixos/bootx64.efi".into() },
+        })
+    });
+    let vms = futures::future::try_join_all(builders.map(|b| b.start())).await?;
+    let loads = vms.iter().map(|vm| async move {
+        let countdown = vm.wait_for_console_text(r"The highlighted entry will be executed automatically in \d+s", timeout).await;
+        // Enter until GRUB runs the entry (its first line), as [`super::install_stages::enter_at_grub_menu`] does.
+        while countdown.is_ok() && vm.wait_for_console_text("Network status:", Duration::from_millis(250)).await.is_err() {
+            vm.send_keys("\r").await?;
+        }
+        vm.wait_for_console_text(LOADING_KERNEL, timeout).await?;
+        let loading = Instant::now();
+        vm.wait_for_console_text(KERNEL_STARTED, timeout).await?;
+        Ok::<_, BenchError>(loading.elapsed())
+    });
+    futures::future::try_join_all(loads).await
+}
+
 /// A lone client boots to its NFS root, then `n` clients at once
 /// ([`crate::jobs::storm::boot`]), in one lab; the servers' side is read from the events,
 /// the pcap and the CPU times.
@@ -749,13 +794,14 @@ pub async fn storm(lab: &mut Lab, n: usize) -> Result<StormBench, BenchError> {
     let alone = storm::boot(lab, std::slice::from_ref(&lone), timeout).await?;
     let (bytes, took) = tftp_to(&lab.network().events().all(), lone.ip, alone.began);
     let (lone_time, lone_tftp) = (alone.booted[0].to_root, bytes as f64 / took.as_secs_f64().max(f64::EPSILON));
+    let lone_kernel_load = alone.booted[0].kernel_load;
     drop(alone);
     let drops_before = super::install_stages::switch_drops(lab);
     let nfs_before = lab.network().operations(crate::lab::Server::Nfs).unwrap_or(0);
     let storm = storm::boot(lab, &clients, timeout).await?;
     let nfs_ops = lab.network().operations(crate::lab::Server::Nfs).unwrap_or(0) - nfs_before;
     let events = lab.network().events().all();
-    let mut bench = StormBench { lone: lone_time, lone_tftp, wall: storm.wall, cpu: storm.cpu, nfs_ops, ..Default::default() };
+    let mut bench = StormBench { lone: lone_time, lone_tftp, lone_kernel_load, wall: storm.wall, cpu: storm.cpu, nfs_ops, ..Default::default() };
     let mut transfers = Vec::new();
     for (at, e) in &events {
         if let crate::services::ServiceEvent::Tftp(t) = e {
@@ -768,6 +814,7 @@ pub async fn storm(lab: &mut Lab, n: usize) -> Result<StormBench, BenchError> {
     bench.tftp_span = covered(transfers);
     for booted in &storm.booted {
         bench.to_root.push(booted.to_root);
+        bench.kernel_load.push(booted.kernel_load);
         bench.from_snapshot += usize::from(booted.from_snapshot);
         bench.declared += usize::from(lab.network().lease_of(booted.client.mac) == Some(booted.client.ip));
         let (bytes, took) = tftp_to(&events, booted.client.ip, storm.began);
@@ -783,6 +830,9 @@ pub async fn storm(lab: &mut Lab, n: usize) -> Result<StormBench, BenchError> {
             _ => {}
         }
     }
+    let tree = lab.cache().build(PxeTree { host: HostFiles::find()? }).await?.join(PxeTree::ROOT);
+    drop(storm);
+    bench.slirp_kernel_load = slirp_storm(lab, &clients, &tree, timeout).await?;
     let before: std::collections::HashMap<String, u64> = drops_before.iter().map(|(p, r, n)| (format!("{p} {r:?}"), *n)).collect();
     bench.drops = super::install_stages::switch_drops(lab)
         .into_iter()
@@ -849,6 +899,9 @@ mod test {
             lone: Duration::from_secs(20),
             lone_tftp: 10e6,
             to_root: [40, 50, 60, 100].map(Duration::from_secs).to_vec(),
+            lone_kernel_load: Duration::from_secs(2),
+            kernel_load: [10, 20, 30, 40].map(Duration::from_secs).to_vec(),
+            slirp_kernel_load: [4, 5, 8, 9].map(Duration::from_secs).to_vec(),
             from_snapshot: 4,
             declared: 3,
             offers: (1..=100).map(ms).collect(),
@@ -864,6 +917,7 @@ mod test {
         let report = bench.report();
         assert!(report.contains("min 40.0 s, median 50.0 s, p95 100.0 s, max 100.0 s (median / lone: 2.50)"), "{report}");
         assert!(report.contains("declared addresses: 3/4 clients got theirs"), "{report}");
+        assert!(report.contains("lone 2.0 s; storm on pxelab median 20.0 s (max 40.0 s); storm of 4 on slirp TFTP median 5.0 s (max 9.0 s); pxelab / slirp: 4.00"), "{report}");
         assert!(report.contains("DHCP offer latency: p50 50.00 ms, p99 99.00 ms, max 100.00 ms (100 paired"), "{report}");
         assert!(report.contains("DHCP p99: 99.00 ms (goal < 10 ms: not met)"), "{report}");
         assert!(report.contains("20.0 MB/s in all; per client while transferring: min 4.00, median 5.00, max 7.00 MB/s; lone client 10.00 MB/s (storm total / lone: 2.00)"), "{report}");

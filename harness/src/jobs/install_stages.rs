@@ -29,9 +29,9 @@ const GRUB_COUNTDOWN: &str = r"The highlighted entry will be executed automatica
 const ENTER_AGAIN_AFTER: Duration = Duration::from_millis(250);
 
 /// The kernel's first console line.
-const KERNEL_STARTED: &str = r"Linux version \S+";
+pub(crate) const KERNEL_STARTED: &str = r"Linux version \S+";
 /// The console line after which GRUB fetches the kernel.
-const LOADING_KERNEL: &str = r"load-kernel\.cfg: loading kernel";
+pub(crate) const LOADING_KERNEL: &str = r"load-kernel\.cfg: loading kernel";
 /// The firmware starting a boot entry from a disk (not the network): the evidence, with no
 /// network boot traffic after the reboot, that the installed disk booted.
 const DISK_BOOT: &str = r#"BdsDxe: starting (Boot[0-9A-F]{4}) "([^"]*)" from [^\n]*HD\("#;

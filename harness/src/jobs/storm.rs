@@ -23,6 +23,7 @@ use pxelab_fixtures::nfs_root::NFS_ROOT_MARKER;
 use pxelab_fixtures::{initramfs, HostFiles, NfsRoot, PxeTree};
 
 use crate::jobs::BenchError;
+use super::install_stages::{KERNEL_STARTED, LOADING_KERNEL};
 use crate::lab::{Lab, PxeConfig};
 use crate::net::Mac;
 use crate::vm::{Disk, NicModel, Rom, Vm};
@@ -81,6 +82,9 @@ pub struct Booted {
     pub vm: Vm,
     /// From the storm's power-on to the NFS root's init.
     pub to_root: Duration,
+    /// GRUB's load of the kernel and initramfs over TFTP: from its `loading kernel` line to
+    /// the kernel's first.
+    pub kernel_load: Duration,
     /// Whether its firmware started from its snapshot.
     pub from_snapshot: bool,
 }
@@ -142,10 +146,14 @@ pub async fn boot(lab: &Lab, clients: &[StormClient], timeout: Duration) -> Resu
             std::future::pending::<()>().await
         };
         let reach = async {
+            vm.wait_for_console_text(LOADING_KERNEL, timeout).await?;
+            let loading = started.elapsed();
+            vm.wait_for_console_text(KERNEL_STARTED, timeout).await?;
+            let kernel_load = started.elapsed() - loading;
             vm.wait_for_console_text(NFS_ROOT_MARKER, timeout).await?;
             let at = started.elapsed();
             vm.wait_for_console_text(initramfs::SHELL_MARKER, Duration::from_secs(120)).await?;
-            Ok::<_, crate::console::ConsoleError>(at)
+            Ok::<_, crate::console::ConsoleError>((at, kernel_load))
         };
         tokio::select! {
             reached = reach => reached,
@@ -163,9 +171,9 @@ pub async fn boot(lab: &Lab, clients: &[StormClient], timeout: Duration) -> Resu
     };
     let mut booted = Vec::new();
     for ((client, vm), time) in clients.iter().zip(vms).zip(times) {
-        let to_root = time.map_err(|e| BenchError::Measure(format!("{} did not reach its NFS root: {e}", client.name)))?;
+        let (to_root, kernel_load) = time.map_err(|e| BenchError::Measure(format!("{} did not reach its NFS root: {e}", client.name)))?;
         let from_snapshot = matches!(vm.firmware_start(), crate::vm::FirmwareStart::Restored(_));
-        booted.push(Booted { client: client.clone(), vm, to_root, from_snapshot });
+        booted.push(Booted { client: client.clone(), vm, to_root, kernel_load, from_snapshot });
     }
     Ok(Storm { booted, began, wall, cpu })
 }
