@@ -714,6 +714,40 @@ mod test {
         tokio::time::timeout(Duration::from_secs(5), wait).await.expect("a reply")
     }
 
+    /// 24 clients, each with its own address, ask the TFTP server for a file twice over. The
+    /// lab host must keep every one's MAC: smoltcp's neighbor cache held 8 by default,
+    /// evicted the rest, and then sent at most one ARP request a second for all of them,
+    /// holding their answers meanwhile (a 16-client boot storm stalled until GRUB gave up).
+    #[tokio::test]
+    async fn the_host_answers_more_clients_at_once_than_a_small_neighbor_cache_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let network = network(dir.path());
+        let mut clients = Vec::new();
+        for i in 0..24u8 {
+            let supervisor = Supervisor::default();
+            let addr = HostAddr { mac: Mac([0x02, 0, 0, 0, 1, i]), ip: Ipv4Addr::new(192, 0, 2, 60 + i), prefix_len: 24 };
+            clients.push((IpHost::start(&network.segment, addr, Box::new(|_, _| None), &supervisor), supervisor));
+        }
+        let rrq = Packet::Rrq { filename: "missing".into(), mode: "octet".into(), options: vec![] }.emit();
+        let server = SocketAddr::from((network.server_ip(), 69));
+        for round in 1..=2 {
+            // A new port each round: the same request from the same port is a retransmission.
+            let mut sockets = Vec::new();
+            for (host, _) in &clients {
+                let socket = host.net().udp_bind(SocketAddr::from((host.addr.ip, 40_000 + round))).await.unwrap();
+                socket.send_to(&rrq, server).await.unwrap();
+                sockets.push(socket);
+            }
+            let deadline = Instant::now() + Duration::from_secs(3);
+            for (i, socket) in sockets.iter().enumerate() {
+                let mut buf = [0u8; 600];
+                let answer = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await;
+                let Ok(Ok((n, _))) = answer else { panic!("round {round}: client {i} got no answer within 3 s") };
+                assert!(matches!(Packet::parse(&buf[..n]), Ok(Packet::Error { .. })), "round {round}: client {i}: file not found");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_dhcp_request_with_a_long_hardware_length_does_not_stop_the_server() {
         let dir = tempfile::tempdir().unwrap();

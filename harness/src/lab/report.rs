@@ -201,6 +201,9 @@ impl RunReport {
                 let _ = write!(page, "<tr><td>{}</td><td>{n}</td></tr>", esc(protocol));
             }
             page.push_str("</table>\n");
+            let resent: Vec<String> = summary.server_resent.iter().map(|(p, n)| format!("{n} {}", esc(p))).collect();
+            let resent = if resent.is_empty() { "none".to_owned() } else { resent.join(", ") };
+            let _ = write!(page, "<p>TCP segments the lab's servers sent again: {resent}</p>\n");
         }
         page.push_str("<h2>Files</h2><ul class=\"files\">");
         for file in &self.files {

@@ -95,6 +95,52 @@ pub struct Summary {
     pub protocols: Vec<(String, u64)>,
     /// How many frames were corrupt or cut short at the end of the file (a killed run).
     pub unreadable: u64,
+    /// TCP segments the lab's servers sent again (NFS, portmap, HTTP: from port 2049, 111
+    /// or 80), by protocol ([`Resent`]); on an unimpaired link the harness should drop none.
+    pub server_resent: Vec<(String, u64)>,
+}
+
+/// Counts TCP segments sent again, frame by frame: per flow (addresses and ports), a segment
+/// with data that starts before the highest sequence number the flow has already sent up to
+/// (wrapping, RFC 793's comparison). Pure.
+#[derive(Debug, Default)]
+pub struct Resent {
+    sent_up_to: std::collections::HashMap<([u8; 4], u16, [u8; 4], u16), u32>,
+}
+
+impl Resent {
+    /// Take one frame; `Some(source port)` if it is a TCP segment that resends data.
+    pub fn push(&mut self, frame: &[u8]) -> Option<u16> {
+        if frame.get(12..14)? != [0x08, 0x00] || *frame.get(23)? != 6 {
+            return None;
+        }
+        let ip = frame.get(14..)?;
+        let header = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?])).min(ip.len());
+        let tcp = ip.get(header..total)?;
+        let data_offset = usize::from(tcp.get(12)? >> 4) * 4;
+        let payload = tcp.len().checked_sub(data_offset)? as u32;
+        if payload == 0 {
+            return None;
+        }
+        let (source, destination) = (u16::from_be_bytes([tcp[0], tcp[1]]), u16::from_be_bytes([tcp[2], tcp[3]]));
+        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        let flow = (ip[12..16].try_into().ok()?, source, ip[16..20].try_into().ok()?, destination);
+        let end = seq.wrapping_add(payload);
+        match self.sent_up_to.get_mut(&flow) {
+            None => {
+                self.sent_up_to.insert(flow, end);
+                None
+            }
+            Some(up_to) => {
+                let resent = (seq.wrapping_sub(*up_to) as i32) < 0;
+                if (end.wrapping_sub(*up_to) as i32) > 0 {
+                    *up_to = end;
+                }
+                resent.then_some(source)
+            }
+        }
+    }
 }
 
 /// Count the frames of the pcap file at `path` by protocol.
@@ -104,6 +150,8 @@ pub fn summarize(path: &Path) -> std::io::Result<Summary> {
     let mut summary = Summary::default();
     let mut counts = std::collections::HashMap::<&'static str, u64>::new();
     let (mut first, mut last) = (None, Duration::ZERO);
+    let mut resent = Resent::default();
+    let mut server_resent = std::collections::BTreeMap::<&'static str, u64>::new();
     while let Some(packet) = reader.next_packet() {
         let Ok(packet) = packet else {
             summary.unreadable += 1;
@@ -114,7 +162,11 @@ pub fn summarize(path: &Path) -> std::io::Result<Summary> {
         first.get_or_insert(packet.timestamp);
         last = packet.timestamp;
         *counts.entry(protocol(&packet.data)).or_default() += 1;
+        if let Some(port @ (2049 | 111 | 80)) = resent.push(&packet.data) {
+            *server_resent.entry(match port { 2049 => "nfs", 111 => "portmap", _ => "http" }).or_default() += 1;
+        }
     }
+    summary.server_resent = server_resent.into_iter().map(|(p, n)| (p.to_owned(), n)).collect();
     summary.seconds = last.saturating_sub(first.unwrap_or(last)).as_secs();
     let mut protocols: Vec<_> = counts.into_iter().map(|(p, n)| (p.to_owned(), n)).collect();
     protocols.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -287,6 +339,40 @@ mod test {
             got,
             [(1, MessageType::Offer, ms(4)), (2, MessageType::Offer, ms(5)), (2, MessageType::Offer, ms(2)), (1, MessageType::Ack, ms(3))]
         );
+    }
+
+    /// A TCP segment from 192.0.2.1:`source` to 192.0.2.10:`destination` with `len` bytes at `seq`.
+    fn tcp(source: u16, destination: u16, seq: u32, len: usize) -> Vec<u8> {
+        let mut frame = vec![0u8; 12];
+        frame.extend([0x08, 0x00]);
+        let total = (20 + 20 + len) as u16;
+        frame.extend([0x45, 0]);
+        frame.extend(total.to_be_bytes());
+        frame.extend([0, 0, 0, 0, 64, 6, 0, 0, 192, 0, 2, 1, 192, 0, 2, 10]);
+        frame.extend(source.to_be_bytes());
+        frame.extend(destination.to_be_bytes());
+        frame.extend(seq.to_be_bytes());
+        frame.extend([0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        frame.extend(vec![0xab; len]);
+        frame
+    }
+
+    #[test]
+    fn segments_sent_again_are_counted_per_flow_across_the_sequence_wrap() {
+        let mut resent = Resent::default();
+        let near_wrap = u32::MAX - 99;
+        let frames = [
+            tcp(2049, 700, near_wrap, 100),      // first of its flow
+            tcp(2049, 700, near_wrap.wrapping_add(100), 1000), // wraps past 0: new data
+            tcp(2049, 700, near_wrap, 100),      // sent again
+            tcp(2049, 700, 500, 1000),           // overlaps what was sent: again
+            tcp(2049, 701, near_wrap, 100),      // another flow's first
+            tcp(2049, 700, 1500, 0),             // a bare ACK: no data
+            tcp(2049, 700, 1500, 10),            // new data
+        ];
+        let got: Vec<Option<u16>> = frames.iter().map(|f| resent.push(f)).collect();
+        assert_eq!(got, [None, None, Some(2049), Some(2049), None, None, None]);
+        assert_eq!(resent.push(&[0u8; 20]), None, "not IPv4 TCP");
     }
 
     #[test]
