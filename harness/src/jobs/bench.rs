@@ -767,7 +767,7 @@ fn tftp_to(events: &[(Duration, crate::services::ServiceEvent)], ip: std::net::I
 /// (Enter at its menu as in the lab's storm). Returns each one's load, as
 /// [`crate::jobs::storm::Booted::kernel_load`]. They boot no further: slirp has no NFS.
 async fn slirp_storm(lab: &Lab, clients: &[crate::jobs::storm::StormClient], tree: &std::path::Path, timeout: Duration) -> Result<Vec<Duration>, BenchError> {
-    use super::install_stages::{KERNEL_STARTED, LOADING_KERNEL};
+    use super::install_stages::{GRUB_COUNTDOWN, KERNEL_STARTED, LOADING_KERNEL};
     let builders = clients.iter().map(|c| {
         lab.vm(&format!("slirp-{}", c.name)).memory_mib(512).nic(Nic {
             model: NicModel::VirtioNet,
@@ -779,7 +779,7 @@ async fn slirp_storm(lab: &Lab, clients: &[crate::jobs::storm::StormClient], tre
     });
     let vms = futures::future::try_join_all(builders.map(|b| b.start())).await?;
     let loads = vms.iter().map(|vm| async move {
-        let countdown = vm.wait_for_console_text(r"The highlighted entry will be executed automatically in \d+s", timeout).await;
+        let countdown = vm.wait_for_console_text(GRUB_COUNTDOWN, timeout).await;
         // Enter until GRUB runs the entry (its first line), as [`super::install_stages::enter_at_grub_menu`] does.
         while countdown.is_ok() && vm.wait_for_console_text("Network status:", Duration::from_millis(250)).await.is_err() {
             vm.send_keys("\r").await?;
@@ -801,7 +801,7 @@ pub async fn storm(lab: &mut Lab, n: usize) -> Result<StormBench, BenchError> {
     let clients = storm::clients(n);
     let lone = StormClient { name: "lone".into(), mac: Mac([0x52, 0x54, 0x00, 0x57, 0x01, 0x00]), ip: std::net::Ipv4Addr::new(192, 0, 2, 99) };
     let all: Vec<StormClient> = clients.iter().cloned().chain([lone.clone()]).collect();
-    storm::start_network(lab, &all).await?;
+    let tree = storm::start_network(lab, &all).await?;
     let alone = storm::boot(lab, std::slice::from_ref(&lone), timeout).await?;
     let (bytes, took) = tftp_to(&lab.network().events().all(), lone.ip, alone.began);
     let (lone_time, lone_tftp) = (alone.booted[0].to_root, bytes as f64 / took.as_secs_f64().max(f64::EPSILON));
@@ -841,7 +841,6 @@ pub async fn storm(lab: &mut Lab, n: usize) -> Result<StormBench, BenchError> {
             _ => {}
         }
     }
-    let tree = lab.cache().build(PxeTree { host: HostFiles::find()? }).await?.join(PxeTree::ROOT);
     drop(storm);
     bench.slirp_kernel_load = slirp_storm(lab, &clients, &tree, timeout).await?;
     let before: std::collections::HashMap<String, u64> = drops_before.iter().map(|(p, r, n)| (format!("{p} {r:?}"), *n)).collect();

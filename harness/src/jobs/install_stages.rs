@@ -19,7 +19,7 @@ use super::{Budgets, InstallFacts, InstallOptions, Stage, SystemError};
 
 /// GRUB's menu countdown, at which the install presses Enter (see
 /// [`InstallOptions::wait_out_boot_menus`]).
-const GRUB_COUNTDOWN: &str = r"The highlighted entry will be executed automatically in \d+s";
+pub(crate) const GRUB_COUNTDOWN: &str = r"The highlighted entry will be executed automatically in \d+s";
 
 /// How long GRUB has to leave its menu after an Enter before the next. GRUB reads the UART
 /// itself while OVMF's terminal driver polls it too, every 20 ms: whichever reads first takes

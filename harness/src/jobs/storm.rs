@@ -61,17 +61,18 @@ pub fn clients_from(first: usize, n: usize) -> Vec<StormClient> {
 }
 
 /// Start `lab`'s network serving the busybox flavour (GRUB, kernel, initramfs over TFTP; its
-/// NFS root at [`EXPORT`]), with `clients` declared.
-pub async fn start_network(lab: &mut Lab, clients: &[StormClient]) -> Result<(), BenchError> {
+/// NFS root at [`EXPORT`]), with `clients` declared. Returns the TFTP root it serves.
+pub async fn start_network(lab: &mut Lab, clients: &[StormClient]) -> Result<std::path::PathBuf, BenchError> {
     let host = HostFiles::find()?;
     let tree = lab.cache().build(PxeTree { host: host.clone() }).await?;
     let root = lab.cache().build(NfsRoot { host }).await?.join(NfsRoot::ROOT);
-    let mut config = PxeConfig::new(vec![tree.join(PxeTree::ROOT)]).nfs_root(EXPORT, vec![root]);
+    let tftp_root = tree.join(PxeTree::ROOT);
+    let mut config = PxeConfig::new(vec![tftp_root.clone()]).nfs_root(EXPORT, vec![root]);
     for client in clients {
         config = config.host(client.mac, client.ip, &client.name);
     }
     lab.start_network(config)?;
-    Ok(())
+    Ok(tftp_root)
 }
 
 /// One client of a storm, at its NFS root's shell.
