@@ -9,7 +9,7 @@ use crate::jobs::{BenchError, Stage};
 use crate::net::probe::ProbeAnswers;
 use crate::net::Mac;
 use crate::lab::{Lab, PxeConfig};
-use crate::vm::{Cable, Disk, DiskFormat, Nic, NicModel, Rom, VmBuilder};
+use crate::vm::{Cable, Disk, DiskFormat, Nic, NicModel, Rom, SlirpNet, VmBuilder};
 
 /// A GRUB configuration that only times loading the kernel over TFTP.
 const BENCH_GRUB_CFG: &str = "serial --speed=115200 --unit=0 --word=8 --parity=no --stop=1
@@ -97,7 +97,7 @@ pub async fn tftp(lab: &mut Lab, runs: usize) -> Result<TftpBench, BenchError> {
             mac: MAC,
             rom: Rom::OvmfNative,
             bootindex: Some(2),
-            cable: Cable::Slirp { tftp_root: root.clone(), bootfile: "nixos/bootx64.efi".into() },
+            cable: Cable::Slirp(SlirpNet::tftp(root.clone(), "nixos/bootx64.efi")),
         })
     };
     for run in 0..runs {
@@ -203,7 +203,7 @@ pub async fn http(lab: &mut Lab, runs: usize) -> Result<HttpBench, BenchError> {
             mac: MAC,
             rom: Rom::Ipxe,
             bootindex: Some(2),
-            cable: Cable::Slirp { tftp_root: slirp_root.clone(), bootfile: "bench.ipxe".into() },
+            cable: Cable::Slirp(SlirpNet::tftp(slirp_root.clone(), "bench.ipxe")),
         });
         bench.slirp.push(time_fetch(slirp).await?);
     }
@@ -215,34 +215,71 @@ pub async fn http(lab: &mut Lab, runs: usize) -> Result<HttpBench, BenchError> {
 pub struct NfsBench {
     /// The file's size in bytes.
     pub file_bytes: u64,
-    /// Each read's time.
+    /// Each read's time from pxelab's NFS server.
     pub runs: Vec<Duration>,
     /// TCP segments the lab's NFS server sent again over the whole run, and the run's NFS
     /// frames (both from the pcap).
     pub resent: (u64, u64),
+    /// The same reads from nfs-ganesha, interleaved with pxelab's; or why there is no peer.
+    pub peer: Result<PeerRuns, String>,
+    /// The read and write sizes of the NFS root's mount (the lab's root path option), which
+    /// the peer's mount is given too.
+    pub sizes: String,
+}
+
+/// The reads from the real NFS server ([`crate::jobs::nfs_peer`]).
+#[derive(Debug, Clone)]
+pub struct PeerRuns {
+    /// Ganesha's release, as `ganesha.nfsd -v` prints it.
+    pub version: String,
+    /// Each read's time.
+    pub runs: Vec<Duration>,
 }
 
 impl NfsBench {
-    /// The report `pxelab bench nfs` prints; its last line is `MB/s: <median>`.
+    /// The report `pxelab bench nfs` prints; its last line is the ratio of the medians
+    /// (pxelab / ganesha), or why there is none.
     pub fn report(&self) -> String {
         let mbs = |t: &Duration| self.file_bytes as f64 / 1e6 / t.as_secs_f64();
-        let all: Vec<String> = self.runs.iter().map(|t| format!("{:.2} s ({:.1} MB/s)", t.as_secs_f64(), mbs(t))).collect();
-        format!(
-            "file: /data/big.bin, {} bytes, read with `cat > /dev/null` in the guest over NFSv3/TCP (page cache dropped before each run)
-runs: {}
-NFS server TCP segments sent again: {} (of {} NFS frames in the run)
-MB/s: {:.1}",
+        let all = |runs: &[Duration]| runs.iter().map(|t| format!("{:.2} s ({:.1} MB/s)", t.as_secs_f64(), mbs(t))).collect::<Vec<_>>().join(", ");
+        let mut out = format!(
+            "file: /data/big.bin, {} bytes, read with `cat > /dev/null` in the guest over NFSv3/TCP ({}; page cache dropped before each read)
+pxelab (lab switch): {}
+pxelab MB/s: {:.1}
+NFS server TCP segments sent again: {} (of {} NFS frames in the run)",
             self.file_bytes,
-            all.join(", "),
+            self.sizes,
+            all(&self.runs),
+            mbs(&median(&self.runs)),
             self.resent.0,
             self.resent.1,
-            mbs(&median(&self.runs))
-        )
+        );
+        match &self.peer {
+            Ok(peer) => {
+                out += &format!(
+                    "\nnfs-ganesha {} (VFS, own namespaces; QEMU user-mode network, restrict=on, guestfwd): {}\nganesha MB/s: {:.1}\npxelab / ganesha: {:.2}",
+                    peer.version,
+                    all(&peer.runs),
+                    mbs(&median(&peer.runs)),
+                    median(&peer.runs).as_secs_f64() / median(&self.runs).as_secs_f64().max(f64::EPSILON),
+                );
+            }
+            Err(why) => out += &format!("\npxelab / ganesha: no figure: {why}"),
+        }
+        out
     }
 }
 
-/// PXE-boot a client into the NFS root and time reading a `size_mib` file from it `runs` times.
+/// Where the guest mounts the peer's export.
+const PEER_MOUNT: &str = "/peer";
+/// The guest's NIC on the peer's slirp network.
+const PEER_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x9e, 0x00, 0x01];
+
+/// PXE-boot a client into the NFS root and time reading a `size_mib` file from it `runs`
+/// times; each read is followed by one of the same file from nfs-ganesha
+/// ([`crate::jobs::nfs_peer`]) when this machine can run it.
 pub async fn nfs(lab: &mut Lab, runs: usize, size_mib: usize) -> Result<NfsBench, BenchError> {
+    use crate::jobs::nfs_peer::{NfsPeer, NfsPeerError};
     let host = HostFiles::find()?;
     let tree = lab.cache().build(PxeTree { host: host.clone() }).await?;
     let base = lab.cache().build(NfsRoot { host }).await?.join(NfsRoot::ROOT);
@@ -250,18 +287,52 @@ pub async fn nfs(lab: &mut Lab, runs: usize, size_mib: usize) -> Result<NfsBench
     std::fs::create_dir_all(top.join("data"))?;
     let file = top.join("data/big.bin");
     std::fs::write(&file, vec![0x5a; size_mib * 1024 * 1024])?;
+    let peer = match NfsPeer::start(&top, &lab.dir().join("ganesha")).await {
+        Ok(peer) => Ok(peer),
+        Err(why @ (NfsPeerError::Missing { .. } | NfsPeerError::NotRoot)) => Err(why.to_string()),
+        Err(other) => return Err(other.into()),
+    };
     let config = PxeConfig::new(vec![tree.join(PxeTree::ROOT)]).nfs_root("/srv/nixos/nfsroot", vec![top, base]);
     lab.start_network(config)?;
-    let vm = lab.pxe_client("client", MAC, NicModel::VirtioNet, Rom::OvmfNative)?.start().await?;
+    let mut client = lab.pxe_client("client", MAC, NicModel::VirtioNet, Rom::OvmfNative)?;
+    if let Ok(peer) = &peer {
+        let empty = lab.dir().join("peer-tftp");
+        std::fs::create_dir_all(&empty)?;
+        let net = peer.forwards().into_iter().fold(SlirpNet::tftp(empty, ""), |net, (guest, host)| net.forward(guest, host));
+        client = client.nic(Nic { model: NicModel::VirtioNet, mac: PEER_MAC.into(), rom: Rom::OvmfNative, bootindex: None, cable: Cable::Slirp(net) });
+    }
+    let vm = client.start().await?;
     vm.wait_for_console_text(NFS_ROOT_MARKER, Duration::from_secs(300)).await?;
     vm.wait_for_console_text(initramfs::SHELL_MARKER, Duration::from_secs(60)).await?;
-    let mut bench = NfsBench { file_bytes: std::fs::metadata(&file)?.len(), runs: vec![], resent: (0, 0) };
-    for _ in 0..runs {
-        vm.succeed("sync; echo 3 > /proc/sys/vm/drop_caches").await?;
-        let started = Instant::now();
-        vm.succeed("cat /data/big.bin > /dev/null").await?;
-        bench.runs.push(started.elapsed());
+    let mut bench = NfsBench { file_bytes: std::fs::metadata(&file)?.len(), runs: vec![], resent: (0, 0), peer: Err(String::new()), sizes: String::new() };
+    let root_options = vm.succeed("awk '$2 == \"/run/nfsroot\" { print $4 }' /proc/mounts").await?;
+    bench.sizes = root_options.trim().split(',').filter(|o| o.starts_with("rsize=") || o.starts_with("wsize=")).collect::<Vec<_>>().join(",");
+    let mut peer_runs = vec![];
+    if let Ok(peer) = &peer {
+        let mac = crate::net::Mac::from(PEER_MAC);
+        vm.succeed(&format!(
+            "dev=$(for d in /sys/class/net/*; do [ \"$(cat $d/address)\" = {mac} ] && echo ${{d##*/}}; done); \
+             ip link set \"$dev\" up && ip addr add 10.0.2.15/24 dev \"$dev\" && {}",
+            peer.mount_command(PEER_MOUNT, &bench.sizes)
+        ))
+        .await?;
     }
+    let read = |path: String| {
+        let vm = &vm;
+        async move {
+            vm.succeed("sync; echo 3 > /proc/sys/vm/drop_caches").await?;
+            let started = Instant::now();
+            vm.succeed(&format!("cat {path} > /dev/null")).await?;
+            Ok::<_, BenchError>(started.elapsed())
+        }
+    };
+    for _ in 0..runs {
+        bench.runs.push(read("/data/big.bin".into()).await?);
+        if peer.is_ok() {
+            peer_runs.push(read(format!("{PEER_MOUNT}/data/big.bin")).await?);
+        }
+    }
+    bench.peer = peer.map(|_| PeerRuns { version: NfsPeer::version(), runs: peer_runs });
     // The capture's writer drains every 20 ms.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let summary = crate::net::pcap::summarize(&lab.dir().join("segment.pcap"))?;
@@ -410,7 +481,7 @@ pub async fn floor(lab: &mut Lab, options: &crate::jobs::InstallOptions) -> Resu
         mac: MAC,
         rom: nic.pxe_rom(),
         bootindex: Some(1),
-        cable: Cable::Slirp { tftp_root: tftp_root.clone(), bootfile: "nixos/bootx64.efi".into() },
+        cable: Cable::Slirp(SlirpNet::tftp(tftp_root.clone(), "nixos/bootx64.efi")),
     });
     let network_boot = time_to(pxe, "pxelab-bench: kernel loaded").await?;
 
@@ -420,7 +491,7 @@ pub async fn floor(lab: &mut Lab, options: &crate::jobs::InstallOptions) -> Resu
     std::fs::create_dir_all(&disk_dir)?;
     std::fs::copy(installed.join("OVMF_VARS.fd"), disk_dir.join("OVMF_VARS.fd"))?;
     let base = Disk::Overlay { base: installed.join("disk0.qcow2"), format: DiskFormat::Qcow2 };
-    let cable = Cable::Slirp { tftp_root, bootfile: String::new() };
+    let cable = Cable::Slirp(SlirpNet::tftp(tftp_root, ""));
     let disk = lab
         .vm("floor-disk")
         .keep_nvram()
@@ -774,7 +845,7 @@ async fn slirp_storm(lab: &Lab, clients: &[crate::jobs::storm::StormClient], tre
             mac: c.mac,
             rom: Rom::OvmfNative,
             bootindex: Some(1),
-            cable: Cable::Slirp { tftp_root: tree.to_owned(), bootfile: "nixos/bootx64.efi".into() },
+            cable: Cable::Slirp(SlirpNet::tftp(tree.to_owned(), "nixos/bootx64.efi")),
         })
     });
     let vms = futures::future::try_join_all(builders.map(|b| b.start())).await?;
@@ -934,6 +1005,25 @@ mod test {
         assert!(report.contains("NFS: 1000 file-system operations, 10 a second"), "{report}");
         assert!(report.contains("pxelab's share 1.0%; host busy 95% of 2 cores"), "{report}");
         assert!(report.ends_with("switch drops: none"), "{report}");
+    }
+
+    #[test]
+    fn nfs_report_sets_pxelab_against_ganesha_or_says_why_not() {
+        let secs = |v: &[f64]| v.iter().map(|s| Duration::from_secs_f64(*s)).collect::<Vec<_>>();
+        let mut bench = NfsBench {
+            file_bytes: 100_000_000,
+            runs: secs(&[2.0, 4.0, 3.0]),
+            resent: (0, 1000),
+            peer: Ok(PeerRuns { version: "V4.3".into(), runs: secs(&[5.0, 7.0, 6.0]) }),
+            sizes: "rsize=32768,wsize=32768".into(),
+        };
+        let report = bench.report();
+        assert!(report.contains("(rsize=32768,wsize=32768; page cache"), "{report}");
+        assert!(report.contains("pxelab MB/s: 33.3\n"), "{report}");
+        assert!(report.contains("ganesha MB/s: 16.7\n"), "{report}");
+        assert!(report.ends_with("pxelab / ganesha: 2.00"), "{report}");
+        bench.peer = Err("the NFS peer needs ganesha.nfsd".into());
+        assert!(bench.report().ends_with("pxelab / ganesha: no figure: the NFS peer needs ganesha.nfsd"), "{}", bench.report());
     }
 
     #[test]

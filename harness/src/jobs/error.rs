@@ -83,4 +83,7 @@ pub enum BenchError {
     #[error("{0}")]
     /// What it measured makes no figure (the message says why).
     Measure(String),
+    #[error(transparent)]
+    /// The real NFS server it compares with could not start.
+    NfsPeer(#[from] crate::jobs::nfs_peer::NfsPeerError),
 }

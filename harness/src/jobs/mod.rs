@@ -34,6 +34,7 @@ pub mod facts;
 pub mod install;
 pub mod install_stages;
 pub mod matrix;
+pub mod nfs_peer;
 pub mod options;
 pub mod registry;
 pub mod serve;

@@ -203,7 +203,7 @@ impl Lab {
         }
         for UnpluggedNic { model, mac, rom, bootindex, slirp } in was.nics {
             let cable = match slirp {
-                Some((tftp_root, bootfile)) => Cable::Slirp { tftp_root, bootfile },
+                Some(net) => Cable::Slirp(net),
                 None => Cable::Switch(self.network().plug(mac).map_err(|source| VmError::Io { what: "cannot plug the NIC in again".into(), source })?),
             };
             builder = builder.nic(Nic { model, mac, rom, bootindex, cable });

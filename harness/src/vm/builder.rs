@@ -258,7 +258,7 @@ impl VmBuilder {
         let mut nics = Vec::new();
         for nic in self.nics {
             let slirp = match &nic.cable {
-                Cable::Slirp { tftp_root, bootfile } => Some((tftp_root.clone(), bootfile.clone())),
+                Cable::Slirp(net) => Some(net.clone()),
                 Cable::Switch(_) => None,
                 Cable::Unix(_) => unreachable!("refused before anything was made"),
             };
@@ -269,7 +269,7 @@ impl VmBuilder {
                     pass.push(fd);
                     backend
                 }
-                Cable::Slirp { tftp_root, bootfile } => NetBackend::Slirp { tftp_root, bootfile },
+                Cable::Slirp(net) => NetBackend::Slirp(net),
                 Cable::Unix(path) => NetBackend::Unix { path },
             };
             nics.push(NicSpec { model: nic.model, mac: nic.mac, rom: nic.rom, bootindex: nic.bootindex, backend });
@@ -455,7 +455,7 @@ mod test {
     async fn only_hand_cables_make_a_hand_started_vm_and_only_others_start() {
         let dir = tempfile::tempdir().unwrap();
         let nic = |cable| Nic { model: NicModel::E1000, mac: Mac([2, 0, 0, 0, 0, 1]), rom: Rom::OvmfNative, bootindex: None, cable };
-        let slirp = Cable::Slirp { tftp_root: dir.path().into(), bootfile: String::new() };
+        let slirp = Cable::Slirp(SlirpNet::tftp(dir.path(), ""));
         let by_hand = Vm::builder("a", dir.path()).accel(Accel::Tcg).nic(nic(slirp)).hand_started().await;
         assert!(matches!(by_hand, Err(VmError::NotHandCable { .. })), "{by_hand:?}");
         let started = Vm::builder("b", dir.path()).accel(Accel::Tcg).nic(nic(Cable::Unix(dir.path().join("s.sock")))).start().await;

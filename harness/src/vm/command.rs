@@ -81,7 +81,41 @@ pub enum NetBackend {
     Unix { path: PathBuf },
     /// QEMU's own user-mode network with its built-in DHCP and TFTP server, restricted so
     /// nothing leaves the guest (a benchmark's reference peer).
-    Slirp { tftp_root: PathBuf, bootfile: String },
+    Slirp(SlirpNet),
+}
+
+/// A restricted QEMU user-mode network (`-netdev user,restrict=on`): its DHCP and TFTP
+/// server, and nothing else the guest can reach but its [`GuestForward`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlirpNet {
+    /// The root slirp's TFTP server serves.
+    pub tftp_root: PathBuf,
+    /// The boot file its DHCP offers; empty: none.
+    pub bootfile: String,
+    /// TCP services on the host the guest may reach, each at an address of its own.
+    pub forwards: Vec<GuestForward>,
+}
+
+impl SlirpNet {
+    /// A network serving `tftp_root`, offering `bootfile`.
+    pub fn tftp(tftp_root: impl Into<PathBuf>, bootfile: impl Into<String>) -> Self {
+        SlirpNet { tftp_root: tftp_root.into(), bootfile: bootfile.into(), forwards: vec![] }
+    }
+
+    /// Let the guest's TCP connections to `guest` reach `host` on the host's loopback
+    /// (QEMU's `guestfwd`: QEMU connects to `host` once, when it starts, and carries one
+    /// guest connection at a time over that connection).
+    pub fn forward(mut self, guest: std::net::SocketAddrV4, host: std::net::SocketAddrV4) -> Self {
+        self.forwards.push(GuestForward { guest, host });
+        self
+    }
+}
+
+/// A guest's TCP connections to `guest` (on slirp's 10.0.2.0/24) go to `host`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestForward {
+    pub guest: std::net::SocketAddrV4,
+    pub host: std::net::SocketAddrV4,
 }
 
 /// A NIC model QEMU emulates.
@@ -226,10 +260,13 @@ impl VmSpec {
                 NetBackend::Unix { path } => {
                     arg("-netdev", format!("stream,id=net{i},server=off,addr.type=unix,addr.path={}", path.display()))
                 }
-                NetBackend::Slirp { tftp_root, bootfile } => arg(
-                    "-netdev",
-                    format!("user,id=net{i},restrict=on,tftp={},bootfile={bootfile}", tftp_root.display()),
-                ),
+                NetBackend::Slirp(SlirpNet { tftp_root, bootfile, forwards }) => {
+                    let mut netdev = format!("user,id=net{i},restrict=on,tftp={},bootfile={bootfile}", tftp_root.display());
+                    for GuestForward { guest, host } in forwards {
+                        netdev += &format!(",guestfwd=tcp:{guest}-tcp:{host}");
+                    }
+                    arg("-netdev", netdev)
+                }
             }
             let mut device = format!("{}{},netdev=net{i},mac={}", nic.model.device(), nic.model.properties(), nic.mac);
             match &nic.rom {
@@ -282,7 +319,10 @@ mod test {
                     mac: Mac([0x52, 0x54, 0x00, 0, 0, 1]),
                     rom: Rom::Ipxe,
                     bootindex: None,
-                    backend: NetBackend::Slirp { tftp_root: "/run/t/tftp".into(), bootfile: "nixos/bootx64.efi".into() },
+                    backend: NetBackend::Slirp(
+                        SlirpNet::tftp("/run/t/tftp", "nixos/bootx64.efi")
+                            .forward("10.0.2.100:2049".parse().unwrap(), "127.0.0.1:40001".parse().unwrap()),
+                    ),
                 },
             ],
             serial: vec![

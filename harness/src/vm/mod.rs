@@ -13,7 +13,7 @@ mod verbs;
 
 pub use accel::{probe as probe_accel, select as select_accel, Accel, AccelError};
 pub use builder::{make_disk, VmBuilder};
-pub use command::{DiskBus, DiskFormat, DiskSpec, NetBackend, NicModel, NicSpec, Rom, Serial, VmSpec};
+pub use command::{DiskBus, DiskFormat, DiskSpec, GuestForward, NetBackend, NicModel, NicSpec, Rom, Serial, SlirpNet, VmSpec};
 pub use process::{HostSample, QemuProcess};
 pub use qmp::{Qmp, QmpError, QmpEvent};
 pub use snapshot::{FirmwareStart, Snapshot, SnapshotError};
@@ -118,8 +118,8 @@ pub struct Nic {
 pub enum Cable {
     /// QEMU's end of a stream socket to a lab switch port.
     Switch(OwnedFd),
-    /// QEMU's restricted user-mode network serving `tftp_root` (see [`NetBackend::Slirp`]).
-    Slirp { tftp_root: PathBuf, bootfile: String },
+    /// QEMU's restricted user-mode network (see [`NetBackend::Slirp`]).
+    Slirp(SlirpNet),
     /// A unix socket QEMU connects to itself: a lab served to QEMUs the user starts by hand
     /// (`pxelab serve`, [`VmBuilder::hand_started`]).
     Unix(PathBuf),
@@ -201,8 +201,8 @@ pub struct UnpluggedNic {
     pub mac: Mac,
     pub rom: Rom,
     pub bootindex: Option<u32>,
-    /// Its slirp network's TFTP root and boot file; `None`: a lab switch port.
-    pub slirp: Option<(PathBuf, String)>,
+    /// Its slirp network; `None`: a lab switch port.
+    pub slirp: Option<SlirpNet>,
 }
 
 /// A running QEMU client.
