@@ -22,7 +22,8 @@ use tokio_smoltcp::device::AsyncDevice;
 use tokio_smoltcp::{BufferSize, Net, NetConfig};
 
 use super::segment::DropReason;
-use super::{PortSender, Segment};
+use super::segment::ServerSink;
+use super::Segment;
 use crate::supervise::Supervisor;
 
 /// Frames waiting for the IP stack; more are dropped (as a NIC's full ring would) and counted.
@@ -63,7 +64,7 @@ pub struct IpHost {
 impl IpHost {
     /// Attach a host with `addr` to `segment`; its MAC is pinned to its port.
     pub fn start(segment: &Segment, addr: HostAddr, mut intercept: Interceptor, supervisor: &Supervisor) -> Self {
-        let (sender, mut frames) = segment.attach_tagged();
+        let (sender, mut frames) = segment.attach_server();
         segment.pin(addr.mac, sender.port());
         segment.protect(addr.ip, sender.port());
         segment.trust(sender.port());
@@ -84,7 +85,9 @@ impl IpHost {
                 match intercept(from, &frame) {
                     Some(answers) => {
                         for answer in answers {
-                            replies.send(answer);
+                            if !replies.send_waiting(answer).await {
+                                return Err(std::io::Error::other("the segment stopped"));
+                            }
                         }
                     }
                     None => match to_stack.try_send(frame) {
@@ -101,7 +104,7 @@ impl IpHost {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = 1514;
-        let device = PortDevice { rx: stack_rx, tx: sender, caps };
+        let device = PortDevice { rx: stack_rx, tx: sender.sink(), caps };
         let mut config = NetConfig::new(
             Config::new(HardwareAddress::Ethernet(EthernetAddress(addr.mac.0))),
             IpCidr::new(addr.ip.into(), addr.prefix_len),
@@ -131,10 +134,11 @@ impl IpHost {
     }
 }
 
-/// The stack's side of the host port.
+/// The stack's side of the host port. Its sink is ready only when the switch has room, so
+/// a VM port that is behind holds the stack back instead of losing its frames.
 struct PortDevice {
     rx: Receiver<Vec<u8>>,
-    tx: PortSender,
+    tx: ServerSink,
     caps: DeviceCapabilities,
 }
 
@@ -149,16 +153,12 @@ impl Stream for PortDevice {
 impl Sink<Vec<u8>> for PortDevice {
     type Error = std::io::Error;
 
-    fn poll_ready(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.tx.poll_ready(cx)
     }
 
-    fn start_send(self: Pin<&mut Self>, frame: Vec<u8>) -> Result<(), Self::Error> {
-        if self.tx.send(frame) {
-            Ok(())
-        } else {
-            Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "segment stopped"))
-        }
+    fn start_send(mut self: Pin<&mut Self>, frame: Vec<u8>) -> Result<(), Self::Error> {
+        self.tx.send(frame)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

@@ -5,6 +5,14 @@
 //! (a VM sending faster than the switch forwards waits on its own socket), each port's
 //! output queue is bounded, and a frame for a full queue (a paused or slow VM) is dropped
 //! and counted ([`SegmentEvent`]).
+//!
+//! The lab's servers are held back instead ([`Segment::attach_server`]): their frames enter by
+//! a queue of their own, and a frame of theirs for a VM port whose queue is full waits for
+//! room, holding the servers' next frames back (their IP stack waits on [`ServerSink`], as it
+//! would on a NIC's full ring, and nothing is resent). A port that takes nothing for
+//! [`STALLED_AFTER`] counts as stopped for good: that frame and the servers' next ones for it
+//! are dropped and counted until its queue has drained to half, so a paused guest costs the
+//! others one wait, not one a frame.
 
 use super::Mac;
 use std::collections::BinaryHeap;
@@ -28,6 +36,11 @@ use crate::event::Sink;
 pub const INGRESS_QUEUE: usize = 4096;
 /// Frames waiting to leave by one port.
 pub const PORT_QUEUE: usize = 1024;
+/// Frames from the lab's servers waiting to enter the switch; when full, the servers wait.
+pub const SERVER_QUEUE: usize = 256;
+/// How long a server's frame waits for room in a VM port's queue before the port counts as
+/// stopped for good.
+pub const STALLED_AFTER: Duration = Duration::from_millis(250);
 /// A VM port writes the frames that wait for it together, up to about this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
 /// Drops of one kind on one port are reported at most this often.
@@ -111,7 +124,7 @@ impl PortSender {
     }
 
     /// Queue a frame, waiting for room; false once the segment is gone.
-    async fn send_waiting(&self, frame: Vec<u8>) -> bool {
+    pub async fn send_waiting(&self, frame: Vec<u8>) -> bool {
         self.ingress.send((self.port, frame)).await.is_ok()
     }
 
@@ -119,9 +132,33 @@ impl PortSender {
         self.port
     }
 
+    /// This port's frames as a sink that is ready only when the switch has room for one
+    /// more: the way an IP stack is held back (see [`Segment::attach_server`]).
+    pub fn sink(&self) -> ServerSink {
+        ServerSink { port: self.port, sender: tokio_util::sync::PollSender::new(self.ingress.clone()) }
+    }
+
     /// Count a frame this port's owner dropped itself, to be reported with the segment's own.
     pub fn count_drop(&self, reason: DropReason) {
         self.counters.count(self.port, reason);
+    }
+}
+
+/// A port's way into the switch that waits for room (see [`PortSender::sink`]).
+pub struct ServerSink {
+    port: PortId,
+    sender: tokio_util::sync::PollSender<(PortId, Vec<u8>)>,
+}
+
+impl ServerSink {
+    /// Ready once the switch has room for one frame; an error once the segment is gone.
+    pub fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        self.sender.poll_reserve(cx).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "segment stopped"))
+    }
+
+    /// Send a frame into the room [`ServerSink::poll_ready`] found.
+    pub fn send(&mut self, frame: Vec<u8>) -> std::io::Result<()> {
+        self.sender.send_item((self.port, frame)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "segment stopped"))
     }
 }
 
@@ -163,7 +200,7 @@ type Ports = Arc<Mutex<Vec<Egress>>>;
 
 /// A port's output queue: a VM's takes frames; the harness host's takes each frame with the
 /// port it came in on, so that its services can say where a message came from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Egress {
     Frames(Sender<Vec<u8>>),
     Tagged(Sender<(PortId, Vec<u8>)>),
@@ -183,6 +220,8 @@ enum Control {
 /// One L2 segment. Dropping it stops its tasks (the VMs then see a dead link).
 pub struct Segment {
     ingress: Sender<(PortId, Vec<u8>)>,
+    /// The lab's servers' own way in ([`Segment::attach_server`]).
+    server_ingress: Sender<(PortId, Vec<u8>)>,
     control: mpsc::UnboundedSender<Control>,
     ports: Ports,
     counters: Arc<Counters>,
@@ -195,6 +234,7 @@ impl Segment {
     pub fn start(pcap: &Path, faults: Faults, events: Arc<dyn Sink<SegmentEvent>>) -> std::io::Result<Self> {
         let capture = Capture::create(pcap)?;
         let (ingress, frames) = mpsc::channel(INGRESS_QUEUE);
+        let (server_ingress, server_frames) = mpsc::channel(SERVER_QUEUE);
         let (control, commands) = mpsc::unbounded_channel();
         let counters = Arc::<Counters>::default();
         let ports = Ports::default();
@@ -208,9 +248,12 @@ impl Segment {
             later: BinaryHeap::new(),
             seq: 0,
             started: Instant::now(),
+            held: std::collections::VecDeque::new(),
+            held_since: Instant::now(),
+            stalled: std::collections::HashSet::new(),
         };
-        let switching = tokio::spawn(task.run(frames, commands));
-        Ok(Segment { ingress, control, ports, counters, tasks: Mutex::new(vec![switching]) })
+        let switching = tokio::spawn(task.run(frames, server_frames, commands));
+        Ok(Segment { ingress, server_ingress, control, ports, counters, tasks: Mutex::new(vec![switching]) })
     }
 
     /// Add a port; returns its sender and the frames the switch forwards to it.
@@ -219,10 +262,15 @@ impl Segment {
         (self.add_port(Egress::Frames(egress)), frames)
     }
 
-    /// Add a port that receives each frame with the port it came in on (the harness host's).
-    pub fn attach_tagged(&self) -> (PortSender, Receiver<(PortId, Vec<u8>)>) {
+    /// Add the lab's servers' port (the harness host's): it receives each frame with the port
+    /// it came in on, so that its services can say where a message came from, and what it
+    /// sends is held back rather than dropped when a VM port is behind (see the module doc;
+    /// [`PortSender::sink`]).
+    pub fn attach_server(&self) -> (PortSender, Receiver<(PortId, Vec<u8>)>) {
         let (egress, frames) = mpsc::channel(PORT_QUEUE);
-        (self.add_port(Egress::Tagged(egress)), frames)
+        let mut sender = self.add_port(Egress::Tagged(egress));
+        sender.ingress = self.server_ingress.clone();
+        (sender, frames)
     }
 
     fn add_port(&self, egress: Egress) -> PortSender {
@@ -343,12 +391,23 @@ struct SwitchTask {
     seq: u64,
     /// The switch's clock starts here (its table ages on it).
     started: Instant,
+    /// The servers' frames waiting for room in a VM port's queue: where to, from where, the
+    /// frame. While any wait, the servers' queue is not read.
+    held: std::collections::VecDeque<(PortId, PortId, Vec<u8>)>,
+    /// Since when the first of `held` waits.
+    held_since: Instant,
+    /// Ports that took nothing for [`STALLED_AFTER`]: the servers' frames for them are dropped
+    /// until their queue has drained to half.
+    stalled: std::collections::HashSet<PortId>,
 }
 
 impl SwitchTask {
-    async fn run(mut self, mut frames: Receiver<(PortId, Vec<u8>)>, mut commands: mpsc::UnboundedReceiver<Control>) {
+    async fn run(mut self, mut frames: Receiver<(PortId, Vec<u8>)>, mut server_frames: Receiver<(PortId, Vec<u8>)>, mut commands: mpsc::UnboundedReceiver<Control>) {
         loop {
             let next_due = self.later.peek().map(|l| l.0);
+            let holding = !self.held.is_empty();
+            let waiting_on = self.held.front().and_then(|(to, _, _)| self.ports.lock().expect("ports lock").get(*to).cloned());
+            let stall_due = self.held_since + STALLED_AFTER;
             // Commands first: a fault set before a frame was sent applies to that frame.
             tokio::select! {
                 biased;
@@ -365,13 +424,24 @@ impl SwitchTask {
                 },
                 frame = frames.recv() => {
                     let Some((port, frame)) = frame else { return };
-                    self.ingress(Instant::now(), port, frame);
+                    self.ingress(Instant::now(), port, frame, false);
+                }
+                frame = server_frames.recv(), if !holding => {
+                    let Some((port, frame)) = frame else { return };
+                    self.ingress(Instant::now(), port, frame, true);
+                }
+                () = room(waiting_on), if holding => self.deliver_held(),
+                () = tokio::time::sleep_until(stall_due), if holding => {
+                    let (to, _, _) = self.held.pop_front().expect("holding");
+                    self.counters.count(to, DropReason::QueueFull);
+                    self.stalled.insert(to);
+                    self.deliver_held();
                 }
                 _ = sleep_until(next_due) => {
                     let now = Instant::now();
                     while self.later.peek().is_some_and(|l| l.0 <= now) {
                         let Later(_, _, port, from, frame) = self.later.pop().expect("peeked");
-                        self.deliver(port, from, frame);
+                        self.deliver(port, from, frame, false);
                     }
                 }
             }
@@ -381,7 +451,20 @@ impl SwitchTask {
         }
     }
 
-    fn ingress(&mut self, now: Instant, port: PortId, frame: Vec<u8>) {
+    /// Deliver the held frames that now fit, in order; the rest wait on.
+    fn deliver_held(&mut self) {
+        while let Some((to, from, frame)) = self.held.pop_front() {
+            if let Some(frame) = self.deliver(to, from, frame, true) {
+                self.held.push_front((to, from, frame));
+                break;
+            }
+            self.held_since = Instant::now();
+        }
+    }
+
+    /// Switch a frame from `port`; `from_servers`: hold it for a full queue (see the module
+    /// doc) instead of dropping it.
+    fn ingress(&mut self, now: Instant, port: PortId, frame: Vec<u8>, from_servers: bool) {
         self.capture.record(&frame);
         let fate = self.faults.fate(port, Direction::In, &frame);
         self.report(port, Direction::In, frame.len(), fate.injected);
@@ -421,7 +504,12 @@ impl SwitchTask {
                 for (delay_out, frame) in fate.copies {
                     let delay = delay_in + delay_out;
                     if delay.is_zero() {
-                        self.deliver(out, port, frame);
+                        if let Some(frame) = self.deliver(out, port, frame, from_servers) {
+                            if self.held.is_empty() {
+                                self.held_since = now;
+                            }
+                            self.held.push_back((out, port, frame));
+                        }
                     } else {
                         self.seq += 1;
                         self.later.push(Later(now + delay, self.seq, out, port, frame));
@@ -431,14 +519,32 @@ impl SwitchTask {
         }
     }
 
-    fn deliver(&mut self, port: PortId, from: PortId, frame: Vec<u8>) {
-        let full = match self.ports.lock().expect("ports lock").get(port) {
-            Some(Egress::Frames(egress)) => matches!(egress.try_send(frame), Err(TrySendError::Full(_))),
-            Some(Egress::Tagged(egress)) => matches!(egress.try_send((from, frame)), Err(TrySendError::Full(_))),
-            None => false,
+    /// Queue a frame on `port`. A frame for a full queue is dropped and counted, or with
+    /// `hold` given back to wait for room, unless the port counts as stopped for good.
+    fn deliver(&mut self, port: PortId, from: PortId, frame: Vec<u8>, hold: bool) -> Option<Vec<u8>> {
+        let ports = self.ports.lock().expect("ports lock");
+        let Some(egress) = ports.get(port) else { return None };
+        if self.stalled.contains(&port) && egress.room() >= PORT_QUEUE / 2 {
+            self.stalled.remove(&port);
+        }
+        let back = match egress {
+            Egress::Frames(egress) => match egress.try_send(frame) {
+                Err(TrySendError::Full(frame)) => Some(frame),
+                _ => None,
+            },
+            Egress::Tagged(egress) => match egress.try_send((from, frame)) {
+                Err(TrySendError::Full((_, frame))) => Some(frame),
+                _ => None,
+            },
         };
-        if full {
-            self.counters.count(port, DropReason::QueueFull);
+        drop(ports);
+        match back {
+            Some(frame) if hold && !self.stalled.contains(&port) => Some(frame),
+            Some(_) => {
+                self.counters.count(port, DropReason::QueueFull);
+                None
+            }
+            None => None,
         }
     }
 
@@ -449,6 +555,25 @@ impl SwitchTask {
             }
             self.events.publish(SegmentEvent::Fault { port, direction, len, injected });
         }
+    }
+}
+
+impl Egress {
+    /// Frames the queue has room for now.
+    fn room(&self) -> usize {
+        match self {
+            Egress::Frames(egress) => egress.capacity(),
+            Egress::Tagged(egress) => egress.capacity(),
+        }
+    }
+}
+
+/// Returns once `egress` has room for a frame, or is gone (its frames are then discarded).
+async fn room(egress: Option<Egress>) {
+    match &egress {
+        Some(Egress::Frames(egress)) => drop(egress.reserve().await),
+        Some(Egress::Tagged(egress)) => drop(egress.reserve().await),
+        None => {}
     }
 }
 
@@ -553,6 +678,70 @@ mod test {
             _ => None,
         }).collect();
         assert_eq!(after.len(), reports, "an unchanged total is not reported again: {after:?}");
+    }
+
+    /// The lab's servers wait for a VM port that is behind: every frame arrives, in order,
+    /// none is dropped (their IP stack would otherwise resend it).
+    #[tokio::test]
+    async fn a_slow_port_holds_the_servers_back_instead_of_losing_their_frames() {
+        let (_dir, log, segment) = segment(0);
+        let (server, _to_server) = segment.attach_server();
+        segment.trust(server.port());
+        let (_, mut slow) = segment.attach();
+        let numbered = |i: u32| [&[0xff; 6][..], &[2, 0, 0, 0, 0, 1], &[0x08, 0x00], &i.to_be_bytes()].concat();
+        let count = 3 * PORT_QUEUE as u32;
+        let sending = tokio::spawn(async move {
+            for i in 0..count {
+                assert!(server.send_waiting(numbered(i)).await);
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!sending.is_finished(), "the servers wait while the port is behind");
+        for i in 0..count {
+            let got = tokio::time::timeout(Duration::from_secs(5), slow.recv()).await.unwrap_or_else(|_| panic!("frame {i} in time"));
+            assert_eq!(got, Some(numbered(i)), "frame {i} whole and in order");
+        }
+        sending.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        segment.pin(Mac([2, 0, 0, 0, 0, 7]), 0); // wakes the switch to report
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let drops: Vec<_> = log.0.lock().unwrap().iter().filter(|e| matches!(e, SegmentEvent::Dropped { .. })).cloned().collect();
+        assert!(drops.is_empty(), "no frame dropped: {drops:?}");
+    }
+
+    /// A port that takes nothing for good costs the servers one wait, not one a frame: their
+    /// frames for it are then dropped and counted, and the other ports get theirs.
+    #[tokio::test]
+    async fn a_port_that_stops_reading_for_good_costs_the_servers_one_wait() {
+        let (_dir, log, segment) = segment(0);
+        let (server, _to_server) = segment.attach_server();
+        segment.trust(server.port());
+        let (dead, _dead_frames) = segment.attach();
+        let (alive, mut alive_frames) = segment.attach();
+        let (dead_mac, alive_mac, server_mac) = ([2, 0, 0, 0, 0, 0xd], [2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 1]);
+        dead.send(frame([0xff; 6], dead_mac)); // the switch learns where each is
+        alive.send(frame([0xff; 6], alive_mac));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(alive_frames.recv().await, Some(frame([0xff; 6], dead_mac)), "the dead port's broadcast");
+        let started = Instant::now();
+        for _ in 0..PORT_QUEUE + 100 {
+            assert!(server.send_waiting(frame(dead_mac, server_mac)).await);
+        }
+        assert!(server.send_waiting(frame(alive_mac, server_mac)).await);
+        let got = tokio::time::timeout(Duration::from_secs(5), alive_frames.recv()).await.expect("the other port's frame in time");
+        assert_eq!(got, Some(frame(alive_mac, server_mac)));
+        let took = started.elapsed();
+        assert!(took >= STALLED_AFTER, "the servers waited for the port once: {took:?}");
+        assert!(took < 4 * STALLED_AFTER, "and only once: {took:?}");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        segment.pin(Mac([2, 0, 0, 0, 0, 7]), 0); // wakes the switch to report
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let total = log.0.lock().unwrap().iter().filter_map(|e| match e {
+            SegmentEvent::Dropped { port, reason: DropReason::QueueFull, total } if *port == dead.port() => Some(*total),
+            _ => None,
+        }).max();
+        // Its queue held the other port's broadcast and PORT_QUEUE - 1 of them.
+        assert_eq!(total, Some(101), "the frames past its queue are dropped and counted");
     }
 
     #[tokio::test]
