@@ -914,12 +914,7 @@ pub async fn storm(lab: &mut Lab, n: usize) -> Result<StormBench, BenchError> {
     }
     drop(storm);
     bench.slirp_kernel_load = slirp_storm(lab, &clients, &tree, timeout).await?;
-    let before: std::collections::HashMap<String, u64> = drops_before.iter().map(|(p, r, n)| (format!("{p} {r:?}"), *n)).collect();
-    bench.drops = super::install_stages::switch_drops(lab)
-        .into_iter()
-        .map(|(p, r, n)| (p, r, n - before.get(&format!("{p} {r:?}")).copied().unwrap_or(0)))
-        .filter(|(_, _, n)| *n > 0)
-        .collect();
+    bench.drops = super::install_stages::switch_drops_since(lab, &drops_before);
     Ok(bench)
 }
 

@@ -540,13 +540,27 @@ fn tftp_listing(root: &std::path::Path) -> String {
 
 /// The switch's latest drop totals, per port and reason, in port order.
 pub(super) fn switch_drops(lab: &Lab) -> Vec<(crate::net::switch::PortId, crate::net::segment::DropReason, u64)> {
+    switch_drops_since(lab, &[])
+}
+
+/// The switch's drops per port and reason since `before` (an earlier [`switch_drops`]),
+/// those that grew only.
+pub(super) fn switch_drops_since(
+    lab: &Lab,
+    before: &[(crate::net::switch::PortId, crate::net::segment::DropReason, u64)],
+) -> Vec<(crate::net::switch::PortId, crate::net::segment::DropReason, u64)> {
     let mut latest = std::collections::BTreeMap::new();
     for (_, e) in lab.network().events().all() {
         if let ServiceEvent::Segment(crate::net::segment::SegmentEvent::Dropped { port, reason, total }) = e {
-            latest.insert((port, format!("{reason:?}")), (reason, total));
+            latest.insert((port, reason), total);
         }
     }
-    latest.into_iter().map(|((port, _), (reason, total))| (port, reason, total)).collect()
+    for (port, reason, total) in before {
+        if let Some(now) = latest.get_mut(&(*port, *reason)) {
+            *now = now.saturating_sub(*total);
+        }
+    }
+    latest.into_iter().filter(|(_, n)| *n > 0).map(|((port, reason), n)| (port, reason, n)).collect()
 }
 
 /// Whether `mac` got a lease among the events after the first `after`.
