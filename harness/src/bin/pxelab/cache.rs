@@ -125,6 +125,11 @@ pub fn doctor(runtime: &tokio::runtime::Runtime) -> ExitCode {
             .map(|l| format!("{}: {} in {} (`pxelab cache` lists them)", cache.root().display(), size(l.bytes), plural(l.entries.len() as u64, "entry", "entries")))
             .map_err(|e| format!("{:#}", anyhow::Error::from(e))),
     );
+    // Optional: only `pxelab bench nfs` compares with it.
+    match pxelab::jobs::nfs_peer::NfsPeer::available() {
+        Ok(()) => println!("ok    bench nfs's peer: nfs-ganesha {}", pxelab::jobs::nfs_peer::NfsPeer::version()),
+        Err(why) => println!("skip  bench nfs's peer (optional): {why}"),
+    }
     if ok {
         ExitCode::SUCCESS
     } else {
