@@ -12,6 +12,14 @@ pub const CANDIDATES: &[(&str, &str, &str)] = &[
     ("/usr/share/edk2-ovmf/x64/OVMF_CODE.fd", "/usr/share/edk2-ovmf/x64/OVMF_VARS.fd", "Arch (older)"),
 ];
 
+/// Secure Boot builds (SMM, variables in secure flash) with Microsoft's keys enrolled and
+/// Secure Boot on, in order of preference: `(code, vars, distribution)`.
+pub const SECURE_BOOT_CANDIDATES: &[(&str, &str, &str)] = &[
+    ("/usr/share/OVMF/OVMF_CODE_4M.ms.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd", "Debian/Ubuntu (4M, Secure Boot, Microsoft keys)"),
+    ("/usr/share/OVMF/OVMF_CODE.ms.fd", "/usr/share/OVMF/OVMF_VARS.ms.fd", "Debian/Ubuntu (2M, Secure Boot, Microsoft keys)"),
+    ("/usr/share/edk2/ovmf/OVMF_CODE.secboot.fd", "/usr/share/edk2/ovmf/OVMF_VARS.secboot.fd", "Fedora (Secure Boot, Microsoft keys)"),
+];
+
 const MIB: u64 = 1024 * 1024;
 
 /// The size of the flash device a CODE/VARS pair fills.
@@ -31,6 +39,9 @@ pub struct Firmware {
     pub flash: FlashSize,
     /// Where the pair came from: an environment override or a distribution's layout.
     pub source: String,
+    /// A Secure Boot build: QEMU must give it SMM and secure flash (`-machine q35,smm=on`,
+    /// `-global driver=cfi.pflash01,property=secure,value=on`), or it does not start.
+    pub secure_boot: bool,
 }
 
 /// What discovery looks at; [`Lookup::from_env`] reads the real environment.
@@ -53,6 +64,16 @@ impl Lookup {
             root: PathBuf::from("/"),
         }
     }
+
+    /// Read `OVMF_SECURE_BOOT_CODE` and `OVMF_SECURE_BOOT_VARS` from the environment: the
+    /// Secure Boot pair's override.
+    pub fn secure_boot_from_env() -> Self {
+        Lookup {
+            code: std::env::var_os("OVMF_SECURE_BOOT_CODE").map(PathBuf::from),
+            vars: std::env::var_os("OVMF_SECURE_BOOT_VARS").map(PathBuf::from),
+            root: PathBuf::from("/"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +84,12 @@ pub enum DiscoverError {
          or set OVMF_CODE and OVMF_VARS"
     )]
     NotFound { looked: String },
+    #[error(
+        "No OVMF Secure Boot build with keys enrolled found (looked in {looked}). Install it: \
+         `apt-get install ovmf` (Debian/Ubuntu: OVMF_CODE_4M.ms.fd and OVMF_VARS_4M.ms.fd), \
+         `dnf install edk2-ovmf` (Fedora), or set OVMF_SECURE_BOOT_CODE and OVMF_SECURE_BOOT_VARS"
+    )]
+    NoSecureBoot { looked: String },
     #[error("OVMF_{set} is set but OVMF_{unset} is not: set both to use your own firmware pair")]
     HalfOverride { set: &'static str, unset: &'static str },
     #[error(
@@ -91,15 +118,40 @@ pub fn discover_with(lookup: &Lookup) -> Result<Firmware, DiscoverError> {
         (None, Some(_)) => return Err(DiscoverError::HalfOverride { set: "VARS", unset: "CODE" }),
         (None, None) => {}
     }
-    for (code, vars, distro) in CANDIDATES {
-        let code = rooted(&lookup.root, code);
-        let vars = rooted(&lookup.root, vars);
-        if code.is_file() && vars.is_file() {
-            return check_pair(&code, &vars, distro);
-        }
+    match first_candidate(lookup, CANDIDATES) {
+        Some(found) => found,
+        None => Err(DiscoverError::NotFound { looked: looked(CANDIDATES) }),
     }
-    let looked = CANDIDATES.iter().map(|(c, _, _)| *c).collect::<Vec<_>>().join(", ");
-    Err(DiscoverError::NotFound { looked })
+}
+
+/// Find this host's Secure Boot pair (its override first): a Secure Boot build whose VARS
+/// hold Microsoft's keys with Secure Boot on, so that Microsoft-signed shim starts and an
+/// unsigned image does not.
+pub fn discover_secure_boot() -> Result<Firmware, DiscoverError> {
+    discover_secure_boot_with(&Lookup::secure_boot_from_env())
+}
+
+/// Find the Secure Boot pair that `lookup` describes.
+pub fn discover_secure_boot_with(lookup: &Lookup) -> Result<Firmware, DiscoverError> {
+    let found = match (&lookup.code, &lookup.vars) {
+        (Some(code), Some(vars)) => check_pair(code, vars, "OVMF_SECURE_BOOT_CODE/OVMF_SECURE_BOOT_VARS"),
+        (Some(_), None) => Err(DiscoverError::HalfOverride { set: "SECURE_BOOT_CODE", unset: "SECURE_BOOT_VARS" }),
+        (None, Some(_)) => Err(DiscoverError::HalfOverride { set: "SECURE_BOOT_VARS", unset: "SECURE_BOOT_CODE" }),
+        (None, None) => first_candidate(lookup, SECURE_BOOT_CANDIDATES)
+            .unwrap_or_else(|| Err(DiscoverError::NoSecureBoot { looked: looked(SECURE_BOOT_CANDIDATES) })),
+    };
+    found.map(|firmware| Firmware { secure_boot: true, ..firmware })
+}
+
+fn first_candidate(lookup: &Lookup, candidates: &[(&str, &str, &str)]) -> Option<Result<Firmware, DiscoverError>> {
+    candidates.iter().find_map(|(code, vars, distro)| {
+        let (code, vars) = (rooted(&lookup.root, code), rooted(&lookup.root, vars));
+        (code.is_file() && vars.is_file()).then(|| check_pair(&code, &vars, distro))
+    })
+}
+
+fn looked(candidates: &[(&str, &str, &str)]) -> String {
+    candidates.iter().map(|(c, _, _)| *c).collect::<Vec<_>>().join(", ")
 }
 
 fn rooted(root: &Path, path: &str) -> PathBuf {
@@ -130,6 +182,7 @@ fn check_pair(code: &Path, vars: &Path, source: &str) -> Result<Firmware, Discov
         vars_template: vars.to_owned(),
         flash,
         source: source.to_owned(),
+        secure_boot: false,
     })
 }
 
@@ -177,6 +230,21 @@ mod test {
         file(root.path(), "/usr/share/edk2/x64/OVMF_CODE.4m.fd", CODE_4M);
         file(root.path(), "/usr/share/edk2/x64/OVMF_VARS.4m.fd", VARS_4M);
         assert_eq!(discover_with(&lookup(root.path())).unwrap().source, "Arch (4M)");
+    }
+
+    #[test]
+    fn the_secure_boot_pair_is_a_secure_boot_build_and_its_absence_is_named() {
+        let root = tempfile::tempdir().unwrap();
+        file(root.path(), "/usr/share/OVMF/OVMF_CODE_4M.fd", CODE_4M);
+        file(root.path(), "/usr/share/OVMF/OVMF_VARS_4M.fd", VARS_4M);
+        assert!(!discover_with(&lookup(root.path())).unwrap().secure_boot);
+        let err = discover_secure_boot_with(&lookup(root.path())).unwrap_err();
+        assert!(matches!(err, DiscoverError::NoSecureBoot { .. }) && err.to_string().contains("OVMF_VARS_4M.ms.fd"), "{err}");
+        let code = file(root.path(), "/usr/share/OVMF/OVMF_CODE_4M.ms.fd", CODE_4M);
+        file(root.path(), "/usr/share/OVMF/OVMF_VARS_4M.ms.fd", VARS_4M);
+        let fw = discover_secure_boot_with(&lookup(root.path())).unwrap();
+        assert_eq!((fw.code, fw.secure_boot, fw.flash), (code, true, FlashSize::FourMiB));
+        assert!(!discover_with(&lookup(root.path())).unwrap().secure_boot, "the plain pair stays the default");
     }
 
     #[test]

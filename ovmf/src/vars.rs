@@ -54,6 +54,7 @@ mod test {
             vars_template: template.clone(),
             flash: FlashSize::FourMiB,
             source: "test".into(),
+            secure_boot: false,
         };
         let store = fw.new_var_store(&dir.path().join("vm1.vars.fd")).unwrap();
         std::fs::write(&store.path, b"written by the guest").unwrap();

@@ -198,6 +198,9 @@ impl Lab {
             store.set_boot_next(entry).map_err(|source| VmError::Nvram { what: format!("cannot set BootNext to Boot{entry:04X} in {}", store.path.display()), source })?;
         }
         let mut builder = self.vm(&was.name).memory_mib(was.memory_mib).cpus(was.cpus).accel(was.accel).console_unit(was.console_unit).keep_nvram();
+        if was.secure_boot {
+            builder = builder.secure_boot();
+        }
         for (path, format, bus, bootindex) in was.disks {
             builder = builder.disk_on(bus, Disk::Image { path, format }, bootindex);
         }

@@ -16,6 +16,7 @@ pub struct VmBuilder {
     services: Option<FailureWatch>,
     keep_nvram: bool,
     firmware_snapshot: bool,
+    secure_boot: bool,
     epoch: Option<Instant>,
     keeper: Option<Keeper>,
 }
@@ -36,9 +37,19 @@ impl VmBuilder {
             services: None,
             keep_nvram: false,
             firmware_snapshot: false,
+            secure_boot: false,
             epoch: None,
             keeper: None,
         }
+    }
+
+    /// Run OVMF's Secure Boot build with Microsoft's keys enrolled and Secure Boot on
+    /// ([`pxelab_ovmf::discover_secure_boot`]; `OVMF_SECURE_BOOT_CODE`/`_VARS` override it):
+    /// the firmware starts only images signed by a key in its `db`, such as Microsoft-signed
+    /// shim. [`Vm::secure_boot_state`] reads what its NVRAM sets up.
+    pub fn secure_boot(mut self) -> Self {
+        self.secure_boot = true;
+        self
     }
 
     /// Boot with the NVRAM already in the VM's directory, as a machine keeps it across a
@@ -156,11 +167,13 @@ impl VmBuilder {
             return Err(VmError::ConsoleUnit { name: self.name.clone(), unit: self.console_unit });
         }
         std::fs::create_dir_all(&self.dir).map_err(io(format!("cannot create {}", self.dir.display())))?;
-        let firmware: Firmware = pxelab_ovmf::discover()?;
+        let plain: Firmware = pxelab_ovmf::discover()?;
         let accel = match self.accel {
             Some(accel) => accel,
-            None => select_accel(&firmware, &self.cache_dir).await?,
+            // The probe boots the plain build: it is about the host, not the firmware.
+            None => select_accel(&plain, &self.cache_dir).await?,
         };
+        let firmware = if self.secure_boot { pxelab_ovmf::discover_secure_boot()? } else { plain };
         Ok((firmware, accel))
     }
 
@@ -192,6 +205,7 @@ impl VmBuilder {
             memory_mib: self.memory_mib,
             cpus: self.cpus,
             firmware: Some((firmware.code.clone(), vars.path.clone())),
+            secure_boot: firmware.secure_boot,
             disks,
             nics,
             serial: hand_serial(self.console_unit, &self.dir),
@@ -233,6 +247,7 @@ impl VmBuilder {
             disks: Vec::new(),
             nics: Vec::new(),
             services: self.services.clone(),
+            secure_boot: firmware.secure_boot,
         };
         let mut disks = Vec::new();
         for (i, (disk, bus, bootindex)) in self.disks.into_iter().enumerate() {
@@ -280,6 +295,7 @@ impl VmBuilder {
             memory_mib: self.memory_mib,
             cpus: self.cpus,
             firmware: Some((firmware.code.clone(), vars.path.clone())),
+            secure_boot: firmware.secure_boot,
             disks,
             nics,
             serial: ports.iter().map(|(_, _, fd, log)| Serial::Socket { fd: *fd, log: log.clone() }).collect(),

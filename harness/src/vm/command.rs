@@ -16,6 +16,8 @@ pub struct VmSpec {
     pub cpus: u32,
     /// OVMF CODE (read-only) and this VM's VARS copy.
     pub firmware: Option<(PathBuf, PathBuf)>,
+    /// The firmware is a Secure Boot build: the machine gets SMM and secure flash.
+    pub secure_boot: bool,
     pub disks: Vec<DiskSpec>,
     pub nics: Vec<NicSpec>,
     /// The serial ports COM1, COM2, … (`ttyS0`, `ttyS1`, … in the guest), in order.
@@ -211,7 +213,11 @@ impl VmSpec {
             a.push(value);
         };
         arg("-name", format!("{},debug-threads=on", self.name));
-        arg("-machine", "q35".into());
+        arg("-machine", if self.secure_boot { "q35,smm=on".into() } else { "q35".into() });
+        if self.secure_boot {
+            // Only SMM code may write the variable flash, so the OS cannot rewrite db or PK.
+            arg("-global", "driver=cfi.pflash01,property=secure,value=on".into());
+        }
         arg("-accel", self.accel.qemu_arg().into());
         if self.accel == Accel::Kvm {
             arg("-cpu", "host".into());
@@ -299,6 +305,7 @@ mod test {
             memory_mib: 1024,
             cpus: 1,
             firmware: Some(("/usr/share/OVMF/OVMF_CODE_4M.fd".into(), "/run/t/client1/OVMF_VARS.fd".into())),
+            secure_boot: false,
             disks: vec![DiskSpec {
                 path: "/run/t/client1/disk0.qcow2".into(),
                 format: DiskFormat::Qcow2,
@@ -345,6 +352,7 @@ mod test {
             memory_mib: 512,
             cpus: 2,
             firmware: None,
+            secure_boot: false,
             disks: vec![disk(DiskBus::Nvme), disk(DiskBus::Sata), disk(DiskBus::Virtio)],
             nics: vec![nic(NicModel::E1000e), nic(NicModel::E1000)],
             serial: vec![Serial::Socket { fd: 3, log: "/s.log".into() }],
@@ -372,6 +380,7 @@ mod test {
             memory_mib: 512,
             cpus: 2,
             firmware: None,
+            secure_boot: false,
             disks: vec![],
             nics: vec![],
             serial: vec![Serial::Socket { fd: 3, log: "s.log".into() }],
@@ -381,5 +390,28 @@ mod test {
         let argv = spec.argv().join(" ");
         assert!(argv.contains("-accel kvm -cpu host -m 512 -smp 2"), "{argv}");
         assert!(!argv.contains("pflash"));
+    }
+
+    /// A Secure Boot build does not start without SMM, and its variables are safe from the OS
+    /// only in secure flash.
+    #[test]
+    fn a_secure_boot_firmware_gets_smm_and_secure_flash() {
+        let spec = |secure_boot| VmSpec {
+            name: "s".into(),
+            accel: Accel::Tcg,
+            memory_mib: 512,
+            cpus: 1,
+            firmware: Some(("/usr/share/OVMF/OVMF_CODE_4M.ms.fd".into(), "/run/s/OVMF_VARS.fd".into())),
+            secure_boot,
+            disks: vec![],
+            nics: vec![],
+            serial: vec![],
+            qmp_fd: None,
+            incoming: None,
+        };
+        let argv = spec(true).argv().join(" ");
+        assert!(argv.contains("-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on "), "{argv}");
+        let plain = spec(false).argv().join(" ");
+        assert!(plain.contains("-machine q35 ") && !plain.contains("smm") && !plain.contains("secure"), "{plain}");
     }
 }

@@ -192,6 +192,8 @@ pub struct Relaunch {
     pub disks: Vec<(PathBuf, DiskFormat, DiskBus, Option<u32>)>,
     pub nics: Vec<UnpluggedNic>,
     pub services: Option<FailureWatch>,
+    /// It ran OVMF's Secure Boot build ([`VmBuilder::secure_boot`]).
+    pub secure_boot: bool,
 }
 
 /// A stopped VM's NIC, its cable unplugged.
@@ -275,6 +277,13 @@ impl Vm {
     /// This VM's UEFI variable store (its NVRAM).
     pub fn var_store(&self) -> &VarStore {
         &self.var_store
+    }
+
+    /// Secure Boot as this VM's NVRAM sets it up (platform key, the switch, the key
+    /// databases), read from the host. Whether the firmware enforces it also takes a Secure
+    /// Boot build ([`VmBuilder::secure_boot`]): the plain one checks nothing.
+    pub fn secure_boot_state(&self) -> Result<pxelab_ovmf::SecureBoot, pxelab_ovmf::VarsError> {
+        pxelab_ovmf::read_variables(&self.var_store.path).map(|variables| pxelab_ovmf::SecureBoot::of(&variables))
     }
 
     /// The system's serial console: its transcript, waits and writes.

@@ -125,6 +125,20 @@ pub fn doctor(runtime: &tokio::runtime::Runtime) -> ExitCode {
             .map(|l| format!("{}: {} in {} (`pxelab cache` lists them)", cache.root().display(), size(l.bytes), plural(l.entries.len() as u64, "entry", "entries")))
             .map_err(|e| format!("{:#}", anyhow::Error::from(e))),
     );
+    // Optional: only clients that ask for Secure Boot (`VmBuilder::secure_boot`) run it.
+    match pxelab_ovmf::discover_secure_boot() {
+        Ok(f) => {
+            let state = pxelab_ovmf::read_variables(&f.vars_template).map(|v| pxelab_ovmf::SecureBoot::of(&v).to_string());
+            println!(
+                "ok    Secure Boot firmware: {} + {} ({}); its NVRAM: {}",
+                f.code.display(),
+                f.vars_template.display(),
+                f.source,
+                state.unwrap_or_else(|e| format!("unreadable: {e}"))
+            )
+        }
+        Err(why) => println!("skip  Secure Boot firmware (optional): {why}"),
+    }
     // Optional: only `pxelab bench nfs` compares with it.
     match pxelab::jobs::nfs_peer::NfsPeer::available() {
         Ok(()) => println!("ok    bench nfs's peer: nfs-ganesha {}", pxelab::jobs::nfs_peer::NfsPeer::version()),
