@@ -3,14 +3,16 @@
 # modules, the kernel and busybox the fixtures are built from, mmdebstrap for the installer
 # root (it fetches Debian packages), the compressors the install images use, Nix (the nix
 # provider's test runs the real nix-build), and the Linux 6.1 source with what building it
-# needs (the nixos-shape kernel, built once and cached), and Chromium (a test renders a run
-# report in it). Run as root.
+# needs (the nixos-shape kernel, built once and cached), Chromium (a test renders a run
+# report in it), and Debian's signed shim and network GRUB (the Secure Boot scenarios). Run as
+# root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 packages=(qemu-system-x86 ovmf ipxe-qemu ipxe grub-efi-amd64-bin grub-common linux-image-amd64 busybox-static
+          shim-signed grub-efi-amd64-signed
           mmdebstrap kmod xz-utils zstd nix-bin chromium
           linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev)
 $sudo apt-get update -qq

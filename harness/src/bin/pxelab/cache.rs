@@ -139,6 +139,10 @@ pub fn doctor(runtime: &tokio::runtime::Runtime) -> ExitCode {
         }
         Err(why) => println!("skip  Secure Boot firmware (optional): {why}"),
     }
+    match pxelab_fixtures::SignedBinaries::find() {
+        Ok(b) => println!("ok    signed shim and network GRUB: {}, {}", b.shim.display(), b.grub.display()),
+        Err(why) => println!("skip  signed shim and network GRUB (optional): {why}"),
+    }
     // Optional: only `pxelab bench nfs` compares with it.
     match pxelab::jobs::nfs_peer::NfsPeer::available() {
         Ok(()) => println!("ok    bench nfs's peer: nfs-ganesha {}", pxelab::jobs::nfs_peer::NfsPeer::version()),

@@ -1,0 +1,70 @@
+//! Secure Boot on the lab's network: a client running OVMF's Secure Boot build with
+//! Microsoft's keys enrolled, and what it refuses.
+
+use std::time::Duration;
+
+use pxelab::lab::{Lab, PxeConfig};
+use pxelab::vm::{NicModel, Rom};
+use pxelab_fixtures::pxe_tree::load_kernel_cfg;
+use pxelab_fixtures::{initramfs, HostFiles, PxeTree, SignedBinaries, SignedNetboot};
+
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x5b, 0x00, 0x01];
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The protocol's GRUB is built with `grub-mkimage` and signed by no one: a Secure Boot
+/// client fetches it as its NBP and its firmware refuses to start it.
+#[tokio::test]
+async fn secure_boot_refuses_an_unsigned_grub_as_the_nbp() {
+    let host = HostFiles::find().unwrap();
+    let mut lab = Lab::new("secure_boot_refuses_an_unsigned_grub_as_the_nbp").unwrap();
+    let tree = lab.cache().get_or_build(&PxeTree { host }).unwrap();
+    lab.start_network(PxeConfig::new(vec![tree.join(PxeTree::ROOT)])).unwrap();
+    let vm = lab.pxe_client("client", MAC, NicModel::VirtioNet, Rom::OvmfNative).unwrap().secure_boot().start().await.unwrap();
+    let state = vm.secure_boot_state().unwrap();
+    assert!(state.enforcing(), "the client's NVRAM enforces Secure Boot: {state}");
+    assert!(state.db.certificates >= 2, "Microsoft's two db certificates: {state}");
+
+    let net = lab.network();
+    net.wait_for_tftp_transfer(MAC, "nixos/bootx64.efi", 2 * MINUTE).await.unwrap();
+    let refused = vm
+        .wait_for_console_text(r#"BdsDxe: failed to load Boot[0-9A-F]{4} "UEFI PXEv4[^"]*"[^\r\n]*: Access Denied"#, MINUTE)
+        .await
+        .unwrap();
+    assert!(refused.matched.contains("5254005B0001"), "the refused boot option is this NIC's: {}", refused.matched);
+    assert!(!vm.console().text().contains("load-kernel.cfg"), "GRUB never ran");
+}
+
+/// The signed chain over the lab's network with Secure Boot enforcing: the firmware starts
+/// Microsoft-signed shim as the NBP, shim starts Debian's signed GRUB from beside it, GRUB
+/// runs the protocol's `grub.cfg` and this client's per-MAC `load-kernel` file, and the
+/// Debian-signed kernel boots with Secure Boot on and says so.
+#[tokio::test]
+async fn a_secure_boot_client_boots_shim_signed_grub_and_a_signed_kernel() {
+    let mac = [0x52, 0x54, 0x00, 0x5b, 0x00, 0x03];
+    let host = HostFiles::find().unwrap();
+    let mut lab = Lab::new("a_secure_boot_client_boots_shim_signed_grub_and_a_signed_kernel").unwrap();
+    let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() }).unwrap();
+    let signed = lab.cache().get_or_build(&SignedNetboot { binaries: SignedBinaries::find().unwrap() }).unwrap();
+    let per_host = lab.dir().join("per-host");
+    std::fs::create_dir_all(per_host.join("nixos")).unwrap();
+    let file = "load-kernel-52:54:00:5b:00:03.cfg";
+    std::fs::write(per_host.join("nixos").join(file), load_kernel_cfg(file, true)).unwrap();
+    let roots = vec![per_host, signed.join(SignedNetboot::ROOT), tree.join(PxeTree::ROOT)];
+    lab.start_network(PxeConfig::new(roots)).unwrap();
+    let vm = lab.pxe_client("client", mac, NicModel::VirtioNet, Rom::OvmfNative).unwrap().secure_boot().start().await.unwrap();
+    assert!(vm.secure_boot_state().unwrap().enforcing());
+
+    let net = lab.network();
+    let shim = net.wait_for_tftp_transfer(mac, "nixos/bootx64.efi", 2 * MINUTE).await.unwrap();
+    assert_eq!(shim.bytes, std::fs::metadata(SignedBinaries::SHIM).unwrap().len(), "shim is the NBP");
+    net.wait_for_tftp_transfer(mac, "nixos/grubx64.efi", MINUTE).await.unwrap();
+    net.wait_for_tftp_transfer(mac, "/grub/grub.cfg", MINUTE).await.unwrap();
+    vm.wait_for_console_text("pxelab: signed GRUB, handing over", MINUTE).await.unwrap();
+    net.wait_for_tftp_transfer(mac, &format!("/nixos/{file}"), MINUTE).await.unwrap();
+    vm.wait_for_console_text("EFI stub: UEFI Secure Boot is enabled", 2 * MINUTE).await.unwrap();
+    vm.wait_for_console_text(&format!("pxelab-fixture: booted by {}", regex::escape(file)), 2 * MINUTE).await.unwrap();
+    vm.wait_for_console_text(initramfs::SHELL_MARKER, MINUTE).await.unwrap();
+    assert_eq!(vm.succeed("uname -r").await.unwrap(), host.kernel_version);
+    let said = vm.succeed("dmesg | grep -E 'secureboot: Secure boot enabled|locked down from EFI Secure Boot' | wc -l").await.unwrap();
+    assert_eq!(said.trim(), "2", "the kernel found Secure Boot on and locked itself down");
+}
