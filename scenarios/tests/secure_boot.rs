@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use pxelab::jobs::{self, Hardware, InstallOptions};
 use pxelab::lab::{Lab, PxeConfig};
+use pxelab_scenarios::error_chain;
 use pxelab::vm::{NicModel, Rom};
 use pxelab_fixtures::pxe_tree::load_kernel_cfg;
 use pxelab_fixtures::{initramfs, HostFiles, PxeTree, SignedBinaries, SignedNetboot};
@@ -67,4 +69,21 @@ async fn a_secure_boot_client_boots_shim_signed_grub_and_a_signed_kernel() {
     assert_eq!(vm.succeed("uname -r").await.unwrap(), host.kernel_version);
     let said = vm.succeed("dmesg | grep -E 'secureboot: Secure boot enabled|locked down from EFI Secure Boot' | wc -l").await.unwrap();
     assert_eq!(said.trim(), "2", "the kernel found Secure Boot on and locked itself down");
+}
+
+/// The protocol's install on a machine with Secure Boot on stops where the firmware refuses
+/// the unsigned GRUB, within seconds (not at the stage's 3-minute budget), naming the file
+/// and the reason.
+#[tokio::test]
+async fn an_install_under_secure_boot_stops_at_the_unsigned_grub_naming_it() {
+    let mut lab = Lab::new("an_install_under_secure_boot_stops_at_the_unsigned_grub_naming_it").unwrap();
+    let options = InstallOptions { hardware: Hardware { secure_boot: true, ..Hardware::default() }, ..InstallOptions::default() };
+    let err = match jobs::install(&mut lab, &options).await {
+        Ok(_) => panic!("installed with an unsigned GRUB under Secure Boot"),
+        Err(e) => e,
+    };
+    let text = error_chain(&err);
+    assert_eq!(err.stage, "TFTP: kernel", "the stage after GRUB's download: {text}");
+    assert!(err.elapsed < Duration::from_secs(10), "at once, not at a timeout: {:?}: {text}", err.elapsed);
+    assert!(text.contains("Secure Boot refused the image") && text.contains("(nixos/bootx64.efi): Access Denied"), "{text}");
 }

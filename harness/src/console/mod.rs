@@ -36,6 +36,10 @@ pub const DEFAULT_FAIL_FAST: &[&str] = &[
     r"You are in emergency mode",
     r"Dropping to a shell!",
     r"\(initramfs\) $",
+    // Secure Boot refusals (see `diagnose::secure_boot_refusal`): the firmware refused an image
+    // it loaded, or shim's lock refused the kernel GRUB loaded.
+    r"BdsDxe: failed to load Boot[0-9A-F]{4} .*: Access Denied",
+    r"error: bad shim signature",
 ];
 
 /// How many console lines an error quotes.

@@ -18,7 +18,11 @@ pub struct Diagnosed {
 /// `error` with the known causes `console` shows, if any (else `error` as it is). `config`
 /// reads an installer file (`config`, `config-<mac>`, …) as the client sees it.
 pub fn diagnose(error: Box<dyn std::error::Error + Send + Sync>, console: &str, config: impl Fn(&str) -> Option<String>) -> Box<dyn std::error::Error + Send + Sync> {
-    let causes: Vec<String> = [partition_separator(console), config_precedence(console, &config), address_lost_to_stderr(console)].into_iter().flatten().collect();
+    let causes: Vec<String> =
+        [partition_separator(console), config_precedence(console, &config), address_lost_to_stderr(console), secure_boot_refusal(console)]
+            .into_iter()
+            .flatten()
+            .collect();
     match causes.is_empty() {
         true => error,
         false => Box::new(Diagnosed { causes, source: error }),
@@ -91,6 +95,41 @@ pub fn address_lost_to_stderr(console: &str) -> Option<String> {
     })
 }
 
+/// What Secure Boot refused, from the console: the firmware refusing an image it loaded
+/// (`BdsDxe: failed to load Boot#### "<option>" …: Access Denied`), naming the boot option
+/// and the file the console last said it loaded (the PXE NBP's name, a `Fetching Netboot
+/// Image` of shim's); or shim's lock refusing the kernel GRUB loaded (`bad shim signature`),
+/// naming the kernel the console last said it loaded.
+pub fn secure_boot_refusal(console: &str) -> Option<String> {
+    let firmware = Regex::new(r#"BdsDxe: failed to load (Boot[0-9A-F]{4}) "([^"]*)".*: Access Denied"#).expect("valid pattern");
+    let shim = Regex::new(r"error: bad shim signature").expect("valid pattern");
+    let last = |re: &str, upto: usize| {
+        let re = Regex::new(re).expect("valid pattern");
+        re.captures_iter(&console[..upto]).last().map(|c| c[1].trim().to_owned())
+    };
+    if let Some(c) = firmware.captures(console) {
+        let at = c.get(0).expect("group 0").start();
+        let file = last(r"NBP filename is (\S+)", at).map_or(String::new(), |f| format!(" ({f})"));
+        return Some(format!(
+            "Secure Boot refused the image {} \"{}\" loaded{file}: Access Denied, the firmware's security violation. It is \
+             not signed by a key in the firmware's db, or its hash is in dbx. A GRUB built with grub-mkimage, like the \
+             protocol's bootx64.efi, is signed by no one: serve Microsoft-signed shim as the NBP with a signed GRUB \
+             beside it (README, Secure Boot), or enrol your own key and sign GRUB with it (sbsign)",
+            &c[1], &c[2]
+        ));
+    }
+    let at = shim.find(console)?.start();
+    let kernel = last(r"loading kernel (\S+)", at)
+        .or_else(|| last(r"(?m)^\S*\s*linux\s+(\S+)", at))
+        .map_or(String::new(), |k| format!(" {k}"));
+    Some(format!(
+        "Secure Boot refused the kernel{kernel}: shim's lock found no trusted signature on it (\"bad shim signature\"). \
+         It is unsigned, or signed by a key that is neither in the firmware's db nor enrolled in shim (MOK). \
+         Upstream's kernel and the nixos-shape kernel are unsigned: an installer built from them cannot boot a \
+         machine with Secure Boot on. Sign the kernel (sbsign) with a key the machine trusts"
+    ))
+}
+
 /// Boot entries piling up across reinstalls (reported against Ironic): NVRAM holds more than
 /// one entry for the installed system's loader (a disk partition's file), because the
 /// installer adds one at each activation without removing the one it made before. The
@@ -157,6 +196,25 @@ pub fn http_boot_gave_up(firmware_console: &str, dhcp: &crate::services::dhcp::D
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// The two refusals of issue 32, as the Secure Boot scenarios' consoles print them.
+    #[test]
+    fn secure_boot_refusals_name_the_image_and_the_reason() {
+        let firmware = "  NBP filename is nixos/bootx64.efi\n  NBP filesize is 1048504 Bytes\n\
+                        BdsDxe: loading Boot0001 \"UEFI PXEv4 (MAC:5254005B0001)\" from PciRoot(0x0)\n\
+                        BdsDxe: failed to load Boot0001 \"UEFI PXEv4 (MAC:5254005B0001)\" from PciRoot(0x0)/MAC(5254005B0001,0x1): Access Denied\n";
+        let why = secure_boot_refusal(firmware).unwrap();
+        assert!(why.starts_with("Secure Boot refused the image Boot0001 \"UEFI PXEv4 (MAC:5254005B0001)\" loaded (nixos/bootx64.efi): Access Denied"), "{why}");
+        assert!(why.contains("shim"), "says what fixes it: {why}");
+        let kernel = "load-kernel.cfg: loading kernel (tftp,192.0.2.1)/nixos/bzImage ...\nerror: bad shim signature.\nerror: you need to load the kernel first.\n";
+        let why = secure_boot_refusal(kernel).unwrap();
+        assert!(why.starts_with("Secure Boot refused the kernel (tftp,192.0.2.1)/nixos/bzImage: shim's lock"), "{why}");
+        assert_eq!(secure_boot_refusal("BdsDxe: failed to load Boot0002 \"UEFI HTTPv4\" from x: Not Found\n"), None, "not a refusal");
+        let regexes: Vec<Regex> = crate::console::DEFAULT_FAIL_FAST.iter().map(|p| Regex::new(p).unwrap()).collect();
+        for console in [firmware, kernel] {
+            assert!(regexes.iter().any(|re| re.is_match(console)), "a wait fails fast on it: {console}");
+        }
+    }
 
     #[test]
     fn an_http_boot_that_gave_up_is_named_with_its_cause_in_the_labs_dhcp() {

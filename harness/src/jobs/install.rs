@@ -158,6 +158,7 @@ async fn start_client(lab: &Lab, options: &InstallOptions, artifacts: &ArtifactS
         true => client,
         false => client.from_firmware_snapshot(),
     };
+    let client = if hw.secure_boot { client.secure_boot() } else { client };
     client.start().await
 }
 

@@ -261,14 +261,19 @@ impl<'a> Install<'a> {
         // leaves the wire, so the server cannot always see that last transfer complete. A set
         // without an initrd (upstream's) has that race on the kernel's last block: the
         // kernel's banner then says that GRUB had it all.
+        // A console that fails fast (Secure Boot refusing GRUB, a panic) ends the stage at
+        // once, with its known causes.
         let kernel = async {
             tokio::select! {
                 fetched = net.wait_for_tftp_transfer_after(mac, "nixos/bzImage", after, budget) => fetched.map(|_| false).map_err(|e| self.listed(e)),
-                () = async {
-                    if vm.wait_for_console_text(KERNEL_STARTED, budget).await.is_err() {
-                        std::future::pending::<()>().await;
+                started = async {
+                    match vm.wait_for_console_text(KERNEL_STARTED, budget).await {
+                        Ok(_) => Ok(()),
+                        Err(e @ ConsoleError::FailFast { .. }) => Err(with_known_causes(e, vm)),
+                        Err(_) => std::future::pending().await,
                     }
                 } => {
+                    started?;
                     tracing::info!("the kernel started before its download's last ACK reached the server: GRUB booted right after the last block");
                     Ok(true)
                 }
@@ -307,7 +312,7 @@ impl<'a> Install<'a> {
         let kernel_dhcp = async {
             if !kernel_started {
                 if let Err(e) = vm.wait_for_console_text(KERNEL_STARTED, budget).await {
-                    return Err(e.to_string());
+                    return Err(with_known_causes(e, vm));
                 }
             }
             let why = match net.wait_for_dhcp_lease_after(mac, after_kernel, self.budgets.secs(KERNEL_DHCP_BUDGET)).await {
@@ -325,7 +330,8 @@ impl<'a> Install<'a> {
                     setup = setup => setup,
                     failed = kernel_dhcp => failed,
                 };
-                result.map(drop).map_err(|why| match leased_after(self.lab, mac, after_kernel) || why.contains("no DHCP lease for the kernel") {
+                let refused = crate::diagnose::secure_boot_refusal(&vm.console().text()).is_some();
+                result.map(drop).map_err(|why| match refused || leased_after(self.lab, mac, after_kernel) || why.contains("no DHCP lease for the kernel") {
                     true => why,
                     false => format!("{}\n{why}", no_lease(stage_started.elapsed())),
                 })
@@ -536,6 +542,11 @@ fn tftp_listing(root: &std::path::Path) -> String {
         .unwrap_or_default();
     names.sort();
     format!("the TFTP root {} holds: {}", dir.display(), if names.is_empty() { "nothing".into() } else { names.join(", ") })
+}
+
+/// A console error with the known causes the console shows ([`crate::diagnose::diagnose`]).
+fn with_known_causes(e: ConsoleError, vm: &Vm) -> String {
+    crate::diagnose::diagnose(Box::new(e), &vm.console().text(), |_| None).to_string()
 }
 
 /// The switch's latest drop totals, per port and reason, in port order.

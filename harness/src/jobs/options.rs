@@ -146,11 +146,15 @@ pub struct Hardware {
     #[arg(long, default_value_t = 1, help = "Virtual CPUs")]
     /// Virtual CPUs.
     pub cpus: u32,
+    /// OVMF's Secure Boot build with Microsoft's keys enrolled and Secure Boot on
+    /// ([`crate::vm::VmBuilder::secure_boot`]).
+    #[arg(long, help = "Secure Boot on: OVMF's Secure Boot build with Microsoft's keys (OVMF_CODE_4M.ms.fd + OVMF_VARS_4M.ms.fd); only signed images start")]
+    pub secure_boot: bool,
 }
 
 impl Default for Hardware {
     fn default() -> Self {
-        Hardware { nic: None, disk_bus: DiskBus::Virtio, disk_bytes: 8 << 30, memory_mib: 1024, cpus: 1 }
+        Hardware { nic: None, disk_bus: DiskBus::Virtio, disk_bytes: 8 << 30, memory_mib: 1024, cpus: 1, secure_boot: false }
     }
 }
 
