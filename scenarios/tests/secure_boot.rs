@@ -8,6 +8,8 @@ use pxelab::lab::{Lab, PxeConfig};
 use pxelab_scenarios::error_chain;
 use pxelab::vm::{NicModel, Rom};
 use pxelab_fixtures::pxe_tree::load_kernel_cfg;
+use pxelab::console::ConsoleError;
+use pxelab_fixtures::secure_boot::strip_signatures;
 use pxelab_fixtures::{initramfs, HostFiles, PxeTree, SignedBinaries, SignedNetboot};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x5b, 0x00, 0x01];
@@ -86,4 +88,36 @@ async fn an_install_under_secure_boot_stops_at_the_unsigned_grub_naming_it() {
     assert_eq!(err.stage, "TFTP: kernel", "the stage after GRUB's download: {text}");
     assert!(err.elapsed < Duration::from_secs(10), "at once, not at a timeout: {:?}: {text}", err.elapsed);
     assert!(text.contains("Secure Boot refused the image") && text.contains("(nixos/bootx64.efi): Access Denied"), "{text}");
+}
+
+/// Behind signed shim and GRUB, an unsigned kernel (Debian's with its signature stripped,
+/// as upstream's and the nixos-shape kernel are built) is refused by shim's lock: the wait for
+/// the kernel ends at once, and the known cause names the kernel.
+#[tokio::test]
+async fn shims_lock_refuses_an_unsigned_kernel_naming_it() {
+    let mac = [0x52, 0x54, 0x00, 0x5b, 0x00, 0x04];
+    let host = HostFiles::find().unwrap();
+    let mut lab = Lab::new("shims_lock_refuses_an_unsigned_kernel_naming_it").unwrap();
+    let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() }).unwrap();
+    let signed = lab.cache().get_or_build(&SignedNetboot { binaries: SignedBinaries::find().unwrap() }).unwrap();
+    let unsigned = lab.dir().join("unsigned");
+    std::fs::create_dir_all(unsigned.join("nixos")).unwrap();
+    std::fs::write(unsigned.join("nixos/bzImage"), strip_signatures(&std::fs::read(&host.kernel).unwrap()).unwrap()).unwrap();
+    let file = "load-kernel-52:54:00:5b:00:04.cfg";
+    std::fs::write(unsigned.join("nixos").join(file), load_kernel_cfg(file, true)).unwrap();
+    let roots = vec![unsigned, signed.join(SignedNetboot::ROOT), tree.join(PxeTree::ROOT)];
+    lab.start_network(PxeConfig::new(roots)).unwrap();
+    let vm = lab.pxe_client("client", mac, NicModel::VirtioNet, Rom::OvmfNative).unwrap().secure_boot().start().await.unwrap();
+
+    let net = lab.network();
+    net.wait_for_tftp_transfer(mac, "nixos/grubx64.efi", 2 * MINUTE).await.unwrap();
+    net.wait_for_tftp_transfer(mac, "/nixos/bzImage", 2 * MINUTE).await.unwrap();
+    let fetched = std::time::Instant::now();
+    match vm.wait_for_console_text("Linux version", 2 * MINUTE).await {
+        Err(ConsoleError::FailFast { line, .. }) => assert!(line.contains("bad shim signature"), "{line}"),
+        other => panic!("the unsigned kernel was not refused: {other:?}"),
+    }
+    assert!(fetched.elapsed() < Duration::from_secs(20), "at once: {:?}", fetched.elapsed());
+    let why = pxelab::diagnose::secure_boot_refusal(&vm.console().text()).unwrap();
+    assert!(why.starts_with("Secure Boot refused the kernel (tftp,192.0.2.1)/nixos/bzImage: shim's lock"), "{why}");
 }

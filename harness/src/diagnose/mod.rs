@@ -119,7 +119,7 @@ pub fn secure_boot_refusal(console: &str) -> Option<String> {
         ));
     }
     let at = shim.find(console)?.start();
-    let kernel = last(r"loading kernel (\S+)", at)
+    let kernel = last(r"loading kernel\s+(\S+)", at)
         .or_else(|| last(r"(?m)^\S*\s*linux\s+(\S+)", at))
         .map_or(String::new(), |k| format!(" {k}"));
     Some(format!(
@@ -206,7 +206,8 @@ mod test {
         let why = secure_boot_refusal(firmware).unwrap();
         assert!(why.starts_with("Secure Boot refused the image Boot0001 \"UEFI PXEv4 (MAC:5254005B0001)\" loaded (nixos/bootx64.efi): Access Denied"), "{why}");
         assert!(why.contains("shim"), "says what fixes it: {why}");
-        let kernel = "load-kernel.cfg: loading kernel (tftp,192.0.2.1)/nixos/bzImage ...\nerror: bad shim signature.\nerror: you need to load the kernel first.\n";
+        // GRUB's terminal wraps the line before the path.
+        let kernel = "load-kernel.cfg: loading kernel\n(tftp,192.0.2.1)/nixos/bzImage ...\nerror: bad shim signature.\nerror: you need to load the kernel first.\n";
         let why = secure_boot_refusal(kernel).unwrap();
         assert!(why.starts_with("Secure Boot refused the kernel (tftp,192.0.2.1)/nixos/bzImage: shim's lock"), "{why}");
         assert_eq!(secure_boot_refusal("BdsDxe: failed to load Boot0002 \"UEFI HTTPv4\" from x: Not Found\n"), None, "not a refusal");
