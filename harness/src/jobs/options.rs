@@ -299,6 +299,9 @@ impl Hardware {
         if self.cpus != default.cpus {
             push("cpus", self.cpus.to_string());
         }
+        if self.secure_boot {
+            words.push(flag::<Hardware>("secure_boot"));
+        }
         Some(words)
     }
 }
@@ -419,7 +422,7 @@ mod test {
 
     #[test]
     fn hardware_and_faults_read_back_from_their_own_flags() {
-        let hardware = Hardware { nic: Some(NicModel::E1000e), disk_bus: DiskBus::Nvme, disk_bytes: 20 << 30, memory_mib: 2048, cpus: 2 };
+        let hardware = Hardware { nic: Some(NicModel::E1000e), disk_bus: DiskBus::Nvme, disk_bytes: 20 << 30, memory_mib: 2048, cpus: 2, secure_boot: true };
         let faults = InstallFaults {
             seed: 7,
             impairment: Impairment { loss: 0.05, duplicate: 0.001, ..Impairment::delay(Duration::from_millis(5), Duration::from_millis(2)) },
