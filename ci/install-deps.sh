@@ -4,7 +4,8 @@
 # root (it fetches Debian packages), the compressors the install images use, Nix (the nix
 # provider's test runs the real nix-build), and the Linux 6.1 source with what building it
 # needs (the nixos-shape kernel, built once and cached), Chromium (a test renders a run
-# report in it), and Debian's signed shim and network GRUB (the Secure Boot scenarios). Run as
+# report in it), and Debian's signed shim and network GRUB with sbsign and openssl (the Secure
+# Boot scenarios sign a kernel with a key of their own). Run as
 # root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -12,7 +13,7 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 packages=(qemu-system-x86 ovmf ipxe-qemu ipxe grub-efi-amd64-bin grub-common linux-image-amd64 busybox-static
-          shim-signed grub-efi-amd64-signed
+          shim-signed grub-efi-amd64-signed sbsigntool openssl
           mmdebstrap kmod xz-utils zstd nix-bin chromium
           linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev)
 $sudo apt-get update -qq

@@ -80,6 +80,39 @@ impl std::fmt::Display for KeyDatabase {
     }
 }
 
+/// The bytes of a signature list sequence without the store's padding after it.
+fn lists_len(data: &[u8]) -> usize {
+    let mut at = 0;
+    while data.len() - at >= 28 {
+        let list = u32::from_le_bytes(data[at + 16..at + 20].try_into().expect("4 bytes")) as usize;
+        if list < 28 || list > data.len() - at {
+            break;
+        }
+        at += list;
+    }
+    at
+}
+
+/// Add an X.509 certificate (DER) owned by `owner` to a VARS image's `db`, as a platform
+/// owner's enrolment would: the firmware, and shim, then trust images signed by its key. The
+/// image is edited as the firmware's flash holds it (no firmware may run on it meanwhile), so
+/// no authentication descriptor is needed.
+pub fn enrol_db_certificate(image: &mut [u8], der: &[u8], owner: [u8; 16]) -> Result<(), crate::VarsError> {
+    let variables = crate::parse_variables(image)?;
+    let old = variables.iter().find(|v| v.name == "db" && v.vendor == IMAGE_SECURITY_DATABASE);
+    let mut data = old.map(|v| v.data[..lists_len(&v.data)].to_vec()).unwrap_or_default();
+    let size = 16 + der.len();
+    data.extend(CERT_X509);
+    data.extend(((28 + size) as u32).to_le_bytes());
+    data.extend(0u32.to_le_bytes());
+    data.extend((size as u32).to_le_bytes());
+    data.extend(owner);
+    data.extend(der);
+    // NV + BS + RT + time-based authenticated write access, as the firmware stores db.
+    let attributes = old.map_or(0x27, |v| v.attributes);
+    crate::set_variable(image, &crate::Variable { name: "db".into(), vendor: IMAGE_SECURITY_DATABASE, attributes, data })
+}
+
 /// Secure Boot as a VARS image sets it up (see the module doc).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecureBoot {
@@ -162,6 +195,18 @@ mod test {
         assert_eq!(state.to_string(), "enforcing; KEK: empty; db: 2 certificates; dbx: empty");
         vars[0].data = vec![0];
         assert!(!SecureBoot::of(&vars).enforcing());
+    }
+
+    #[test]
+    fn a_certificate_enrolled_in_db_is_one_more_and_the_rest_stay() {
+        let mut image = std::fs::read("/usr/share/OVMF/OVMF_VARS_4M.ms.fd").unwrap();
+        let before = SecureBoot::of(&crate::parse_variables(&image).unwrap());
+        enrol_db_certificate(&mut image, &[0x30; 700], [7; 16]).unwrap();
+        let after = SecureBoot::of(&crate::parse_variables(&image).unwrap());
+        assert_eq!(after.db.certificates, before.db.certificates + 1, "{after}");
+        assert_eq!((after.platform_key, after.enabled, after.kek, after.dbx), (before.platform_key, before.enabled, before.kek, before.dbx));
+        let db = crate::parse_variables(&image).unwrap().into_iter().find(|v| v.name == "db").unwrap();
+        assert!(db.data.windows(700).any(|w| w == [0x30; 700]), "the certificate itself is there");
     }
 
     /// Debian's `ovmf` package: the plain VARS hold no keys, the `.ms` VARS hold Microsoft's

@@ -121,3 +121,68 @@ async fn shims_lock_refuses_an_unsigned_kernel_naming_it() {
     let why = pxelab::diagnose::secure_boot_refusal(&vm.console().text()).unwrap();
     assert!(why.starts_with("Secure Boot refused the kernel (tftp,192.0.2.1)/nixos/bzImage: shim's lock"), "{why}");
 }
+
+/// A test key of our own (openssl) and Debian's kernel, stripped and signed with it (sbsign),
+/// in `dir`: the kernel's path and the certificate (DER).
+fn kernel_signed_with_our_key(dir: &std::path::Path, host: &HostFiles) -> (std::path::PathBuf, Vec<u8>) {
+    use std::process::Command;
+    std::fs::create_dir_all(dir).unwrap();
+    let (key, cert, der) = (dir.join("db.key"), dir.join("db.crt"), dir.join("db.der"));
+    let run = |command: &mut Command| {
+        let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e} (apt-get install openssl sbsigntool)"));
+        assert!(out.status.success(), "{command:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=pxelab test db key/", "-keyout"]).arg(&key).arg("-out").arg(&cert));
+    run(Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(&cert).arg("-out").arg(&der));
+    let unsigned = dir.join("bzImage.unsigned");
+    std::fs::write(&unsigned, strip_signatures(&std::fs::read(&host.kernel).unwrap()).unwrap()).unwrap();
+    let signed = dir.join("bzImage");
+    run(Command::new("sbsign").arg("--key").arg(&key).arg("--cert").arg(&cert).arg("--output").arg(&signed).arg(&unsigned));
+    (signed, std::fs::read(&der).unwrap())
+}
+
+/// A Secure Boot client whose kernel is signed with our own key, that key enrolled in its db
+/// (`enrol`) or not; returns the VM once GRUB has fetched the kernel.
+async fn boot_our_signed_kernel(name: &str, mac: [u8; 6], enrol: bool) -> (Lab, pxelab::vm::Vm) {
+    let host = HostFiles::find().unwrap();
+    let mut lab = Lab::new(name).unwrap();
+    let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() }).unwrap();
+    let signed = lab.cache().get_or_build(&SignedNetboot { binaries: SignedBinaries::find().unwrap() }).unwrap();
+    let ours = lab.dir().join("ours");
+    let (kernel, der) = kernel_signed_with_our_key(&lab.dir().join("keys"), &host);
+    std::fs::create_dir_all(ours.join("nixos")).unwrap();
+    std::fs::copy(kernel, ours.join("nixos/bzImage")).unwrap();
+    let file = format!("load-kernel-{}.cfg", pxelab::net::Mac::from(mac));
+    std::fs::write(ours.join("nixos").join(&file), load_kernel_cfg(&file, true)).unwrap();
+    lab.start_network(PxeConfig::new(vec![ours, signed.join(SignedNetboot::ROOT), tree.join(PxeTree::ROOT)])).unwrap();
+    let mut client = lab.pxe_client("client", mac, NicModel::VirtioNet, Rom::OvmfNative).unwrap().secure_boot();
+    if enrol {
+        client = client.enrol_db_certificate(der);
+    }
+    let vm = client.start().await.unwrap();
+    let state = vm.secure_boot_state().unwrap();
+    assert!(state.enforcing(), "{state}");
+    assert_eq!(state.db.certificates, if enrol { 3 } else { 2 }, "Microsoft's two, and ours when enrolled: {state}");
+    lab.network().wait_for_tftp_transfer(mac, "/nixos/bzImage", 2 * MINUTE).await.unwrap();
+    (lab, vm)
+}
+
+/// A kernel signed with a key the machine does not trust is refused like an unsigned one.
+#[tokio::test]
+async fn a_kernel_signed_with_a_key_not_enrolled_is_refused() {
+    let (_lab, vm) = boot_our_signed_kernel("a_kernel_signed_with_a_key_not_enrolled_is_refused", [0x52, 0x54, 0x00, 0x5b, 0x00, 0x05], false).await;
+    match vm.wait_for_console_text("Linux version", MINUTE).await {
+        Err(ConsoleError::FailFast { line, .. }) => assert!(line.contains("bad shim signature"), "{line}"),
+        other => panic!("a kernel signed with a key not enrolled was not refused: {other:?}"),
+    }
+}
+
+/// The same kernel boots once its key is enrolled in the client's db from the host.
+#[tokio::test]
+async fn a_kernel_signed_with_a_key_enrolled_from_the_host_boots() {
+    let (_lab, vm) = boot_our_signed_kernel("a_kernel_signed_with_a_key_enrolled_from_the_host_boots", [0x52, 0x54, 0x00, 0x5b, 0x00, 0x06], true).await;
+    vm.wait_for_console_text("EFI stub: UEFI Secure Boot is enabled", MINUTE).await.unwrap();
+    vm.wait_for_console_text(initramfs::SHELL_MARKER, 2 * MINUTE).await.unwrap();
+    let said = vm.succeed("dmesg | grep -c 'secureboot: Secure boot enabled'").await.unwrap();
+    assert_eq!(said.trim(), "1");
+}

@@ -17,6 +17,8 @@ pub struct VmBuilder {
     keep_nvram: bool,
     firmware_snapshot: bool,
     secure_boot: bool,
+    /// DER certificates to add to the fresh NVRAM's `db`.
+    db_certificates: Vec<Vec<u8>>,
     epoch: Option<Instant>,
     keeper: Option<Keeper>,
 }
@@ -38,6 +40,7 @@ impl VmBuilder {
             keep_nvram: false,
             firmware_snapshot: false,
             secure_boot: false,
+            db_certificates: Vec::new(),
             epoch: None,
             keeper: None,
         }
@@ -49,6 +52,15 @@ impl VmBuilder {
     /// shim. [`Vm::secure_boot_state`] reads what its NVRAM sets up.
     pub fn secure_boot(mut self) -> Self {
         self.secure_boot = true;
+        self
+    }
+
+    /// Add an X.509 certificate (DER) to the `db` of the VM's fresh NVRAM before it starts, as
+    /// a platform owner enrols a key of their own: with [`VmBuilder::secure_boot`], images
+    /// signed by its key (`sbsign`) then start, and shim trusts kernels signed by it. Such a VM
+    /// starts its firmware from reset: its NVRAM is not the template's a snapshot keeps.
+    pub fn enrol_db_certificate(mut self, der: Vec<u8>) -> Self {
+        self.db_certificates.push(der);
         self
     }
 
@@ -71,6 +83,7 @@ impl VmBuilder {
     fn snapshot_machine(&self, accel: Accel) -> Option<String> {
         let fresh = self.firmware_snapshot
             && !self.keep_nvram
+            && self.db_certificates.is_empty()
             && self.disks.iter().any(|(_, _, bootindex)| *bootindex == Some(1))
             && self.nics.iter().all(|nic| matches!(nic.cable, Cable::Switch(_)));
         if !fresh {
@@ -160,6 +173,21 @@ impl VmBuilder {
         self
     }
 
+    /// Enrol the builder's certificates in a fresh NVRAM.
+    fn enrol(&self, vars: &VarStore) -> Result<(), VmError> {
+        if self.db_certificates.is_empty() {
+            return Ok(());
+        }
+        let what = || format!("cannot enrol a certificate in {}'s db ({})", self.name, vars.path.display());
+        let mut image = std::fs::read(&vars.path).map_err(io(what()))?;
+        for der in &self.db_certificates {
+            // The owner GUID is only a label: pxelab's.
+            pxelab_ovmf::enrol_db_certificate(&mut image, der, *b"pxelab-owner-key")
+                .map_err(|e| VmError::Io { what: what(), source: std::io::Error::other(e.to_string()) })?;
+        }
+        std::fs::write(&vars.path, image).map_err(io(what()))
+    }
+
     /// What a started and a hand-started VM share: a console port that exists, the VM's
     /// directory, the firmware and the accelerator.
     async fn machine(&self) -> Result<(Firmware, Accel), VmError> {
@@ -189,6 +217,7 @@ impl VmBuilder {
         }
         let (firmware, accel) = self.machine().await?;
         let vars = firmware.new_var_store(&self.dir.join("OVMF_VARS.fd"))?;
+        self.enrol(&vars)?;
         let mut disks = Vec::new();
         for (i, (disk, bus, bootindex)) in self.disks.into_iter().enumerate() {
             let (path, format) = make_disk(&self.dir, i, disk).await?;
@@ -236,7 +265,11 @@ impl VmBuilder {
                 VarStore { path: vars_path }
             }
             None if self.keep_nvram && vars_path.is_file() => VarStore { path: vars_path },
-            None => firmware.new_var_store(&vars_path)?,
+            None => {
+                let vars = firmware.new_var_store(&vars_path)?;
+                self.enrol(&vars)?;
+                vars
+            }
         };
         let mut relaunch = Relaunch {
             name: self.name.clone(),
