@@ -10,7 +10,7 @@ use pxelab::vm::{NicModel, Rom};
 use pxelab_fixtures::pxe_tree::load_kernel_cfg;
 use pxelab::console::ConsoleError;
 use pxelab_fixtures::secure_boot::strip_signatures;
-use pxelab_fixtures::{initramfs, HostFiles, PxeTree, SignedBinaries, SignedNetboot};
+use pxelab_fixtures::{initramfs, HostFiles, NixosShapeKernel, PxeTree, SignedBinaries, SignedNetboot};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x5b, 0x00, 0x01];
 const MINUTE: Duration = Duration::from_secs(60);
@@ -122,9 +122,9 @@ async fn shims_lock_refuses_an_unsigned_kernel_naming_it() {
     assert!(why.starts_with("Secure Boot refused the kernel (tftp,192.0.2.1)/nixos/bzImage: shim's lock"), "{why}");
 }
 
-/// A test key of our own (openssl) and Debian's kernel, stripped and signed with it (sbsign),
-/// in `dir`: the kernel's path and the certificate (DER).
-fn kernel_signed_with_our_key(dir: &std::path::Path, host: &HostFiles) -> (std::path::PathBuf, Vec<u8>) {
+/// A test key of our own (openssl) and `kernel`, stripped of any signature and signed with
+/// it (sbsign), in `dir`: the signed kernel's path and the certificate (DER).
+fn kernel_signed_with_our_key(dir: &std::path::Path, kernel: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
     use std::process::Command;
     std::fs::create_dir_all(dir).unwrap();
     let (key, cert, der) = (dir.join("db.key"), dir.join("db.crt"), dir.join("db.der"));
@@ -135,21 +135,23 @@ fn kernel_signed_with_our_key(dir: &std::path::Path, host: &HostFiles) -> (std::
     run(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=pxelab test db key/", "-keyout"]).arg(&key).arg("-out").arg(&cert));
     run(Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(&cert).arg("-out").arg(&der));
     let unsigned = dir.join("bzImage.unsigned");
-    std::fs::write(&unsigned, strip_signatures(&std::fs::read(&host.kernel).unwrap()).unwrap()).unwrap();
+    std::fs::write(&unsigned, strip_signatures(&std::fs::read(kernel).unwrap()).unwrap()).unwrap();
     let signed = dir.join("bzImage");
     run(Command::new("sbsign").arg("--key").arg(&key).arg("--cert").arg(&cert).arg("--output").arg(&signed).arg(&unsigned));
     (signed, std::fs::read(&der).unwrap())
 }
 
-/// A Secure Boot client whose kernel is signed with our own key, that key enrolled in its db
-/// (`enrol`) or not; returns the VM once GRUB has fetched the kernel.
-async fn boot_our_signed_kernel(name: &str, mac: [u8; 6], enrol: bool) -> (Lab, pxelab::vm::Vm) {
+/// A Secure Boot client whose kernel (`kernel`, or the host's) is signed with our own key,
+/// that key enrolled in its db (`enrol`) or not; returns the VM once GRUB has fetched the
+/// kernel.
+async fn boot_our_signed_kernel(name: &str, mac: [u8; 6], enrol: bool, kernel: Option<fn(&Lab) -> std::path::PathBuf>) -> (Lab, pxelab::vm::Vm) {
     let host = HostFiles::find().unwrap();
     let mut lab = Lab::new(name).unwrap();
+    let kernel = kernel.map_or(host.kernel.clone(), |k| k(&lab));
     let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() }).unwrap();
     let signed = lab.cache().get_or_build(&SignedNetboot { binaries: SignedBinaries::find().unwrap() }).unwrap();
     let ours = lab.dir().join("ours");
-    let (kernel, der) = kernel_signed_with_our_key(&lab.dir().join("keys"), &host);
+    let (kernel, der) = kernel_signed_with_our_key(&lab.dir().join("keys"), &kernel);
     std::fs::create_dir_all(ours.join("nixos")).unwrap();
     std::fs::copy(kernel, ours.join("nixos/bzImage")).unwrap();
     let file = format!("load-kernel-{}.cfg", pxelab::net::Mac::from(mac));
@@ -170,7 +172,7 @@ async fn boot_our_signed_kernel(name: &str, mac: [u8; 6], enrol: bool) -> (Lab, 
 /// A kernel signed with a key the machine does not trust is refused like an unsigned one.
 #[tokio::test]
 async fn a_kernel_signed_with_a_key_not_enrolled_is_refused() {
-    let (_lab, vm) = boot_our_signed_kernel("a_kernel_signed_with_a_key_not_enrolled_is_refused", [0x52, 0x54, 0x00, 0x5b, 0x00, 0x05], false).await;
+    let (_lab, vm) = boot_our_signed_kernel("a_kernel_signed_with_a_key_not_enrolled_is_refused", [0x52, 0x54, 0x00, 0x5b, 0x00, 0x05], false, None).await;
     match vm.wait_for_console_text("Linux version", MINUTE).await {
         Err(ConsoleError::FailFast { line, .. }) => assert!(line.contains("bad shim signature"), "{line}"),
         other => panic!("a kernel signed with a key not enrolled was not refused: {other:?}"),
@@ -180,9 +182,20 @@ async fn a_kernel_signed_with_a_key_not_enrolled_is_refused() {
 /// The same kernel boots once its key is enrolled in the client's db from the host.
 #[tokio::test]
 async fn a_kernel_signed_with_a_key_enrolled_from_the_host_boots() {
-    let (_lab, vm) = boot_our_signed_kernel("a_kernel_signed_with_a_key_enrolled_from_the_host_boots", [0x52, 0x54, 0x00, 0x5b, 0x00, 0x06], true).await;
+    let (_lab, vm) = boot_our_signed_kernel("a_kernel_signed_with_a_key_enrolled_from_the_host_boots", [0x52, 0x54, 0x00, 0x5b, 0x00, 0x06], true, None).await;
     vm.wait_for_console_text("EFI stub: UEFI Secure Boot is enabled", MINUTE).await.unwrap();
     vm.wait_for_console_text(initramfs::SHELL_MARKER, 2 * MINUTE).await.unwrap();
     let said = vm.succeed("dmesg | grep -c 'secureboot: Secure boot enabled'").await.unwrap();
     assert_eq!(said.trim(), "1");
+}
+
+/// The nixos-shape kernel (upstream's configuration, unsigned as upstream's is), signed with
+/// a test key enrolled in the client's db, starts with Secure Boot on.
+#[tokio::test]
+async fn the_nixos_shape_kernel_signed_with_an_enrolled_test_key_boots() {
+    let nixos_shape = |lab: &Lab| lab.cache().get_or_build(&NixosShapeKernel::find().unwrap()).unwrap().join(NixosShapeKernel::IMAGE);
+    let (_lab, vm) = boot_our_signed_kernel("the_nixos_shape_kernel_signed_with_an_enrolled_test_key_boots", [0x52, 0x54, 0x00, 0x5b, 0x00, 0x07], true, Some(nixos_shape)).await;
+    vm.wait_for_console_text("EFI stub: UEFI Secure Boot is enabled", MINUTE).await.unwrap();
+    vm.wait_for_console_text("Linux version", MINUTE).await.unwrap();
+    vm.wait_for_console_text("secureboot: Secure boot enabled", MINUTE).await.unwrap();
 }

@@ -159,7 +159,21 @@ async fn start_client(lab: &Lab, options: &InstallOptions, artifacts: &ArtifactS
         false => client.from_firmware_snapshot(),
     };
     let client = if hw.secure_boot { client.secure_boot() } else { client };
+    let client = match &hw.enrol_db_certificate {
+        Some(path) => client.enrol_db_certificate(certificate_der(path)?),
+        None => client,
+    };
     client.start().await
+}
+
+/// A certificate file's DER bytes: the file itself, or the first PEM block in it.
+fn certificate_der(path: &std::path::Path) -> Result<Vec<u8>, VmError> {
+    let bad = |why: String| VmError::Io { what: format!("cannot read the certificate to enrol, {}", path.display()), source: std::io::Error::other(why) };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let Some(pem) = std::str::from_utf8(&bytes).ok().filter(|t| t.contains("-----BEGIN")) else { return Ok(bytes) };
+    let body: String = pem.lines().skip_while(|l| !l.starts_with("-----BEGIN")).skip(1).take_while(|l| !l.starts_with("-----END")).collect();
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(body.trim()).map_err(|e| bad(format!("not PEM: {e}")))
 }
 
 /// The installed client installs again over its own disk, as an operator reinstalls a
@@ -265,6 +279,22 @@ fn check_disk(bytes: u64) -> Result<(), String> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn a_certificate_to_enrol_is_read_as_der_or_from_its_pem_block() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let der = vec![0x30, 0x82, 0x01, 0x0a, 0xff, 0x00];
+        std::fs::write(dir.path().join("db.der"), &der).unwrap();
+        let pem = format!("subject=/CN=x\n-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", base64::engine::general_purpose::STANDARD.encode(&der));
+        std::fs::write(dir.path().join("db.pem"), pem).unwrap();
+        assert_eq!(certificate_der(&dir.path().join("db.der")).unwrap(), der);
+        assert_eq!(certificate_der(&dir.path().join("db.pem")).unwrap(), der);
+        std::fs::write(dir.path().join("bad.pem"), "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n").unwrap();
+        let err = certificate_der(&dir.path().join("bad.pem")).unwrap_err().to_string();
+        assert!(err.contains("bad.pem"), "{err}");
+        assert!(certificate_der(&dir.path().join("missing.der")).is_err());
+    }
 
     #[test]
     fn a_disk_too_small_for_the_layout_is_refused() {

@@ -150,11 +150,16 @@ pub struct Hardware {
     /// ([`crate::vm::VmBuilder::secure_boot`]).
     #[arg(long, help = "Secure Boot on: OVMF's Secure Boot build with Microsoft's keys (OVMF_CODE_4M.ms.fd + OVMF_VARS_4M.ms.fd); only signed images start")]
     pub secure_boot: bool,
+    /// An X.509 certificate (DER or PEM) to enrol in the client's db
+    /// ([`crate::vm::VmBuilder::enrol_db_certificate`]): kernels and loaders signed with its
+    /// key start.
+    #[arg(long, value_name = "CERT", requires = "secure_boot", help = "Enrol this X.509 certificate (DER or PEM) in the Secure Boot client's db: what its key signed (sbsign) starts")]
+    pub enrol_db_certificate: Option<std::path::PathBuf>,
 }
 
 impl Default for Hardware {
     fn default() -> Self {
-        Hardware { nic: None, disk_bus: DiskBus::Virtio, disk_bytes: 8 << 30, memory_mib: 1024, cpus: 1, secure_boot: false }
+        Hardware { nic: None, disk_bus: DiskBus::Virtio, disk_bytes: 8 << 30, memory_mib: 1024, cpus: 1, secure_boot: false, enrol_db_certificate: None }
     }
 }
 
@@ -299,6 +304,9 @@ impl Hardware {
         if self.cpus != default.cpus {
             push("cpus", self.cpus.to_string());
         }
+        if let Some(cert) = &self.enrol_db_certificate {
+            push("enrol_db_certificate", cert.display().to_string());
+        }
         if self.secure_boot {
             words.push(flag::<Hardware>("secure_boot"));
         }
@@ -422,7 +430,7 @@ mod test {
 
     #[test]
     fn hardware_and_faults_read_back_from_their_own_flags() {
-        let hardware = Hardware { nic: Some(NicModel::E1000e), disk_bus: DiskBus::Nvme, disk_bytes: 20 << 30, memory_mib: 2048, cpus: 2, secure_boot: true };
+        let hardware = Hardware { nic: Some(NicModel::E1000e), disk_bus: DiskBus::Nvme, disk_bytes: 20 << 30, memory_mib: 2048, cpus: 2, secure_boot: true, enrol_db_certificate: Some("/keys/db.der".into()) };
         let faults = InstallFaults {
             seed: 7,
             impairment: Impairment { loss: 0.05, duplicate: 0.001, ..Impairment::delay(Duration::from_millis(5), Duration::from_millis(2)) },
