@@ -15,6 +15,30 @@ use pxelab_fixtures::{initramfs, HostFiles, NixosShapeKernel, PxeTree, SignedBin
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x5b, 0x00, 0x01];
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// The per-MAC `load-kernel` file of the protocol for `mac`.
+fn per_mac_file(mac: [u8; 6]) -> String {
+    format!("load-kernel-{}.cfg", pxelab::net::Mac::from(mac))
+}
+
+/// `lab` serving the signed chain ([`SignedNetboot`]) over the protocol's tree, under a layer
+/// with `mac`'s per-MAC `load-kernel` file (the signed GRUB has no `eval`, so this skips the
+/// host-name step's error) and, when given, `kernel` as `nixos/bzImage`; returns the client's
+/// builder, Secure Boot on.
+fn signed_chain(lab: &mut Lab, mac: [u8; 6], kernel: Option<Vec<u8>>) -> pxelab::vm::VmBuilder {
+    let host = HostFiles::find().unwrap();
+    let tree = lab.cache().get_or_build(&PxeTree { host }).unwrap();
+    let signed = lab.cache().get_or_build(&SignedNetboot { binaries: SignedBinaries::find().unwrap() }).unwrap();
+    let top = lab.dir().join("top");
+    std::fs::create_dir_all(top.join("nixos")).unwrap();
+    let file = per_mac_file(mac);
+    std::fs::write(top.join("nixos").join(&file), load_kernel_cfg(&file, true)).unwrap();
+    if let Some(kernel) = kernel {
+        std::fs::write(top.join("nixos/bzImage"), kernel).unwrap();
+    }
+    lab.start_network(PxeConfig::new(vec![top, signed.join(SignedNetboot::ROOT), tree.join(PxeTree::ROOT)])).unwrap();
+    lab.pxe_client("client", mac, NicModel::VirtioNet, Rom::OvmfNative).unwrap().secure_boot()
+}
+
 /// The protocol's GRUB is built with `grub-mkimage` and signed by no one: a Secure Boot
 /// client fetches it as its NBP and its firmware refuses to start it.
 #[tokio::test]
@@ -47,15 +71,10 @@ async fn a_secure_boot_client_boots_shim_signed_grub_and_a_signed_kernel() {
     let mac = [0x52, 0x54, 0x00, 0x5b, 0x00, 0x03];
     let host = HostFiles::find().unwrap();
     let mut lab = Lab::new("a_secure_boot_client_boots_shim_signed_grub_and_a_signed_kernel").unwrap();
-    let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() }).unwrap();
-    let signed = lab.cache().get_or_build(&SignedNetboot { binaries: SignedBinaries::find().unwrap() }).unwrap();
-    let per_host = lab.dir().join("per-host");
-    std::fs::create_dir_all(per_host.join("nixos")).unwrap();
-    let file = "load-kernel-52:54:00:5b:00:03.cfg";
-    std::fs::write(per_host.join("nixos").join(file), load_kernel_cfg(file, true)).unwrap();
-    let roots = vec![per_host, signed.join(SignedNetboot::ROOT), tree.join(PxeTree::ROOT)];
-    lab.start_network(PxeConfig::new(roots)).unwrap();
-    let vm = lab.pxe_client("client", mac, NicModel::VirtioNet, Rom::OvmfNative).unwrap().secure_boot().start().await.unwrap();
+    let client = signed_chain(&mut lab, mac, None);
+    let file = per_mac_file(mac);
+    let file = file.as_str();
+    let vm = client.start().await.unwrap();
     assert!(vm.secure_boot_state().unwrap().enforcing());
 
     let net = lab.network();
@@ -97,17 +116,10 @@ async fn an_install_under_secure_boot_stops_at_the_unsigned_grub_naming_it() {
 async fn shims_lock_refuses_an_unsigned_kernel_naming_it() {
     let mac = [0x52, 0x54, 0x00, 0x5b, 0x00, 0x04];
     let host = HostFiles::find().unwrap();
+    let unsigned = strip_signatures(&std::fs::read(&host.kernel).unwrap()).unwrap();
     let mut lab = Lab::new("shims_lock_refuses_an_unsigned_kernel_naming_it").unwrap();
-    let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() }).unwrap();
-    let signed = lab.cache().get_or_build(&SignedNetboot { binaries: SignedBinaries::find().unwrap() }).unwrap();
-    let unsigned = lab.dir().join("unsigned");
-    std::fs::create_dir_all(unsigned.join("nixos")).unwrap();
-    std::fs::write(unsigned.join("nixos/bzImage"), strip_signatures(&std::fs::read(&host.kernel).unwrap()).unwrap()).unwrap();
-    let file = "load-kernel-52:54:00:5b:00:04.cfg";
-    std::fs::write(unsigned.join("nixos").join(file), load_kernel_cfg(file, true)).unwrap();
-    let roots = vec![unsigned, signed.join(SignedNetboot::ROOT), tree.join(PxeTree::ROOT)];
-    lab.start_network(PxeConfig::new(roots)).unwrap();
-    let vm = lab.pxe_client("client", mac, NicModel::VirtioNet, Rom::OvmfNative).unwrap().secure_boot().start().await.unwrap();
+    let client = signed_chain(&mut lab, mac, Some(unsigned));
+    let vm = client.start().await.unwrap();
 
     let net = lab.network();
     net.wait_for_tftp_transfer(mac, "nixos/grubx64.efi", 2 * MINUTE).await.unwrap();
@@ -148,16 +160,8 @@ async fn boot_our_signed_kernel(name: &str, mac: [u8; 6], enrol: bool, kernel: O
     let host = HostFiles::find().unwrap();
     let mut lab = Lab::new(name).unwrap();
     let kernel = kernel.map_or(host.kernel.clone(), |k| k(&lab));
-    let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() }).unwrap();
-    let signed = lab.cache().get_or_build(&SignedNetboot { binaries: SignedBinaries::find().unwrap() }).unwrap();
-    let ours = lab.dir().join("ours");
     let (kernel, der) = kernel_signed_with_our_key(&lab.dir().join("keys"), &kernel);
-    std::fs::create_dir_all(ours.join("nixos")).unwrap();
-    std::fs::copy(kernel, ours.join("nixos/bzImage")).unwrap();
-    let file = format!("load-kernel-{}.cfg", pxelab::net::Mac::from(mac));
-    std::fs::write(ours.join("nixos").join(&file), load_kernel_cfg(&file, true)).unwrap();
-    lab.start_network(PxeConfig::new(vec![ours, signed.join(SignedNetboot::ROOT), tree.join(PxeTree::ROOT)])).unwrap();
-    let mut client = lab.pxe_client("client", mac, NicModel::VirtioNet, Rom::OvmfNative).unwrap().secure_boot();
+    let mut client = signed_chain(&mut lab, mac, Some(std::fs::read(kernel).unwrap()));
     if enrol {
         client = client.enrol_db_certificate(der);
     }
