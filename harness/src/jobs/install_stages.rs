@@ -330,8 +330,8 @@ impl<'a> Install<'a> {
                     setup = setup => setup,
                     failed = kernel_dhcp => failed,
                 };
-                let refused = crate::diagnose::secure_boot_refusal(&vm.console().text()).is_some();
-                result.map(drop).map_err(|why| match refused || leased_after(self.lab, mac, after_kernel) || why.contains("no DHCP lease for the kernel") {
+                let refused = || crate::diagnose::secure_boot_refusal(&vm.console().text()).is_some();
+                result.map(drop).map_err(|why| match refused() || leased_after(self.lab, mac, after_kernel) || why.contains("no DHCP lease for the kernel") {
                     true => why,
                     false => format!("{}\n{why}", no_lease(stage_started.elapsed())),
                 })
