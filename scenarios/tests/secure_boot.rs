@@ -15,14 +15,16 @@ use pxelab_fixtures::{initramfs, HostFiles, NixosShapeKernel, PxeTree, SignedBin
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x5b, 0x00, 0x01];
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// The per-MAC `load-kernel` file of the protocol for `mac`.
-fn per_mac_file(mac: [u8; 6]) -> String {
-    format!("load-kernel-{}.cfg", pxelab::net::Mac::from(mac))
-}
+/// The client's host name, declared to the lab's DHCP.
+const HOST: &str = "secure-client";
+
+/// The protocol's per-host-name `load-kernel` file of [`HOST`].
+const HOST_FILE: &str = "load-kernel-secure-client.cfg";
 
 /// `lab` serving the signed chain ([`SignedNetboot`]) over the protocol's tree, under a layer
-/// with `mac`'s per-MAC `load-kernel` file (the signed GRUB has no `eval`, so this skips the
-/// host-name step's error) and, when given, `kernel` as `nixos/bzImage`; returns the client's
+/// with the per-host-name `load-kernel` file of `mac`, declared as [`HOST`] (the signed GRUB
+/// has no `eval`: the file is found through [`pxelab_fixtures::secure_boot::GRUB_CFG`]'s
+/// stand-in for it) and, when given, `kernel` as `nixos/bzImage`; returns the client's
 /// builder, Secure Boot on.
 fn signed_chain(lab: &mut Lab, mac: [u8; 6], kernel: Option<Vec<u8>>) -> pxelab::vm::VmBuilder {
     let host = HostFiles::find().unwrap();
@@ -30,12 +32,12 @@ fn signed_chain(lab: &mut Lab, mac: [u8; 6], kernel: Option<Vec<u8>>) -> pxelab:
     let signed = lab.cache().get_or_build(&SignedNetboot { binaries: SignedBinaries::find().unwrap() }).unwrap();
     let top = lab.dir().join("top");
     std::fs::create_dir_all(top.join("nixos")).unwrap();
-    let file = per_mac_file(mac);
-    std::fs::write(top.join("nixos").join(&file), load_kernel_cfg(&file, true)).unwrap();
+    std::fs::write(top.join("nixos").join(HOST_FILE), load_kernel_cfg(HOST_FILE, true)).unwrap();
     if let Some(kernel) = kernel {
         std::fs::write(top.join("nixos/bzImage"), kernel).unwrap();
     }
-    lab.start_network(PxeConfig::new(vec![top, signed.join(SignedNetboot::ROOT), tree.join(PxeTree::ROOT)])).unwrap();
+    let config = PxeConfig::new(vec![top, signed.join(SignedNetboot::ROOT), tree.join(PxeTree::ROOT)]).host(mac, "192.0.2.10".parse().unwrap(), HOST);
+    lab.start_network(config).unwrap();
     lab.pxe_client("client", mac, NicModel::VirtioNet, Rom::OvmfNative).unwrap().secure_boot()
 }
 
@@ -64,16 +66,16 @@ async fn secure_boot_refuses_an_unsigned_grub_as_the_nbp() {
 
 /// The signed chain over the lab's network with Secure Boot enforcing: the firmware starts
 /// Microsoft-signed shim as the NBP, shim starts Debian's signed GRUB from beside it, GRUB
-/// runs the protocol's `grub.cfg` and this client's per-MAC `load-kernel` file, and the
-/// Debian-signed kernel boots with Secure Boot on and says so.
+/// runs the protocol's `grub.cfg` and this client's per-host-name `load-kernel` file (without
+/// an error: `eval`'s stand-in), and the Debian-signed kernel boots with Secure Boot on and
+/// says so.
 #[tokio::test]
 async fn a_secure_boot_client_boots_shim_signed_grub_and_a_signed_kernel() {
     let mac = [0x52, 0x54, 0x00, 0x5b, 0x00, 0x03];
     let host = HostFiles::find().unwrap();
     let mut lab = Lab::new("a_secure_boot_client_boots_shim_signed_grub_and_a_signed_kernel").unwrap();
     let client = signed_chain(&mut lab, mac, None);
-    let file = per_mac_file(mac);
-    let file = file.as_str();
+    let file = HOST_FILE;
     let vm = client.start().await.unwrap();
     assert!(vm.secure_boot_state().unwrap().enforcing());
 
@@ -90,6 +92,7 @@ async fn a_secure_boot_client_boots_shim_signed_grub_and_a_signed_kernel() {
     assert_eq!(vm.succeed("uname -r").await.unwrap(), host.kernel_version);
     let said = vm.succeed("dmesg | grep -E 'secureboot: Secure boot enabled|locked down from EFI Secure Boot' | wc -l").await.unwrap();
     assert_eq!(said.trim(), "2", "the kernel found Secure Boot on and locked itself down");
+    assert!(!vm.console().text().contains("error:"), "GRUB ran the protocol's chain without an error");
 }
 
 /// The protocol's install on a machine with Secure Boot on stops where the firmware refuses
@@ -202,4 +205,42 @@ async fn the_nixos_shape_kernel_signed_with_an_enrolled_test_key_boots() {
     vm.wait_for_console_text("EFI stub: UEFI Secure Boot is enabled", MINUTE).await.unwrap();
     vm.wait_for_console_text("Linux version", MINUTE).await.unwrap();
     vm.wait_for_console_text("secureboot: Secure boot enabled", MINUTE).await.unwrap();
+}
+
+/// The whole install on a Secure Boot client, over the signed chain: shim, Debian's signed
+/// network GRUB and kernel from the lab's network, the installer's run, then the installed
+/// system from its disk, started by an NVRAM entry that names shim, through Debian's signed
+/// GRUB on the ESP and the signed kernel, with Secure Boot enforcing throughout.
+#[tokio::test]
+async fn an_install_under_secure_boot_boots_shim_and_signed_grub_from_its_disk() {
+    let mut lab = Lab::new("an_install_under_secure_boot_boots_shim_and_signed_grub_from_its_disk").unwrap();
+    let install = jobs::INSTALL_SECURE_BOOT.install(&mut lab, InstallOptions::default(), None).await;
+    let (report, vm) = install.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    println!("{}", report.stages.table());
+    let mac = jobs::INSTALL_CLIENT.0;
+
+    assert!(report.facts.secure_boot.starts_with("enforcing;"), "{}", report.facts.secure_boot);
+    let shim = lab.network().wait_for_tftp_transfer(mac, "nixos/bootx64.efi", Duration::ZERO).await.unwrap();
+    assert_eq!(shim.bytes, std::fs::metadata(SignedBinaries::SHIM).unwrap().len(), "shim was the NBP");
+    assert_eq!(report.facts.network_boot_after_reboot, 0, "the disk booted, not the network");
+    let entries = vm.var_store().boot_entries().unwrap();
+    let first = entries.first().expect("a BootOrder");
+    assert_eq!(first.path, "HD(1,GPT)/\\EFI\\pxelab\\shimx64.efi", "the installed entry starts shim: {}", report.facts.first_boot_entry);
+    assert!(report.facts.firmware_booted.contains(&first.description), "{} booted", report.facts.firmware_booted);
+
+    vm.succeed("mount /dev/vda1 /mnt").await.unwrap();
+    let esp = |file: &str| format!("md5sum /mnt/EFI/pxelab/{file} | cut -d' ' -f1");
+    let host_md5 = |path: &str| {
+        let out = std::process::Command::new("md5sum").arg(path).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
+    };
+    assert_eq!(vm.succeed(&esp("shimx64.efi")).await.unwrap(), host_md5(SignedBinaries::SHIM), "the ESP's shim is Debian's signed one");
+    assert_eq!(vm.succeed(&esp("grubx64.efi")).await.unwrap(), host_md5(SignedBinaries::DISK_GRUB), "the ESP's GRUB is Debian's signed one");
+    // The installed system's own boot: the kernel was verified through shim and found Secure
+    // Boot on (the fixture's kernel logs it; what a system logs is its own).
+    let said = vm.succeed("dmesg | grep -E 'secureboot: Secure boot enabled|locked down from EFI Secure Boot' | wc -l").await.unwrap();
+    assert_eq!(said.trim(), "2", "the installed kernel found Secure Boot on and locked itself down");
+    let booted = vm.console().text();
+    let from_disk = &booted[booted.rfind("pxelab-fixture: booting the installed system").expect("the ESP's grub.cfg ran")..];
+    assert!(from_disk.contains("EFI stub: UEFI Secure Boot is enabled"), "the installed kernel's EFI stub saw Secure Boot");
 }

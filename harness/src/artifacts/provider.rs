@@ -12,7 +12,7 @@ use std::process::Command;
 
 use pxelab_fixtures::{
     Compression, FixtureError, HostFiles, Input, InstallImage, InstallerRoot, NetbootShape, NixosShapeImage, NixosShapeInstaller, NixosShapeKernel, PxeTree,
-    Recipe, SerialConsole, ServiceStack,
+    Recipe, SerialConsole, ServiceStack, SignedBinaries, SignedNetboot,
 };
 
 use super::{Cache, CacheError, InstalledSystem, SystemFileError, DHCP_HOSTNAME};
@@ -44,6 +44,11 @@ pub enum Provider {
     /// with no `pxelab.toml`, taken as a user's directory is; the image may add a service stack,
     /// and the console may be on another serial port and speed (then named in a `pxelab.toml`).
     NixosShape { services: Option<ServiceStack>, console: SerialConsole },
+    /// The busybox fixture signed for Secure Boot, from Debian's signed binaries: shim as the
+    /// NBP, the signed network GRUB beside it ([`SignedNetboot`]), the host's Debian-signed
+    /// kernel, and an image whose ESP boots shim and Debian's signed GRUB
+    /// ([`InstallImage::signed`]).
+    SignedFixture,
     /// The `netboot-shape` flavour, built here: netboot.nix's outputs (`bzImage`, an
     /// `initrd` holding the whole system, `netboot.ipxe`), whose system installs the fixture
     /// image onto the disk.
@@ -111,9 +116,29 @@ impl Provider {
                 let host = HostFiles::find()?;
                 let tree = cache.get_or_build(&PxeTree { host: host.clone() })?;
                 let root = cache.get_or_build(&InstallerRoot { host: host.clone() })?;
-                let image = cache.get_or_build(&InstallImage { host, compression: *compression })?;
+                let image = cache.get_or_build(&InstallImage { host, compression: *compression, signed: None })?;
                 Ok(ArtifactSet {
                     tftp_root: tree.join(PxeTree::ROOT),
+                    nfs_layers: vec![image.join(InstallImage::LAYER), root.join(InstallerRoot::ROOT)],
+                    system: InstalledSystem::read(&image.join(InstallImage::SYSTEM))?,
+                    netboot: None,
+                })
+            }
+            Provider::SignedFixture => {
+                let host = HostFiles::find()?;
+                let binaries = SignedBinaries::find()?;
+                let tree = cache.get_or_build(&PxeTree { host: host.clone() })?.join(PxeTree::ROOT);
+                let signed = cache.get_or_build(&SignedNetboot { binaries: binaries.clone() })?.join(SignedNetboot::ROOT);
+                let root = cache.get_or_build(&InstallerRoot { host: host.clone() })?;
+                let image = cache.get_or_build(&InstallImage { host, compression: Compression::Gzip, signed: Some(binaries) })?;
+                // The protocol's tree with shim as its NBP, the signed GRUB beside it and
+                // that GRUB's configuration at its built-in prefix.
+                let mut entries = vec![("nixos".to_owned(), Source::Tree(tree.join("nixos")))];
+                for file in ["nixos/bootx64.efi", "nixos/grubx64.efi", "grub/grub.cfg"] {
+                    entries.push((file.to_owned(), Source::File(signed.join(file))));
+                }
+                Ok(ArtifactSet {
+                    tftp_root: staged(cache, "signed-boot-loader", entries)?,
                     nfs_layers: vec![image.join(InstallImage::LAYER), root.join(InstallerRoot::ROOT)],
                     system: InstalledSystem::read(&image.join(InstallImage::SYSTEM))?,
                     netboot: None,
@@ -122,7 +147,7 @@ impl Provider {
             Provider::NetbootShape => {
                 let host = HostFiles::find()?;
                 let installer_root = cache.get_or_build(&InstallerRoot { host: host.clone() })?;
-                let image = cache.get_or_build(&InstallImage { host: host.clone(), compression: Compression::Gzip })?;
+                let image = cache.get_or_build(&InstallImage { host: host.clone(), compression: Compression::Gzip, signed: None })?;
                 let built = cache.get_or_build(&NetbootShape { host, installer_root, image })?;
                 Ok(ArtifactSet {
                     tftp_root: built.join(NetbootShape::DIR),

@@ -27,6 +27,10 @@ pub struct InstallFacts {
     pub firmware_booted: String,
     /// The first entry of the NVRAM's BootOrder: `Boot#### description path`.
     pub first_boot_entry: String,
+    /// The firmware's Secure Boot state, read from the NVRAM after the install
+    /// ([`pxelab_ovmf::SecureBoot`]): `enforcing; KEK: …; db: …; dbx: …` on a Secure Boot
+    /// client.
+    pub secure_boot: String,
     /// Firmware DHCP and TFTP requests of the client after the installer's reboot.
     pub network_boot_after_reboot: usize,
     /// DHCP requests of the client after the installer's reboot.
@@ -49,6 +53,7 @@ impl InstallFacts {
             ("LABEL=nixos", self.label_nixos.clone()),
             ("firmware booted", self.firmware_booted.clone()),
             ("first boot entry", self.first_boot_entry.clone()),
+            ("Secure Boot", self.secure_boot.clone()),
             ("network boot requests after the reboot", self.network_boot_after_reboot.to_string()),
             ("DHCP requests after the reboot", self.dhcp_after_reboot.to_string()),
             ("frames the switch dropped", drops(&self.switch_drops)),

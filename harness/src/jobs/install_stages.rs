@@ -107,6 +107,7 @@ impl<'a> Install<'a> {
             label_nixos: String::new(),
             firmware_booted: format!("{} {}", group(0), group(1)),
             first_boot_entry: String::new(),
+            secure_boot: String::new(),
             network_boot_after_reboot: self.lab.network().network_boot_requests_after(self.mac, reboot),
             dhcp_after_reboot: dhcp_events_after(self.lab, self.mac, reboot.seq),
             switch_drops: switch_drops(self.lab),
@@ -451,6 +452,7 @@ impl<'a> Install<'a> {
             return Err(SystemError::Check(piled));
         }
         let first_boot_entry = entries.first().map(|o| format!("Boot{:04X} {} {}", o.number, o.description, o.path)).unwrap_or_default();
+        let secure_boot = vm.secure_boot_state()?.to_string();
         let root_fs = vm.succeed(ROOT_DEVICE).await?;
         let label_nixos = vm.succeed("findfs LABEL=nixos").await?;
         let image_version = vm.succeed(&self.artifacts.system.version_command).await?;
@@ -479,7 +481,7 @@ impl<'a> Install<'a> {
             FirmwareStart::Saved(s) => format!("power-on, saving the snapshot {}", s.state().display()),
             FirmwareStart::Restored(s) => format!("the snapshot {}", s.state().display()),
         };
-        Ok(InstallFacts { firmware_start, image_version, hostname, modes, root_fs, label_nixos, first_boot_entry, ..facts })
+        Ok(InstallFacts { firmware_start, image_version, hostname, modes, root_fs, label_nixos, first_boot_entry, secure_boot, ..facts })
     }
 }
 

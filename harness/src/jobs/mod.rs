@@ -46,7 +46,7 @@ pub use error::{BenchError, InputError, SystemError};
 pub use facts::{Facts, InstallFacts, InstallReport, Report, UefiBootFacts};
 pub use install::{install, install_default, install_together, reinstall, reinstall_by, NetworkTurn, NFS_EXPORT};
 pub use options::{ArtifactArgs, Client, Hardware, InstallFaults, InstallOptions, INSTALL_CLIENT};
-pub use registry::{scenario, Scenario, ScenarioError, INSTALL_DEFAULT, INSTALL_NETBOOT_SHAPE, INSTALL_NIXOS_SHAPE, INSTALL_NVME, SCENARIOS, UEFI_BOOT};
+pub use registry::{scenario, Scenario, ScenarioError, INSTALL_DEFAULT, INSTALL_NETBOOT_SHAPE, INSTALL_NIXOS_SHAPE, INSTALL_NVME, INSTALL_SECURE_BOOT, SCENARIOS, UEFI_BOOT};
 pub use serve::{serve, HandClient};
 pub use stage::{Budgets, Stage};
 pub use uefi_boot::uefi_boot;

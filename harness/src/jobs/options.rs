@@ -359,6 +359,7 @@ impl InstallOptions {
         let scenario = match &self.provider {
             p if *p == Provider::nixos_shape() => &super::INSTALL_NIXOS_SHAPE,
             Provider::NetbootShape => &super::INSTALL_NETBOOT_SHAPE,
+            Provider::SignedFixture => &super::INSTALL_SECURE_BOOT,
             _ => &super::INSTALL_DEFAULT,
         };
         self.repro_command_for(scenario, installer_dir)
@@ -382,7 +383,7 @@ impl InstallOptions {
                     words.push(format!("{} {}", flag::<ArtifactArgs>("compression"), value(compression)));
                 }
             }
-            (_, Provider::NixosShape { .. } | Provider::NetbootShape) => return None,
+            (_, Provider::NixosShape { .. } | Provider::NetbootShape | Provider::SignedFixture) => return None,
             (_, Provider::Dir(dir)) => words.push(artifact("artifacts", dir)),
             (_, Provider::Nix { installer, image }) => words.extend([artifact("nix_installer", installer), artifact("nix_image", image)]),
         }

@@ -95,6 +95,14 @@ pub const INSTALL_NETBOOT_SHAPE: Scenario = Scenario {
     runs: Runs::Install { artifacts: Artifacts::Own(|| Provider::NetbootShape), adapt: |options| options },
 };
 
+/// The install on a Secure Boot client (OVMF's Secure Boot build, Microsoft's keys
+/// enrolled, enforcing) from the fixture signed for it.
+pub const INSTALL_SECURE_BOOT: Scenario = Scenario {
+    name: "install-secure-boot",
+    about: "The same install with Secure Boot enforcing: shim, Debian's signed GRUB and kernel over the network, then shim and signed GRUB from the installed ESP",
+    runs: Runs::Install { artifacts: Artifacts::Own(|| Provider::SignedFixture), adapt: secure_boot },
+};
+
 /// OVMF → GRUB → the Debian kernel → a busybox shell, from the UEFI disk fixture.
 pub const UEFI_BOOT: Scenario = Scenario {
     name: "uefi-boot",
@@ -103,10 +111,14 @@ pub const UEFI_BOOT: Scenario = Scenario {
 };
 
 /// Every runnable scenario.
-pub const SCENARIOS: &[Scenario] = &[INSTALL_DEFAULT, INSTALL_NVME, INSTALL_NIXOS_SHAPE, INSTALL_NETBOOT_SHAPE, UEFI_BOOT];
+pub const SCENARIOS: &[Scenario] = &[INSTALL_DEFAULT, INSTALL_NVME, INSTALL_NIXOS_SHAPE, INSTALL_NETBOOT_SHAPE, INSTALL_SECURE_BOOT, UEFI_BOOT];
 
 fn names() -> String {
     SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+}
+
+fn secure_boot(options: InstallOptions) -> InstallOptions {
+    InstallOptions { hardware: super::Hardware { secure_boot: true, ..options.hardware.clone() }, ..options }
 }
 
 fn nvme(options: InstallOptions) -> InstallOptions {
