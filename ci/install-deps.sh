@@ -5,15 +5,15 @@
 # provider's test runs the real nix-build), and the Linux 6.1 source with what building it
 # needs (the nixos-shape kernel, built once and cached), Chromium (a test renders a run
 # report in it), and Debian's signed shim and network GRUB with sbsign and openssl (the Secure
-# Boot scenarios sign a kernel with a key of their own). Run as
-# root.
+# Boot scenarios sign a kernel with a key of their own), and systemd-boot (the netboot-shape
+# flavour's installed system boots it). Run as root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 packages=(qemu-system-x86 ovmf ipxe-qemu ipxe grub-efi-amd64-bin grub-common linux-image-amd64 busybox-static
-          shim-signed grub-efi-amd64-signed sbsigntool openssl
+          shim-signed grub-efi-amd64-signed sbsigntool openssl systemd-boot-efi
           mmdebstrap kmod xz-utils zstd nix-bin chromium
           linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev)
 $sudo apt-get update -qq

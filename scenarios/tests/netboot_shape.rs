@@ -45,6 +45,13 @@ async fn netboot_shape_installs_over_ipxe_and_http_without_nfs() {
     assert_eq!(facts.hostname, hostname, "{facts:?}");
     assert_eq!(facts.network_boot_after_reboot, 0, "the disk booted: {facts:?}");
     assert!(!vm.succeed("cat /proc/cmdline").await.unwrap().contains("init=/nix/store/"), "the installed system, not the netboot one");
+    // systemd-boot, as netboot.nix's systems install it: its NVRAM entry started it from the
+    // ESP, and it booted its Boot Loader Specification entry.
+    assert_eq!(facts.first_boot_entry.split_whitespace().skip(1).collect::<Vec<_>>().join(" "), "Linux Boot Manager HD(1,GPT)/\\EFI\\systemd\\systemd-bootx64.efi", "{facts:?}");
+    assert!(facts.firmware_booted.ends_with("Linux Boot Manager"), "{facts:?}");
+    vm.succeed("mount /dev/vda1 /mnt").await.unwrap();
+    assert_eq!(vm.succeed("cat /mnt/loader/entries/pxelab.conf | grep ^linux").await.unwrap(), "linux /EFI/pxelab/vmlinuz");
+    assert!(vm.succeed("cat /proc/cmdline").await.unwrap().contains("root=LABEL=nixos"), "the entry's options");
 }
 
 /// A user's directory in netboot.nix's layout, linked to the flavour's files; then `edit`.

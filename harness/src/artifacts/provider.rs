@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pxelab_fixtures::{
-    Compression, FixtureError, HostFiles, Input, InstallImage, InstallerRoot, NetbootShape, NixosShapeImage, NixosShapeInstaller, NixosShapeKernel, PxeTree,
+    BootLoader, Compression, FixtureError, HostFiles, Input, InstallImage, InstallerRoot, NetbootShape, NixosShapeImage, NixosShapeInstaller, NixosShapeKernel, PxeTree,
     Recipe, SerialConsole, ServiceStack, SignedBinaries, SignedNetboot,
 };
 
@@ -47,7 +47,7 @@ pub enum Provider {
     /// The busybox fixture signed for Secure Boot, from Debian's signed binaries: shim as the
     /// NBP, the signed network GRUB beside it ([`SignedNetboot`]), the host's Debian-signed
     /// kernel, and an image whose ESP boots shim and Debian's signed GRUB
-    /// ([`InstallImage::signed`]).
+    /// ([`BootLoader::SignedGrub`]).
     SignedFixture,
     /// The `netboot-shape` flavour, built here: netboot.nix's outputs (`bzImage`, an
     /// `initrd` holding the whole system, `netboot.ipxe`), whose system installs the fixture
@@ -116,7 +116,7 @@ impl Provider {
                 let host = HostFiles::find()?;
                 let tree = cache.get_or_build(&PxeTree { host: host.clone() })?;
                 let root = cache.get_or_build(&InstallerRoot { host: host.clone() })?;
-                let image = cache.get_or_build(&InstallImage { host, compression: *compression, signed: None })?;
+                let image = cache.get_or_build(&InstallImage { host, compression: *compression, loader: BootLoader::Grub })?;
                 Ok(ArtifactSet {
                     tftp_root: tree.join(PxeTree::ROOT),
                     nfs_layers: vec![image.join(InstallImage::LAYER), root.join(InstallerRoot::ROOT)],
@@ -130,7 +130,7 @@ impl Provider {
                 let tree = cache.get_or_build(&PxeTree { host: host.clone() })?.join(PxeTree::ROOT);
                 let signed = cache.get_or_build(&SignedNetboot { binaries: binaries.clone() })?.join(SignedNetboot::ROOT);
                 let root = cache.get_or_build(&InstallerRoot { host: host.clone() })?;
-                let image = cache.get_or_build(&InstallImage { host, compression: Compression::Gzip, signed: Some(binaries) })?;
+                let image = cache.get_or_build(&InstallImage { host, compression: Compression::Gzip, loader: BootLoader::SignedGrub(binaries) })?;
                 // The protocol's tree with shim as its NBP, the signed GRUB beside it and
                 // that GRUB's configuration at its built-in prefix.
                 let mut entries = vec![("nixos".to_owned(), Source::Tree(tree.join("nixos")))];
@@ -147,7 +147,7 @@ impl Provider {
             Provider::NetbootShape => {
                 let host = HostFiles::find()?;
                 let installer_root = cache.get_or_build(&InstallerRoot { host: host.clone() })?;
-                let image = cache.get_or_build(&InstallImage { host: host.clone(), compression: Compression::Gzip, signed: None })?;
+                let image = cache.get_or_build(&InstallImage { host: host.clone(), compression: Compression::Gzip, loader: BootLoader::systemd_boot()? })?;
                 let built = cache.get_or_build(&NetbootShape { host, installer_root, image })?;
                 Ok(ArtifactSet {
                     tftp_root: built.join(NetbootShape::DIR),
