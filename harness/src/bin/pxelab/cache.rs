@@ -140,8 +140,12 @@ pub fn doctor(runtime: &tokio::runtime::Runtime) -> ExitCode {
         Err(why) => println!("skip  Secure Boot firmware (optional): {why}"),
     }
     match pxelab_fixtures::SignedBinaries::find() {
-        Ok(b) => println!("ok    signed shim and network GRUB: {}, {}", b.shim.display(), b.grub.display()),
-        Err(why) => println!("skip  signed shim and network GRUB (optional): {why}"),
+        Ok(b) => println!("ok    signed shim and GRUB: {}, {}, {}", b.shim.display(), b.grub.display(), b.disk_grub.display()),
+        Err(why) => println!("skip  signed shim and GRUB (optional: Secure Boot scenarios): {why}"),
+    }
+    match pxelab_fixtures::BootLoader::systemd_boot() {
+        Ok(_) => println!("ok    systemd-boot: {}", pxelab_fixtures::install::SYSTEMD_BOOT_EFI),
+        Err(why) => println!("skip  systemd-boot (optional: the netboot-shape flavour): {why}"),
     }
     // Optional: only `pxelab bench nfs` compares with it.
     match pxelab::jobs::nfs_peer::NfsPeer::available() {
