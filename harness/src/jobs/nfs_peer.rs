@@ -81,7 +81,7 @@ impl NfsPeer {
     /// Whether this machine can run the peer, and if not, why.
     pub fn available() -> Result<(), NfsPeerError> {
         for program in ["ganesha.nfsd", "rpcbind", "unshare"] {
-            if !on_path(program) {
+            if crate::vm::on_path(program).is_none() {
                 return Err(NfsPeerError::Missing { program });
             }
         }
@@ -236,10 +236,6 @@ async fn connect_inside(pid: u32, port: u16) -> std::io::Result<tokio::net::TcpS
     });
     let stream = receive.await.map_err(|_| std::io::Error::other("the namespace thread ended"))??;
     tokio::net::TcpStream::from_std(stream)
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
 }
 
 fn tail(log: &Path) -> String {

@@ -19,6 +19,11 @@ pub use qmp::{Qmp, QmpError, QmpEvent};
 pub use snapshot::{FirmwareStart, Snapshot, SnapshotError};
 pub use verbs::shell_quote;
 
+/// Where `program` is on `PATH`, as a shell finds it.
+pub fn on_path(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file()))
+}
+
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;

@@ -63,8 +63,7 @@ impl Snapshot {
         let mut hash = Sha256::new();
         hash.update(b"saved at the firmware's first output\n");
         hash.update(machine.as_bytes());
-        let qemu = std::env::var_os("PATH")
-            .and_then(|path| std::env::split_paths(&path).map(|d| d.join("qemu-system-x86_64")).find(|p| p.is_file()));
+        let qemu = super::on_path("qemu-system-x86_64");
         for file in qemu.iter().map(PathBuf::as_path).chain(files.iter().copied()) {
             // A file's identity: its path, size and modification time (a package update changes them).
             let meta = std::fs::metadata(file).ok();
