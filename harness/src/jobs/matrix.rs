@@ -95,7 +95,7 @@ impl CellScenario {
 pub struct ArtifactSetSpec {
     /// The set's name (in cell names and tables).
     pub name: String,
-    /// A fixture flavour: `busybox` or `nixos-shape`.
+    /// A fixture flavour: `busybox`, `nixos-shape` or `netboot-shape`.
     pub flavour: Option<String>,
     /// A directory of the user's artifacts.
     pub dir: Option<PathBuf>,
@@ -193,7 +193,8 @@ impl ArtifactSetSpec {
             (Some(f), None, None, None) => match f.as_str() {
                 "busybox" => Ok(Provider::Fixture { compression: Compression::Gzip }),
                 "nixos-shape" => Ok(Provider::nixos_shape()),
-                other => Err(invalid(&format!("no flavour {other:?} (busybox, nixos-shape)"))),
+                "netboot-shape" => Ok(Provider::NetbootShape),
+                other => Err(invalid(&format!("no flavour {other:?} (busybox, nixos-shape, netboot-shape)"))),
             },
             (None, Some(dir), None, None) => Ok(Provider::Dir(dir.clone())),
             (None, None, Some(installer), Some(image)) => Ok(Provider::Nix { installer: installer.clone(), image: image.clone() }),
