@@ -447,12 +447,14 @@ impl<'a> Install<'a> {
     /// `check the system`: the facts read from the installed system, into `facts`; `/` and
     /// `/tmp` must have the protocol's modes.
     async fn check_the_system(&self, vm: &Vm, facts: InstallFacts) -> Result<InstallFacts, SystemError> {
-        let entries = vm.var_store().boot_entries()?;
+        // One read of the NVRAM for both the boot entries and the Secure Boot state.
+        let variables = pxelab_ovmf::read_variables(&vm.var_store().path)?;
+        let entries = pxelab_ovmf::boot_entries(&variables);
         if let Some(piled) = crate::diagnose::piled_boot_entries(&entries) {
             return Err(SystemError::Check(piled));
         }
         let first_boot_entry = entries.first().map(|o| format!("Boot{:04X} {} {}", o.number, o.description, o.path)).unwrap_or_default();
-        let secure_boot = vm.secure_boot_state()?.to_string();
+        let secure_boot = pxelab_ovmf::SecureBoot::of(&variables).to_string();
         let root_fs = vm.succeed(ROOT_DEVICE).await?;
         let label_nixos = vm.succeed("findfs LABEL=nixos").await?;
         let image_version = vm.succeed(&self.artifacts.system.version_command).await?;
