@@ -18,6 +18,8 @@ pub mod probe;
 pub mod segment;
 
 pub mod switch;
+#[cfg(test)]
+mod tcp_recovery;
 pub mod wire;
 
 pub use mac::Mac;
