@@ -3,7 +3,8 @@
 //! `BootNext` in the powered-off machine's NVRAM. The NVRAM is then read from the host: the
 //! fixture's installer replaces its entry, so three reinstalls leave one; with its
 //! `pxelab-pile-boot-entries` switch it adds one at each activation, and the check of the
-//! installed system names the duplicates.
+//! installed system names the duplicates. The first install is a cached one
+//! ([`InstallOptions::cached_install`]): what is tested is the reinstalls.
 
 use pxelab::jobs::{self, InstallOptions, NetworkTurn};
 use pxelab::lab::Lab;
@@ -18,7 +19,7 @@ fn os_entries(vm: &pxelab::vm::Vm) -> Vec<String> {
 #[tokio::test]
 async fn three_reinstalls_leave_one_boot_entry() {
     let mut lab = Lab::new("three_reinstalls_leave_one_boot_entry").unwrap();
-    let options = InstallOptions::default();
+    let options = InstallOptions { cached_install: true, ..InstallOptions::default() };
     let (_, mut vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     assert_eq!(os_entries(&vm).len(), 1, "{:?}", os_entries(&vm));
     for round in 1..=3 {
@@ -37,7 +38,7 @@ async fn three_reinstalls_leave_one_boot_entry() {
 #[tokio::test]
 async fn an_installer_that_piles_up_boot_entries_is_named() {
     let mut lab = Lab::new("an_installer_that_piles_up_boot_entries_is_named").unwrap();
-    let options = InstallOptions { installer_files: vec![("pxelab-pile-boot-entries".into(), String::new())], ..InstallOptions::default() };
+    let options = InstallOptions { installer_files: vec![("pxelab-pile-boot-entries".into(), String::new())], cached_install: true, ..InstallOptions::default() };
     let (_, vm) = jobs::install(&mut lab, &options).await.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     let first = os_entries(&vm);
     assert_eq!(first.len(), 1, "{first:?}");

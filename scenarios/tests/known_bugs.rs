@@ -58,7 +58,8 @@ async fn a_generic_config_read_last_overriding_a_per_host_one_is_diagnosed() {
 /// check of the installed system. (Fixed: every other install, which checks the same.)
 #[tokio::test]
 async fn root_and_tmp_modes_left_from_the_image_are_caught() {
-    let options = InstallOptions { installer_files: vec![("pxelab-keep-image-modes".into(), String::new())], ..InstallOptions::default() };
+    // What is checked is the disk the installer left: a cached install's will do.
+    let options = InstallOptions { installer_files: vec![("pxelab-keep-image-modes".into(), String::new())], cached_install: true, ..InstallOptions::default() };
     let (err, text) = fails("root_and_tmp_modes_left_from_the_image_are_caught", options).await;
     assert_eq!(err.stage, "check the system", "{text}");
     assert!(text.contains("/ and /tmp have modes 700 755, where the protocol has 755 and 1777"), "{text}");
@@ -127,6 +128,8 @@ async fn a_unit_that_failed_before_journald_is_diagnosed_from_the_console() {
     let options = InstallOptions {
         provider: Provider::NixosShape { services: None, console: SerialConsole::UPSTREAM },
         installer_files: vec![("pxelab-bad-sysctl".into(), String::new())],
+        // A check of the installed system's boot: the cached install's disk will do.
+        cached_install: true,
         ..InstallOptions::default()
     };
     let (err, text) = fails("a_unit_that_failed_before_journald_is_diagnosed_from_the_console", options).await;

@@ -1,7 +1,10 @@
 //! The installed system's services (install protocol §4): the `nixos-shape` image with a
 //! TeslaMate-like stack, checked with the NixOS driver's verbs from inside the guest and from
 //! the lab host over the virtual network; and TeslaMate's first-boot race (issue #5028),
-//! which the harness names with the failed unit's journal.
+//! which the harness names with the failed unit's journal. They check the installed system,
+//! not its install: each starts from the installed disk an earlier identical install left in
+//! the cache at its reboot ([`InstallOptions::cached_install`]), so its boot is still the
+//! system's first.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -18,7 +21,8 @@ use pxelab_scenarios::error_chain;
 const MINUTE: Duration = Duration::from_secs(60);
 
 fn stack(ordered: bool) -> InstallOptions {
-    InstallOptions { provider: Provider::NixosShape { services: Some(ServiceStack { ordered }), console: SerialConsole::UPSTREAM }, ..InstallOptions::default() }
+    let provider = Provider::NixosShape { services: Some(ServiceStack { ordered }), console: SerialConsole::UPSTREAM };
+    InstallOptions { provider, cached_install: true, ..InstallOptions::default() }
 }
 
 #[tokio::test]

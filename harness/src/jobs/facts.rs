@@ -9,6 +9,9 @@ use crate::lab::Stages;
 pub struct InstallFacts {
     /// Where the firmware started: power-on, or a snapshot (saved or restored).
     pub firmware_start: String,
+    /// Where the installed system came from: this run's install, or a cached one's disk
+    /// ([`super::InstallOptions::cached_install`]).
+    pub installed_by: String,
     /// The installed system's version (its `version_command`).
     pub image_version: String,
     /// The installed system's host name (from DHCP).
@@ -44,6 +47,7 @@ impl InstallFacts {
     pub fn rows(&self) -> Vec<(&'static str, String)> {
         vec![
             ("firmware started from", self.firmware_start.clone()),
+            ("installed by", self.installed_by.clone()),
             ("image version", self.image_version.clone()),
             ("hostname", self.hostname.clone()),
             ("modes of / and /tmp", self.modes.clone()),

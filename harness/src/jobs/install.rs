@@ -6,7 +6,8 @@ use crate::artifacts::ArtifactSet;
 use crate::lab::{Lab, PxeConfig, StageError, Stages};
 use crate::vm::{Disk, Vm, VmError};
 
-use super::install_stages::Install;
+use super::install_stages::{Cached, Install};
+use super::installed::CachedInstall;
 use super::{Client, InputError, InstallOptions, InstallReport, Stage, SystemError};
 use super::error::StartError;
 
@@ -40,13 +41,44 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Install
         }
     }
     let (artifacts, config) = prepare(lab, &mut stages, std::slice::from_ref(options)).await?;
+    let entry = match options.cached_install && options.configure_lab.is_none() {
+        true => Some(cached_install(lab, &artifacts, options).await?),
+        false => None,
+    };
+    // Held while this install makes the entry: another process that wants it waits, then starts from it.
+    let lock = match &entry {
+        Some(entry) => Some(entry.lock().await.map_err(|e| StageError::before(Stage::StartNetworkAndQemu, e))?),
+        None => None,
+    };
+    let restored = entry.as_ref().filter(|entry| entry.exists());
+    if let Some(entry) = restored {
+        crate::artifacts::mark_used(entry.dir()); // so `pxelab cache prune` keeps what is used
+    }
+    let start = if restored.is_some() { Stage::StartCachedInstall } else { Stage::StartNetworkAndQemu };
     let vm = stages
-        .run(Stage::StartNetworkAndQemu, async {
+        .run(start, async {
             lab.start_network(config)?;
-            Ok::<_, StartError>(start_client(lab, options, &artifacts).await?)
+            Ok::<_, StartError>(start_client(lab, options, &artifacts, restored).await?)
         })
         .await?;
-    network_install(lab, vm, stages, &artifacts, options, 0).await
+    let cached = match (&entry, restored) {
+        (Some(entry), Some(_)) => {
+            drop(lock); // the entry is only read from now on
+            Cached::Restored(entry)
+        }
+        (Some(entry), None) => Cached::Save(entry),
+        (None, _) => Cached::No,
+    };
+    network_install(lab, vm, stages, &artifacts, options, 0, cached).await
+}
+
+/// The cache entry of `options`' installed disk ([`InstallOptions::cached_install`]); its key
+/// hashes any artifact directory outside the cache, off the async runtime.
+async fn cached_install(lab: &Lab, artifacts: &ArtifactSet, options: &InstallOptions) -> Result<CachedInstall, StageError> {
+    let (root, artifacts, options) = (lab.cache().root().to_owned(), artifacts.clone(), options.clone());
+    let entry = tokio::task::spawn_blocking(move || CachedInstall::of(&root, &artifacts, &options));
+    let entry = entry.await.map_err(std::io::Error::other).and_then(|r| r);
+    entry.map_err(|e| StageError::before(Stage::StartNetworkAndQemu, format!("cannot find the cached install's key: {e}")))
 }
 
 /// Several clients install at once on one lab network, each as [`install`]'s client with its
@@ -62,8 +94,8 @@ pub async fn install_together(lab: &mut Lab, installs: &[InstallOptions]) -> Res
         let artifacts = &artifacts;
         async move {
             let mut stages = lab.stages_for(&options.client.vm);
-            let vm = stages.run(Stage::StartQemu, start_client(lab, options, artifacts)).await?;
-            network_install(lab, vm, stages, artifacts, options, 0).await
+            let vm = stages.run(Stage::StartQemu, start_client(lab, options, artifacts, None)).await?;
+            network_install(lab, vm, stages, artifacts, options, 0, Cached::No).await
         }
     });
     Ok(futures::future::join_all(each).await)
@@ -133,8 +165,9 @@ fn netboot_config(lab: &Lab, artifacts: &ArtifactSet, script: &str) -> Result<Px
     Ok(config)
 }
 
-/// Start `options`' client with a blank disk, its NIC on the lab's network, its faults set.
-async fn start_client(lab: &Lab, options: &InstallOptions, artifacts: &ArtifactSet) -> Result<Vm, VmError> {
+/// Start `options`' client with a blank disk, or on a cached install's disk and NVRAM, its
+/// NIC on the lab's network, its faults set.
+async fn start_client(lab: &Lab, options: &InstallOptions, artifacts: &ArtifactSet, installed: Option<&CachedInstall>) -> Result<Vm, VmError> {
     let Client { vm, mac, .. } = &options.client;
     let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
     let plugged = lab.pxe_client(vm, *mac, nic, nic.pxe_rom());
@@ -149,16 +182,21 @@ async fn start_client(lab: &Lab, options: &InstallOptions, artifacts: &ArtifactS
         lab.network().set_mtu(*mac, usize::from(mtu));
     }
     let hw = &options.hardware;
-    let client = client
-        .memory_mib(hw.memory_mib)
-        .cpus(hw.cpus)
-        .console_unit(artifacts.system.console.unit)
-        .disk_on(hw.disk_bus, Disk::Blank { bytes: hw.disk_bytes }, Some(1));
+    let client = client.memory_mib(hw.memory_mib).cpus(hw.cpus).console_unit(artifacts.system.console.unit);
+    let client = if hw.secure_boot { client.secure_boot() } else { client };
+    if let Some(entry) = installed {
+        // The installer's NVRAM (its boot entry), copied: the cached one is never written.
+        let nvram = lab.dir().join(vm).join("OVMF_VARS.fd");
+        let copied = std::fs::create_dir_all(lab.dir().join(vm)).and_then(|()| std::fs::copy(entry.nvram(), &nvram));
+        copied.map_err(|source| VmError::Io { what: format!("cannot copy the cached install's NVRAM {}", entry.nvram().display()), source })?;
+        let disk = Disk::Overlay { base: entry.disk(), format: crate::vm::DiskFormat::Qcow2 };
+        return client.disk_on(hw.disk_bus, disk, Some(1)).keep_nvram().start().await;
+    }
+    let client = client.disk_on(hw.disk_bus, Disk::Blank { bytes: hw.disk_bytes }, Some(1));
     let client = match options.cold_firmware {
         true => client,
         false => client.from_firmware_snapshot(),
     };
-    let client = if hw.secure_boot { client.secure_boot() } else { client };
     let client = match &hw.enrol_db_certificate {
         Some(path) => client.enrol_db_certificate(certificate_der(path)?),
         None => client,
@@ -221,7 +259,7 @@ pub async fn reinstall_by(lab: &Lab, vm: Vm, options: &InstallOptions, turn: Net
             Ok(vm)
         })
         .await?;
-    network_install(lab, vm, stages, &artifacts, options, after).await
+    network_install(lab, vm, stages, &artifacts, options, after, Cached::No).await
 }
 
 /// From a client's power-on or reboot into PXE to its login on the installed system: the
@@ -234,8 +272,9 @@ async fn network_install(
     artifacts: &ArtifactSet,
     options: &InstallOptions,
     after: usize,
+    cached: Cached<'_>,
 ) -> Result<(InstallReport, Vm), StageError> {
-    let install = Install::new(lab, &vm, artifacts, options, after);
+    let install = Install::new(lab, &vm, artifacts, options, after).cached(cached);
     // A failed stage says whether the host let the guest run (flake triage).
     let (pid, budgets) = (vm.pid(), install.budgets());
     stages.watch(

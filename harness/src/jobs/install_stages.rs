@@ -11,10 +11,11 @@ use crate::artifacts::ArtifactSet;
 use crate::console::{banner, ConsoleError};
 use crate::lab::{from_port, lease_for, EventWaitError, Lab, Logged, Server, StageError, Stages};
 use crate::services::ServiceEvent;
-use crate::vm::{FirmwareStart, NicModel, Vm};
+use crate::vm::{FirmwareStart, NicModel, QmpEvent, Vm};
 
 use super::stage::KERNEL_DHCP_BUDGET;
 use crate::artifacts::ipxe::Via;
+use super::installed::CachedInstall;
 use super::{Budgets, InstallFacts, InstallOptions, Stage, SystemError};
 
 /// GRUB's menu countdown, at which the install presses Enter (see
@@ -50,13 +51,30 @@ pub(super) struct Install<'a> {
     nic: NicModel,
     /// The lab's events count from the first `after` (a reinstall's from its reboot).
     after: usize,
+    cached: Cached<'a>,
+}
+
+/// An install's part in the cache of installed disks ([`InstallOptions::cached_install`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Cached<'a> {
+    /// Not cached: the install runs and nothing is kept.
+    No,
+    /// The install runs, and its disk and NVRAM go into this entry at its reboot.
+    Save(&'a CachedInstall),
+    /// The client starts on this entry's disk: only the installed system's stages run.
+    Restored(&'a CachedInstall),
 }
 
 impl<'a> Install<'a> {
     pub(super) fn new(lab: &'a Lab, vm: &Vm, artifacts: &'a ArtifactSet, options: &'a InstallOptions, after: usize) -> Self {
         let budgets = Budgets::new(vm.accel(), &options.faults);
         let nic = options.hardware.nic.unwrap_or(artifacts.system.nic);
-        Install { lab, artifacts, options, budgets, mac: options.client.mac, nic, after }
+        Install { lab, artifacts, options, budgets, mac: options.client.mac, nic, after, cached: Cached::No }
+    }
+
+    /// The install's part in the cache of installed disks.
+    pub(super) fn cached(self, cached: Cached<'a>) -> Self {
+        Install { cached, ..self }
     }
 
     /// The stages' budgets.
@@ -77,20 +95,16 @@ impl<'a> Install<'a> {
     pub(super) async fn run(&self, vm: &mut Vm, stages: &mut Stages) -> Result<InstallFacts, StageError> {
         // A hostile neighbour for as long as the install runs.
         let _flood = self.options.faults.flood.map(|rate| self.lab.network().start_flood(self.options.faults.seed, rate, self.mac));
-        stages.run(Stage::FirmwareDhcp, self.firmware_dhcp(vm)).await?;
-        match &self.artifacts.netboot {
-            None => {
-                stages.run(Stage::TftpGrub, self.tftp_grub(vm)).await?;
-                let kernel_started = self.tftp_kernel(vm, stages).await?;
-                self.kernel_nfs_root(vm, stages, kernel_started).await?;
-            }
-            Some(script) => self.netboot(vm, stages, script).await?,
-        }
-        for step in InstallerStep::ALL {
-            self.installer_step(vm, stages, step).await?;
-        }
-        // The log's point at the reboot: what the client asks after it is counted from it.
-        let reboot = self.lab.network().events().mark();
+        let reboot = match self.cached {
+            // The client starts on the installed disk: what it asks is counted from its start.
+            Cached::Restored(_) => self.lab.network().events().mark(),
+            Cached::No | Cached::Save(_) => self.install(vm, stages).await?,
+        };
+        let installed_by = match self.cached {
+            Cached::No => "this run's install".to_owned(),
+            Cached::Save(entry) => format!("this run's install, its disk kept in {}", entry.dir().display()),
+            Cached::Restored(entry) => format!("the cached install {}", entry.dir().display()),
+        };
         let booted = stages.run(Stage::FirmwareDisk, vm.firmware_console().wait_for_console_text(DISK_BOOT, self.budget(Stage::FirmwareDisk))).await?;
         self.login(vm, stages).await?;
         let commands_on = stages.run(Stage::CommandChannel, self.command_channel(vm)).await?;
@@ -98,6 +112,7 @@ impl<'a> Install<'a> {
         let group = |i: usize| booted.groups.get(i).cloned().flatten().unwrap_or_default();
         let facts = InstallFacts {
             firmware_start: String::new(),
+            installed_by,
             image_version: String::new(),
             hostname: String::new(),
             modes: String::new(),
@@ -113,6 +128,32 @@ impl<'a> Install<'a> {
             switch_drops: switch_drops(self.lab),
         };
         stages.run(Stage::CheckTheSystem, self.check_the_system(vm, facts)).await
+    }
+
+    /// From the firmware's DHCP to the installer's reboot; the log's point at the reboot,
+    /// from which what the client asks is counted. An install whose disk goes into the cache
+    /// is saved at the machine's reset.
+    async fn install(&self, vm: &Vm, stages: &mut Stages) -> Result<crate::lab::Mark, StageError> {
+        stages.run(Stage::FirmwareDhcp, self.firmware_dhcp(vm)).await?;
+        match &self.artifacts.netboot {
+            None => {
+                stages.run(Stage::TftpGrub, self.tftp_grub(vm)).await?;
+                let kernel_started = self.tftp_kernel(vm, stages).await?;
+                self.kernel_nfs_root(vm, stages, kernel_started).await?;
+            }
+            Some(script) => self.netboot(vm, stages, script).await?,
+        }
+        // The kernel runs: the next reset is the installer's reboot.
+        let resets = vm.qmp().count(QmpEvent::Reset);
+        for step in InstallerStep::ALL {
+            self.installer_step(vm, stages, step).await?;
+        }
+        let reboot = self.lab.network().events().mark();
+        if let Cached::Save(entry) = self.cached {
+            let disk = vm.disks().first().map(|(path, ..)| path.clone()).unwrap_or_default();
+            stages.run(Stage::SaveInstalledDisk, entry.save(vm, &disk, resets, self.budget(Stage::FirmwareDisk))).await?;
+        }
+        Ok(reboot)
     }
 
     /// `firmware → DHCP`: the lab's lease for the client, or at once the ACK of another DHCP

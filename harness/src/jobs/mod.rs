@@ -5,7 +5,8 @@
 //! - [`options`]: what an install varies ([`InstallOptions`], [`Hardware`],
 //!   [`InstallFaults`]), defined once for the library and the command line.
 //! - [`stage`]: every stage as a [`Stage`], and the install's budgets.
-//! - [`mod@install`] and [`install_stages`]: the install, one function per stage.
+//! - [`mod@install`] and [`install_stages`]: the install, one function per stage;
+//!   [`installed`]: installed disks kept in the cache for checks of the installed system.
 //! - [`facts`]: what a scenario reports ([`Report`], [`InstallFacts`]).
 //! - [`mod@serve`]: the lab alone, for QEMUs the user starts by hand.
 //! - [`mod@matrix`] and [`mod@bench`]: artifact sets × scenarios, and the benchmarks.
@@ -33,6 +34,7 @@ pub mod error;
 pub mod facts;
 pub mod install;
 pub mod install_stages;
+pub mod installed;
 pub mod matrix;
 pub mod nfs_peer;
 pub mod options;

@@ -90,6 +90,14 @@ pub struct InstallOptions {
     /// client under TCG: [`crate::vm::Snapshot`]).
     #[arg(long, help = "Power the firmware on from reset instead of from its snapshot")]
     pub cold_firmware: bool,
+    /// Start from the disk and NVRAM an earlier install of the same artifact set, installer
+    /// files, client, hardware and faults left at its reboot, kept in the cache
+    /// ([`super::installed::CachedInstall`]); install and keep them if there are none. For
+    /// checks of the installed system (its first boot, its services), not of the install: the
+    /// stages from the firmware's DHCP to the installer's reboot do not run. Ignored with
+    /// [`InstallOptions::configure_lab`].
+    #[arg(long, help = "Boot the installed disk an earlier identical install left in the cache (installing and keeping it if none): for checks of the installed system")]
+    pub cached_install: bool,
 }
 
 impl InstallOptions {
@@ -104,6 +112,7 @@ impl InstallOptions {
             && self.client == default.client
             && !self.wait_out_boot_menus
             && !self.cold_firmware
+            && !self.cached_install
     }
 }
 
@@ -118,6 +127,7 @@ impl Default for InstallOptions {
             client: Client::default(),
             wait_out_boot_menus: false,
             cold_firmware: false,
+            cached_install: false,
         }
     }
 }

@@ -26,6 +26,12 @@ pub enum Stage {
     PrepareClients,
     /// `BootNext → PXE, reboot`: an installed client turned back to the network.
     BootNextPxe,
+    /// `start network and QEMU on the cached install`: a client on an installed disk
+    /// ([`super::InstallOptions::cached_install`]).
+    StartCachedInstall,
+    /// `save the installed disk`: the installer's disk and NVRAM, kept in the cache at the
+    /// machine's reset.
+    SaveInstalledDisk,
     /// `firmware → DHCP`: the firmware's lease.
     FirmwareDhcp,
     /// `TFTP: GRUB`: the boot loader fetched (or asking for its configuration).
@@ -77,6 +83,8 @@ impl Stage {
             Stage::StartQemu => "start QEMU",
             Stage::PrepareClients => "prepare clients",
             Stage::BootNextPxe => "BootNext → PXE, reboot",
+            Stage::StartCachedInstall => "start network and QEMU on the cached install",
+            Stage::SaveInstalledDisk => "save the installed disk",
             Stage::FirmwareDhcp => "firmware → DHCP",
             Stage::TftpGrub => "TFTP: GRUB",
             Stage::TftpKernel => "TFTP: kernel",
@@ -118,7 +126,7 @@ impl Stage {
 
     /// The stage of this name, of any scenario.
     pub fn named(name: &str) -> Option<Stage> {
-        const OTHERS: [Stage; 15] = [
+        const OTHERS: [Stage; 17] = [
             Stage::IpxeScript,
             Stage::HttpKernel,
             Stage::BuildArtifacts,
@@ -128,6 +136,8 @@ impl Stage {
             Stage::StartQemu,
             Stage::PrepareClients,
             Stage::BootNextPxe,
+            Stage::StartCachedInstall,
+            Stage::SaveInstalledDisk,
             Stage::FindHostFiles,
             Stage::BuildFixture,
             Stage::FirmwareGrub,

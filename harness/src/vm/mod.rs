@@ -279,6 +279,11 @@ impl Vm {
         &self.firmware_start
     }
 
+    /// The disk files as they are now, their formats, buses and boot indexes.
+    pub fn disks(&self) -> &[(PathBuf, DiskFormat, DiskBus, Option<u32>)] {
+        &self.relaunch.disks
+    }
+
     /// This VM's UEFI variable store (its NVRAM).
     pub fn var_store(&self) -> &VarStore {
         &self.var_store

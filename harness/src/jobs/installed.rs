@@ -1,0 +1,210 @@
+//! Cached installs: the disk and NVRAM an install leaves at its reboot, kept in the artifact
+//! cache and keyed by all they depend on, so a scenario that checks an installed system (its
+//! first boot, its services) need not install it again ([`InstallOptions::cached_install`]).
+//!
+//! The first install of a key runs as any other; when the installer reboots, the machine is
+//! paused at its reset (QEMU's `stop` drains and flushes the disks), its disk image and NVRAM
+//! are copied into the cache, and it carries on booting. Later ones start a client whose disk
+//! is a copy-on-write overlay on the cached image and whose NVRAM is a copy of the cached
+//! one: its firmware boots the installed system for the first time, as after the install.
+//! An exclusive `flock` per entry lets a second test of the same key wait for the first's
+//! install and then start from it.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::artifacts::ArtifactSet;
+use crate::vm::{QmpEvent, Vm, VmError};
+
+use super::InstallOptions;
+
+/// Bumped when what an entry holds, or how it is made, changes.
+const FORMAT: &str = "installed disk 1";
+
+/// An entry of the cache: an installed disk and its NVRAM.
+#[derive(Debug, Clone)]
+pub struct CachedInstall {
+    dir: PathBuf,
+}
+
+impl CachedInstall {
+    /// The entry of an install of `artifacts` with `options` under `cache_root`. The key holds
+    /// the artifact set (directories inside the cache by their content-keyed names, others by
+    /// their content), its system description and netboot script, the installer files, the
+    /// client, its hardware and faults, OVMF's files and QEMU's binary. (An install with a
+    /// [`InstallOptions::configure_lab`] is never cached: a function is no key.)
+    pub fn of(cache_root: &Path, artifacts: &ArtifactSet, options: &InstallOptions) -> std::io::Result<Self> {
+        let mut hash = Sha256::new();
+        let mut field = |name: &str, value: &[u8]| {
+            hash.update(format!("\n{name} {}\n", value.len()).as_bytes());
+            hash.update(value);
+        };
+        field("format", FORMAT.as_bytes());
+        for dir in std::iter::once(&artifacts.tftp_root).chain(&artifacts.nfs_layers) {
+            field("artifacts", dir_identity(cache_root, dir)?.as_bytes());
+        }
+        field("system", format!("{:?}", artifacts.system).as_bytes());
+        field("netboot", format!("{:?}", artifacts.netboot).as_bytes());
+        field("installer files", format!("{:?}", options.installer_files).as_bytes());
+        field("client", format!("{:?}", options.client).as_bytes());
+        field("hardware", format!("{:?}", options.hardware).as_bytes());
+        field("faults", format!("{:?}", options.faults).as_bytes());
+        let firmware = match options.hardware.secure_boot {
+            true => pxelab_ovmf::discover_secure_boot(),
+            false => pxelab_ovmf::discover(),
+        }
+        .map_err(std::io::Error::other)?;
+        let qemu = crate::vm::on_path("qemu-system-x86_64");
+        for file in qemu.iter().chain([&firmware.code, &firmware.vars_template]) {
+            field("file", stamp(file).as_bytes());
+        }
+        let key = hex::encode(hash.finalize());
+        Ok(CachedInstall { dir: cache_root.join(format!("installed-{}", &key[..16])) })
+    }
+
+    /// The entry's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The installed disk image (qcow2).
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join("disk.qcow2")
+    }
+
+    /// The NVRAM as the installer left it.
+    pub fn nvram(&self) -> PathBuf {
+        self.dir.join("OVMF_VARS.fd")
+    }
+
+    /// Whether the entry is complete.
+    pub fn exists(&self) -> bool {
+        self.disk().is_file() && self.nvram().is_file()
+    }
+
+    /// Hold the entry's lock until the returned file closes: a second process that wants the
+    /// entry waits here while the first installs and saves it.
+    pub async fn lock(&self) -> std::io::Result<std::fs::File> {
+        let path = self.dir.with_extension("lock");
+        tokio::task::spawn_blocking(move || {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let file = std::fs::File::create(&path)?;
+            // SAFETY: flock on a file we own; released when `file` closes.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(file)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Save `vm`'s disk `disk` and its NVRAM into the entry at the machine's reset after the
+    /// installer's reboot: wait for the reset (counted from `resets_before`), pause the guest,
+    /// copy both beside the entry, rename the copy into place, and resume.
+    pub async fn save(&self, vm: &Vm, disk: &Path, resets_before: usize, wait: Duration) -> Result<(), VmError> {
+        let qmp = |source| VmError::Qmp { name: vm.name().to_owned(), source };
+        vm.qmp().wait_for_event(QmpEvent::Reset, resets_before, wait).await.map_err(qmp)?;
+        vm.qmp().stop().await.map_err(qmp)?;
+        let (disk, nvram, dir) = (disk.to_owned(), vm.var_store().path.clone(), self.dir.clone());
+        let copied = tokio::task::spawn_blocking(move || copy_into(&dir, &disk, &nvram)).await.map_err(std::io::Error::other).and_then(|r| r);
+        let resumed = vm.qmp().cont().await.map_err(qmp);
+        copied.map_err(|source| VmError::Io { what: format!("cannot save the installed disk into {}", self.dir.display()), source })?;
+        resumed
+    }
+}
+
+/// Copy `disk` and `nvram` into a scratch directory beside `dir`, then rename it to `dir`.
+fn copy_into(dir: &Path, disk: &Path, nvram: &Path) -> std::io::Result<()> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let scratch = tempfile::Builder::new().prefix(&format!(".{name}-")).tempdir_in(parent)?;
+    std::fs::copy(disk, scratch.path().join("disk.qcow2"))?;
+    std::fs::copy(nvram, scratch.path().join("OVMF_VARS.fd"))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?; // an incomplete entry a killed run left
+    }
+    std::fs::rename(scratch.keep(), dir)
+}
+
+/// A directory of the artifact set: a cache entry by its name (which holds its content's
+/// key), any other by the names, link targets and contents of its files.
+fn dir_identity(cache_root: &Path, dir: &Path) -> std::io::Result<String> {
+    if dir.starts_with(cache_root) {
+        return Ok(format!("cache entry {}", dir.strip_prefix(cache_root).unwrap_or(dir).display()));
+    }
+    let mut hash = Sha256::new();
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    files.sort();
+    for file in files {
+        hash.update(file.strip_prefix(dir).unwrap_or(&file).as_os_str().as_encoded_bytes());
+        match std::fs::read_link(&file) {
+            Ok(target) => hash.update(target.as_os_str().as_encoded_bytes()),
+            Err(_) => {
+                let mut reader = std::fs::File::open(&file)?;
+                std::io::copy(&mut reader, &mut hash)?;
+            }
+        }
+    }
+    Ok(format!("{} {}", dir.display(), hex::encode(hash.finalize())))
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(&entry.path(), files)?;
+        } else {
+            files.push(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// A file's identity: its path, size and modification time (a package update changes them).
+fn stamp(file: &Path) -> String {
+    let meta = std::fs::metadata(file).ok();
+    format!("{} {:?}", file.display(), meta.map(|m| (m.len(), m.modified().ok())))
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn a_directory_outside_the_cache_is_known_by_its_content() {
+        let cache = tempfile::tempdir().unwrap();
+        let entry = cache.path().join("pxe-tree-0123456789abcdef");
+        assert_eq!(dir_identity(cache.path(), &entry).unwrap(), "cache entry pxe-tree-0123456789abcdef");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("nixos")).unwrap();
+        std::fs::write(dir.path().join("nixos/bzImage"), b"kernel").unwrap();
+        let before = dir_identity(cache.path(), dir.path()).unwrap();
+        assert_eq!(dir_identity(cache.path(), dir.path()).unwrap(), before);
+        std::fs::write(dir.path().join("nixos/bzImage"), b"kernel 2").unwrap();
+        assert_ne!(dir_identity(cache.path(), dir.path()).unwrap(), before, "a changed file is another set");
+    }
+
+    #[test]
+    fn a_saved_entry_appears_whole_and_replaces_a_broken_one() {
+        let root = tempfile::tempdir().unwrap();
+        let (disk, nvram) = (root.path().join("disk0.qcow2"), root.path().join("vars.fd"));
+        std::fs::write(&disk, b"disk").unwrap();
+        std::fs::write(&nvram, b"vars").unwrap();
+        let entry = CachedInstall { dir: root.path().join("cache/installed-0123") };
+        std::fs::create_dir_all(entry.dir()).unwrap();
+        std::fs::write(entry.disk(), b"half").unwrap();
+        assert!(!entry.exists(), "a disk without its NVRAM is no entry");
+        copy_into(entry.dir(), &disk, &nvram).unwrap();
+        assert!(entry.exists());
+        assert_eq!(std::fs::read(entry.disk()).unwrap(), b"disk");
+        assert_eq!(std::fs::read(entry.nvram()).unwrap(), b"vars");
+    }
+}
