@@ -408,6 +408,9 @@ impl InstallOptions {
         if self.cold_firmware {
             words.push(flag::<InstallOptions>("cold_firmware"));
         }
+        if self.cached_install {
+            words.push(flag::<InstallOptions>("cached_install"));
+        }
         words.push("--keep".into());
         Some(words.join(" "))
     }
@@ -465,14 +468,15 @@ mod test {
             provider: Provider::Fixture { compression: Compression::Zstd },
             hardware: Hardware { nic: Some(NicModel::VirtioNet), ..Hardware::default() },
             cold_firmware: true,
+            cached_install: true,
             ..InstallOptions::default()
         };
         let line = options.repro_command(Path::new("/x")).unwrap();
-        assert_eq!(line, "pxelab run install-default --compression zstd --nic virtio-net --seed 0 --cold-firmware --keep");
+        assert_eq!(line, "pxelab run install-default --compression zstd --nic virtio-net --seed 0 --cold-firmware --cached-install --keep");
         let words: Vec<&str> = line.split(' ').skip(3).filter(|w| *w != "--keep").collect();
         let run = parse(&words);
         assert_eq!(run.artifacts.compression, Compression::Zstd);
-        assert!(run.install.cold_firmware && run.install.hardware == options.hardware);
+        assert!(run.install.cold_firmware && run.install.cached_install && run.install.hardware == options.hardware);
         let shape = InstallOptions { provider: Provider::nixos_shape(), ..InstallOptions::default() };
         assert!(shape.repro_command(Path::new("/x")).unwrap().starts_with("pxelab run install-nixos-shape --seed 0"));
         let other = InstallOptions { client: Client::nth(2), ..InstallOptions::default() };
