@@ -112,6 +112,12 @@ impl Cache {
     }
 }
 
+/// Hex SHA-256 over `inputs`, as the cache keys its entries: text as is, files by content,
+/// directories by the names, link targets and contents of their files.
+pub fn content_key(inputs: &[Input]) -> Result<String, CacheError> {
+    key("content", inputs)
+}
+
 /// Hex SHA-256 over a recipe's inputs.
 fn key(recipe: &str, inputs: &[Input]) -> Result<String, CacheError> {
     let mut hash = Sha256::new();

@@ -77,8 +77,8 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Install
 async fn cached_install(lab: &Lab, artifacts: &ArtifactSet, options: &InstallOptions) -> Result<CachedInstall, StageError> {
     let (root, artifacts, options) = (lab.cache().root().to_owned(), artifacts.clone(), options.clone());
     let entry = tokio::task::spawn_blocking(move || CachedInstall::of(&root, &artifacts, &options));
-    let entry = entry.await.map_err(std::io::Error::other).and_then(|r| r);
-    entry.map_err(|e| StageError::before(Stage::StartNetworkAndQemu, format!("cannot find the cached install's key: {e}")))
+    let entry = entry.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    entry.map_err(|e| StageError::before(Stage::StartNetworkAndQemu, format!("cannot find the cached install's key: {}", crate::lab::chain(&e))))
 }
 
 /// Several clients install at once on one lab network, each as [`install`]'s client with its

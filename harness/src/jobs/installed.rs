@@ -14,10 +14,10 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use pxelab_fixtures::Input;
 
-use crate::artifacts::ArtifactSet;
-use crate::vm::{QmpEvent, Vm, VmError};
+use crate::artifacts::{content_key, ArtifactSet, CacheError};
+use crate::vm::{file_stamp, QmpEvent, Vm, VmError};
 
 use super::InstallOptions;
 
@@ -36,32 +36,33 @@ impl CachedInstall {
     /// their content), its system description and netboot script, the installer files, the
     /// client, its hardware and faults, OVMF's files and QEMU's binary. (An install with a
     /// [`InstallOptions::configure_lab`] is never cached: a function is no key.)
-    pub fn of(cache_root: &Path, artifacts: &ArtifactSet, options: &InstallOptions) -> std::io::Result<Self> {
-        let mut hash = Sha256::new();
-        let mut field = |name: &str, value: &[u8]| {
-            hash.update(format!("\n{name} {}\n", value.len()).as_bytes());
-            hash.update(value);
-        };
-        field("format", FORMAT.as_bytes());
+    pub fn of(cache_root: &Path, artifacts: &ArtifactSet, options: &InstallOptions) -> Result<Self, CacheError> {
+        let mut inputs = vec![Input::Text(FORMAT.into())];
         for dir in std::iter::once(&artifacts.tftp_root).chain(&artifacts.nfs_layers) {
-            field("artifacts", dir_identity(cache_root, dir)?.as_bytes());
+            inputs.push(match dir.strip_prefix(cache_root) {
+                Ok(entry) => Input::Text(format!("cache entry {}", entry.display())),
+                Err(_) => Input::Dir(dir.clone()),
+            });
         }
-        field("system", format!("{:?}", artifacts.system).as_bytes());
-        field("netboot", format!("{:?}", artifacts.netboot).as_bytes());
-        field("installer files", format!("{:?}", options.installer_files).as_bytes());
-        field("client", format!("{:?}", options.client).as_bytes());
-        field("hardware", format!("{:?}", options.hardware).as_bytes());
-        field("faults", format!("{:?}", options.faults).as_bytes());
+        inputs.extend(
+            [
+                format!("{:?}", artifacts.system),
+                format!("{:?}", artifacts.netboot),
+                format!("{:?}", options.installer_files),
+                format!("{:?}", options.client),
+                format!("{:?}", options.hardware),
+                format!("{:?}", options.faults),
+            ]
+            .map(Input::Text),
+        );
         let firmware = match options.hardware.secure_boot {
             true => pxelab_ovmf::discover_secure_boot(),
             false => pxelab_ovmf::discover(),
-        }
-        .map_err(std::io::Error::other)?;
+        };
+        let firmware = firmware.map_err(|e| CacheError::Io { path: cache_root.to_owned(), source: std::io::Error::other(e) })?;
         let qemu = crate::vm::on_path("qemu-system-x86_64");
-        for file in qemu.iter().chain([&firmware.code, &firmware.vars_template]) {
-            field("file", stamp(file).as_bytes());
-        }
-        let key = hex::encode(hash.finalize());
+        inputs.extend(qemu.iter().chain([&firmware.code, &firmware.vars_template]).map(|file| Input::Text(file_stamp(file))));
+        let key = content_key(&inputs)?;
         Ok(CachedInstall { dir: cache_root.join(format!("installed-{}", &key[..16])) })
     }
 
@@ -132,64 +133,32 @@ fn copy_into(dir: &Path, disk: &Path, nvram: &Path) -> std::io::Result<()> {
     std::fs::rename(scratch.keep(), dir)
 }
 
-/// A directory of the artifact set: a cache entry by its name (which holds its content's
-/// key), any other by the names, link targets and contents of its files.
-fn dir_identity(cache_root: &Path, dir: &Path) -> std::io::Result<String> {
-    if dir.starts_with(cache_root) {
-        return Ok(format!("cache entry {}", dir.strip_prefix(cache_root).unwrap_or(dir).display()));
-    }
-    let mut hash = Sha256::new();
-    let mut files = Vec::new();
-    walk(dir, &mut files)?;
-    files.sort();
-    for file in files {
-        hash.update(file.strip_prefix(dir).unwrap_or(&file).as_os_str().as_encoded_bytes());
-        match std::fs::read_link(&file) {
-            Ok(target) => hash.update(target.as_os_str().as_encoded_bytes()),
-            Err(_) => {
-                let mut reader = std::fs::File::open(&file)?;
-                std::io::copy(&mut reader, &mut hash)?;
-            }
-        }
-    }
-    Ok(format!("{} {}", dir.display(), hex::encode(hash.finalize())))
-}
-
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            walk(&entry.path(), files)?;
-        } else {
-            files.push(entry.path());
-        }
-    }
-    Ok(())
-}
-
-/// A file's identity: its path, size and modification time (a package update changes them).
-fn stamp(file: &Path) -> String {
-    let meta = std::fs::metadata(file).ok();
-    format!("{} {:?}", file.display(), meta.map(|m| (m.len(), m.modified().ok())))
-}
-
 #[cfg(test)]
 mod test {
     use super::*;
 
+    /// Needs OVMF (`ci/install-deps.sh`): its files are part of the key.
     #[test]
-    fn a_directory_outside_the_cache_is_known_by_its_content() {
+    fn the_key_follows_a_users_artifacts_by_content_and_a_cache_entry_by_its_name() {
         let cache = tempfile::tempdir().unwrap();
-        let entry = cache.path().join("pxe-tree-0123456789abcdef");
-        assert_eq!(dir_identity(cache.path(), &entry).unwrap(), "cache entry pxe-tree-0123456789abcdef");
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("nixos")).unwrap();
-        std::fs::write(dir.path().join("nixos/bzImage"), b"kernel").unwrap();
-        let before = dir_identity(cache.path(), dir.path()).unwrap();
-        assert_eq!(dir_identity(cache.path(), dir.path()).unwrap(), before);
-        std::fs::write(dir.path().join("nixos/bzImage"), b"kernel 2").unwrap();
-        assert_ne!(dir_identity(cache.path(), dir.path()).unwrap(), before, "a changed file is another set");
+        let user = tempfile::tempdir().unwrap();
+        let entry = cache.path().join("nfs-root-0123456789abcdef");
+        std::fs::create_dir_all(entry.join("bin")).unwrap();
+        std::fs::write(user.path().join("bzImage"), b"kernel").unwrap();
+        let system = crate::artifacts::InstalledSystem::default();
+        let set = ArtifactSet { tftp_root: user.path().to_owned(), nfs_layers: vec![entry.clone()], system, netboot: None };
+        let options = InstallOptions::default();
+        let key = |set: &ArtifactSet, options: &InstallOptions| CachedInstall::of(cache.path(), set, options).unwrap().dir;
+        let first = key(&set, &options);
+        assert!(first.starts_with(cache.path()) && first.file_name().unwrap().to_string_lossy().starts_with("installed-"), "{first:?}");
+        assert_eq!(key(&set, &options), first);
+        std::fs::write(entry.join("bin/sh"), b"a file in a cache entry, whose name holds its key").unwrap();
+        assert_eq!(key(&set, &options), first);
+        std::fs::write(user.path().join("bzImage"), b"kernel 2").unwrap();
+        let second = key(&set, &options);
+        assert_ne!(second, first, "a changed file of the user's is another install");
+        let config = InstallOptions { installer_files: vec![("config".into(), "rootDevice=/dev/sda".into())], ..InstallOptions::default() };
+        assert_ne!(key(&set, &config), second, "other installer files");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub use builder::{make_disk, VmBuilder};
 pub use command::{DiskBus, DiskFormat, DiskSpec, GuestForward, NetBackend, NicModel, NicSpec, Rom, Serial, SlirpNet, VmSpec};
 pub use process::{HostSample, QemuProcess};
 pub use qmp::{Qmp, QmpError, QmpEvent};
-pub use snapshot::{FirmwareStart, Snapshot, SnapshotError};
+pub use snapshot::{file_stamp, FirmwareStart, Snapshot, SnapshotError};
 pub use verbs::shell_quote;
 
 /// Where `program` is on `PATH`, as a shell finds it.

@@ -55,6 +55,13 @@ pub enum SnapshotError {
     Qmp(#[source] QmpError),
 }
 
+/// A host file's identity for a cache key: its path, size and modification time (a package
+/// update changes them).
+pub fn file_stamp(file: &Path) -> String {
+    let meta = std::fs::metadata(file).ok();
+    format!("{} {:?}", file.display(), meta.map(|m| (m.len(), m.modified().ok())))
+}
+
 impl Snapshot {
     /// The snapshot of the machine `machine` describes (its devices, in any stable text),
     /// under `cache_root`; `files` are what else the state depends on (OVMF's CODE and VARS
@@ -65,10 +72,7 @@ impl Snapshot {
         hash.update(machine.as_bytes());
         let qemu = super::on_path("qemu-system-x86_64");
         for file in qemu.iter().map(PathBuf::as_path).chain(files.iter().copied()) {
-            // A file's identity: its path, size and modification time (a package update changes them).
-            let meta = std::fs::metadata(file).ok();
-            let stamp = meta.map(|m| (m.len(), m.modified().ok()));
-            hash.update(format!("\n{} {stamp:?}", file.display()).as_bytes());
+            hash.update(format!("\n{}", file_stamp(file)).as_bytes());
         }
         let key = hex::encode(hash.finalize());
         Snapshot { dir: cache_root.join(format!("firmware-snapshot-{}", &key[..16])) }
