@@ -94,7 +94,8 @@ pub struct InstallOptions {
     /// files, client, hardware and faults left at its reboot, kept in the cache
     /// ([`super::installed::CachedInstall`]); install and keep them if there are none. For
     /// checks of the installed system (its first boot, its services), not of the install: the
-    /// stages from the firmware's DHCP to the installer's reboot do not run. Ignored with
+    /// stages from the firmware's DHCP to the installer's reboot do not run. Honoured by
+    /// [`super::install`] (not by reinstalls or [`super::install_together`]); ignored with
     /// [`InstallOptions::configure_lab`].
     #[arg(long, help = "Boot the installed disk an earlier identical install left in the cache (installing and keeping it if none): for checks of the installed system")]
     pub cached_install: bool,
