@@ -486,8 +486,14 @@ impl Network {
         let begun = tokio::time::Instant::now();
         sender.send(probe.start(Duration::ZERO));
         let _ = tokio::time::timeout(timeout, async {
-            while let Some(frame) = frames.recv().await {
-                for reply in probe.on_frame(begun.elapsed(), &frame) {
+            loop {
+                let frame = tokio::time::timeout(crate::net::probe::RESEND_AFTER / 4, frames.recv()).await;
+                let replies = match frame {
+                    Ok(Some(frame)) => probe.on_frame(begun.elapsed(), &frame),
+                    Ok(None) => break,
+                    Err(_) => Vec::new(),
+                };
+                for reply in replies.into_iter().chain(probe.on_tick(begun.elapsed())) {
                     sender.send(reply);
                 }
                 if probe.answers().complete() {

@@ -15,6 +15,9 @@ pub const PROBE_FILE: &str = "pxelab-probe";
 const TFTP_PORT: u16 = 40_069;
 const TCP_PORT: u16 = 40_111;
 const PORTMAP: u16 = 111;
+/// How long an unanswered TFTP request or SYN waits before it goes again, as a client's
+/// first retransmission timeout (Linux's initial RTO for a SYN).
+pub const RESEND_AFTER: Duration = Duration::from_secs(1);
 
 /// How long each server took to answer the probe, or `None` while it has not.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +51,8 @@ pub struct Probe {
     started: Duration,
     /// The offered address, once offered, and when the requests from it went.
     ip: Option<(Ipv4Addr, Duration)>,
+    /// When the unanswered requests last went.
+    resent: Duration,
     answers: ProbeAnswers,
 }
 
@@ -55,7 +60,7 @@ impl Probe {
     /// A probe from `mac` (an undeclared client's) of the server at `server_ip`; `xid` is its
     /// DHCP transaction.
     pub fn new(mac: Mac, server_mac: Mac, server_ip: Ipv4Addr, xid: u32) -> Self {
-        Probe { mac, server_mac, server_ip, xid, started: Duration::ZERO, ip: None, answers: ProbeAnswers::default() }
+        Probe { mac, server_mac, server_ip, xid, started: Duration::ZERO, ip: None, resent: Duration::ZERO, answers: ProbeAnswers::default() }
     }
 
     pub fn answers(&self) -> ProbeAnswers {
@@ -84,6 +89,7 @@ impl Probe {
                 let offered = Ipv4Addr::new(udp.payload[16], udp.payload[17], udp.payload[18], udp.payload[19]);
                 self.answers.dhcp_offer = Some(now.saturating_sub(self.started));
                 self.ip = Some((offered, now));
+                self.resent = now;
                 // As a client does: ask for the server's MAC first (which tells the server
                 // the client's), then the requests.
                 return vec![self.who_has_server(offered), self.rrq(offered), self.syn(offered)];
@@ -105,6 +111,21 @@ impl Probe {
             }
         }
         Vec::new()
+    }
+
+    /// What the probe sends again at `now`: each request still unanswered [`RESEND_AFTER`]
+    /// after it last went (a SYN that met a server not yet listening got a RST, which the
+    /// probe ignores as a client's retransmission does). Each answer stays timed from the
+    /// first request.
+    pub fn on_tick(&mut self, now: Duration) -> Vec<Vec<u8>> {
+        let Some((ip, _)) = self.ip else { return Vec::new() };
+        if now.saturating_sub(self.resent) < RESEND_AFTER {
+            return Vec::new();
+        }
+        self.resent = now;
+        let tftp = self.answers.tftp_reply.is_none().then(|| self.rrq(ip));
+        let tcp = self.answers.tcp_syn_ack.is_none().then(|| self.syn(ip));
+        tftp.into_iter().chain(tcp).collect()
     }
 
     fn who_has_server(&self, ip: Ipv4Addr) -> Vec<u8> {
@@ -201,5 +222,25 @@ mod test {
         assert_eq!(probe.answers().tcp_syn_ack, Some(6 * MS));
         assert!(probe.answers().complete());
         assert_eq!(rst.len(), 1, "the half-open connection is reset");
+        assert!(probe.on_tick(3 * MS + 5 * RESEND_AFTER).is_empty(), "all answered: nothing goes again");
+    }
+
+    /// A SYN without its SYN-ACK (a server not yet listening answers RST) goes again after
+    /// `RESEND_AFTER`, not before, and its answer is timed from the first.
+    #[test]
+    fn an_unanswered_request_goes_again_after_a_second() {
+        let mut probe = Probe::new(PROBE, SERVER, SERVER_IP, 7);
+        probe.start(MS);
+        assert!(probe.on_tick(2 * RESEND_AFTER).is_empty(), "nothing to resend before the offer");
+        let sent = probe.on_frame(3 * MS, &offer(7));
+        let error = UdpFrame { src_mac: SERVER, dst_mac: PROBE, src_ip: SERVER_IP, dst_ip: OFFERED, src_port: 50_000, dst_port: TFTP_PORT, payload: b"\0\x05\0\x01not found\0".to_vec() }.emit();
+        probe.on_frame(5 * MS, &error);
+        assert!(probe.on_tick(3 * MS + RESEND_AFTER - MS).is_empty());
+        let again = probe.on_tick(3 * MS + RESEND_AFTER);
+        assert_eq!(again, vec![sent[2].clone()], "the SYN alone, as it went");
+        assert!(probe.on_tick(3 * MS + RESEND_AFTER + MS).is_empty());
+        let syn_ack = super::super::flood::tcp_segment(SERVER, PROBE, SERVER_IP, OFFERED, PORTMAP, TCP_PORT, 99, false);
+        probe.on_frame(3 * MS + RESEND_AFTER + 2 * MS, &syn_ack);
+        assert_eq!(probe.answers().tcp_syn_ack, Some(RESEND_AFTER + 2 * MS));
     }
 }
