@@ -94,11 +94,7 @@ impl Cache {
         std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
         super::prune::tag(&self.root);
         let lock_path = self.root.join(format!("{name}-{}.lock", &key[..16]));
-        let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
-        // SAFETY: flock on a file we own; released when `lock` closes.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io(&lock_path)(std::io::Error::last_os_error()));
-        }
+        let _lock = lock_exclusive(&lock_path).map_err(io(&lock_path))?;
         if entry.is_dir() {
             return Ok(entry); // another process built it while we waited
         }
@@ -110,6 +106,17 @@ impl Cache {
         tracing::info!("built {name} in {:.1?}: {}", started.elapsed(), entry.display());
         Ok(entry)
     }
+}
+
+/// An exclusive `flock` on `path` (created if missing), held until the file closes: one
+/// process builds an entry while others that want it wait. Blocks.
+pub fn lock_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
+    let lock = std::fs::File::create(path)?;
+    // SAFETY: flock on a file we own; released when `lock` closes.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(lock)
 }
 
 /// Hex SHA-256 over `inputs`, as the cache keys its entries: text as is, files by content,

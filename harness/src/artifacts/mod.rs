@@ -8,7 +8,7 @@ mod provider;
 mod prune;
 mod system;
 
-pub use cache::{content_key, Cache, CacheError};
+pub use cache::{content_key, lock_exclusive, Cache, CacheError};
 pub use check::{check, check_netboot, ArtifactError};
 pub use provider::{ArtifactSet, Provider, ProviderError, NETBOOT_SCRIPT};
 pub use prune::{mark_used, CacheEntry, CacheListing};

@@ -10,7 +10,6 @@
 //! An exclusive `flock` per entry lets a second test of the same key wait for the first's
 //! install and then start from it.
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -94,12 +93,7 @@ impl CachedInstall {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            let file = std::fs::File::create(&path)?;
-            // SAFETY: flock on a file we own; released when `file` closes.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(file)
+            crate::artifacts::lock_exclusive(&path)
         })
         .await
         .map_err(std::io::Error::other)?
