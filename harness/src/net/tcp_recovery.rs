@@ -1,6 +1,7 @@
-//! The lab host's TCP recovers from loss as a Linux peer does (vendor/smoltcp/PATCHES.md):
-//! two smoltcp stacks, the lab's sending and a client receiving, on a wire that drops the
-//! segments a test names, with time passed in by the test (1 ms a step).
+//! The lab host's TCP recovers from loss, and lets a restarted client in, as a Linux peer
+//! does (vendor/smoltcp/PATCHES.md): two smoltcp stacks, the lab's sending and a client
+//! receiving, on a wire that drops the segments a test names, with time passed in by the test
+//! (1 ms a step).
 
 use std::collections::VecDeque;
 
@@ -222,4 +223,30 @@ fn the_timeout_backs_off_and_an_ack_of_new_data_ends_the_backoff() {
     let elapsed = link.send(MSS as usize, |seq, times| times == 0 && seq == next);
     assert_eq!(link.retransmitted(), [tail, next]);
     assert!(elapsed < 400, "after the ACK of new data a timeout took {elapsed} ms: the backoff went on");
+}
+
+/// A client that lost its connection (a VM started again, whose iPXE, restored from the same
+/// firmware snapshot, picks the same port and sequence number) connects again from the same
+/// port: the lab's dead connection answers its SYN with a challenge ACK, the client resets
+/// it, and its next SYN reaches a listening socket (vendor/smoltcp/PATCHES.md, patch 4).
+#[test]
+fn a_client_that_lost_its_connection_connects_again_from_the_same_port() {
+    let mut link = Link::connected();
+    // A request, and its answer.
+    let request = b"GET /initrd HTTP/1.1\r\n\r\n";
+    link.client.socket().send_slice(request).unwrap();
+    link.run_until(100, |l| l.lab.socket().recv_queue() == request.len(), |_, _| false);
+    link.send(10 * MSS as usize, |_, _| false);
+    let buffer = || tcp::SocketBuffer::new(vec![0; 1 << 16]);
+    let mut listening = tcp::Socket::new(buffer(), buffer());
+    listening.listen(LAB_PORT).unwrap();
+    let second = link.lab.sockets.add(listening);
+    // The client starts again: a new stack, the same address, port and random seed.
+    link.client = Host::new([10, 0, 0, 2]);
+    let cx = link.client.iface.context();
+    link.client.sockets.get_mut::<tcp::Socket>(link.client.tcp).connect(cx, (IpAddress::v4(10, 0, 0, 1), LAB_PORT), 49152).unwrap();
+    let elapsed = link.run_until(10_000, |l| l.lab.sockets.get::<tcp::Socket>(second).state() == tcp::State::Established, |_, _| false);
+    assert_eq!(link.lab.socket().state(), tcp::State::Closed, "the dead connection was reset");
+    assert_eq!(link.client.socket().state(), tcp::State::Established);
+    assert!(elapsed < 2_000, "connected again after {elapsed} ms");
 }

@@ -1678,6 +1678,26 @@ impl<'a> Socket<'a> {
                 net_debug!("expecting a SYN|ACK");
                 return None;
             }
+            // pxelab patch 4: a SYN in a synchronized state gets a challenge ACK (RFC 5961
+            // 4.2, RFC 9293 3.10.7.4), whatever its sequence number. A peer that lost the
+            // connection (a machine rebooted, which connects again from the same port) then
+            // answers it with a RST that ends this connection, and its next SYN finds a
+            // listening socket. Dropped in silence, the SYN met the same dead connection until
+            // it timed out.
+            (
+                State::Established
+                | State::FinWait1
+                | State::FinWait2
+                | State::CloseWait
+                | State::Closing
+                | State::LastAck
+                | State::TimeWait,
+                TcpControl::Syn,
+                None,
+            ) => {
+                net_debug!("SYN in a synchronized state, will send a challenge ACK");
+                return self.challenge_ack_reply(cx, ip_repr, repr);
+            }
             // Every packet after the initial SYN must be an acknowledgement.
             (_, _, None) => {
                 net_debug!("expecting an ACK");
