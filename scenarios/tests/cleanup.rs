@@ -3,9 +3,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pxelab::artifacts::host_files;
 use pxelab::lab::Lab;
 use pxelab::vm::{Disk, DiskFormat};
-use pxelab_fixtures::{HostFiles, UefiDisk, UefiDiskInit};
+use pxelab_fixtures::{UefiDisk, UefiDiskInit};
 use pxelab_scenarios::{qemu_alive, qemu_children};
 
 #[test]
@@ -16,7 +17,7 @@ fn panic_mid_boot_leaves_no_qemu() {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let lab = Lab::new("panic_mid_boot_leaves_no_qemu").unwrap();
-            let recipe = UefiDisk { host: HostFiles::find().unwrap(), init: UefiDiskInit::Shell };
+            let recipe = UefiDisk { host: host_files(lab.cache()).unwrap(), init: UefiDiskInit::Shell };
             let fixture = lab.cache().get_or_build(&recipe).unwrap();
             let disk = Disk::Overlay { base: fixture.join(UefiDisk::IMAGE), format: DiskFormat::Raw };
             let vm = lab.vm("client").disk(disk, Some(1)).start().await.unwrap();

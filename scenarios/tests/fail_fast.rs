@@ -2,15 +2,16 @@
 
 use std::time::{Duration, Instant};
 
+use pxelab::artifacts::host_files;
 use pxelab::console::ConsoleError;
 use pxelab::lab::Lab;
 use pxelab::vm::{Disk, DiskFormat};
-use pxelab_fixtures::{HostFiles, UefiDisk, UefiDiskInit};
+use pxelab_fixtures::{UefiDisk, UefiDiskInit};
 
 #[tokio::test]
 async fn kernel_panic_fails_the_wait_fast() {
     let lab = Lab::new("kernel_panic_fails_the_wait_fast").unwrap();
-    let recipe = UefiDisk { host: HostFiles::find().unwrap(), init: UefiDiskInit::Panic };
+    let recipe = UefiDisk { host: host_files(lab.cache()).unwrap(), init: UefiDiskInit::Panic };
     let fixture = lab.cache().get_or_build(&recipe).unwrap();
     let disk = Disk::Overlay { base: fixture.join(UefiDisk::IMAGE), format: DiskFormat::Raw };
     let vm = lab.vm("client").disk(disk, Some(1)).start().await.unwrap();

@@ -5,16 +5,17 @@
 
 use std::time::Duration;
 
+use pxelab::artifacts::host_files;
 use pxelab::lab::{Lab, PxeConfig};
 use pxelab::vm::{Disk, FirmwareStart, NicModel, Rom, Snapshot};
-use pxelab_fixtures::{initramfs, HostFiles, PxeTree};
+use pxelab_fixtures::{initramfs, PxeTree};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn a_fresh_client_starts_from_the_snapshot_the_first_one_saved() {
-    let host = HostFiles::find().unwrap();
     let mut lab = Lab::new("a_fresh_client_starts_from_the_snapshot_the_first_one_saved").unwrap();
+    let host = host_files(lab.cache()).unwrap();
     let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() }).unwrap();
     lab.start_network(PxeConfig::new(vec![tree.join(PxeTree::ROOT)])).unwrap();
     // A MAC of this run's own, so that no earlier run's snapshot of the machine exists.

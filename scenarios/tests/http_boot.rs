@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use pxelab::artifacts::host_files;
 use pxelab::lab::{Lab, PxeConfig};
 use pxelab::net::pcap;
 use pxelab::services::dhcp::DhcpEventKind;
@@ -23,8 +24,8 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// A lab serving the PXE tree, with iPXE scripts and (for UEFI HTTP boot) iPXE's program
 /// over HTTP; `tftp_ipxe` gives PXE firmware iPXE's program as its TFTP boot file.
 fn lab(test: &str, uefi_http: bool, tftp_ipxe: bool) -> (Lab, HostFiles) {
-    let host = HostFiles::find().unwrap();
     let mut lab = Lab::new(test).unwrap();
+    let host = host_files(lab.cache()).unwrap();
     let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() }).unwrap();
     let http_dir = lab.dir().join("http");
     let mut config = PxeConfig::new(vec![tree.join(PxeTree::ROOT)]).ipxe_over_http(&http_dir).unwrap();
@@ -115,8 +116,8 @@ async fn uefi_http_boot_runs_ipxe_and_boots_the_kernel_by_http_alone() {
 #[tokio::test]
 async fn an_http_boot_offer_without_option_60_is_diagnosed_from_the_firmwares_line() {
     let name = "an_http_boot_offer_without_option_60_is_diagnosed_from_the_firmwares_line";
-    let host = HostFiles::find().unwrap();
     let mut lab = Lab::new(name).unwrap();
+    let host = host_files(lab.cache()).unwrap();
     let tree = lab.cache().get_or_build(&PxeTree { host }).unwrap();
     let http_dir = lab.dir().join("http");
     let mut config = PxeConfig::new(vec![tree.join(PxeTree::ROOT)]).uefi_http_boot(&HostFiles::ipxe_efi().unwrap(), &http_dir).unwrap();

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use pxelab::artifacts::host_files;
 use pxelab::lab::{Lab, PxeConfig};
 use pxelab::vm::{NicModel, Rom};
 use pxelab_fixtures::pxe_tree::load_kernel_cfg;
-use pxelab_fixtures::{initramfs, HostFiles, PxeTree};
+use pxelab_fixtures::{initramfs, PxeTree};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xab, 0xcd, 0x01];
 const MINUTE: Duration = Duration::from_secs(60);
@@ -14,7 +15,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 #[tokio::test]
 async fn most_specific_load_kernel_file_boots() {
     let mut lab = Lab::new("most_specific_load_kernel_file_boots").unwrap();
-    let tree = lab.cache().get_or_build(&PxeTree { host: HostFiles::find().unwrap() }).unwrap();
+    let tree = lab.cache().get_or_build(&PxeTree { host: host_files(lab.cache()).unwrap() }).unwrap();
     let overlay = lab.dir().join("tftp");
     std::fs::create_dir_all(overlay.join("nixos")).unwrap();
     let config = PxeConfig::new(vec![overlay.clone(), tree.join(PxeTree::ROOT)]).host(

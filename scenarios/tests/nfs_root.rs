@@ -4,10 +4,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use pxelab::artifacts::host_files;
 use pxelab::lab::{Lab, PxeConfig};
 use pxelab::vm::{NicModel, Rom, Vm};
 use pxelab_fixtures::nfs_root::NFS_ROOT_MARKER;
-use pxelab_fixtures::{initramfs, install, HostFiles, NfsRoot, PxeTree};
+use pxelab_fixtures::{initramfs, install, NfsRoot, PxeTree};
 use pxelab_scenarios::write_pseudo_random;
 use sha2::{Digest, Sha256};
 
@@ -16,8 +17,8 @@ const EXPORT: &str = "/srv/nixos/nfsroot";
 
 /// A lab exporting the fixture NFS root under a per-test layer (`<lab>/nfs-top`).
 fn nfs_lab(test: &str) -> (Lab, std::path::PathBuf, std::path::PathBuf) {
-    let host = HostFiles::find().unwrap();
     let lab = Lab::new(test).unwrap();
+    let host = host_files(lab.cache()).unwrap();
     let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() }).unwrap();
     let base = lab.cache().get_or_build(&NfsRoot { host }).unwrap().join(NfsRoot::ROOT);
     let top = lab.dir().join("nfs-top");

@@ -3,16 +3,17 @@
 
 use std::time::Duration;
 
+use pxelab::artifacts::host_files;
 use pxelab::lab::{Lab, PxeConfig};
 use pxelab::vm::{NicModel, Rom};
-use pxelab_fixtures::{initramfs, HostFiles, PxeTree};
+use pxelab_fixtures::{initramfs, PxeTree};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const MINUTE: Duration = Duration::from_secs(60);
 
 async fn boots_the_protocol_chain(test: &str, model: NicModel, rom: Rom) {
-    let host = HostFiles::find().unwrap();
     let mut lab = Lab::new(test).unwrap();
+    let host = host_files(lab.cache()).unwrap();
     let tree = lab.cache().get_or_build(&PxeTree { host: host.clone() }).unwrap();
     lab.start_network(PxeConfig::new(vec![tree.join(PxeTree::ROOT)])).unwrap();
     let vm = lab.pxe_client("client", MAC, model, rom).unwrap().start().await.unwrap();

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use pxelab::artifacts::host_files;
 use pxelab::lab::{Lab, PxeConfig};
 use pxelab::vm::{NicModel, Rom};
 use pxelab_fixtures::pxe_tree::load_kernel_cfg;
-use pxelab_fixtures::{initramfs, HostFiles, PxeTree};
+use pxelab_fixtures::{initramfs, PxeTree};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -17,7 +18,7 @@ async fn two_clients_get_their_declared_addresses_and_names() {
         ("beta", [0x52, 0x54, 0x00, 0x00, 0x0b, 0x02], "192.0.2.22"),
     ];
     let mut lab = Lab::new("two_clients_get_their_declared_addresses_and_names").unwrap();
-    let tree = lab.cache().get_or_build(&PxeTree { host: HostFiles::find().unwrap() }).unwrap();
+    let tree = lab.cache().get_or_build(&PxeTree { host: host_files(lab.cache()).unwrap() }).unwrap();
     let overlay = lab.dir().join("tftp");
     std::fs::create_dir_all(overlay.join("nixos")).unwrap();
     let mut config = PxeConfig::new(vec![overlay.clone(), tree.join(PxeTree::ROOT)]);

@@ -10,6 +10,6 @@ mod system;
 
 pub use cache::{content_key, lock_exclusive, Cache, CacheError};
 pub use check::{check, check_netboot, ArtifactError};
-pub use provider::{ArtifactSet, Provider, ProviderError, NETBOOT_SCRIPT};
+pub use provider::{host_files, host_files_async, ArtifactSet, Provider, ProviderError, NETBOOT_SCRIPT};
 pub use prune::{mark_used, CacheEntry, CacheListing};
 pub use system::{InstalledSystem, Login, SystemFileError, DHCP_HOSTNAME, SYSTEM_FILE, UPSTREAM_HOSTNAME};

@@ -20,7 +20,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use pxelab_fixtures::nfs_root::NFS_ROOT_MARKER;
-use pxelab_fixtures::{initramfs, HostFiles, NfsRoot, PxeTree};
+use pxelab_fixtures::{initramfs, NfsRoot, PxeTree};
 
 use crate::jobs::BenchError;
 use super::install_stages::{KERNEL_STARTED, LOADING_KERNEL};
@@ -63,7 +63,7 @@ pub fn clients_from(first: usize, n: usize) -> Vec<StormClient> {
 /// Start `lab`'s network serving the busybox flavour (GRUB, kernel, initramfs over TFTP; its
 /// NFS root at [`EXPORT`]), with `clients` declared. Returns the TFTP root it serves.
 pub async fn start_network(lab: &mut Lab, clients: &[StormClient]) -> Result<std::path::PathBuf, BenchError> {
-    let host = HostFiles::find()?;
+    let host = crate::artifacts::host_files_async(lab.cache()).await?;
     let tree = lab.cache().build(PxeTree { host: host.clone() }).await?;
     let root = lab.cache().build(NfsRoot { host }).await?.join(NfsRoot::ROOT);
     let tftp_root = tree.join(PxeTree::ROOT);

@@ -3,7 +3,7 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use pxelab_fixtures::{HostFiles, UefiDisk, UefiDiskInit};
+use pxelab_fixtures::{UefiDisk, UefiDiskInit};
 
 use super::{Facts, Report, Stage, UefiBootFacts};
 use crate::lab::{Lab, StageError};
@@ -13,7 +13,7 @@ use crate::vm::{Disk, DiskFormat};
 /// shell to the user of a kept lab).
 pub async fn uefi_boot(lab: &Lab) -> Result<Report, StageError> {
     let mut stages = lab.stages();
-    let host = stages.run(Stage::FindHostFiles, async { HostFiles::find() }).await?;
+    let host = stages.run(Stage::FindHostFiles, crate::artifacts::host_files_async(lab.cache())).await?;
     let recipe = UefiDisk { host: host.clone(), init: UefiDiskInit::Shell };
     let fixture = stages.run(Stage::BuildFixture, lab.cache().build(recipe)).await?;
     let disk = Disk::Overlay { base: fixture.join(UefiDisk::IMAGE), format: DiskFormat::Raw };

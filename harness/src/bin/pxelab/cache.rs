@@ -108,6 +108,13 @@ pub fn doctor(runtime: &tokio::runtime::Runtime) -> ExitCode {
             .map(|h| format!("kernel {}, busybox {}", h.kernel.display(), h.busybox.display()))
             .map_err(|e| e.to_string()),
     );
+    // Optional: without it the fixtures boot the host's kernel as it is, about 3 s slower.
+    if let Ok(host) = pxelab_fixtures::HostFiles::find() {
+        match pxelab_fixtures::ZstdKernel::of(&host) {
+            Ok(recipe) => println!("ok    fixture kernel: repacked with a zstd payload, its stub from linux-source-6.1 {}", recipe.release),
+            Err(why) => println!("skip  fixture kernel repack (optional): {why}; the fixtures boot the kernel as it is"),
+        }
+    }
     if let Ok(firmware) = pxelab_ovmf::discover() {
         check(
             "accelerator",
