@@ -71,10 +71,7 @@ impl Cache {
     /// VMs' network and consoles (hashing the inputs takes seconds, a build minutes).
     pub async fn build<R: Recipe + Send + 'static>(&self, recipe: R) -> Result<PathBuf, CacheError> {
         let cache = self.clone();
-        match tokio::task::spawn_blocking(move || cache.get_or_build(&recipe)).await {
-            Ok(built) => built,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        super::off_runtime(move || cache.get_or_build(&recipe)).await
     }
 
     /// The directory `recipe` built, building it first if no entry has its inputs' key.

@@ -112,10 +112,7 @@ pub fn host_files(cache: &Cache) -> Result<HostFiles, ProviderError> {
 /// [`host_files`] on a blocking thread (a first build takes about a minute).
 pub async fn host_files_async(cache: &Cache) -> Result<HostFiles, ProviderError> {
     let cache = cache.clone();
-    match tokio::task::spawn_blocking(move || host_files(&cache)).await {
-        Ok(result) => result,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+    super::off_runtime(move || host_files(&cache)).await
 }
 
 impl Provider {
@@ -129,10 +126,7 @@ impl Provider {
     /// VMs' network and consoles (a build takes minutes, hashing an image seconds).
     pub async fn provide_async(&self, cache: &Cache) -> Result<ArtifactSet, ProviderError> {
         let (provider, cache) = (self.clone(), cache.clone());
-        match tokio::task::spawn_blocking(move || provider.provide(&cache)).await {
-            Ok(result) => result,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        super::off_runtime(move || provider.provide(&cache)).await
     }
 
     /// Produce the artifact set, building or unpacking into `cache` what is missing.

@@ -76,8 +76,7 @@ pub async fn install(lab: &mut Lab, options: &InstallOptions) -> Result<(Install
 /// hashes any artifact directory outside the cache, off the async runtime.
 async fn cached_install(lab: &Lab, artifacts: &ArtifactSet, options: &InstallOptions) -> Result<CachedInstall, StageError> {
     let (root, artifacts, options) = (lab.cache().root().to_owned(), artifacts.clone(), options.clone());
-    let entry = tokio::task::spawn_blocking(move || CachedInstall::of(&root, &artifacts, &options));
-    let entry = entry.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let entry = crate::artifacts::off_runtime(move || CachedInstall::of(&root, &artifacts, &options)).await;
     entry.map_err(|e| StageError::before(Stage::StartNetworkAndQemu, format!("cannot find the cached install's key: {}", crate::lab::chain(&e))))
 }
 
