@@ -51,6 +51,7 @@ async fn a_fresh_client_starts_from_the_snapshot_the_first_one_saved() {
     // The network boot goes on to the kernel's shell as after a power-on.
     second.wait_for_console_text(r">>Start PXE over IPv4", MINUTE).await.unwrap();
     lab.network().wait_for_dhcp_lease_after(mac, leases_before, 2 * MINUTE).await.unwrap();
+    lab.network().enter_at_grub_menu(&second, mac, 2 * MINUTE).await;
     second.wait_for_console_text("pxelab-fixture: booted by load-kernel.cfg", 3 * MINUTE).await.unwrap();
     second.wait_for_console_text(initramfs::SHELL_MARKER, MINUTE).await.unwrap();
     assert_eq!(second.succeed("uname -r").await.unwrap(), host.kernel_version);

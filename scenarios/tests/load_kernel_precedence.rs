@@ -32,12 +32,14 @@ async fn most_specific_load_kernel_file_boots() {
     let vm = lab.pxe_client("client", MAC, NicModel::VirtioNet, Rom::OvmfNative).unwrap().start().await.unwrap();
     // Each round boots the most specific file left, then removes it and resets the machine.
     for (round, name) in files.iter().enumerate() {
+        lab.network().enter_at_grub_menu(&vm, MAC, 4 * MINUTE).await;
         let booted = vm.wait_for_console_text(initramfs::BOOTED_BY, 4 * MINUTE).await.unwrap();
         assert_eq!(booted.groups[0].as_deref(), Some(*name), "round {round}");
         vm.wait_for_console_text(initramfs::SHELL_MARKER, MINUTE).await.unwrap();
         std::fs::remove_file(overlay.join("nixos").join(name)).unwrap();
         vm.reset().await.unwrap();
     }
+    lab.network().enter_at_grub_menu(&vm, MAC, 4 * MINUTE).await;
     let booted = vm.wait_for_console_text(initramfs::BOOTED_BY, 4 * MINUTE).await.unwrap();
     assert_eq!(booted.groups[0].as_deref(), Some("load-kernel.cfg"), "the generic file comes last");
 }

@@ -29,7 +29,8 @@ fn nfs_lab(test: &str) -> (Lab, std::path::PathBuf, std::path::PathBuf) {
     (lab, top, base)
 }
 
-async fn boot_into_nfs_root(vm: &Vm) {
+async fn boot_into_nfs_root(lab: &Lab, vm: &Vm, mac: [u8; 6]) {
+    lab.network().enter_at_grub_menu(vm, mac, 2 * MINUTE).await;
     vm.wait_for_console_text(r"pxelab-fixture: mounting 192\.0\.2\.1:/srv/nixos/nfsroot \(,vers=3,tcp,rsize=32768,wsize=32768,actimeo=600\) read-only", 4 * MINUTE)
         .await
         .unwrap();
@@ -49,7 +50,7 @@ async fn nfs_root_boots_reads_and_stays_read_only() {
     write_pseudo_random(&big, 100 * 1024 * 1024).unwrap();
     let mac = [0x52, 0x54, 0x00, 0x4e, 0x46, 0x01];
     let vm = lab.pxe_client("client", mac, NicModel::VirtioNet, Rom::OvmfNative).unwrap().start().await.unwrap();
-    boot_into_nfs_root(&vm).await;
+    boot_into_nfs_root(&lab, &vm, mac).await;
 
     // (a) the NFS root's init runs commands; the root is the overlay over NFS.
     assert!(vm.succeed("cat /etc/os-release").await.unwrap().contains("NAME=pxelab-fixture"));
@@ -89,14 +90,13 @@ async fn nfs_root_boots_reads_and_stays_read_only() {
 async fn two_clients_mount_the_same_export() {
     let (lab, top, _) = nfs_lab("two_clients_mount_the_same_export");
     std::fs::write(top.join("data/greeting"), "hello from the shared export\n").unwrap();
+    let macs = [[0x52, 0x54, 0x00, 0x4e, 0x46, 0x10], [0x52, 0x54, 0x00, 0x4e, 0x46, 0x11]];
     let mut vms = Vec::new();
-    for (i, name) in ["one", "two"].iter().enumerate() {
-        let mac = [0x52, 0x54, 0x00, 0x4e, 0x46, 0x10 + i as u8];
+    for (name, mac) in ["one", "two"].iter().zip(macs) {
         vms.push(lab.pxe_client(name, mac, NicModel::VirtioNet, Rom::OvmfNative).unwrap().start().await.unwrap());
     }
-    for vm in &vms {
-        boot_into_nfs_root(vm).await;
-    }
+    // Both at once: GRUB's countdown runs on each.
+    tokio::join!(boot_into_nfs_root(&lab, &vms[0], macs[0]), boot_into_nfs_root(&lab, &vms[1], macs[1]));
     for vm in &vms {
         assert_eq!(vm.succeed("cat /data/greeting").await.unwrap(), "hello from the shared export");
         vm.succeed(&format!("echo {} > /tmp/me", vm.name())).await.unwrap();

@@ -44,6 +44,7 @@ async fn upstream_shaped_kernel_configures_its_ip_and_mounts_its_nfs_root_itself
     let nic = NicModel::E1000;
     let vm = lab.pxe_client("client", MAC, nic, nic.pxe_rom()).unwrap().start().await.unwrap();
 
+    lab.network().enter_at_grub_menu(&vm, MAC, 4 * MINUTE).await;
     vm.wait_for_console_text(r"IP-Config: Complete:", 4 * MINUTE).await.unwrap();
     let rootserver = vm.wait_for_console_text(r"rootserver=(\S+), rootpath=(\S*)\n", MINUTE).await.unwrap();
     assert_eq!(rootserver.groups[0].as_deref(), Some("192.0.2.1"));

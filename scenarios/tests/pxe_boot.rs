@@ -23,6 +23,7 @@ async fn boots_the_protocol_chain(test: &str, model: NicModel, rom: Rom) {
     assert_eq!(lease.arch, Some(7), "UEFI x86-64 firmware");
     assert_eq!(lease.boot_file, "nixos/bootx64.efi");
     net.wait_for_tftp_transfer(MAC, "nixos/bootx64.efi", 2 * MINUTE).await.unwrap();
+    net.enter_at_grub_menu(&vm, MAC, 2 * MINUTE).await;
     vm.wait_for_console_text(r"load-kernel\.cfg: loading kernel \(tftp[^)]*\)/?nixos/bzImage", 2 * MINUTE).await.unwrap();
     let kernel = net.wait_for_tftp_transfer(MAC, "nixos/bzImage", 3 * MINUTE).await.unwrap();
     assert_eq!(kernel.bytes, std::fs::metadata(&host.kernel).unwrap().len());

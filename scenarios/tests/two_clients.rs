@@ -33,6 +33,8 @@ async fn two_clients_get_their_declared_addresses_and_names() {
     for (name, mac, _) in clients {
         vms.push(lab.pxe_client(name, mac, NicModel::VirtioNet, Rom::OvmfNative).unwrap().start().await.unwrap());
     }
+    // Both at once: GRUB's countdown runs on each.
+    tokio::join!(lab.network().enter_at_grub_menu(&vms[0], clients[0].1, 2 * MINUTE), lab.network().enter_at_grub_menu(&vms[1], clients[1].1, 2 * MINUTE));
     for ((name, mac, ip), vm) in clients.iter().zip(&vms) {
         let lease = lab.network().wait_for_dhcp_lease(*mac, 2 * MINUTE).await.unwrap();
         assert_eq!(lease.ip.to_string(), *ip);

@@ -851,7 +851,7 @@ async fn slirp_storm(lab: &Lab, clients: &[crate::jobs::storm::StormClient], tre
     let vms = futures::future::try_join_all(builders.map(|b| b.start())).await?;
     let loads = vms.iter().map(|vm| async move {
         let countdown = vm.wait_for_console_text(GRUB_COUNTDOWN, timeout).await;
-        // Enter until GRUB runs the entry (its first line), as [`super::install_stages::enter_at_grub_menu`] does.
+        // Enter until GRUB runs the entry (its first line), as [`crate::lab::Network::enter_at_grub_menu`] does.
         while countdown.is_ok() && vm.wait_for_console_text("Network status:", Duration::from_millis(250)).await.is_err() {
             vm.send_keys("\r").await?;
         }

@@ -19,15 +19,8 @@ use super::installed::CachedInstall;
 use super::{Budgets, InstallFacts, InstallOptions, Stage, SystemError};
 
 /// GRUB's menu countdown, at which the install presses Enter (see
-/// [`InstallOptions::wait_out_boot_menus`]).
-pub(crate) const GRUB_COUNTDOWN: &str = r"The highlighted entry will be executed automatically in \d+s";
-
-/// How long GRUB has to leave its menu after an Enter before the next. GRUB reads the UART
-/// itself while OVMF's terminal driver polls it too, every 20 ms: whichever reads first takes
-/// the key, so a press is often lost (GRUB then waited out its whole countdown). A press a
-/// quarter second is many tries within the countdown; GRUB asks the TFTP server for its first
-/// `load-kernel` file within milliseconds of taking one.
-const ENTER_AGAIN_AFTER: Duration = Duration::from_millis(250);
+/// [`InstallOptions::wait_out_boot_menus`] and [`crate::lab::Network::enter_at_grub_menu`]).
+pub(crate) use crate::lab::GRUB_COUNTDOWN;
 
 /// The kernel's first console line.
 pub(crate) const KERNEL_STARTED: &str = r"Linux version \S+";
@@ -328,11 +321,11 @@ impl<'a> Install<'a> {
         }
     }
 
-    /// Enter at GRUB's menu ([`enter_at_grub_menu`]), unless the options wait it out. Never
+    /// Enter at GRUB's menu ([`crate::lab::Network::enter_at_grub_menu`]), unless the options wait it out. Never
     /// returns.
     async fn press_enter(&self, vm: &Vm) {
         if !self.options.wait_out_boot_menus {
-            enter_at_grub_menu(self.lab.network(), vm, self.mac, self.budget(Stage::TftpKernel)).await;
+            self.lab.network().enter_at_grub_menu(vm, self.mac, self.budget(Stage::TftpKernel)).await;
         }
         std::future::pending::<()>().await
     }
@@ -553,29 +546,6 @@ fn tftp_request(ip: Option<std::net::Ipv4Addr>, after: usize, except: Option<&st
     move |e| {
         let asked = matches!(&e.event, ServiceEvent::Tftp(t) if Some(t.client) == ip && Some(t.file.trim_start_matches('/')) != except);
         (e.seq >= after && asked).then_some(())
-    }
-}
-
-/// Enter at GRUB's menu, once its countdown shows within `wait` (a GRUB without a countdown
-/// just boots). The firmware may take the key before GRUB does ([`ENTER_AGAIN_AFTER`]), and a
-/// GRUB sometimes takes it only as the end of its countdown and stays in the menu: Enter
-/// again until the client `mac` asks the TFTP server for a file, the sign that GRUB left the
-/// menu. Under TCG on a busy host a GRUB's 5 s countdown has been seen to last 88 s.
-pub async fn enter_at_grub_menu(net: &crate::lab::Network, vm: &Vm, mac: Mac, wait: Duration) {
-    if vm.wait_for_console_text(GRUB_COUNTDOWN, wait).await.is_err() {
-        return;
-    }
-    let ip = net.lease_of(mac);
-    for press in 1.. {
-        let seen = net.events().count();
-        tracing::info!(vm = %vm.name(), "Enter at GRUB's menu ({press})");
-        if let Err(e) = vm.send_keys("\r").await {
-            return tracing::warn!("cannot press Enter at GRUB's menu: {e}");
-        }
-        let asked = tftp_request(ip, seen, None);
-        if !matches!(net.events().wait_for("GRUB to leave its menu", ENTER_AGAIN_AFTER, asked).await, Err(EventWaitError::Timeout { .. })) {
-            return;
-        }
     }
 }
 

@@ -124,7 +124,7 @@ pub struct Storm {
 
 /// Power `clients` on at once, each a PXE client with a blank disk first in its boot order,
 /// starting from its firmware snapshot; press Enter at each one's GRUB menu
-/// ([`super::install_stages::enter_at_grub_menu`]) and wait until each is at its NFS root's
+/// ([`crate::lab::Network::enter_at_grub_menu`]) and wait until each is at its NFS root's
 /// shell, at most `timeout`. A client that fails fails the storm, naming it.
 pub async fn boot(lab: &Lab, clients: &[StormClient], timeout: Duration) -> Result<Storm, BenchError> {
     let mut builders = Vec::new();
@@ -143,7 +143,7 @@ pub async fn boot(lab: &Lab, clients: &[StormClient], timeout: Duration) -> Resu
     let vms = futures::future::try_join_all(builders.into_iter().map(|b| b.start())).await?;
     let waits = vms.iter().zip(clients).map(|(vm, client)| async move {
         let enter = async {
-            super::install_stages::enter_at_grub_menu(lab.network(), vm, client.mac, timeout).await;
+            lab.network().enter_at_grub_menu(vm, client.mac, timeout).await;
             std::future::pending::<()>().await
         };
         let reach = async {

@@ -9,7 +9,7 @@ mod stages;
 
 pub use client::{ClientError, HostClient, Response};
 pub use events::{from_port, lease_for, port_of_event, EventWaitError, Events, Logged, Mark, Totals, PORT_WINDOW};
-pub use network::{FloodHandle, Network, NetworkError, NfsExport, PxeConfig, RogueDhcp, Server, HOST_MAC, NFS_ROOT_OPTIONS};
+pub use network::{FloodHandle, Network, NetworkError, NfsExport, PxeConfig, RogueDhcp, Server, GRUB_COUNTDOWN, HOST_MAC, NFS_ROOT_OPTIONS};
 pub use report::{summary as describe_event, Failure, Outcome, RunReport};
 pub use stages::{chain, RunLog, StageError, StageRecord, Stages};
 

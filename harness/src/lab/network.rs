@@ -629,9 +629,42 @@ impl Network {
             })
             .await?
     }
+
+    /// Enter at GRUB's menu, once its countdown ([`GRUB_COUNTDOWN`]) shows on `vm`'s console
+    /// within `wait` (a GRUB without a countdown just boots): a boot that no one waits out, as
+    /// an operator at the console does. The firmware may take the key before GRUB does
+    /// ([`ENTER_AGAIN_AFTER`]), and a GRUB sometimes takes it only as the end of its countdown
+    /// and stays in the menu: Enter again until the client `mac` asks the TFTP server for a
+    /// file, the sign that GRUB left the menu. Under TCG on a busy host a GRUB's 5 s countdown
+    /// has been seen to last 88 s.
+    pub async fn enter_at_grub_menu(&self, vm: &crate::vm::Vm, mac: impl Into<Mac>, wait: Duration) {
+        if vm.wait_for_console_text(GRUB_COUNTDOWN, wait).await.is_err() {
+            return;
+        }
+        let ip = self.lease_of(mac);
+        for press in 1.. {
+            let seen = self.events().count();
+            tracing::info!(vm = %vm.name(), "Enter at GRUB's menu ({press})");
+            if let Err(e) = vm.send_keys("\r").await {
+                return tracing::warn!("cannot press Enter at GRUB's menu: {e}");
+            }
+            let asked = |e: &super::Logged| (e.seq >= seen && matches!(&e.event, ServiceEvent::Tftp(t) if Some(t.client) == ip)).then_some(());
+            if !matches!(self.events().wait_for("GRUB to leave its menu", ENTER_AGAIN_AFTER, asked).await, Err(EventWaitError::Timeout { .. })) {
+                return;
+            }
+        }
+    }
 }
 
+/// GRUB's menu countdown, at which [`Network::enter_at_grub_menu`] presses Enter.
+pub const GRUB_COUNTDOWN: &str = r"The highlighted entry will be executed automatically in \d+s";
 
+/// How long GRUB has to leave its menu after an Enter before the next. GRUB reads the UART
+/// itself while OVMF's terminal driver polls it too, every 20 ms: whichever reads first takes
+/// the key, so a press is often lost (GRUB then waited out its whole countdown). A press a
+/// quarter second is many tries within the countdown; GRUB asks the TFTP server for its first
+/// `load-kernel` file within milliseconds of taking one.
+const ENTER_AGAIN_AFTER: Duration = Duration::from_millis(250);
 
 /// A client's addresses, learnt as a wait goes through the events: the one it holds, and
 /// each the DHCP server names to it (from its own switch port).
