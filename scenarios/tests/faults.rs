@@ -26,12 +26,12 @@ fn segment_events(lab: &Lab) -> Vec<SegmentEvent> {
 }
 
 /// (a) 5 % loss and 1 ms ± 0.5 ms of delay both ways on the client's port. GRUB fetches the
-/// kernel and initrd (15 MB) in some 15,000 lockstep round trips, so every millisecond of
-/// delay costs 30 s: at 5 ms ± 2 ms the kernel alone took 165 s, at 50 ms ± 20 ms the install
+/// kernel and initrd (12 MB) in some 12,000 lockstep round trips, so every millisecond of
+/// delay costs 24 s: at 5 ms ± 2 ms the kernel alone took 165 s, at 50 ms ± 20 ms the install
 /// takes over half an hour (`pxelab run install-default --loss 5 --delay 50ms --jitter 20ms`).
 /// Its name sorts it after the other two of this file: nextest's `slice` partitions deal
 /// tests out by their place in the list, and so it falls in another of four shards than the
-/// reinstall with backup and restore, the suite's other four-minute test.
+/// reinstall with backup and restore, the suite's other three-minute test.
 #[tokio::test]
 async fn lossy_delayed_link_install_completes() {
     let impairment = Impairment { loss: 0.05, ..Impairment::delay(Duration::from_micros(1000), Duration::from_micros(500)) };
