@@ -102,7 +102,7 @@ impl VmBuilder {
             .iter()
             .map(|n| format!("{:?}{} {} {:?} {:?}", n.model, n.model.properties(), n.mac, n.rom, n.bootindex))
             .collect();
-        Some(format!("{accel:?} {} MiB {} CPUs console ttyS{} disks {:?} nics {nics:?}", self.memory_mib, self.cpus, self.console_unit, disks?))
+        Some(format!("{} {} MiB {} CPUs console ttyS{} disks {:?} nics {nics:?}", accel.qemu_arg(), self.memory_mib, self.cpus, self.console_unit, disks?))
     }
 
     /// Stamp the console logs with the time since `epoch` (a lab's start) instead of since

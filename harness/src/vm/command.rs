@@ -218,7 +218,7 @@ impl VmSpec {
             // Only SMM code may write the variable flash, so the OS cannot rewrite db or PK.
             arg("-global", "driver=cfi.pflash01,property=secure,value=on".into());
         }
-        arg("-accel", self.accel.qemu_arg().into());
+        arg("-accel", self.accel.qemu_arg());
         if self.accel == Accel::Kvm {
             arg("-cpu", "host".into());
         }

@@ -120,7 +120,7 @@ pub fn doctor(runtime: &tokio::runtime::Runtime) -> ExitCode {
             "accelerator",
             runtime
                 .block_on(pxelab::vm::select_accel(&firmware, &pxelab::artifacts::Cache::default_root()))
-                .map(|a| a.qemu_arg().to_owned())
+                .map(|a| a.qemu_arg())
                 .map_err(|e| e.to_string()),
         );
     }
