@@ -19,11 +19,11 @@ pub enum Accel {
     Tcg,
 }
 
-/// TCG's translation cache, in MiB. QEMU 7.2 gives system emulation 1 GiB, and a guest that
-/// reboots after a busy run fills it with code it no longer runs: OVMF then took 11.7 s from
-/// the reset to its boot manager on an installed nixos-shape disk, against 4.7 s with 128 MiB
-/// (the first boot to login the same, 28.6 against 28.4 s; 32 MiB cut the reboot to 3.3 s but
-/// cost the first boot 3.5 s). 2026-12-07, TCG, 2 cores.
+/// TCG's translation cache, in MiB. QEMU 7.2 gives system emulation 1 GiB, with which a guest
+/// that rebooted after a busy run brought its firmware up far more slowly (the cause was not
+/// traced): OVMF took 11.7 s from the reset to its boot manager on an installed nixos-shape
+/// disk, against 4.7 s with 128 MiB (the first boot to login the same, 28.6 against 28.4 s;
+/// 32 MiB cut the reboot to 3.3 s but cost the first boot 3.5 s). 2026-12-07, TCG, 2 cores.
 pub const TCG_TB_SIZE_MIB: u32 = 128;
 
 impl Accel {
