@@ -12,6 +12,51 @@ fn pxelab_bin() -> std::path::PathBuf {
     std::env::var_os("NEXTEST_BIN_EXE_pxelab").map_or_else(|| env!("CARGO_BIN_EXE_pxelab").into(), Into::into)
 }
 
+/// A test's runs directory: a short temporary path (console sockets live under it, and a
+/// socket's path is limited to 107 bytes), removed when the test passes and kept when it
+/// fails, with its path and the end of each console log printed.
+struct Runs(Option<tempfile::TempDir>);
+
+impl Runs {
+    fn new() -> Self {
+        Runs(Some(tempfile::tempdir().unwrap()))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.as_ref().unwrap().path()
+    }
+}
+
+impl Drop for Runs {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let dir = self.0.take().unwrap().keep();
+        eprintln!("runs kept: {}", dir.display());
+        let mut logs = Vec::new();
+        let mut dirs = vec![dir];
+        while let Some(d) = dirs.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                match entry.path() {
+                    p if p.is_dir() => dirs.push(p),
+                    p if p.file_name().is_some_and(|n| n == "console.log" || n == "firmware.log" || n == "qemu.log") => logs.push(p),
+                    _ => {}
+                }
+            }
+        }
+        logs.sort();
+        for log in logs {
+            let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("── {} (last 30 of {} lines)", log.display(), lines.len());
+            for line in &lines[lines.len().saturating_sub(30)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 /// A child process killed (and so its QEMUs, by their parent-death signal) if the test ends
 /// without stopping it.
 struct Reaped(Child);
@@ -104,9 +149,11 @@ fn wait_exit(child: &mut Reaped, timeout: Duration) -> std::process::ExitStatus 
 /// goes on; Ctrl-C on the kept run stops it and leaves no QEMU.
 #[test]
 fn a_kept_run_is_attached_to_from_another_process_and_stopped_by_ctrl_c() {
-    let runs = tempfile::tempdir().unwrap();
+    let runs = Runs::new();
     let (mut run, lines) = pxelab(runs.path(), &["run", "uefi-boot", "--keep"]);
-    let seen = read_until(&lines, Duration::from_secs(240), |l| l.starts_with("attach: "));
+    // Longer than the job's own waits (GRUB 120 s, then the shell 240 s), so that a guest
+    // that stalls fails the job, which names its stage, before this test gives up.
+    let seen = read_until(&lines, Duration::from_secs(480), |l| l.starts_with("attach: "));
     assert_eq!(seen.last().unwrap(), "attach: pxelab console uefi-boot client   (Ctrl-] detaches)", "{seen:?}");
     assert!(seen.iter().any(|l| l.starts_with("kept: 1 VM(s) of uefi-boot")), "{seen:?}");
     let qemu = qemu_children_of(run.0.id());
@@ -156,7 +203,7 @@ fn a_kept_run_is_attached_to_from_another_process_and_stopped_by_ctrl_c() {
 /// events; the pcap and the events are written as for a test.
 #[test]
 fn serve_boots_two_clients_started_from_its_printed_lines() {
-    let runs = tempfile::tempdir().unwrap();
+    let runs = Runs::new();
     let (mut serve, lines) = pxelab(runs.path(), &["serve", "--clients", "2"]);
     let seen = read_until(&lines, Duration::from_secs(600), |l| l.starts_with("Ctrl-C stops the lab"));
     let commands: Vec<String> = seen.iter().filter_map(|l| l.strip_prefix("  ")).map(str::to_owned).collect();
@@ -198,7 +245,7 @@ fn serve_boots_two_clients_started_from_its_printed_lines() {
 /// detaches while the lab stays up.
 #[test]
 fn an_interactive_run_shows_the_boot_live_and_takes_input() {
-    let runs = tempfile::tempdir().unwrap();
+    let runs = Runs::new();
     let mut run = Reaped(
         Command::new(pxelab_bin())
             .args(["run", "uefi-boot", "--interactive"])
@@ -221,7 +268,8 @@ fn an_interactive_run_shows_the_boot_live_and_takes_input() {
             }
         }
     });
-    let boot = read_until(&lines, Duration::from_secs(240), |l| l.contains("pxelab-fixture: shell ready"));
+    // Longer than the job's own waits for GRUB and the shell (120 + 240 s).
+    let boot = read_until(&lines, Duration::from_secs(420), |l| l.contains("pxelab-fixture: shell ready"));
     assert!(boot.iter().any(|l| l.contains("BdsDxe")), "the firmware's lines come live: {boot:?}");
     typing.write_all(b"echo typed-$((6*7))\n").unwrap();
     // The job's table and the shell's answer come in either order.
