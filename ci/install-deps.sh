@@ -6,7 +6,8 @@
 # needs (the nixos-shape kernel, built once and cached), Chromium (a test renders a run
 # report in it), and Debian's signed shim and network GRUB with sbsign and openssl (the Secure
 # Boot scenarios sign a kernel with a key of their own), and systemd-boot (the netboot-shape
-# flavour's installed system boots it). Run as root.
+# flavour's installed system boots it), and curl (a fixture fetches Debian 13's iPXE from
+# Debian's archive). Run as root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 sudo=""
@@ -14,7 +15,7 @@ sudo=""
 
 packages=(qemu-system-x86 ovmf ipxe-qemu ipxe grub-efi-amd64-bin grub-common linux-image-amd64 busybox-static
           shim-signed grub-efi-amd64-signed sbsigntool openssl systemd-boot-efi
-          mmdebstrap kmod xz-utils zstd nix-bin chromium
+          mmdebstrap kmod xz-utils zstd nix-bin chromium curl
           linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev)
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

@@ -272,9 +272,21 @@ impl VarStore {
     /// the machine's next boot to that entry, as a BMC does (`ipmitool chassis bootdev pxe`).
     /// The firmware consumes it at its next boot.
     pub fn set_boot_next(&self, entry: u16) -> Result<(), VarsError> {
+        self.set_global("BootNext", entry.to_le_bytes().to_vec())
+    }
+
+    /// Set `BootOrder` to `entries` in this store, for a VM that is powered off: the host
+    /// orders the machine's boot entries, as a BMC or `efibootmgr -o` does. OVMF keeps the
+    /// order it finds only when no device has a `bootindex` (else it orders the entries by
+    /// QEMU's boot order at every boot).
+    pub fn set_boot_order(&self, entries: &[u16]) -> Result<(), VarsError> {
+        self.set_global("BootOrder", entries.iter().flat_map(|e| e.to_le_bytes()).collect())
+    }
+
+    fn set_global(&self, name: &str, data: Vec<u8>) -> Result<(), VarsError> {
         let read = |source| VarsError::Read { path: self.path.clone(), source };
         let mut image = std::fs::read(&self.path).map_err(read)?;
-        let variable = Variable { name: "BootNext".into(), vendor: GLOBAL_VARIABLE, attributes: BOOT_VARIABLE_ATTRIBUTES, data: entry.to_le_bytes().to_vec() };
+        let variable = Variable { name: name.into(), vendor: GLOBAL_VARIABLE, attributes: BOOT_VARIABLE_ATTRIBUTES, data };
         set_variable(&mut image, &variable)?;
         std::fs::write(&self.path, image).map_err(read)
     }
@@ -426,6 +438,18 @@ mod test {
         let after = parse_variables(&img).unwrap();
         assert_eq!(after.len(), before.len() + 1);
         assert_eq!(after.last(), Some(&variable));
+    }
+
+    #[test]
+    fn a_boot_order_set_in_a_store_reads_back_as_the_order() {
+        let Ok(template) = std::fs::read("/usr/share/OVMF/OVMF_VARS_4M.fd") else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let store = VarStore { path: dir.path().join("vars.fd") };
+        std::fs::write(&store.path, template).unwrap();
+        store.set_boot_order(&[3, 1, 0x1f]).unwrap();
+        assert_eq!(store.boot_entries().unwrap().order, [3, 1, 0x1f]);
+        store.set_boot_order(&[1]).unwrap();
+        assert_eq!(store.boot_entries().unwrap().order, [1], "the second order replaces the first");
     }
 
     #[test]

@@ -193,6 +193,61 @@ pub fn http_boot_gave_up(firmware_console: &str, dhcp: &crate::services::dhcp::D
     Some(format!("the firmware's HTTP boot gave up: {:?}: {why}", errors.join(" ")))
 }
 
+/// What the firmware prints when it opens its boot manager, the menu that waits for a key.
+pub const BOOT_MANAGER_OPENED: &str = r#"BdsDxe: starting Boot[0-9A-F]{4} "UiApp" "#;
+
+/// The firmware opening its boot manager (`BdsDxe: starting Boot#### "UiApp"`), from its
+/// console, and why: the boot entry before it returned status 0, which UEFI firmware takes
+/// as a boot that succeeded, so it does not go on down BootOrder; or every entry failed.
+/// When that entry ran iPXE, names the script iPXE ran (its URL from the console) and the
+/// `exit` it ended with, read by `script` (a URL to the script's text, if the lab served it):
+/// the known iPXE bug of a "boot the local disk" script ending in a plain `exit`.
+pub fn boot_manager_opened(firmware_console: &str, script: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let menu = Regex::new(r#"BdsDxe: starting (Boot[0-9A-F]{4}) "(UiApp)" "#).expect("valid pattern");
+    let opened = menu.captures_iter(firmware_console).last()?;
+    let at = opened.get(0).expect("group 0").start();
+    let before = &firmware_console[..at];
+    let boot_line = Regex::new(r#"BdsDxe: (starting|failed to start|failed to load) (Boot[0-9A-F]{4}) "([^"]*)""#).expect("valid pattern");
+    let menu_name = format!("{} \"UiApp\"", &opened[1]);
+    let Some(last) = boot_line.captures_iter(before).last() else {
+        return Some(format!("the firmware opened its boot manager ({menu_name}, a menu that waits for a key) before it tried any boot entry"));
+    };
+    let entry = format!("{} \"{}\"", &last[2], &last[3]);
+    if &last[1] != "starting" {
+        return Some(format!(
+            "the firmware opened its boot manager ({menu_name}, a menu that waits for a key) once no boot entry had booted: \
+             the last, {entry}, {} (see the console above for each entry it tried)",
+            &last[1]
+        ));
+    }
+    let ran = &before[last.get(0).expect("group 0").end()..];
+    let generic = format!(
+        "the firmware opened its boot manager ({menu_name}, a menu that waits for a key) when {entry} returned status 0: UEFI \
+         firmware takes a boot program that returns success as a boot that succeeded, and does not go on to the next entry \
+         of BootOrder"
+    );
+    if !Regex::new(r"iPXE \d+\.\d+").expect("valid pattern").is_match(ran) {
+        return Some(format!("{generic}; a boot program that boots nothing must return an error status for the firmware to try the next entry"));
+    }
+    // iPXE prints `<url>... ok`, then `<name> : <n> bytes [script]`, for each script it runs.
+    let fetched = Regex::new(r"(?m)(\S+)\.\.\. ok\s*\n\s*(\S+) : \d+ bytes \[script\]").expect("valid pattern");
+    let Some(url) = fetched.captures_iter(ran).last().map(|c| c[1].to_owned()) else {
+        return Some(format!("{generic}. That entry ran iPXE, which returned success to the firmware (an `exit` with no status, or 0); end iPXE's script with `exit 1` for the firmware to try the next entry"));
+    };
+    let exit_line = script(&url).and_then(|text| {
+        let exit = Regex::new(r"^\s*exit(\s+0)?\s*$").expect("valid pattern");
+        text.lines().enumerate().filter(|(_, l)| exit.is_match(l)).last().map(|(n, l)| format!(" `{}` on line {}", l.trim(), n + 1))
+    });
+    let ended = match exit_line {
+        Some(line) => format!("ended with{line}, which returns status 0"),
+        None => "returned success (an `exit` with no status, or `exit 0`)".to_owned(),
+    };
+    Some(format!(
+        "{generic}. That entry ran iPXE, and iPXE's script {url} {ended} to the firmware; end the script with `exit 1` for the \
+         firmware to try the next entry (iPXE's `exit` in a \"boot the local disk\" script, a known bug of provisioning setups)"
+    ))
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -316,5 +371,58 @@ mod test {
         let honoured = console.replace("device /dev/sdz", "device /dev/vda");
         assert_eq!(config_precedence(&honoured, files), None);
     }
-}
 
+    /// OVMF 2022.11's console with Debian 13's iPXE: its PXEv4 entry runs iPXE, whose script
+    /// ends in `exit`, and the firmware opens UiApp (the `ipxe_exit` scenario's).
+    const IPXE_EXIT_0: &str = concat!(
+        "BdsDxe: loading Boot0002 \"UEFI PXEv4 (MAC:52540012345C)\" from PciRoot(0x0)/Pci(0x2,0x0)/MAC(52540012345C,0x1)/IPv4(0.0.0.0)\n",
+        "BdsDxe: starting Boot0002 \"UEFI PXEv4 (MAC:52540012345C)\" from PciRoot(0x0)/Pci(0x2,0x0)/MAC(52540012345C,0x1)/IPv4(0.0.0.0)\n",
+        "iPXE initialising devices...\nautoexec.ipxe... Not found (https://ipxe.org/2d12618e)\n",
+        "iPXE 1.21.1+git20250501.dad20602+dfsg-1 -- Open Source Network Boot Firmware -- https://ipxe.org\n",
+        "Filename: http://192.0.2.1/local.ipxe\nhttp://192.0.2.1/local.ipxe... ok\nlocal.ipxe : 76 bytes [script]\n",
+        "pxelab: no install is due for this machine: on to its disk\n\nNo more network devices\n\n",
+        "Press Ctrl-B for the iPXE command line...     BdsDxe: loading Boot0000 \"UiApp\" from Fv(7CB8BDC9)/FvFile(462CAA21)\n",
+        "BdsDxe: starting Boot0000 \"UiApp\" from Fv(7CB8BDC9)/FvFile(462CAA21)\n",
+    );
+
+    #[test]
+    fn an_ipxe_script_ending_in_exit_is_named_with_its_line() {
+        let script = |url: &str| (url == "http://192.0.2.1/local.ipxe").then(|| "#!ipxe\necho on to the disk\nexit\n".to_owned());
+        let cause = boot_manager_opened(IPXE_EXIT_0, script).unwrap();
+        assert!(cause.contains(r#"opened its boot manager (Boot0000 "UiApp", a menu that waits for a key) when Boot0002 "UEFI PXEv4 (MAC:52540012345C)" returned status 0"#), "{cause}");
+        assert!(cause.contains("iPXE's script http://192.0.2.1/local.ipxe ended with `exit` on line 3, which returns status 0"), "{cause}");
+        assert!(cause.contains("end the script with `exit 1`"), "{cause}");
+    }
+
+    #[test]
+    fn without_the_scripts_text_the_url_and_the_fix_are_still_named() {
+        let cause = boot_manager_opened(IPXE_EXIT_0, |_| None).unwrap();
+        assert!(cause.contains("iPXE's script http://192.0.2.1/local.ipxe returned success"), "{cause}");
+        assert!(cause.contains("`exit 1`"), "{cause}");
+    }
+
+    #[test]
+    fn a_program_other_than_ipxe_returning_success_is_named_without_ipxe() {
+        let console = IPXE_EXIT_0.replace("iPXE 1.21.1", "Shell 2.2");
+        let cause = boot_manager_opened(&console, |_| panic!("no script to read")).unwrap();
+        assert!(cause.contains("returned status 0") && !cause.contains("iPXE"), "{cause}");
+    }
+
+    #[test]
+    fn every_entry_failing_is_told_apart_from_a_success() {
+        let console = concat!(
+            "BdsDxe: failed to start Boot0002 \"UEFI PXEv4 (MAC:52540012345C)\" from PciRoot(0x0): Not Found\n",
+            "BdsDxe: failed to load Boot0001 \"UEFI Non-Block Boot Device\" from PciRoot(0x0)/Pci(0x1,0x0): Not Found\n",
+            "BdsDxe: loading Boot0000 \"UiApp\" from Fv(7CB8BDC9)/FvFile(462CAA21)\n",
+            "BdsDxe: starting Boot0000 \"UiApp\" from Fv(7CB8BDC9)/FvFile(462CAA21)\n",
+        );
+        let cause = boot_manager_opened(console, |_| None).unwrap();
+        assert!(cause.contains(r#"once no boot entry had booted: the last, Boot0001 "UEFI Non-Block Boot Device", failed to load"#), "{cause}");
+    }
+
+    #[test]
+    fn a_console_where_the_boot_manager_never_opened_has_no_cause() {
+        let booted = IPXE_EXIT_0.split("Press Ctrl-B").next().unwrap();
+        assert_eq!(boot_manager_opened(booted, |_| None), None);
+    }
+}

@@ -164,7 +164,14 @@ impl Lab {
     /// host turns its next boot, as a BMC does (`ipmitool chassis bootdev pxe`), whatever
     /// the installed system can write.
     pub async fn restart_with_boot_next(&self, vm: Vm, entry: u16) -> Result<Vm, VmError> {
-        self.restart_to(vm, Some(entry)).await
+        self.restart_to(vm, Some(NvramTurn::Next(entry))).await
+    }
+
+    /// [`Lab::restart`] with `BootOrder` set to `entries` in the VM's NVRAM while it is off,
+    /// as a BMC or `efibootmgr -o` orders them. OVMF keeps that order only on a VM none of
+    /// whose devices has a `bootindex` (it orders by QEMU's boot order at each boot).
+    pub async fn restart_with_boot_order(&self, vm: Vm, entries: &[u16]) -> Result<Vm, VmError> {
+        self.restart_to(vm, Some(NvramTurn::Order(entries.to_vec()))).await
     }
 
     /// Wait until `vm`'s firmware has downloaded its UEFI HTTP boot program from the lab
@@ -191,11 +198,46 @@ impl Lab {
         }
     }
 
-    async fn restart_to(&self, vm: Vm, boot_next: Option<u16>) -> Result<Vm, VmError> {
+    /// Wait until `vm`'s firmware starts its boot entry `entry` (`BdsDxe: starting Boot####`),
+    /// or fail at once when it opens its boot manager instead, saying why
+    /// ([`Lab::boot_manager_opened`]).
+    pub async fn wait_for_boot_entry(&self, vm: &Vm, entry: u16, timeout: std::time::Duration) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let pattern = format!("BdsDxe: starting Boot{entry:04X} ");
+        let started = vm.firmware_console().wait_for_console_text(&pattern, timeout);
+        tokio::select! {
+            started = started => started.map(drop).map_err(Into::into),
+            why = self.boot_manager_opened(vm, timeout) => Err(why.into()),
+        }
+    }
+
+    /// Pending until `vm`'s firmware opens its boot manager (`UiApp`, a menu that waits for a
+    /// key) within `timeout`, then why it did ([`crate::diagnose::boot_manager_opened`]; an
+    /// iPXE script it names is read from this lab's boot tree): for a wait to end with it.
+    pub async fn boot_manager_opened(&self, vm: &Vm, timeout: std::time::Duration) -> String {
+        if vm.firmware_console().wait_for_console_text(crate::diagnose::BOOT_MANAGER_OPENED, timeout).await.is_err() {
+            return std::future::pending().await;
+        }
+        let network = self.network.as_ref();
+        let served = |url: &str| {
+            let network = network?;
+            let path = url.strip_prefix(&format!("http://{}/", network.server_ip()))?;
+            std::fs::read_to_string(network.served_file(path)?).ok()
+        };
+        crate::diagnose::boot_manager_opened(&vm.firmware_console().text(), served).unwrap_or_else(|| "the firmware opened its boot manager".into())
+    }
+
+    async fn restart_to(&self, vm: Vm, turn: Option<NvramTurn>) -> Result<Vm, VmError> {
         let store = vm.var_store().clone();
         let was = vm.power_off().await?;
-        if let Some(entry) = boot_next {
-            store.set_boot_next(entry).map_err(|source| VmError::Nvram { what: format!("cannot set BootNext to Boot{entry:04X} in {}", store.path.display()), source })?;
+        let path = store.path.display().to_string();
+        let nvram = |what: String| move |source| VmError::Nvram { what: format!("cannot set {what} in {path}"), source };
+        match turn {
+            Some(NvramTurn::Next(entry)) => store.set_boot_next(entry).map_err(nvram(format!("BootNext to Boot{entry:04X}")))?,
+            Some(NvramTurn::Order(entries)) => {
+                let names: Vec<String> = entries.iter().map(|e| format!("Boot{e:04X}")).collect();
+                store.set_boot_order(&entries).map_err(nvram(format!("BootOrder to {}", names.join(","))))?
+            }
+            None => {}
         }
         let mut builder = self.vm(&was.name).memory_mib(was.memory_mib).cpus(was.cpus).accel(was.accel).console_unit(was.console_unit).keep_nvram();
         if was.secure_boot {
@@ -225,6 +267,12 @@ impl Lab {
             None => builder,
         }
     }
+}
+
+/// What the host writes into a powered-off VM's NVRAM before it boots again.
+enum NvramTurn {
+    Next(u16),
+    Order(Vec<u16>),
 }
 
 impl Drop for Lab {

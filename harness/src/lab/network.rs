@@ -267,6 +267,8 @@ pub struct Network {
     running: Mutex<HashMap<&'static str, AbortHandle>>,
     ports: Mutex<HashMap<Mac, PortId>>,
     started: Instant,
+    /// The boot tree's roots, which TFTP and HTTP serve.
+    roots: Vec<PathBuf>,
 }
 
 /// The lab's services, in the order their frame hooks see a frame: each protocol's one
@@ -327,6 +329,7 @@ impl Network {
             running: Mutex::default(),
             ports: Mutex::default(),
             started,
+            roots: config.tftp_roots.clone(),
         };
         for service in &network.services {
             network.spawn(service);
@@ -342,6 +345,12 @@ impl Network {
             let abort = self.supervisor.spawn(service.name(), task);
             self.running.lock().expect("servers lock").insert(service.name(), abort);
         }
+    }
+
+    /// The file TFTP and HTTP serve for `path` (`/local.ipxe`, `nixos/bzImage`), with their
+    /// confinement to the boot tree; `None` for what they would refuse or not find.
+    pub fn served_file(&self, path: &str) -> Option<PathBuf> {
+        crate::services::tftp::resolve_in(&self.roots, path.trim_start_matches('/')).ok()
     }
 
     fn service(&self, server: Server) -> Option<&Arc<dyn LabService>> {
