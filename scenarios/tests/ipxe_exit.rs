@@ -7,7 +7,8 @@
 //! The client's NVRAM orders its network entry first and its disk second, set from the host
 //! as a BMC does. Its firmware's PXE fetches iPXE (Debian 13's, [`DebianFile::IPXE_EFI_TRIXIE`]:
 //! Debian 12's cannot return to OVMF 2022.11) by TFTP; iPXE asks DHCP again and gets the
-//! script by HTTP.
+//! script by HTTP. The waits add up to 7 minutes and the download of iPXE (three tries of
+//! 40 s at most) to 2, within nextest's 10 for a scenario.
 
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ async fn client(test: &str, exit_line: &str) -> (Lab, Vm, u16) {
         .await
         .unwrap();
     // The firmware writes its boot entries before it tries the first.
-    vm.firmware_console().wait_for_console_text(r"BdsDxe: (loading|starting) Boot", 2 * MINUTE).await.unwrap();
+    vm.firmware_console().wait_for_console_text(r"BdsDxe: (loading|starting) Boot", MINUTE).await.unwrap();
     let entries = vm.var_store().boot_entries().unwrap();
     let pxe = entries.options.iter().find(|o| o.description.starts_with("UEFI PXEv4")).unwrap_or_else(|| panic!("no PXEv4 entry: {entries:?}"));
     let disk = entries
@@ -68,10 +69,10 @@ async fn client(test: &str, exit_line: &str) -> (Lab, Vm, u16) {
 #[tokio::test]
 async fn an_ipxe_script_ending_in_exit_1_falls_through_to_the_disk() {
     let (lab, vm, disk) = client("an_ipxe_script_ending_in_exit_1_falls_through_to_the_disk", "exit 1").await;
-    let script = lab.network().wait_for_http_request(MAC, &format!("/{SCRIPT}"), 3 * MINUTE).await.unwrap();
+    let script = lab.network().wait_for_http_request(MAC, &format!("/{SCRIPT}"), 2 * MINUTE).await.unwrap();
     assert_eq!(script.served.status, 200);
-    lab.wait_for_boot_entry(&vm, disk, 3 * MINUTE).await.unwrap_or_else(|e| panic!("{}", error_chain(&*e)));
-    vm.wait_for_console_text(UefiDisk::SHELL_MARKER, 3 * MINUTE).await.unwrap();
+    lab.wait_for_boot_entry(&vm, disk, 2 * MINUTE).await.unwrap_or_else(|e| panic!("{}", error_chain(&*e)));
+    vm.wait_for_console_text(UefiDisk::SHELL_MARKER, 2 * MINUTE).await.unwrap();
     assert!(vm.firmware_console().text().contains("Could not boot image: Error 0x00000001"), "iPXE returned the script's status");
 }
 
@@ -81,9 +82,9 @@ async fn an_ipxe_script_ending_in_exit_1_falls_through_to_the_disk() {
 #[tokio::test]
 async fn an_ipxe_script_ending_in_exit_opens_the_firmwares_boot_manager_and_is_named() {
     let (lab, vm, disk) = client("an_ipxe_script_ending_in_exit_opens_the_firmwares_boot_manager_and_is_named", "exit").await;
-    lab.network().wait_for_http_request(MAC, &format!("/{SCRIPT}"), 3 * MINUTE).await.unwrap();
+    lab.network().wait_for_http_request(MAC, &format!("/{SCRIPT}"), 2 * MINUTE).await.unwrap();
     let started = std::time::Instant::now();
-    let err = match lab.wait_for_boot_entry(&vm, disk, 3 * MINUTE).await {
+    let err = match lab.wait_for_boot_entry(&vm, disk, 2 * MINUTE).await {
         Ok(()) => panic!("the firmware went on to the disk after iPXE's `exit`"),
         Err(e) => error_chain(&*e),
     };
