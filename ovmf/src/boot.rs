@@ -208,6 +208,32 @@ impl BootEntries {
     }
 }
 
+/// A boot entry named by what it boots, as a BMC's boot order names it, for the entries OVMF
+/// writes for a machine's devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootTarget {
+    /// The firmware's PXE over IPv4 (`UEFI PXEv4 (MAC:…)`).
+    PxeV4,
+    /// The firmware's UEFI HTTP boot over IPv4 (`UEFI HTTPv4 (MAC:…)`).
+    HttpV4,
+    /// The first disk: an active entry whose device path names neither a NIC (`MAC(…)`) nor
+    /// the firmware's own volume (`Fv`, its shell and boot manager).
+    Disk,
+}
+
+impl BootTarget {
+    /// The entry of `entries` this names, the first in `Boot####` order.
+    pub fn find(self, entries: &BootEntries) -> Option<&LoadOption> {
+        let mut options: Vec<&LoadOption> = entries.options.iter().collect();
+        options.sort_by_key(|o| o.number);
+        options.into_iter().find(|o| match self {
+            BootTarget::PxeV4 => o.description.starts_with("UEFI PXEv4"),
+            BootTarget::HttpV4 => o.description.starts_with("UEFI HTTPv4"),
+            BootTarget::Disk => o.active && !o.path.contains("MAC(") && !o.path.contains("Fv"),
+        })
+    }
+}
+
 /// Parse `BootOrder` and every `Boot####` among `variables`.
 pub fn boot_entries(variables: &[Variable]) -> BootEntries {
     let global = variables.iter().filter(|v| v.vendor == GLOBAL_VARIABLE);
@@ -438,6 +464,34 @@ mod test {
         let after = parse_variables(&img).unwrap();
         assert_eq!(after.len(), before.len() + 1);
         assert_eq!(after.last(), Some(&variable));
+    }
+
+    /// The entries OVMF 2022.11 wrote for a client with a virtio NIC and a virtio disk, no
+    /// bootindex (the `ipxe_exit` scenario's).
+    fn written_by_ovmf() -> BootEntries {
+        let option = |number, description: &str, path: &str| LoadOption { number, active: true, description: description.into(), path: path.into() };
+        BootEntries {
+            order: vec![1, 2, 3, 4, 5, 6],
+            options: vec![
+                option(6, "EFI Internal Shell", "Fv/FvFile"),
+                option(0, "UiApp", "Fv/FvFile"),
+                option(1, "UEFI Non-Block Boot Device", "PciRoot/Pci(0x1,0x0)"),
+                option(2, "UEFI PXEv4 (MAC:52540012345C)", "PciRoot/Pci(0x2,0x0)/MAC(52540012345c)/IPv4"),
+                option(3, "UEFI PXEv6 (MAC:52540012345C)", "PciRoot/Pci(0x2,0x0)/MAC(52540012345c)/Node(3,13)"),
+                option(4, "UEFI HTTPv4 (MAC:52540012345C)", "PciRoot/Pci(0x2,0x0)/MAC(52540012345c)/IPv4/Node(3,24)"),
+            ],
+        }
+    }
+
+    #[test]
+    fn boot_targets_name_ovmfs_entries() {
+        let entries = written_by_ovmf();
+        let number = |target: BootTarget| target.find(&entries).map(|o| o.number);
+        assert_eq!(number(BootTarget::PxeV4), Some(2));
+        assert_eq!(number(BootTarget::HttpV4), Some(4));
+        assert_eq!(number(BootTarget::Disk), Some(1), "the disk, not the shell, the boot manager or a NIC's entry");
+        let diskless = BootEntries { options: entries.options.iter().filter(|o| o.number != 1).cloned().collect(), ..entries.clone() };
+        assert_eq!(BootTarget::Disk.find(&diskless), None);
     }
 
     #[test]

@@ -12,6 +12,6 @@ mod secure;
 mod vars;
 
 pub use discover::{discover, discover_secure_boot, discover_secure_boot_with, discover_with, DiscoverError, Firmware, FlashSize, Lookup, CANDIDATES, SECURE_BOOT_CANDIDATES};
-pub use boot::{boot_entries, device_path, parse_variables, read_variables, set_variable, BootEntries, LoadOption, Variable, VarsError, BOOT_VARIABLE_ATTRIBUTES, GLOBAL_VARIABLE};
+pub use boot::{boot_entries, device_path, parse_variables, read_variables, set_variable, BootEntries, BootTarget, LoadOption, Variable, VarsError, BOOT_VARIABLE_ATTRIBUTES, GLOBAL_VARIABLE};
 pub use secure::{enrol_db_certificate, KeyDatabase, SecureBoot, CERT_SHA256, CERT_X509, IMAGE_SECURITY_DATABASE, SECURE_BOOT_ENABLE_DISABLE};
 pub use vars::{VarStore, VarStoreError};

@@ -5,7 +5,7 @@
 //! `exit 1` makes the firmware try the next entry of BootOrder.
 //!
 //! The client's NVRAM orders its network entry first and its disk second, set from the host
-//! as a BMC does. Its firmware's PXE fetches iPXE (Debian 13's, [`DebianFile::IPXE_EFI_TRIXIE`]:
+//! as a BMC does ([`Lab::restart_booting`]). Its firmware's PXE fetches iPXE (Debian 13's, [`DebianFile::IPXE_EFI_TRIXIE`]:
 //! Debian 12's cannot return to OVMF 2022.11) by TFTP; iPXE asks DHCP again and gets the
 //! script by HTTP. The waits add up to 7 minutes and the download of iPXE (three tries of
 //! 40 s at most) to 2, within nextest's 10 for a scenario.
@@ -16,6 +16,7 @@ use pxelab::artifacts::host_files;
 use pxelab::lab::{Lab, PxeConfig};
 use pxelab::vm::{Cable, Disk, DiskFormat, Nic, NicModel, Rom, Vm};
 use pxelab_fixtures::{DebianFile, UefiDisk, UefiDiskInit};
+use pxelab_ovmf::BootTarget;
 use pxelab_scenarios::error_chain;
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x5c];
@@ -24,7 +25,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 const SCRIPT: &str = "local.ipxe";
 
 /// A client booting its network entry first, then its disk (the UEFI disk fixture, which
-/// boots to a shell), with iPXE's script ending in `exit_line`; its boot entries' numbers.
+/// boots to a shell), with iPXE's script ending in `exit_line`; and its disk's boot entry.
 async fn client(test: &str, exit_line: &str) -> (Lab, Vm, u16) {
     let mut lab = Lab::new(test).unwrap();
     let host = host_files(lab.cache()).unwrap();
@@ -53,15 +54,8 @@ async fn client(test: &str, exit_line: &str) -> (Lab, Vm, u16) {
         .unwrap();
     // The firmware writes its boot entries before it tries the first.
     vm.firmware_console().wait_for_console_text(r"BdsDxe: (loading|starting) Boot", MINUTE).await.unwrap();
-    let entries = vm.var_store().boot_entries().unwrap();
-    let pxe = entries.options.iter().find(|o| o.description.starts_with("UEFI PXEv4")).unwrap_or_else(|| panic!("no PXEv4 entry: {entries:?}"));
-    let disk = entries
-        .options
-        .iter()
-        .find(|o| o.active && !o.description.starts_with("UEFI PXE") && !o.description.starts_with("UEFI HTTP") && !o.path.contains("Fv"))
-        .unwrap_or_else(|| panic!("no disk entry: {entries:?}"));
-    let (pxe, disk) = (pxe.number, disk.number);
-    let vm = lab.restart_with_boot_order(vm, &[pxe, disk]).await.unwrap();
+    let disk = BootTarget::Disk.find(&vm.var_store().boot_entries().unwrap()).expect("the disk's entry").number;
+    let vm = lab.restart_booting(vm, &[BootTarget::PxeV4, BootTarget::Disk]).await.unwrap();
     (lab, vm, disk)
 }
 

@@ -198,6 +198,24 @@ impl Lab {
         }
     }
 
+    /// [`Lab::restart_with_boot_order`] by what the entries boot: the entries of `targets`,
+    /// found among those `vm`'s firmware wrote (OVMF writes them before it tries the first:
+    /// wait for its first `BdsDxe: loading` line). A target with no entry is refused, naming
+    /// the entries there are, and `vm` runs on.
+    pub async fn restart_booting(&self, vm: Vm, targets: &[pxelab_ovmf::BootTarget]) -> Result<Vm, VmError> {
+        let store = vm.var_store().clone();
+        let entries = store.boot_entries().map_err(|source| VmError::Nvram { what: format!("cannot read the boot entries in {}", store.path.display()), source })?;
+        let mut order = Vec::new();
+        for &target in targets {
+            let Some(entry) = target.find(&entries) else {
+                let listed: Vec<String> = entries.options.iter().map(|o| format!("Boot{:04X} {:?} {}", o.number, o.description, o.path)).collect();
+                return Err(VmError::NoBootEntry { name: vm.name().to_owned(), target, entries: listed.join(", ") });
+            };
+            order.push(entry.number);
+        }
+        self.restart_with_boot_order(vm, &order).await
+    }
+
     /// Wait until `vm`'s firmware starts its boot entry `entry` (`BdsDxe: starting Boot####`),
     /// or fail at once when it opens its boot manager instead, saying why
     /// ([`Lab::boot_manager_opened`]).

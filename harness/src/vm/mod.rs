@@ -50,6 +50,8 @@ pub enum VmError {
         #[source]
         source: pxelab_ovmf::VarsError,
     },
+    #[error("{name}: its firmware wrote no boot entry for {target:?}; it has {entries}")]
+    NoBootEntry { name: String, target: pxelab_ovmf::BootTarget, entries: String },
     #[error(transparent)]
     Accel(#[from] AccelError),
     #[error("{what}")]
