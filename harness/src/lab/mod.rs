@@ -44,8 +44,16 @@ impl Lab {
         Self::in_dir(&runs_root(), name)
     }
 
-    /// A lab for `name` under `root` (see [`Lab::new`]).
+    /// A lab for `name` under `root` (see [`Lab::new`]). Under nextest's retries, the
+    /// directory of the attempt before this one is kept beside it as `<name>.attempt-<n>`,
+    /// so that a test that failed and then passed (nextest's FLAKY) leaves its failure's
+    /// logs, pcap and report to read.
     pub fn in_dir(root: &Path, name: &str) -> Result<Self, LabError> {
+        let attempt = std::env::var("NEXTEST_ATTEMPT").ok().and_then(|n| n.parse::<u32>().ok());
+        Self::in_dir_at_attempt(root, name, attempt)
+    }
+
+    fn in_dir_at_attempt(root: &Path, name: &str, attempt: Option<u32>) -> Result<Self, LabError> {
         let dir = run_dir(root, name)?;
         let io = |what: &'static str| {
             let dir = dir.clone();
@@ -55,7 +63,16 @@ impl Lab {
             if !dir.join(RUN_MARKER).is_file() {
                 return Err(LabError::NotOurs(dir));
             }
-            std::fs::remove_dir_all(&dir).map_err(io("remove the earlier run"))?;
+            match attempt.filter(|&n| n > 1) {
+                Some(n) => {
+                    let kept = root.join(format!("{name}.attempt-{}", n - 1));
+                    if kept.join(RUN_MARKER).is_file() {
+                        std::fs::remove_dir_all(&kept).map_err(io("remove an earlier run's attempt"))?;
+                    }
+                    std::fs::rename(&dir, &kept).map_err(io("keep the earlier attempt"))?;
+                }
+                None => std::fs::remove_dir_all(&dir).map_err(io("remove the earlier run"))?,
+            }
         }
         std::fs::create_dir_all(&dir).map_err(io("create"))?;
         std::fs::write(dir.join(RUN_MARKER), "made by pxelab; removed with this directory on the next run\n")
@@ -369,6 +386,23 @@ pub fn runs_root() -> PathBuf {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// A retry (nextest's second attempt) keeps the failed attempt's directory beside its
+    /// own; a first attempt removes the earlier run's.
+    #[test]
+    fn a_retry_keeps_the_attempt_before_it() {
+        let root = tempfile::tempdir().unwrap();
+        let first = Lab::in_dir_at_attempt(root.path(), "flaky", Some(1)).unwrap();
+        std::fs::write(first.dir().join("console.log"), "the failure").unwrap();
+        drop(first);
+        let second = Lab::in_dir_at_attempt(root.path(), "flaky", Some(2)).unwrap();
+        assert_eq!(std::fs::read_to_string(root.path().join("flaky.attempt-1/console.log")).unwrap(), "the failure");
+        assert!(!second.dir().join("console.log").exists(), "the retry starts afresh");
+        drop(second);
+        Lab::in_dir_at_attempt(root.path(), "flaky", Some(1)).unwrap();
+        assert!(root.path().join("flaky.attempt-1").is_dir(), "a new run's first attempt leaves other names alone");
+        assert!(!root.path().join("flaky").join("console.log").exists());
+    }
 
     #[test]
     fn names_that_leave_the_runs_root_are_refused_and_touch_nothing() {
