@@ -213,11 +213,13 @@ pub const LOCKSTEP_MIN_RTO: Duration = Duration::from_millis(5);
 
 /// The retransmission timeout: the client's `timeout` option when it sent one (RFC 2349),
 /// else measured from ACKs as TCP does (RFC 6298; Karn's rule: a retransmitted window is
-/// not measured), between [`MIN_RTO`] and the default timeout. On a lossy link with a short
-/// round trip a lost block then costs tens of milliseconds, not a second.
+/// not measured), between a floor ([`MIN_RTO`], or [`LOCKSTEP_MIN_RTO`] in lockstep) and the
+/// default timeout. On a lossy link with a short round trip a lost block then costs tens of
+/// milliseconds, not a second.
 #[derive(Debug, Clone, Copy)]
 struct Rto {
-    current: Duration,
+    /// The client's timeout, or the default until an ACK is measured.
+    unmeasured: Duration,
     ceiling: Duration,
     fixed: bool,
     smoothed: Option<(Duration, Duration)>,
@@ -233,15 +235,14 @@ impl Rto {
             Some((srtt, rttvar)) => (srtt * 7 / 8 + rtt / 8, rttvar * 3 / 4 + srtt.abs_diff(rtt) / 4),
         };
         self.smoothed = Some((srtt, rttvar));
-        self.current = (srtt + 4 * rttvar).clamp(MIN_RTO, self.ceiling);
     }
 
-    /// The timeout with `floor` for the measured one (the client's own, or the default
-    /// before any measure, as they are).
+    /// The timeout: the measured one no shorter than `floor`, else the client's own or the
+    /// default.
     fn with_floor(&self, floor: Duration) -> Duration {
         match (self.fixed, self.smoothed) {
             (false, Some((srtt, rttvar))) => (srtt + 4 * rttvar).clamp(floor, self.ceiling),
-            _ => self.current,
+            _ => self.unmeasured,
         }
     }
 }
@@ -252,7 +253,7 @@ impl Transfer {
         let mut accepted = Vec::new();
         let mut blksize = 512u64;
         let mut pacing = Pacing::Ahead(limits.send_ahead.max(1).into());
-        let mut rto = Rto { current: limits.default_timeout, ceiling: limits.default_timeout, fixed: false, smoothed: None };
+        let mut rto = Rto { unmeasured: limits.default_timeout, ceiling: limits.default_timeout, fixed: false, smoothed: None };
         for (name, value) in options {
             let Ok(n) = value.parse::<u64>() else { continue };
             match name.as_str() {
@@ -266,7 +267,7 @@ impl Transfer {
                     accepted.push((name.clone(), windowsize.to_string()));
                 }
                 "timeout" if (1..=255).contains(&n) && Duration::from_secs(n) <= limits.max_timeout => {
-                    (rto.current, rto.fixed) = (Duration::from_secs(n), true);
+                    (rto.unmeasured, rto.fixed) = (Duration::from_secs(n), true);
                     accepted.push((name.clone(), value.clone()));
                 }
                 "tsize" => accepted.push((name.clone(), size.to_string())),
@@ -301,10 +302,11 @@ impl Transfer {
     /// 34 s in all: twelve retransmissions from the 20 ms floor, doubling up to 8 s; 26 s from
     /// lockstep's 5 ms floor), as GRUB, which never retransmits itself, does.
     pub fn deadline(&self) -> Duration {
-        let timeout = match (self.pacing, &self.oack) {
-            (Pacing::Ahead(1), None) => self.rto.with_floor(LOCKSTEP_MIN_RTO),
-            _ => self.rto.current,
+        let floor = match (self.pacing, &self.oack) {
+            (Pacing::Ahead(1), None) => LOCKSTEP_MIN_RTO,
+            _ => MIN_RTO,
         };
+        let timeout = self.rto.with_floor(floor);
         self.last_send + timeout.saturating_mul(1 << self.retries.min(16)).min(MAX_BACKOFF.max(timeout))
     }
 
