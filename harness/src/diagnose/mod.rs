@@ -193,8 +193,9 @@ pub fn http_boot_gave_up(firmware_console: &str, dhcp: &crate::services::dhcp::D
     Some(format!("the firmware's HTTP boot gave up: {:?}: {why}", errors.join(" ")))
 }
 
-/// What the firmware prints when it opens its boot manager, the menu that waits for a key.
-pub const BOOT_MANAGER_OPENED: &str = r#"BdsDxe: starting Boot[0-9A-F]{4} "UiApp" "#;
+/// What the firmware prints when it opens its boot manager, the menu that waits for a key
+/// (group 1: its entry).
+pub const BOOT_MANAGER_OPENED: &str = r#"BdsDxe: starting (Boot[0-9A-F]{4}) "UiApp" "#;
 
 /// The firmware opening its boot manager (`BdsDxe: starting Boot#### "UiApp"`), from its
 /// console, and why: the boot entry before it returned status 0, which UEFI firmware takes
@@ -203,7 +204,7 @@ pub const BOOT_MANAGER_OPENED: &str = r#"BdsDxe: starting Boot[0-9A-F]{4} "UiApp
 /// `exit` it ended with, read by `script` (a URL to the script's text, if the lab served it):
 /// the known iPXE bug of a "boot the local disk" script ending in a plain `exit`.
 pub fn boot_manager_opened(firmware_console: &str, script: impl Fn(&str) -> Option<String>) -> Option<String> {
-    let menu = Regex::new(r#"BdsDxe: starting (Boot[0-9A-F]{4}) "(UiApp)" "#).expect("valid pattern");
+    let menu = Regex::new(BOOT_MANAGER_OPENED).expect("valid pattern");
     let opened = menu.captures_iter(firmware_console).last()?;
     let at = opened.get(0).expect("group 0").start();
     let before = &firmware_console[..at];

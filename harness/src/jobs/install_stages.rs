@@ -98,15 +98,7 @@ impl<'a> Install<'a> {
             Cached::Save(entry) => format!("this run's install, its disk kept in {}", entry.dir().display()),
             Cached::Restored(entry) => format!("the cached install {}", entry.dir().display()),
         };
-        let budget = self.budget(Stage::FirmwareDisk);
-        let booted = stages
-            .run(Stage::FirmwareDisk, async {
-                tokio::select! {
-                    booted = vm.firmware_console().wait_for_console_text(DISK_BOOT, budget) => booted.map_err(Box::<dyn std::error::Error + Send + Sync>::from),
-                    why = self.lab.boot_manager_opened(vm, budget) => Err(why.into()),
-                }
-            })
-            .await?;
+        let booted = stages.run(Stage::FirmwareDisk, self.lab.wait_for_firmware_line(vm, DISK_BOOT, self.budget(Stage::FirmwareDisk))).await?;
         self.login(vm, stages).await?;
         let commands_on = stages.run(Stage::CommandChannel, self.command_channel(vm)).await?;
         let system_state = stages.run(Stage::SystemReady, self.system_ready(vm)).await?;

@@ -235,12 +235,16 @@ impl Lab {
 
     /// Wait until `vm`'s firmware starts its boot entry `entry` (`BdsDxe: starting Boot####`),
     /// or fail at once when it opens its boot manager instead, saying why
-    /// ([`Lab::boot_manager_opened`]).
+    /// ([`crate::diagnose::boot_manager_opened`]).
     pub async fn wait_for_boot_entry(&self, vm: &Vm, entry: u16, timeout: std::time::Duration) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let pattern = format!("BdsDxe: starting Boot{entry:04X} ");
-        let started = vm.firmware_console().wait_for_console_text(&pattern, timeout);
+        self.wait_for_firmware_line(vm, &format!("BdsDxe: starting Boot{entry:04X} "), timeout).await.map(drop)
+    }
+
+    /// Wait for `pattern` on `vm`'s firmware console, or fail at once when the firmware opens
+    /// its boot manager instead, saying why ([`crate::diagnose::boot_manager_opened`]).
+    pub async fn wait_for_firmware_line(&self, vm: &Vm, pattern: &str, timeout: std::time::Duration) -> Result<crate::console::Match, Box<dyn std::error::Error + Send + Sync>> {
         tokio::select! {
-            started = started => started.map(drop).map_err(Into::into),
+            found = vm.firmware_console().wait_for_console_text(pattern, timeout) => found.map_err(Into::into),
             why = self.boot_manager_opened(vm, timeout) => Err(why.into()),
         }
     }
@@ -248,7 +252,7 @@ impl Lab {
     /// Pending until `vm`'s firmware opens its boot manager (`UiApp`, a menu that waits for a
     /// key) within `timeout`, then why it did ([`crate::diagnose::boot_manager_opened`]; an
     /// iPXE script it names is read from this lab's boot tree): for a wait to end with it.
-    pub async fn boot_manager_opened(&self, vm: &Vm, timeout: std::time::Duration) -> String {
+    async fn boot_manager_opened(&self, vm: &Vm, timeout: std::time::Duration) -> String {
         if vm.firmware_console().wait_for_console_text(crate::diagnose::BOOT_MANAGER_OPENED, timeout).await.is_err() {
             return std::future::pending().await;
         }
